@@ -1,0 +1,194 @@
+"""The contract every center type implements, and the types it speaks in.
+
+Adapters never import gateway code: the gateway hands them an already
+validated `JobRequest` and receives `NativeStatus` values back. Everything an
+adapter raises derives from `AdapterError`, so the gateway maps failures to
+HTTP in one place.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+#: Gateway job ids are UUIDs; adapters rely on this to build remote paths.
+GATEWAY_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class JobState(StrEnum):
+    """The normalized states, one set for every scheduler."""
+
+    SUBMITTING = "SUBMITTING"  # accepted by the gateway, not yet at the center
+    QUEUED = "QUEUED"
+    HELD = "HELD"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    UNKNOWN = "UNKNOWN"  # the center cannot be reached, or the state is not mapped
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
+)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A normalized, validated job as an adapter receives it.
+
+    Units are already resolved: memory in MiB, walltime in seconds. Exactly one
+    of `script` (a batch script body) and `command` is set.
+    """
+
+    gateway_id: str
+    name: str
+    script: str | None = None
+    command: str | None = None
+    arguments: Sequence[str] = ()
+    nodes: int = 1
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    gpu_type: str | None = None
+    memory_per_node_mib: int | None = None
+    walltime_seconds: int | None = None
+    queue: str | None = None
+    account: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not GATEWAY_ID_RE.match(self.gateway_id):
+            raise ValueError(f"gateway_id must be a lowercase UUID, got {self.gateway_id!r}")
+        if (self.script is None) == (self.command is None):
+            raise ValueError("exactly one of script and command must be set")
+        for name in self.environment:
+            if not ENV_NAME_RE.match(name):
+                raise ValueError(f"environment variable name {name!r} is not a valid name")
+
+
+@dataclass(frozen=True)
+class NativeStatus:
+    """What a center says about one job, normalized beside its native form."""
+
+    native_id: str
+    state: JobState
+    native_state: str
+    reason: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """A slice of a job's stdout or stderr file."""
+
+    data: bytes
+    offset: int  # where `data` starts in the file
+    size: int | None  # the file's whole size when known
+    exists: bool = True
+
+
+class AdapterError(Exception):
+    """Base of every error an adapter raises. Messages never carry secrets."""
+
+    def __init__(self, message: str, *, center: str | None = None) -> None:
+        super().__init__(message)
+        self.center = center
+        self.message = message
+
+
+class CenterUnavailable(AdapterError):
+    """The center could not be reached or did not answer in time.
+
+    The outcome of the operation is unknown; callers must reconcile, not
+    simply repeat a submission.
+    """
+
+
+class HostKeyRejected(AdapterError):
+    """The center presented a host key that is not pinned in its config."""
+
+    def __init__(self, message: str, *, center: str | None = None, fingerprint: str = "") -> None:
+        super().__init__(message, center=center)
+        self.fingerprint = fingerprint
+
+
+class AuthenticationFailed(AdapterError):
+    """The center refused our credentials."""
+
+
+@dataclass
+class CommandFailed(AdapterError):
+    """A scheduler command ran and exited non-zero."""
+
+    message: str
+    command: str = ""
+    exit_status: int | None = None
+    stderr: str = ""
+    center: str | None = None
+
+    def __post_init__(self) -> None:
+        Exception.__init__(self, self.message)
+
+
+class SubmitRejected(CommandFailed):
+    """The scheduler refused the job (bad partition, over limits, ...)."""
+
+
+class NativeJobNotFound(AdapterError):
+    """The center does not know the job."""
+
+
+class Adapter(abc.ABC):
+    """One center. All methods are coroutines and bounded by timeouts.
+
+    `status_many` is the batched query the poller calls once per tick per
+    center; it must cost a small constant number of remote commands whatever
+    the number of jobs (counted in `remote_commands`).
+    """
+
+    center_id: str
+    remote_commands: int = 0
+
+    @abc.abstractmethod
+    async def submit(self, job: JobRequest) -> str:
+        """Submit and return the native job id."""
+
+    @abc.abstractmethod
+    async def status_many(self, jobs: Mapping[str, str]) -> dict[str, NativeStatus]:
+        """Return the status of each job in `jobs` (native id -> gateway id).
+
+        A job the center no longer reports and whose final state cannot be
+        learned is omitted; the caller keeps its last known state.
+        """
+
+    @abc.abstractmethod
+    async def find_by_gateway_id(self, gateway_ids: Sequence[str]) -> dict[str, str]:
+        """Return gateway id -> native id for jobs already at the center.
+
+        Used to reconcile an uncertain submission instead of repeating it.
+        """
+
+    @abc.abstractmethod
+    async def cancel(self, native_id: str, gateway_id: str) -> None:
+        """Ask the center to cancel the job. Cancelling a finished job is not an error."""
+
+    @abc.abstractmethod
+    async def read_output(
+        self, native_id: str, gateway_id: str, stream: str, offset: int = 0, limit: int = 1 << 20
+    ) -> OutputChunk:
+        """Read up to `limit` bytes of 'stdout' or 'stderr' from `offset`."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

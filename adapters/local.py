@@ -1,0 +1,215 @@
+"""The embedded default center: jobs are real processes on the gateway's machine.
+
+No scheduler: a job is a process group started from a small wrapper script
+that records the exit status in the job's directory, so states survive a
+gateway restart. At most `max_running` jobs run at once; the rest wait QUEUED
+and are started, oldest first, as slots free up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from adapters.base import (
+    Adapter,
+    AdapterError,
+    JobRequest,
+    JobState,
+    NativeJobNotFound,
+    NativeStatus,
+    OutputChunk,
+)
+
+#: `timeout(1)` exits with this status when the walltime ran out.
+TIMEOUT_STATUS = 124
+#: Variables a local job inherits from the gateway; nothing else leaks into it.
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SHELL")
+
+
+def render_wrapper(job: JobRequest, job_dir: Path) -> str:
+    """The script that runs the job and records how it ended."""
+    q = shlex.quote
+    lines = ["#!/bin/bash", f"export HPCFED_JOB_ID={q(job.gateway_id)}"]
+    lines += [f"export {name}={q(value)}" for name, value in job.environment.items()]
+    workdir = job.working_dir or str(job_dir)
+    if workdir.startswith("~/"):
+        workdir = os.path.expanduser("~") + workdir[1:]
+    run = [str(job_dir / "script")] if job.script is not None else [job.command or ""]
+    run += list(job.arguments)
+    limit = f"timeout -k 10 {job.walltime_seconds} " if job.walltime_seconds else ""
+    done = q(str(job_dir / "exit_code"))
+    lines += [
+        f"if cd {q(workdir)}; then",
+        f"  {limit}{' '.join(q(a) for a in run)}",
+        "  __hpcfed_rc=$?",
+        "else",
+        "  echo 'hpcfed: cannot enter the working directory' >&2",
+        "  __hpcfed_rc=1",
+        "fi",
+        f'printf "%d\\n" "$__hpcfed_rc" > {done}.tmp && mv -f {done}.tmp {done}',
+        'exit "$__hpcfed_rc"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            # The state letter follows the parenthesised command name.
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+class LocalAdapter(Adapter):
+    def __init__(self, center_id: str, work_root: Path, *, max_running: int = 4) -> None:
+        self.center_id = center_id
+        self.work_root = work_root
+        self.max_running = max_running
+        self.remote_commands = 0
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _dir(self, gateway_id: str) -> Path:
+        return self.work_root / gateway_id
+
+    # ------------------------------------------------------------ submit
+
+    async def submit(self, job: JobRequest) -> str:
+        return await asyncio.to_thread(self._submit, job)
+
+    def _submit(self, job: JobRequest) -> str:
+        job_dir = self._dir(job.gateway_id)
+        job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if job.script is not None:
+            body = job.script if job.script.startswith("#!") else "#!/bin/bash\n" + job.script
+            (job_dir / "script").write_text(body, encoding="utf-8")
+            (job_dir / "script").chmod(0o700)
+        (job_dir / "job.sh").write_text(render_wrapper(job, job_dir), encoding="utf-8")
+        (job_dir / "queued").touch()
+        self._start_queued()
+        return job.gateway_id
+
+    def _running(self) -> int:
+        return sum(1 for p in self._procs.values() if p.poll() is None)
+
+    def _start_queued(self) -> None:
+        queued = sorted(self.work_root.glob("*/queued"), key=lambda p: p.stat().st_mtime_ns)
+        for marker in queued:
+            if self._running() >= self.max_running:
+                return
+            self._start(marker.parent)
+
+    def _start(self, job_dir: Path) -> None:
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        with open(job_dir / "stdout", "ab") as out, open(job_dir / "stderr", "ab") as err:
+            proc = subprocess.Popen(
+                ["/bin/bash", str(job_dir / "job.sh")],
+                cwd=job_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,  # its own process group, so cancel reaches children
+            )
+        (job_dir / "pid").write_text(f"{proc.pid}\n", encoding="ascii")
+        (job_dir / "queued").unlink(missing_ok=True)
+        self._procs[job_dir.name] = proc
+
+    # ------------------------------------------------------------ status
+
+    async def status_many(self, jobs: Mapping[str, str]) -> dict[str, NativeStatus]:
+        return await asyncio.to_thread(self._status_many, jobs)
+
+    def _status_many(self, jobs: Mapping[str, str]) -> dict[str, NativeStatus]:
+        self._start_queued()
+        result = {}
+        for native_id, gateway_id in jobs.items():
+            status = self._status(native_id, self._dir(gateway_id))
+            if status is not None:
+                result[native_id] = status
+        return result
+
+    def _status(self, native_id: str, job_dir: Path) -> NativeStatus | None:
+        if not job_dir.is_dir():
+            return None
+        cancelled = (job_dir / "cancelled").exists()
+        exit_file = job_dir / "exit_code"
+        if exit_file.exists():
+            self._procs.pop(job_dir.name, None)
+            code = int(exit_file.read_text(encoding="ascii").strip() or "1")
+            if cancelled:
+                return NativeStatus(native_id, JobState.CANCELLED, "cancelled", exit_code=code)
+            if code == TIMEOUT_STATUS:
+                return NativeStatus(
+                    native_id, JobState.TIMEOUT, "timeout", "walltime exceeded", exit_code=code
+                )
+            state = JobState.COMPLETED if code == 0 else JobState.FAILED
+            return NativeStatus(native_id, state, "exited", exit_code=code)
+        if (job_dir / "queued").exists():
+            return NativeStatus(native_id, JobState.QUEUED, "queued", "waiting for a free slot")
+        pid = self._pid(job_dir)
+        proc = self._procs.get(job_dir.name)
+        alive = proc.poll() is None if proc else pid is not None and _process_alive(pid)
+        if alive:
+            return NativeStatus(native_id, JobState.RUNNING, "running")
+        if cancelled:
+            return NativeStatus(native_id, JobState.CANCELLED, "cancelled")
+        return NativeStatus(
+            native_id, JobState.FAILED, "lost", "the process ended without recording an exit status"
+        )
+
+    @staticmethod
+    def _pid(job_dir: Path) -> int | None:
+        try:
+            return int((job_dir / "pid").read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
+
+    async def find_by_gateway_id(self, gateway_ids: Sequence[str]) -> dict[str, str]:
+        return {g: g for g in gateway_ids if (self._dir(g) / "job.sh").exists()}
+
+    # ------------------------------------------------------------ cancel, output
+
+    async def cancel(self, native_id: str, gateway_id: str) -> None:
+        await asyncio.to_thread(self._cancel, gateway_id)
+
+    def _cancel(self, gateway_id: str) -> None:
+        job_dir = self._dir(gateway_id)
+        if not job_dir.is_dir():
+            raise NativeJobNotFound(f"job {gateway_id} is unknown here", center=self.center_id)
+        if (job_dir / "exit_code").exists():
+            return
+        (job_dir / "cancelled").touch()
+        (job_dir / "queued").unlink(missing_ok=True)
+        pid = self._pid(job_dir)
+        if pid is not None and _process_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+
+    async def read_output(
+        self, native_id: str, gateway_id: str, stream: str, offset: int = 0, limit: int = 1 << 20
+    ) -> OutputChunk:
+        if stream not in ("stdout", "stderr"):
+            raise AdapterError(f"unknown stream {stream!r}", center=self.center_id)
+        return await asyncio.to_thread(self._read, self._dir(gateway_id) / stream, offset, limit)
+
+    @staticmethod
+    def _read(path: Path, offset: int, limit: int) -> OutputChunk:
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(offset)
+                return OutputChunk(fh.read(limit), offset, size)
+        except FileNotFoundError:
+            return OutputChunk(b"", offset, None, exists=False)
+
+    async def close(self) -> None:
+        # Jobs outlive the gateway; only forget the handles.
+        self._procs.clear()

@@ -1,0 +1,3 @@
+"""hpcfed gateway: one HTTP interface over many HPC centers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,11 @@
+"""HTTP routes, one module per resource."""
+
+from aiohttp import web
+
+from gateway.api import centers, health, jobs
+
+
+def setup_routes(app: web.Application) -> None:
+    health.setup_routes(app)
+    jobs.setup_routes(app)
+    centers.setup_routes(app)

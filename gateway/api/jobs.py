@@ -1,0 +1,144 @@
+"""Jobs: submit, list, read, cancel, output."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from adapters.base import AdapterError, JobState
+from gateway.api.keys import POLLER, SERVICE
+from gateway.api.params import bool_query, int_query, json_body
+from gateway.auth import USER_KEY
+from gateway.errors import ApiError, validation_error
+from gateway.models import JobSpec
+
+MAX_OUTPUT_CHUNK = 4 << 20
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+_STREAMS = ("stdout", "stderr")
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise ApiError(
+            400,
+            "invalid_request",
+            "Idempotency-Key: must be 1-200 printable ASCII characters without spaces",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    try:
+        spec = JobSpec.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    outcome = await request.app[SERVICE].submit(request[USER_KEY], spec, _idempotency_key(request))
+    record = outcome.record
+    request.app[POLLER].wake()
+    if not outcome.created:
+        status = 200
+    elif record.state is JobState.SUBMITTING:
+        status = 202  # stored; the center's answer is pending and will be reconciled
+    else:
+        status = 201
+    return web.json_response(
+        record.public(), status=status, headers={"Location": f"/v1/jobs/{record.id}"}
+    )
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    states: list[JobState] = []
+    for raw in filter(None, request.query.get("state", "").split(",")):
+        try:
+            states.append(JobState(raw.strip().upper()))
+        except ValueError:
+            choices = ", ".join(s.value for s in JobState)
+            raise ApiError(
+                400, "invalid_request", f"state: {raw!r} is not one of {choices}", field="state"
+            ) from None
+    center = request.query.get("center") or None
+    page = await request.app[SERVICE].list(
+        request[USER_KEY],
+        states=states,
+        center=center,
+        limit=int_query(request, "limit", 100, 1, 1000),
+        cursor=request.query.get("cursor") or None,
+    )
+    return web.json_response(
+        {"jobs": [j.public() for j in page.jobs], "next_cursor": page.next_cursor}
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    record = await request.app[SERVICE].get(request[USER_KEY], request.match_info["id"])
+    return web.json_response(record.public())
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    record = await request.app[SERVICE].cancel(request[USER_KEY], request.match_info["id"])
+    request.app[POLLER].wake()
+    return web.json_response(record.public(), status=200 if record.state.is_terminal else 202)
+
+
+async def job_output(request: web.Request) -> web.StreamResponse:
+    stream = request.match_info["stream"]
+    if stream not in _STREAMS:
+        raise ApiError(
+            404, "not_found", f"stream: must be stdout or stderr, got {stream!r}", field="stream"
+        )
+    offset = int_query(request, "offset", 0, 0, 1 << 62)
+    limit = int_query(request, "limit", 1 << 20, 1, MAX_OUTPUT_CHUNK)
+    follow = bool_query(request, "follow")
+    service = request.app[SERVICE]
+    user, job_id = request[USER_KEY], request.match_info["id"]
+
+    record, chunk = await service.output(user, job_id, stream, offset, limit)
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-Job-State": record.state.value,
+        "X-Output-Offset": str(chunk.offset),
+        "X-Output-Exists": "true" if chunk.exists else "false",
+    }
+    if not follow:
+        headers["X-Output-Next-Offset"] = str(chunk.offset + len(chunk.data))
+        if chunk.size is not None:
+            headers["X-Output-Size"] = str(chunk.size)
+        return web.Response(body=chunk.data, headers=headers)
+
+    # Follow: stream what there is, then what comes, until the job has ended
+    # and everything it wrote has been sent.
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    interval = request.app[POLLER].interval
+    offset = chunk.offset
+    while True:
+        if chunk.data:
+            await response.write(chunk.data)
+            offset += len(chunk.data)
+        drained = len(chunk.data) < limit
+        if drained and record.state.is_terminal:
+            break
+        if drained:
+            await asyncio.sleep(interval)  # the next poll brings new output or state
+        try:
+            record, chunk = await service.output(user, job_id, stream, offset, limit)
+        except AdapterError:
+            break  # the client sees the stream end and may resume from its offset
+    await response.write_eof()
+    return response
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_get("/v1/jobs", list_jobs)
+    app.router.add_get("/v1/jobs/{id}", get_job)
+    app.router.add_delete("/v1/jobs/{id}", cancel_job)
+    app.router.add_get("/v1/jobs/{id}/output/{stream}", job_output)

@@ -1,0 +1,300 @@
+"""Pydantic models: the job spec and record, center and gateway configuration."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from adapters.base import ENV_NAME_RE, JobState
+
+__all__ = [
+    "CenterConfig",
+    "GatewayConfig",
+    "JobRecord",
+    "JobSpec",
+    "JobState",
+    "Resources",
+]
+
+# ---------------------------------------------------------------- units
+
+_MEMORY_UNITS = {
+    "": 1 / (1024 * 1024),
+    "b": 1 / (1024 * 1024),
+    "k": 1 / 1024,
+    "kb": 1000 / (1024 * 1024),
+    "kib": 1 / 1024,
+    "m": 1,
+    "mb": 1000 * 1000 / (1024 * 1024),
+    "mib": 1,
+    "g": 1024,
+    "gb": 1000**3 / (1024 * 1024),
+    "gib": 1024,
+    "t": 1024 * 1024,
+    "tb": 1000**4 / (1024 * 1024),
+    "tib": 1024 * 1024,
+}
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_memory_mib(value: Any) -> int:
+    """'8GiB' -> 8192; '512M' -> 512; an int is taken as MiB."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as '8GiB' or '512MiB'")
+    if isinstance(value, int):
+        mib = value
+    else:
+        match = _MEMORY_RE.match(str(value))
+        unit = match.group(2).lower() if match else None
+        if not match or unit not in _MEMORY_UNITS:
+            raise ValueError(f"must be a size such as '8GiB' or '512MiB', got {value!r}")
+        mib = int(-(-float(match.group(1)) * _MEMORY_UNITS[unit] // 1))  # round up
+    if mib < 1:
+        raise ValueError(f"must be at least 1MiB, got {value!r}")
+    return mib
+
+
+_DURATION_SUFFIX = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CLOCK_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+_SUFFIX_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+
+
+def parse_duration_seconds(value: Any) -> float:
+    """'90m', '1.5h', '01:30:00', '2-00:00:00' (days), or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as '90m' or '01:30:00'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        if clock := _CLOCK_RE.match(text):
+            days, hours, minutes, secs = (int(g) if g else 0 for g in clock.groups())
+            if minutes >= 60 or secs >= 60:
+                raise ValueError(f"minutes and seconds must be below 60, got {value!r}")
+            seconds = float(days * 86400 + hours * 3600 + minutes * 60 + secs)
+        elif suffix := _SUFFIX_RE.match(text):
+            seconds = float(suffix.group(1)) * _DURATION_SUFFIX[suffix.group(2)]
+        elif re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        else:
+            raise ValueError(f"must be a duration such as '90m' or '01:30:00', got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return seconds
+
+
+MemoryMiB = Annotated[int, BeforeValidator(parse_memory_mib)]
+Seconds = Annotated[float, BeforeValidator(parse_duration_seconds)]
+
+# Names and ids that end up in remote paths, directives or URLs.
+CENTER_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class Resources(_Strict):
+    nodes: int = Field(1, ge=1, le=100_000)
+    tasks_per_node: int = Field(1, ge=1, le=100_000)
+    cpus_per_task: int = Field(1, ge=1, le=100_000)
+    gpus_per_node: int = Field(0, ge=0, le=64)
+    gpu_type: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
+    memory_per_node: MemoryMiB | None = Field(None, description="e.g. '8GiB'; stored in MiB")
+    walltime: Seconds | None = Field(None, description="e.g. '01:30:00' or '90m'; stored in s")
+
+    @model_validator(mode="after")
+    def _gpu_type_needs_gpus(self) -> Resources:
+        if self.gpu_type and not self.gpus_per_node:
+            raise ValueError("gpu_type is set but gpus_per_node is 0")
+        return self
+
+
+class JobSpec(_Strict):
+    """What a researcher asks for, the same for every center."""
+
+    name: str = Field("job", pattern=SAFE_NAME_PATTERN)
+    script: str | None = Field(None, max_length=1_000_000)
+    command: str | None = Field(None, min_length=1, max_length=4096)
+    arguments: list[Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=list, max_length=4096
+    )
+    resources: Resources = Field(default_factory=Resources)
+    queue: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
+    account: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
+    environment: dict[str, str] = Field(default_factory=dict, max_length=1024)
+    working_dir: str | None = Field(None, min_length=1, max_length=4096)
+    center: str = Field("auto", pattern=r"^(auto|[a-z][a-z0-9_-]{0,31})$")
+
+    @field_validator("environment")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            if not ENV_NAME_RE.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if "\0" in value:
+                raise ValueError(f"value of {key} contains a NUL byte")
+        return env
+
+    @field_validator("script", "command", "working_dir")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:
+            raise ValueError("must not contain a NUL byte")
+        return value
+
+    @field_validator("arguments")
+    @classmethod
+    def _no_nul_args(cls, args: list[str]) -> list[str]:
+        for i, arg in enumerate(args):
+            if "\0" in arg:
+                raise ValueError(f"argument {i} contains a NUL byte")
+        return args
+
+    @model_validator(mode="after")
+    def _script_or_command(self) -> JobSpec:
+        if (self.script is None) == (self.command is None):
+            raise ValueError("give exactly one of 'script' and 'command'")
+        if self.arguments and self.command is None:
+            raise ValueError("'arguments' goes with 'command', not with 'script'")
+        return self
+
+
+class JobRecord(BaseModel):
+    """A job as the gateway stores and serves it."""
+
+    id: str
+    owner: str
+    center: str
+    spec: JobSpec
+    state: JobState
+    native_id: str | None = None
+    native_state: str | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    submit_attempts: int = 0
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The JSON shape served by the API."""
+        data = self.model_dump(mode="json", exclude={"submit_attempts"})
+        data["terminal"] = self.state.is_terminal
+        return data
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- centers
+
+
+class SSHConfig(_Strict):
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(22, ge=1, le=65535)
+    login: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    key_file: str = Field(min_length=1, description="private key, OpenSSH format")
+    host_keys: list[str] = Field(
+        min_length=1,
+        description="pinned host public keys, 'type base64' as in a .pub or known_hosts line",
+    )
+    connect_timeout: Seconds = 10.0
+    command_timeout: Seconds = 60.0
+    keepalive_interval: Seconds = 15.0
+    max_sessions: int = Field(8, ge=1, le=64, description="concurrent channels per connection")
+
+    @field_validator("host_keys")
+    @classmethod
+    def _key_shape(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            parts = key.split()
+            if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+                raise ValueError(f"entry {i} must look like 'ssh-ed25519 AAAA...', got {key!r}")
+        return keys
+
+
+class SchedulerConfig(_Strict):
+    work_root: str = Field(
+        "~/.hpcfed", description="directory at the center that holds per-job directories"
+    )
+    default_queue: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
+    pbs_dialect: Literal["torque", "pbspro"] = "torque"
+
+
+class LocalConfig(_Strict):
+    work_root: str = Field("local-jobs", description="relative paths are under data_dir")
+    max_running: int = Field(4, ge=1, le=1024)
+
+
+class CenterConfig(_Strict):
+    id: str = Field(pattern=CENTER_ID_PATTERN)
+    name: str = Field("", max_length=200)
+    type: Literal["slurm", "pbs", "local"]
+    region: str = Field("", max_length=100)
+    ssh: SSHConfig | None = None
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+
+    @model_validator(mode="after")
+    def _ssh_for_remote(self) -> CenterConfig:
+        if self.type in ("slurm", "pbs") and self.ssh is None:
+            raise ValueError(f"a {self.type} center needs an 'ssh' section")
+        if self.type == "local" and self.ssh is not None:
+            raise ValueError("a local center takes no 'ssh' section")
+        return self
+
+
+# ---------------------------------------------------------------- gateway
+
+
+class ListenConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8750, ge=0, le=65535)
+
+
+class StoreConfig(_Strict):
+    kind: Literal["sqlite"] = "sqlite"
+    path: str = Field("hpcfed.db", description="relative paths are under data_dir")
+
+
+class AuthConfig(_Strict):
+    tokens_file: str = Field(
+        "tokens.yaml", description="sha256 of each bearer token -> user; relative to data_dir"
+    )
+    bootstrap_user: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_.-]{0,63}$",
+        description="if set and tokens_file is missing, create it with one token for this user",
+    )
+
+
+class GatewayConfig(_Strict):
+    data_dir: str = Field("~/.local/share/hpcfed", description="overridden by HPCFED_DATA_DIR")
+    listen: ListenConfig = Field(default_factory=ListenConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    poll_interval: Seconds = 2.0
+    submit_timeout: Seconds = Field(30.0, description="how long POST /v1/jobs waits for a center")
+    center_files: list[str] = Field(
+        default_factory=list, description="center YAML files or globs, relative to this file"
+    )
+    default_center: str | None = Field(None, pattern=CENTER_ID_PATTERN)

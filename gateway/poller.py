@@ -1,0 +1,144 @@
+"""Batched reconciliation of job states: one status query per center per tick.
+
+API reads are served from the store; only this loop talks to centers about
+state. Centers are polled side by side, each bounded by a timeout, so a hung
+center never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from adapters.base import AdapterError, NativeStatus
+from gateway.centers import Center
+from gateway.models import JobRecord, JobState, utcnow
+from gateway.service import JobService, SubmitRejectedError
+
+log = logging.getLogger("hpcfed.poller")
+
+#: Consecutive failed ticks before a center's jobs are shown as UNKNOWN.
+UNREACHABLE_TICKS = 3
+#: A SUBMITTING job whose submission failed is retried no sooner than this.
+RESUBMIT_AFTER = timedelta(seconds=5)
+
+
+class Poller:
+    def __init__(self, service: JobService, interval: float, timeout: float) -> None:
+        self.service = service
+        self.interval = interval
+        self.timeout = timeout
+        self.failures: dict[str, int] = defaultdict(int)
+        self.ticks = 0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next tick now (e.g. after a submission or cancel)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("poll tick failed")
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def tick(self) -> None:
+        active = await self.service.store.active()
+        by_center: dict[str, list[JobRecord]] = defaultdict(list)
+        for job in active:
+            if job.id not in self.service.in_flight:
+                by_center[job.center].append(job)
+        await asyncio.gather(
+            *(self._poll_center(self.service.centers.get(c), jobs) for c, jobs in by_center.items())
+        )
+        self.ticks += 1
+
+    async def _poll_center(self, center: Center, jobs: list[JobRecord]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._reconcile_submitting(center, [j for j in jobs if j.native_id is None])
+                tracked = [j for j in jobs if j.native_id is not None]
+                if tracked:
+                    statuses = await center.adapter.status_many(
+                        {j.native_id: j.id for j in tracked if j.native_id}
+                    )
+                    for job in tracked:
+                        status = statuses.get(job.native_id or "")
+                        if status is not None:
+                            await self._apply(job, status)
+        except (TimeoutError, AdapterError) as exc:
+            self.failures[center.id] += 1
+            log.warning(
+                "center %s: poll failed (%d in a row): %s",
+                center.id,
+                self.failures[center.id],
+                exc or "timeout",
+            )
+            if self.failures[center.id] >= UNREACHABLE_TICKS:
+                await self._mark_unknown(
+                    jobs, f"center {center.id} unreachable: {exc or 'timeout'}"
+                )
+            return
+        self.failures[center.id] = 0
+
+    async def _apply(self, job: JobRecord, status: NativeStatus) -> None:
+        changed = {
+            "state": status.state,
+            "native_state": status.native_state,
+            "reason": status.reason,
+            "exit_code": status.exit_code,
+        }
+        if all(getattr(job, k) == v for k, v in changed.items()):
+            return
+        if status.state.is_terminal and job.finished_at is None:
+            changed["finished_at"] = utcnow()
+        await self.service.store.update(job.id, **changed)
+
+    async def _mark_unknown(self, jobs: list[JobRecord], reason: str) -> None:
+        for job in jobs:
+            if job.native_id is not None and job.state is not JobState.UNKNOWN:
+                # native_state keeps the last state the center reported.
+                await self.service.store.update(job.id, state=JobState.UNKNOWN, reason=reason)
+
+    async def _reconcile_submitting(self, center: Center, jobs: list[JobRecord]) -> None:
+        """Jobs stored but not known to be at the center: look them up by gateway
+        id first, and submit only those the center has never seen."""
+        if not jobs:
+            return
+        found = await center.adapter.find_by_gateway_id([j.id for j in jobs])
+        now = utcnow()
+        for job in jobs:
+            native_id = found.get(job.id)
+            if native_id is not None:
+                log.info("job %s: found at %s as %s", job.id, center.id, native_id)
+                record = await self.service.store.update(
+                    job.id,
+                    native_id=native_id,
+                    state=JobState.QUEUED,
+                    native_state="SUBMITTED",
+                    reason=None,
+                    submitted_at=job.submitted_at or now,
+                )
+                if record.cancel_requested:
+                    await center.adapter.cancel(native_id, job.id)
+            elif job.cancel_requested:
+                await self.service.store.update(
+                    job.id,
+                    state=JobState.CANCELLED,
+                    reason="cancelled before it reached the center",
+                    finished_at=now,
+                )
+            elif now - job.updated_at >= RESUBMIT_AFTER and job.id not in self.service.in_flight:
+                try:
+                    await self.service.submit_at_center(job)
+                except SubmitRejectedError as exc:
+                    log.warning("job %s: refused by %s: %s", job.id, center.id, exc)

@@ -1,0 +1,232 @@
+"""Job operations: submit, read, list, cancel, output. The HTTP layer calls these.
+
+The rule that keeps jobs from being lost or run twice lives here: a record is
+stored (state SUBMITTING) before its center is contacted; a submission whose
+outcome is unknown stays SUBMITTING and is reconciled by the poller (looked up
+at the center by gateway id) rather than repeated blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adapters.base import (
+    AdapterError,
+    CenterUnavailable,
+    JobRequest,
+    OutputChunk,
+    SubmitRejected,
+)
+from gateway.centers import CenterRegistry
+from gateway.errors import ApiError, adapter_error
+from gateway.models import JobRecord, JobSpec, JobState, utcnow
+from gateway.placement import choose_center
+from gateway.store import JobPage, JobStore
+from gateway.store.base import DuplicateIdempotencyKey
+
+log = logging.getLogger("hpcfed.jobs")
+
+
+def to_request(record: JobRecord) -> JobRequest:
+    spec = record.spec
+    res = spec.resources
+    return JobRequest(
+        gateway_id=record.id,
+        name=spec.name,
+        script=spec.script,
+        command=spec.command,
+        arguments=tuple(spec.arguments),
+        nodes=res.nodes,
+        tasks_per_node=res.tasks_per_node,
+        cpus_per_task=res.cpus_per_task,
+        gpus_per_node=res.gpus_per_node,
+        gpu_type=res.gpu_type,
+        memory_per_node_mib=res.memory_per_node,
+        walltime_seconds=int(-(-res.walltime // 1)) if res.walltime else None,
+        queue=spec.queue,
+        account=spec.account,
+        environment=dict(spec.environment),
+        working_dir=spec.working_dir,
+    )
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    record: JobRecord
+    created: bool  # False when an idempotency key returned an earlier job
+
+
+class JobService:
+    def __init__(self, store: JobStore, centers: CenterRegistry, submit_timeout: float) -> None:
+        self.store = store
+        self.centers = centers
+        self.submit_timeout = submit_timeout
+        # Gateway ids whose submission is under way; the poller leaves them alone.
+        self.in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[JobRecord]] = set()
+
+    # ------------------------------------------------------------ submit
+
+    async def submit(
+        self, owner: str, spec: JobSpec, idempotency_key: str | None = None
+    ) -> SubmitOutcome:
+        if spec.center == "auto":
+            center_id = choose_center(self.centers, await self.store.active())
+        else:
+            center_id = self.centers.get(spec.center).id
+        now = utcnow()
+        record = JobRecord(
+            id=str(uuid.uuid4()),
+            owner=owner,
+            center=center_id,
+            spec=spec,
+            state=JobState.SUBMITTING,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await self.store.insert(record)
+        except DuplicateIdempotencyKey as dup:
+            return SubmitOutcome(dup.existing, created=False)
+        # The submission goes on even if the client goes away mid-request.
+        task = asyncio.create_task(self.submit_at_center(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            record = await asyncio.shield(task)
+        except SubmitRejectedError as exc:
+            raise exc.api from None
+        return SubmitOutcome(record, created=True)
+
+    async def submit_at_center(self, record: JobRecord) -> JobRecord:
+        """Contact the center for a stored SUBMITTING record; never raises for an
+        uncertain outcome (the record stays SUBMITTING for the poller)."""
+        center = self.centers.get(record.center)
+        self.in_flight.add(record.id)
+        attempts = record.submit_attempts + 1
+        try:
+            await self.store.update(record.id, submit_attempts=attempts)
+            async with asyncio.timeout(self.submit_timeout):
+                native_id = await center.adapter.submit(to_request(record))
+        except (TimeoutError, CenterUnavailable) as exc:
+            reason = (
+                f"center {center.id} did not answer: {exc}"
+                if str(exc)
+                else (f"center {center.id} did not answer within {self.submit_timeout:g}s")
+            )
+            log.warning("job %s: submission outcome unknown: %s", record.id, reason)
+            return await self.store.update(record.id, reason=reason)
+        except SubmitRejected as exc:
+            api = adapter_error(exc)
+            failed = await self.store.update(
+                record.id,
+                state=JobState.FAILED,
+                reason=api.message,
+                finished_at=utcnow(),
+            )
+            raise SubmitRejectedError(api, failed) from None
+        except AdapterError as exc:
+            # Host key or credential problems: the job cannot go there as configured.
+            api = adapter_error(exc)
+            failed = await self.store.update(
+                record.id, state=JobState.FAILED, reason=api.message, finished_at=utcnow()
+            )
+            raise SubmitRejectedError(api, failed) from None
+        finally:
+            self.in_flight.discard(record.id)
+        updated = await self.store.update(
+            record.id,
+            native_id=native_id,
+            state=JobState.QUEUED,
+            native_state="SUBMITTED",
+            reason=None,
+            submitted_at=utcnow(),
+        )
+        if updated.cancel_requested:
+            await self._cancel_at_center(updated)
+        return updated
+
+    async def close(self) -> None:
+        """Let submissions under way finish (bounded by submit_timeout)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.submit_timeout + 1)
+
+    # ------------------------------------------------------------ reads
+
+    async def get(self, owner: str | None, job_id: str) -> JobRecord:
+        """A job of `owner` (None: any owner). Someone else's job is 'not found'."""
+        record = await self.store.get(job_id) if _is_uuid(job_id) else None
+        if record is None or (owner is not None and record.owner != owner):
+            raise ApiError(404, "not_found", f"job {job_id} not found", field="id")
+        return record
+
+    async def list(
+        self,
+        owner: str | None,
+        *,
+        states: Sequence[JobState] = (),
+        center: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        try:
+            return await self.store.list(
+                owner=owner, states=states, center=center, limit=limit, cursor=cursor
+            )
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request", f"cursor: {exc}", field="cursor") from None
+
+    # ------------------------------------------------------------ cancel
+
+    async def cancel(self, owner: str | None, job_id: str) -> JobRecord:
+        record = await self.get(owner, job_id)
+        if record.state.is_terminal:
+            return record
+        record = await self.store.update(record.id, cancel_requested=True)
+        if record.native_id is None:
+            # Not at the center yet: the submission (or the poller's reconciliation)
+            # sees cancel_requested and cancels it there.
+            return record
+        await self._cancel_at_center(record)
+        return record
+
+    async def _cancel_at_center(self, record: JobRecord) -> None:
+        assert record.native_id is not None
+        center = self.centers.get(record.center)
+        await center.adapter.cancel(record.native_id, record.id)
+
+    # ------------------------------------------------------------ output
+
+    async def output(
+        self, owner: str | None, job_id: str, stream: str, offset: int, limit: int
+    ) -> tuple[JobRecord, OutputChunk]:
+        record = await self.get(owner, job_id)
+        if record.native_id is None:
+            return record, OutputChunk(b"", offset, None, exists=False)
+        center = self.centers.get(record.center)
+        chunk = await center.adapter.read_output(
+            record.native_id, record.id, stream, offset=offset, limit=limit
+        )
+        return record, chunk
+
+
+class SubmitRejectedError(Exception):
+    """Internal: carries the API error and the FAILED record out of the shielded task."""
+
+    def __init__(self, api: ApiError, record: JobRecord) -> None:
+        super().__init__(api.message)
+        self.api = api
+        self.api.details["job_id"] = record.id
+        self.record = record
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False

@@ -1,0 +1,65 @@
+"""The JobStore interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.models import JobRecord, JobState
+
+
+class StoreError(Exception):
+    """The store failed; nothing was written by the failing call."""
+
+
+class DuplicateIdempotencyKey(StoreError):
+    def __init__(self, existing: JobRecord) -> None:
+        super().__init__("idempotency key already used")
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+class JobStore(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreError if the store cannot serve."""
+
+    @abc.abstractmethod
+    async def insert(self, record: JobRecord) -> None:
+        """Store a new record durably; raise DuplicateIdempotencyKey on a reused key."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    async def update(self, job_id: str, **fields: Any) -> JobRecord:
+        """Change some fields (updated_at is set) and return the new record."""
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        *,
+        owner: str | None,
+        states: Sequence[JobState] = (),
+        center: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first; `owner=None` lists every owner's jobs."""
+
+    @abc.abstractmethod
+    async def active(self) -> list[JobRecord]:
+        """Every job not yet in a terminal state, for the poller."""
