@@ -1,0 +1,51 @@
+# The two commands a new user needs (see README.md):
+#   make demo   install, start the gateway on its embedded local center, run a job, stop
+#   make test   install everything the tests need, start the testbed, run all tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub
+
+.PHONY: install demo test system-deps testbed-up testbed-down testbed-status lint schema
+
+$(BIN)/hpcfed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/hpcfed
+
+demo: install
+	BIN=$(BIN) bash examples/demo.sh
+
+# Debian packages for the testbed's real Slurm, PBS-dialect commands, munge and sshd.
+system-deps:
+	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "make system-deps: run as root to apt-get install $(SYSTEM_PACKAGES)"; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+
+testbed-up: install system-deps
+	$(BIN)/python -m tests.testbed up
+
+testbed-down:
+	$(BIN)/python -m tests.testbed down
+
+testbed-status:
+	$(BIN)/python -m tests.testbed status
+
+# pytest's exit code passes through: 5 (no test collected) fails the target too.
+test: install system-deps
+	$(BIN)/ruff check gateway adapters tests
+	$(BIN)/python -m tests.testbed up
+	$(BIN)/python -m pytest -ra; rc=$$?; $(BIN)/python -m tests.testbed down; exit $$rc
+
+lint: install
+	$(BIN)/ruff check gateway adapters tests
+	$(BIN)/ruff format --check gateway adapters tests
+
+schema: install
+	$(BIN)/hpcfed center schema > configs/schema/center.schema.json

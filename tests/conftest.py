@@ -1,0 +1,119 @@
+"""Shared fixtures: the real testbed, and real gateways on loopback ports."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.auth import TokenAuth, token_digest
+from gateway.client import HpcfedClient
+from gateway.config import LoadedConfig, load_config
+from gateway.models import CenterConfig
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[object]:
+    """The real centers (sshd, slurmctld, slurmd, PBS-dialect commands).
+
+    Under CI an unavailable testbed fails the run; elsewhere the test is skipped
+    with the reason. A testbed this session started is stopped at its end.
+    """
+    from tests.testbed import Testbed, TestbedError, TestbedUnavailable
+
+    tb = Testbed()
+    was_up = tb.is_up()
+    try:
+        tb.up()
+    except (TestbedUnavailable, TestbedError) as exc:
+        if IN_CI:
+            pytest.fail(f"testbed could not start: {exc}")
+        pytest.skip(f"testbed unavailable: {exc}")
+    yield tb
+    if not was_up:
+        tb.down()
+
+
+@dataclasses.dataclass
+class Gateway:
+    url: str
+    app: web.Application
+    config: LoadedConfig
+    tokens: dict[str, str]
+    runner: web.AppRunner
+
+    async def stop(self) -> None:
+        """Shut the gateway down as on SIGTERM (idempotent)."""
+        await self.runner.cleanup()
+
+    def client(self, user: str = "alice") -> HpcfedClient:
+        return HpcfedClient(self.url, self.tokens[user])
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+def config_with(
+    base: LoadedConfig,
+    data_dir: Path,
+    *,
+    centers: dict[str, CenterConfig] | None = None,
+    **gateway_fields: object,
+) -> LoadedConfig:
+    """A copy of a loaded config with its own data dir and overrides."""
+    return dataclasses.replace(
+        base,
+        data_dir=data_dir,
+        centers=centers if centers is not None else base.centers,
+        gateway=base.gateway.model_copy(update=gateway_fields),
+    )
+
+
+@pytest.fixture
+async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    """Start real gateways (aiohttp server on 127.0.0.1:<free port>) for a test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(config: LoadedConfig, users: tuple[str, ...] = ("alice", "bob")) -> Gateway:
+        tokens = {user: secrets.token_urlsafe(16) for user in users}
+        tokens_file = config.data_dir / "tokens.yaml"
+        tokens_file.parent.mkdir(parents=True, exist_ok=True)
+        tokens_file.write_text(yaml.safe_dump({token_digest(t): u for u, t in tokens.items()}))
+        app = create_app(config, TokenAuth.from_file(tokens_file))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return Gateway(f"http://127.0.0.1:{port}", app, config, tokens, runner)
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest.fixture
+def local_config(tmp_path: Path) -> LoadedConfig:
+    """The embedded default config, with its data under tmp_path and fast polling."""
+    return config_with(
+        load_config(REPO / "configs" / "gateway.yaml"), tmp_path / "data", poll_interval=0.2
+    )
+
+
+@pytest.fixture
+def testbed_config(testbed: object, tmp_path: Path) -> LoadedConfig:
+    from tests.testbed import Testbed
+
+    assert isinstance(testbed, Testbed)
+    return config_with(load_config(testbed.gateway_config), tmp_path / "data", poll_interval=0.3)

@@ -1,0 +1,223 @@
+"""The HTTP API end to end on the embedded local center: a real server, real processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from gateway.client import ClientError
+from gateway.config import LoadedConfig
+from tests.conftest import GatewayFactory
+
+HELLO = {"name": "hello", "command": "echo", "arguments": ["hi there"], "center": "local"}
+
+
+async def test_job_runs_and_its_output_is_read_back(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        job = await client.submit(HELLO)
+        assert job["center"] == "local" and job["owner"] == "alice"
+        done = await client.wait(job["id"], timeout=30)
+        assert done["state"] == "COMPLETED"
+        assert done["exit_code"] == 0
+        assert await client.output(job["id"]) == b"hi there\n"
+
+
+async def test_non_zero_exit_is_failed_with_its_code(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        job = await client.submit({"script": "echo oops >&2\nexit 7\n", "center": "local"})
+        done = await client.wait(job["id"], timeout=30)
+        assert (done["state"], done["exit_code"]) == ("FAILED", 7)
+        assert await client.output(job["id"], "stderr") == b"oops\n"
+
+
+async def test_cancel_of_running_job_reaches_cancelled(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        job = await client.submit({"script": "echo started\nsleep 300\n", "center": "local"})
+        async with asyncio.timeout(30):
+            while await client.output(job["id"]) != b"started\n":
+                await asyncio.sleep(0.1)
+        await client.cancel(job["id"])
+        done = await client.wait(job["id"], timeout=30)
+        assert done["state"] == "CANCELLED"
+
+
+async def test_walltime_overrun_is_timeout(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        spec = {"command": "sleep", "arguments": ["60"], "resources": {"walltime": "1s"}}
+        job = await client.submit(spec)
+        done = await client.wait(job["id"], timeout=30)
+        assert done["state"] == "TIMEOUT"
+
+
+async def test_hostile_values_are_passed_literally_never_executed(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    hostile = "; touch /tmp/hpcfed-pwned $(id) `id` 'q' \"dq\"\nline2"
+    async with gw.client() as client:
+        job = await client.submit(
+            {"command": "printf", "arguments": ["%s", hostile], "center": "local"}
+        )
+        done = await client.wait(job["id"], timeout=30)
+        assert done["state"] == "COMPLETED"
+        assert (await client.output(job["id"])).decode() == hostile
+        spec = {"script": 'printf "%s" "$HOSTILE"', "environment": {"HOSTILE": hostile}}
+        job = await client.submit(spec)
+        await client.wait(job["id"], timeout=30)
+        assert (await client.output(job["id"])).decode() == hostile
+
+
+async def test_users_see_only_their_own_jobs(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client("alice") as alice, gw.client("bob") as bob:
+        job = await alice.submit(HELLO)
+        for call in (bob.get, bob.cancel, bob.output):
+            with pytest.raises(ClientError) as err:
+                await call(job["id"])
+            assert err.value.status == 404
+        assert [j["id"] for j in (await bob.list())["jobs"]] == []
+        assert [j["id"] for j in (await alice.list())["jobs"]] == [job["id"]]
+
+
+async def test_requests_without_a_valid_token_get_401(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}):
+            async with session.get(f"{gw.url}/v1/jobs", headers=headers) as resp:
+                assert resp.status == 401
+                assert (await resp.json())["error"]["code"] == "unauthenticated"
+        async with session.get(f"{gw.url}/healthz") as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {"command": "true", "resources": {"memory_per_node": "lots"}},
+            "resources.memory_per_node",
+        ),
+        ({"command": "true", "resources": {"walltime": "-5"}}, "resources.walltime"),
+        ({"command": "true", "resources": {"nodes": 0}}, "resources.nodes"),
+        ({"command": "true", "environment": {"1BAD": "x"}}, "environment"),
+        ({"command": "true", "name": "a b;c"}, "name"),
+        ({"command": "true", "center": "../etc"}, "center"),
+        ({"command": "true", "surprise": 1}, "surprise"),
+        ({"script": "x", "command": "y"}, "(body)"),
+        ({"command": "true", "center": "nowhere"}, "center"),
+    ],
+)
+async def test_bad_job_spec_gets_4xx_naming_the_field(
+    start_gateway: GatewayFactory, local_config: LoadedConfig, body: dict, field: str
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        with pytest.raises(ClientError) as err:
+            await client.submit(body)
+    assert 400 <= err.value.status < 500
+    assert err.value.body.get("field") == field, err.value.body
+    assert err.value.message
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("POST", "/v1/jobs", b"{not json"),
+        ("POST", "/v1/jobs", b"[1, 2]"),
+        ("POST", "/v1/jobs", b""),
+        ("GET", "/v1/jobs?limit=abc", None),
+        ("GET", "/v1/jobs?limit=0", None),
+        ("GET", "/v1/jobs?state=DANCING", None),
+        ("GET", "/v1/jobs?cursor=garbage", None),
+        ("GET", "/v1/jobs/not-a-uuid", None),
+        ("GET", "/v1/jobs/00000000-0000-0000-0000-000000000000/output/stdin", None),
+        ("DELETE", "/v1/jobs/00000000-0000-0000-0000-000000000000", None),
+        ("PUT", "/v1/jobs", b"{}"),
+    ],
+)
+async def test_malformed_requests_get_4xx_in_the_error_shape(
+    start_gateway: GatewayFactory, local_config: LoadedConfig, method: str, path: str, data: bytes
+) -> None:
+    gw = await start_gateway(local_config)
+    headers = {"Authorization": f"Bearer {gw.tokens['alice']}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, gw.url + path, data=data, headers=headers) as resp:
+            assert 400 <= resp.status < 500
+            error = (await resp.json())["error"]
+            assert error["code"] and error["message"]
+
+
+async def test_idempotency_key_returns_the_same_job(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client, gw.client("bob") as bob:
+        first = await client.submit(HELLO, idempotency_key="run-42")
+        again = await client.submit(HELLO, idempotency_key="run-42")
+        other_user = await bob.submit(HELLO, idempotency_key="run-42")
+        assert again["id"] == first["id"]
+        assert other_user["id"] != first["id"]
+        assert len((await client.list())["jobs"]) == 1
+
+
+async def test_listing_pages_with_a_cursor(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        ids = [(await client.submit(HELLO))["id"] for _ in range(5)]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await client.list(limit=2, cursor=cursor)
+            seen += [j["id"] for j in page["jobs"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == list(reversed(ids))
+
+
+async def test_follow_streams_output_until_the_job_ends(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        job = await client.submit({"script": "for i in 1 2 3; do echo $i; sleep 0.3; done"})
+        received = b""
+        async with asyncio.timeout(30):
+            async for chunk in client.follow_output(job["id"]):
+                received += chunk
+        assert received == b"1\n2\n3\n"
+        assert (await client.get(job["id"]))["terminal"]
+
+
+async def test_jobs_survive_a_gateway_restart(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    first = await start_gateway(local_config)
+    async with first.client() as client:
+        job = await client.submit({"script": "sleep 1; echo after restart"})
+    await first.stop()
+    second = await start_gateway(local_config)
+    async with second.client() as client:
+        done = await client.wait(job["id"], timeout=30)
+        assert done["state"] == "COMPLETED"
+        assert await client.output(job["id"]) == b"after restart\n"
