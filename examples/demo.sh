@@ -9,13 +9,14 @@ if [ -z "${HPCFED_DATA_DIR:-}" ]; then
     cleanup_dir=$HPCFED_DATA_DIR
 fi
 export HPCFED_DATA_DIR
+mkdir -p "$HPCFED_DATA_DIR"
 log="$HPCFED_DATA_DIR/gateway.log"
 
 "$BIN/hpcfed" serve --config configs/gateway.yaml --port 0 >"$log" 2>&1 &
 gateway=$!
 stop() {
     kill "$gateway" 2>/dev/null && wait "$gateway" 2>/dev/null || true
-    [ -n "${cleanup_dir:-}" ] && rm -rf "$cleanup_dir"
+    if [ -n "${cleanup_dir:-}" ]; then rm -rf "$cleanup_dir"; fi
 }
 trap stop EXIT
 

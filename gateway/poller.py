@@ -33,6 +33,7 @@ class Poller:
         self.failures: dict[str, int] = defaultdict(int)
         self.ticks = 0
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one tick at a time, whoever runs it
 
     def wake(self) -> None:
         """Run the next tick now (e.g. after a submission or cancel)."""
@@ -52,6 +53,10 @@ class Poller:
             self._wake.clear()
 
     async def tick(self) -> None:
+        async with self._lock:
+            await self._tick()
+
+    async def _tick(self) -> None:
         active = await self.service.store.active()
         by_center: dict[str, list[JobRecord]] = defaultdict(list)
         for job in active:
