@@ -75,7 +75,8 @@ class JobService:
         self, owner: str, spec: JobSpec, idempotency_key: str | None = None
     ) -> SubmitOutcome:
         if spec.center == "auto":
-            center_id = choose_center(self.centers, await self.store.active())
+            active = [] if self.centers.default else await self.store.active()
+            center_id = choose_center(self.centers, active)
         else:
             center_id = self.centers.get(spec.center).id
         now = utcnow()
