@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from gateway.api.keys import SERVICE
 from gateway.app import create_app
 from gateway.auth import TokenAuth, token_digest
 from gateway.client import HpcfedClient
@@ -100,7 +102,22 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
     yield start
     for runner in reversed(runners):
+        await _cancel_leftovers(runner.app)
         await runner.cleanup()
+
+
+async def _cancel_leftovers(app: web.Application | None) -> None:
+    """Cancel what a test left running, so the next test finds free centers."""
+    if app is None or SERVICE not in app:
+        return
+    service = app[SERVICE]
+    try:
+        active = await service.store.active()
+    except Exception:
+        return  # the gateway was already stopped by the test
+    for job in active:
+        with contextlib.suppress(Exception):
+            await service.cancel(None, job.id)
 
 
 @pytest.fixture

@@ -79,8 +79,10 @@ async def test_cancel_of_queued_job_reaches_cancelled_at_the_center(
         blocker = await client.submit({**fill, "name": "blocker"})
         await wait_for_state(client, blocker["id"], {"RUNNING"})
         waiting = await client.submit({**fill, "name": "waiting"})
-        queued = await wait_for_state(client, waiting["id"], {"QUEUED"})
-        assert queued["native_state"] == "PENDING"
+        async with asyncio.timeout(60):  # until the center itself reports it waiting
+            while (queued := await client.get(waiting["id"]))["native_state"] != "PENDING":
+                await asyncio.sleep(0.2)
+        assert queued["state"] == "QUEUED"
         await client.cancel(waiting["id"])
         done = await client.wait(waiting["id"], timeout=60)
         assert done["state"] == "CANCELLED"
