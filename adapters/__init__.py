@@ -1,0 +1,1 @@
+"""Everything that speaks to a center: the Adapter contract and its implementations."""

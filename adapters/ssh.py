@@ -1,0 +1,502 @@
+"""Pooled SSH connections to centers: pinned host keys, timeouts, SFTP.
+
+One paramiko `Transport` per (center, host, port, login) carries every exec
+and SFTP channel to that login. All blocking paramiko work runs in worker
+threads, bounded per connection by `max_sessions` (OpenSSH's MaxSessions caps
+channels per connection). A transport found dead is dropped and the next call
+reconnects; a call is retried only when it failed before its command could
+have reached the center.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import hashlib
+import logging
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import paramiko
+
+from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A pinned key's type -> the host key algorithms that can prove it. paramiko no
+# longer accepts SHA-1 "ssh-rsa" signatures, so RSA keys negotiate rsa-sha2-*.
+_HOST_KEY_ALGORITHMS = {
+    "ssh-ed25519": ("ssh-ed25519",),
+    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
+    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
+    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256"),
+}
+_READ_SIZE = 1 << 16
+_CHANNEL_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 0.0)
+_SFTP_WINDOW = 1 << 26  # a large window keeps downloads from stalling on round trips
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    center_id: str
+    host: str
+    port: int
+    login: str
+    key_file: str
+    host_keys: tuple[str, ...]  # pinned, "ssh-ed25519 AAAA..." (type + base64, comment allowed)
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+    keepalive_interval: float = 15.0
+    max_sessions: int = 8
+
+    @property
+    def pool_key(self) -> tuple[str, str, int, str]:
+        return (self.center_id, self.host, self.port, self.login)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+
+def fingerprint(key_blob: bytes) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key blob."""
+    digest = base64.b64encode(hashlib.sha256(key_blob).digest()).decode()
+    return "SHA256:" + digest.rstrip("=")
+
+
+def parse_pinned_key(line: str) -> tuple[str, bytes]:
+    """'ssh-ed25519 AAAA... comment' -> (type, blob), checking the blob names the same type."""
+    parts = line.split()
+    if len(parts) < 2:
+        raise ValueError(f"pinned host key must be 'type base64', got {line[:40]!r}")
+    key_type = parts[0]
+    if key_type not in _HOST_KEY_ALGORITHMS:
+        raise ValueError(f"pinned host key type {key_type} is not supported")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (name_len,) = struct.unpack(">I", blob[:4])
+        blob_type = blob[4 : 4 + name_len].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"pinned {key_type} host key is not valid base64 key data") from exc
+    if blob_type != key_type:
+        raise ValueError(f"pinned host key says {key_type} but its data is a {blob_type} key")
+    return key_type, blob
+
+
+def _close_late_transport(connecting: concurrent.futures.Future[paramiko.Transport]) -> None:
+    """A connect that finished after its caller gave up: close what it opened."""
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()
+
+
+class _NotSent(Exception):
+    """Opening the channel failed: the command never reached the center."""
+
+
+class SSHConnection:
+    """One pooled login at one center. Belongs to one event loop."""
+
+    def __init__(self, target: SSHTarget, executor: concurrent.futures.Executor) -> None:
+        self.target = target
+        # Commands started, one exec channel each; status economy is asserted on it.
+        self.commands_run = 0
+        self.connects = 0  # transports established over this connection's life
+        self._executor = executor
+        self._pinned = [parse_pinned_key(k) for k in target.host_keys]
+        if not self._pinned:
+            raise ValueError(f"center {target.center_id}: no pinned host keys")
+        self._transport: paramiko.Transport | None = None
+        self._connect_lock = asyncio.Lock()
+        self._sessions = asyncio.Semaphore(target.max_sessions)
+        self._count_lock = threading.Lock()
+        self._home: str | None = None
+        self._pkey: paramiko.PKey | None = None
+
+    # ------------------------------------------------------------ public
+    async def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - enforced in the worker thread
+    ) -> CommandResult:
+        """Run `command` through the login shell; never re-run one that may have run."""
+        limit = self.target.command_timeout if timeout is None else timeout
+        for attempt in (1, 2):
+            transport = await self._live_transport()
+            try:
+                return await self._guarded(
+                    lambda t=transport: self._exec(t, command, stdin, limit),
+                    transport,
+                    limit + self.target.connect_timeout,
+                )
+            except _NotSent as exc:
+                self._forget(transport)
+                if attempt == 2:
+                    raise self._unavailable(f"cannot open a session: {exc}") from None
+                log.info(
+                    "center %s: session open failed (%s), reconnecting", self.target.center_id, exc
+                )
+        raise AssertionError("unreachable")
+
+    async def sftp(self, fn: Callable[[paramiko.SFTPClient], T]) -> T:
+        """Run `fn` in a worker thread with an SFTP session of its own."""
+        for attempt in (1, 2):
+            transport = await self._live_transport()
+            try:
+                return await self._in_thread(lambda t=transport: self._with_sftp(t, fn))
+            except _NotSent as exc:
+                self._forget(transport)
+                if attempt == 2:
+                    raise self._unavailable(f"cannot open an SFTP session: {exc}") from None
+        raise AssertionError("unreachable")
+
+    async def home(self) -> str:
+        """The login's absolute home directory (SFTP starts there), cached."""
+        if self._home is None:
+            self._home = await self.sftp(lambda s: s.normalize("."))
+        return self._home
+
+    async def close(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, transport.close)
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        return self._transport
+
+    # ------------------------------------------------------------ plumbing
+    def _unavailable(self, what: str) -> CenterUnavailable:
+        t = self.target
+        return CenterUnavailable(
+            f"center {t.center_id}: {t.login}@{t.host}:{t.port}: {what}", center=t.center_id
+        )
+
+    async def _in_thread(self, fn: Callable[[], T], guard: float | None = None) -> T:
+        """Run `fn` in a worker thread once one of the `max_sessions` slots is free.
+
+        The slot is released when the thread really finishes, not when an awaiting
+        task is cancelled, so channels never exceed max_sessions. `guard` bounds the
+        run itself (not the wait for a slot).
+        """
+        await self._sessions.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            cfut = self._executor.submit(fn)
+        except BaseException:
+            self._sessions.release()
+            raise
+
+        def release(_: object) -> None:
+            try:
+                loop.call_soon_threadsafe(self._sessions.release)
+            except RuntimeError:  # the loop is gone; nobody is left to wait
+                pass
+
+        cfut.add_done_callback(release)
+        return await asyncio.wait_for(asyncio.wrap_future(cfut), guard)
+
+    async def _guarded(self, fn: Callable[[], T], transport: paramiko.Transport, limit: float) -> T:
+        # The thread enforces the command deadline itself; this guard catches a
+        # server that stops answering protocol requests: the transport is hung.
+        try:
+            return await self._in_thread(fn, limit + 5.0)
+        except TimeoutError:
+            self._forget(transport)
+            raise self._unavailable(f"no answer within {limit:.0f}s; connection dropped") from None
+
+    async def _live_transport(self) -> paramiko.Transport:
+        transport = self._transport
+        if transport is not None and transport.is_active():
+            return transport
+        async with self._connect_lock:  # concurrent first calls share one transport
+            transport = self._transport
+            if transport is not None and transport.is_active():
+                return transport
+            if transport is not None:
+                self._forget(transport)
+            pending = self._executor.submit(self._connect)
+            try:
+                # Each step (TCP, handshake, auth) has its own timeout; this bounds the sum.
+                transport = await asyncio.wait_for(
+                    asyncio.wrap_future(pending), self.target.connect_timeout * 3 + 5.0
+                )
+            except TimeoutError:
+                pending.add_done_callback(_close_late_transport)
+                raise self._unavailable("connecting timed out") from None
+            self._transport = transport
+            self.connects += 1
+            return transport
+
+    def _forget(self, transport: paramiko.Transport) -> None:
+        if self._transport is transport:
+            self._transport = None
+        # Closing may wait for the transport thread: do it off the loop.
+        try:
+            self._executor.submit(transport.close)
+        except RuntimeError:  # the pool is closing; close right here instead
+            transport.close()
+
+    # ------------------------------------------------------------ worker threads
+    def _connect(self) -> paramiko.Transport:
+        t = self.target
+        try:
+            sock = socket.create_connection((t.host, t.port), timeout=t.connect_timeout)
+        except OSError as exc:
+            raise self._unavailable(f"cannot connect: {exc.strerror or exc}") from None
+        # Nagle plus delayed ACKs costs ~40 ms per request/response round trip.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(sock)
+        try:
+            transport.banner_timeout = t.connect_timeout
+            transport.handshake_timeout = t.connect_timeout
+            transport.auth_timeout = t.connect_timeout
+            algorithms: list[str] = []
+            for key_type, _ in self._pinned:
+                algorithms += [a for a in _HOST_KEY_ALGORITHMS[key_type] if a not in algorithms]
+            transport.get_security_options().key_types = tuple(algorithms)
+            self._handshake(transport)
+            self._authenticate(transport)
+            transport.set_keepalive(max(1, round(t.keepalive_interval)))
+        except BaseException:
+            transport.close()
+            raise
+        log.info("center %s: connected to %s:%s as %s", t.center_id, t.host, t.port, t.login)
+        return transport
+
+    def _handshake(self, transport: paramiko.Transport) -> None:
+        t = self.target
+        try:
+            transport.start_client(timeout=t.connect_timeout)
+        except paramiko.ssh_exception.IncompatiblePeer as exc:
+            if "host key" in str(exc):
+                types = ", ".join(sorted({k for k, _ in self._pinned}))
+                raise HostKeyRejected(
+                    f"center {t.center_id}: the server offers no host key of the pinned "
+                    f"type ({types}); refusing to connect",
+                    center=t.center_id,
+                ) from None
+            raise self._unavailable(f"SSH negotiation failed: {exc}") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._unavailable(f"SSH handshake failed: {exc or type(exc).__name__}") from None
+        server_key = transport.get_remote_server_key()
+        blob = server_key.asbytes()
+        if not any(blob == pinned for _, pinned in self._pinned):
+            seen = fingerprint(blob)
+            raise HostKeyRejected(
+                f"center {t.center_id}: host key {seen} ({server_key.get_name()}) is not "
+                "pinned in the center config; refusing to connect",
+                center=t.center_id,
+                fingerprint=seen,
+            )
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        t = self.target
+        key = self._private_key()
+        try:
+            transport.auth_publickey(t.login, key)
+        except paramiko.AuthenticationException as exc:
+            raise AuthenticationFailed(
+                f"center {t.center_id}: {t.login}@{t.host}:{t.port} refused key {t.key_file} "
+                f"({key.get_name()} {key.fingerprint}): {exc}",
+                center=t.center_id,
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._unavailable(f"authentication did not complete: {exc}") from None
+
+    def _private_key(self) -> paramiko.PKey:
+        if self._pkey is None:
+            t = self.target
+            try:
+                self._pkey = paramiko.PKey.from_path(t.key_file)
+            except paramiko.PasswordRequiredException:
+                raise AuthenticationFailed(
+                    f"center {t.center_id}: key file {t.key_file} is encrypted; "
+                    "give an unencrypted key or load it into the vault",
+                    center=t.center_id,
+                ) from None
+            except OSError as exc:
+                raise AuthenticationFailed(
+                    f"center {t.center_id}: cannot read key file {t.key_file}: {exc.strerror}",
+                    center=t.center_id,
+                ) from None
+            except (paramiko.SSHException, ValueError) as exc:  # never echo key content
+                raise AuthenticationFailed(
+                    f"center {t.center_id}: key file {t.key_file} is not a usable private key "
+                    f"({type(exc).__name__})",
+                    center=t.center_id,
+                ) from None
+        return self._pkey
+
+    def _open_channel(
+        self, transport: paramiko.Transport, window_size: int | None = None
+    ) -> paramiko.Channel:
+        # sshd frees a finished session only after it has reaped the child and processed
+        # our close, so a channel opened right after another closed can briefly exceed
+        # MaxSessions. Nothing was sent yet: waiting a little and asking again is safe.
+        refused: Exception | None = None
+        for delay in _CHANNEL_RETRY_DELAYS:
+            try:
+                return transport.open_session(
+                    window_size=window_size, timeout=self.target.connect_timeout
+                )
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not transport.is_active():
+                    raise _NotSent(str(exc) or type(exc).__name__) from None
+                # A refusal (ChannelException); or its bare "Unable to open channel.", as
+                # paramiko keeps one pending error per transport and a concurrent opener
+                # may have taken ours.
+                refused = exc
+            time.sleep(delay)  # a worker thread, never the event loop
+        raise self._unavailable(f"session refused: {refused}")
+
+    def _start(self, transport: paramiko.Transport, command: str) -> paramiko.Channel:
+        """Open a channel and start `command` on it, asking again while the server declines."""
+        declined: Exception | None = None
+        for delay in _CHANNEL_RETRY_DELAYS:
+            chan = self._open_channel(transport)
+            try:
+                chan.exec_command(command)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                chan.close()
+                if not transport.is_active():
+                    self._forget(transport)
+                    raise self._unavailable(
+                        f"connection lost while starting a command; its outcome is unknown: {exc}"
+                    ) from None
+                # On a live connection sshd answers an exec it did not start with a failure
+                # before anything else: the command did not run, so asking again is safe.
+                declined = exc
+                log.debug("center %s: exec declined (%s)", self.target.center_id, exc)
+                time.sleep(delay)
+                continue
+            with self._count_lock:
+                self.commands_run += 1
+            return chan
+        raise self._unavailable(f"the server declined to start the command: {declined}")
+
+    def _exec(
+        self, transport: paramiko.Transport, command: str, stdin: bytes | None, limit: float
+    ) -> CommandResult:
+        deadline = time.monotonic() + limit
+        if stdin is None:
+            # No EOF is sent after a command starts: paramiko may put it on the wire after
+            # its reply to the server's close of a quick command, and sshd drops the whole
+            # connection for an EOF on a freed channel. The shell gives stdin EOF instead.
+            command = f"exec </dev/null; {command}"
+        chan = self._start(transport, command)
+        try:
+            chan.settimeout(limit)
+            try:
+                if stdin is not None:  # read to its end by the command, so no close can race it
+                    chan.sendall(stdin)
+                    chan.shutdown_write()
+                stdout, stderr = self._collect(chan, deadline)
+            except TimeoutError:
+                raise self._unavailable(f"command did not finish within {limit:g}s") from None
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not transport.is_active():
+                    self._forget(transport)
+                raise self._unavailable(
+                    f"connection lost while a command ran; its outcome is unknown: {exc}"
+                ) from None
+            if not transport.is_active() and chan.exit_status == -1:
+                self._forget(transport)
+                raise self._unavailable("connection lost while a command ran; outcome unknown")
+            return CommandResult(chan.exit_status, stdout, stderr)
+        finally:
+            chan.close()
+
+    @staticmethod
+    def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+        # Read stdout and stderr together so neither can fill its window and stall the other.
+        out: list[bytes] = []
+        err: list[bytes] = []
+        wake = chan.fileno()
+        while True:
+            while chan.recv_ready():
+                out.append(chan.recv(_READ_SIZE))
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(_READ_SIZE))
+            if chan.eof_received or chan.closed:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            select.select([wake], [], [], min(remaining, 1.0))
+        while chan.recv_ready():
+            out.append(chan.recv(_READ_SIZE))
+        while chan.recv_stderr_ready():
+            err.append(chan.recv_stderr(_READ_SIZE))
+        if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError
+        return b"".join(out), b"".join(err)
+
+    def _with_sftp(
+        self, transport: paramiko.Transport, fn: Callable[[paramiko.SFTPClient], T]
+    ) -> T:
+        chan = self._open_channel(transport, _SFTP_WINDOW)
+        try:
+            chan.settimeout(self.target.command_timeout)
+            chan.invoke_subsystem("sftp")
+            client = paramiko.SFTPClient(chan)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            chan.close()
+            raise self._unavailable(f"SFTP subsystem failed to start: {exc}") from None
+        try:
+            return fn(client)
+        except TimeoutError:
+            raise self._unavailable("SFTP request timed out") from None
+        except (paramiko.SSHException, EOFError) as exc:
+            if not transport.is_active():
+                self._forget(transport)
+            raise self._unavailable(f"SFTP failed: {exc}") from None
+        except OSError as exc:
+            if transport.is_active():
+                raise  # a file error (missing, denied, ...) for the caller to judge
+            self._forget(transport)
+            raise self._unavailable(f"connection lost during SFTP: {exc}") from None
+        finally:
+            client.close()
+
+
+class SSHPool:
+    """Connections keyed by (center, host, port, login), reused across calls."""
+
+    def __init__(self, *, max_threads: int = 64) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_threads, thread_name_prefix="hpcfed-ssh"
+        )
+        self._connections: dict[tuple[str, str, int, str], SSHConnection] = {}
+
+    def connection(self, target: SSHTarget) -> SSHConnection:
+        conn = self._connections.get(target.pool_key)
+        if conn is not None and conn.target == target:
+            return conn
+        if conn is not None:
+            # The center's settings changed (e.g. a new pinned key): start afresh.
+            transport = conn.transport
+            if transport is not None:
+                self._executor.submit(transport.close)
+        conn = SSHConnection(target, self._executor)
+        self._connections[target.pool_key] = conn
+        return conn
+
+    async def close(self) -> None:
+        connections, self._connections = list(self._connections.values()), {}
+        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+        self._executor.shutdown(wait=False)
