@@ -1,0 +1,203 @@
+"""SlurmAdapter against the testbed's real Slurm centers, over the pooled SSH connection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from adapters.base import JobState, NativeStatus, SubmitRejected
+from adapters.jobdir import JobDir
+from adapters.slurm import SlurmAdapter
+from adapters.ssh import SSHPool
+from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
+    job,
+    pool_fixture,
+    target,
+    wait_for_status,
+)
+from tests.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+# The Slurm center these tests use; another Slurm center of the testbed can stand in.
+CENTER = os.environ.get("HPCFED_ADAPTER_SLURM_CENTER", "centera")
+
+
+def finished(status: NativeStatus) -> bool:
+    return status.state.is_terminal
+
+
+@pytest.fixture
+def slurm(testbed: Testbed, pool: SSHPool) -> SlurmAdapter:
+    return SlurmAdapter(target(testbed, CENTER), pool)
+
+
+async def test_job_prints_hostname_and_its_slurm_job_id(slurm: SlurmAdapter) -> None:
+    spec = job('hostname\necho "job=$SLURM_JOB_ID"\necho to-stderr >&2\n')
+    native_id = await slurm.submit(spec)
+    status = await wait_for_status(slurm, native_id, spec.gateway_id, finished)
+    assert (status.state, status.exit_code) == (JobState.COMPLETED, 0)
+    out = await slurm.read_output(native_id, spec.gateway_id, "stdout")
+    assert out.data.decode() == f"{socket.gethostname()}\njob={native_id}\n"
+    assert (out.offset, out.size, out.exists) == (0, len(out.data), True)
+    err = await slurm.read_output(native_id, spec.gateway_id, "stderr")
+    assert err.data == b"to-stderr\n"
+    tail = await slurm.read_output(native_id, spec.gateway_id, "stdout", offset=4, limit=3)
+    assert (tail.data, tail.offset) == (out.data[4:7], 4)
+
+
+async def test_non_zero_exit_is_failed_with_its_code(slurm: SlurmAdapter) -> None:
+    spec = job("echo about to fail\nexit 3\n")
+    native_id = await slurm.submit(spec)
+    status = await wait_for_status(slurm, native_id, spec.gateway_id, finished)
+    assert (status.state, status.exit_code, status.native_state) == (JobState.FAILED, 3, "FAILED")
+
+
+async def test_command_with_hostile_arguments_and_environment(slurm: SlurmAdapter) -> None:
+    args = ["; rm -rf ~", "$(id)", "`id`", 'it\'s "q"', "two\nlines"]
+    spec = job(command="printf", arguments=["%s|", *args], environment={"X": "$(id); `id`"})
+    native_id = await slurm.submit(spec)
+    status = await wait_for_status(slurm, native_id, spec.gateway_id, finished)
+    assert status.state is JobState.COMPLETED
+    out = await slurm.read_output(native_id, spec.gateway_id, "stdout")
+    assert out.data.decode() == "".join(f"{a}|" for a in args)
+
+
+async def test_cancel_of_queued_job_reaches_cancelled_state(
+    testbed: Testbed, slurm: SlurmAdapter
+) -> None:
+    cpus = testbed.center(CENTER).cpus
+    # Fill the node first so the job we cancel has to wait.
+    filler = job("sleep 300", cpus_per_task=cpus, walltime_seconds=600)
+    filler_id = await slurm.submit(filler)
+    try:
+        spec = job("echo should never run", cpus_per_task=cpus, walltime_seconds=600)
+        native_id = await slurm.submit(spec)
+        queued = await wait_for_status(slurm, native_id, spec.gateway_id, lambda s: True)
+        assert queued.state is JobState.QUEUED, queued
+        await slurm.cancel(native_id, spec.gateway_id)
+        status = await wait_for_status(slurm, native_id, spec.gateway_id, finished)
+        assert status.state is JobState.CANCELLED
+        out = await slurm.read_output(native_id, spec.gateway_id, "stdout")
+        assert not out.exists  # it never ran
+        await slurm.cancel(native_id, spec.gateway_id)  # again: not an error
+    finally:
+        await slurm.cancel(filler_id, filler.gateway_id)
+
+
+async def test_status_of_fifty_jobs_costs_at_most_two_commands(slurm: SlurmAdapter) -> None:
+    specs = [job(f"echo {i}\nexit {i % 3}") for i in range(50)]
+    native_ids = await asyncio.gather(*(slurm.submit(s) for s in specs))
+    tracked = dict(zip(native_ids, (s.gateway_id for s in specs), strict=True))
+    assert len(tracked) == 50
+    ticks = []
+    async with asyncio.timeout(180):
+        while True:
+            before = slurm.remote_commands
+            statuses = await slurm.status_many(tracked)
+            ticks.append(slurm.remote_commands - before)
+            assert set(statuses) == set(tracked)
+            if all(s.state.is_terminal for s in statuses.values()):
+                break
+            await asyncio.sleep(1)
+    assert max(ticks) <= 2, ticks
+    for spec, native_id in zip(specs, native_ids, strict=True):
+        i = int(spec.script.split()[1])  # type: ignore[union-attr]
+        want = (JobState.COMPLETED, 0) if i % 3 == 0 else (JobState.FAILED, i % 3)
+        assert (statuses[native_id].state, statuses[native_id].exit_code) == want
+
+
+async def test_final_state_is_learned_after_the_job_left_squeue(
+    slurm: SlurmAdapter,
+) -> None:
+    # A job squeue has forgotten (past MinJobAge, no accounting): its directory says how it
+    # ended. The native id 2**31-1 is one squeue has never heard of.
+    spec = job("exit 5")
+    native_id = await slurm.submit(spec)
+    await wait_for_status(slurm, native_id, spec.gateway_id, finished)
+    gone = "2147483647"
+    root = await slurm.root()
+    conn = slurm.connection
+    await conn.sftp(
+        lambda s: s.open(JobDir(root, spec.gateway_id).file("native_id"), "w").write(gone + "\n")
+    )
+    before = slurm.remote_commands
+    status = (await slurm.status_many({gone: spec.gateway_id}))[gone]
+    assert slurm.remote_commands - before == 2  # squeue, then sacct + job dir together
+    assert (status.state, status.exit_code, status.native_state) == (
+        JobState.FAILED,
+        5,
+        "LEFT_QUEUE",
+    )
+
+
+async def test_gone_job_without_exit_status_is_cancelled_only_if_we_cancelled_it(
+    slurm: SlurmAdapter,
+) -> None:
+    cancelled, vanished = job("true"), job("true")
+    root = await slurm.root()
+
+    def lay_out(sftp) -> None:  # what a cancel before start leaves, and what nothing leaves
+        for spec, files in ((cancelled, {"cancelled": "cancelled\n"}), (vanished, {})):
+            path = JobDir(root, spec.gateway_id).path
+            sftp.mkdir(path)
+            for name, text in files.items():
+                with sftp.open(f"{path}/{name}", "w") as f:
+                    f.write(text)
+
+    await slurm.connection.sftp(lay_out)
+    statuses = await slurm.status_many(
+        {"2147483646": cancelled.gateway_id, "2147483645": vanished.gateway_id}
+    )
+    assert statuses["2147483646"].state is JobState.CANCELLED
+    assert statuses["2147483645"].state is JobState.FAILED
+    assert "without an exit status" in (statuses["2147483645"].reason or "")
+
+
+async def test_submission_is_found_by_gateway_id_and_never_repeated(
+    slurm: SlurmAdapter,
+) -> None:
+    spec = job("sleep 2")
+    native_id = await slurm.submit(spec)
+    unknown = job("true").gateway_id
+    before = slurm.remote_commands
+    assert await slurm.find_by_gateway_id([spec.gateway_id, unknown]) == {
+        spec.gateway_id: native_id
+    }
+    assert slurm.remote_commands - before == 1
+    # A retried submit of the same gateway id returns the job already there.
+    assert await slurm.submit(spec) == native_id
+    assert slurm.remote_commands - before == 1  # no second sbatch
+    # Without the native_id file (lost with the reply), the job's comment still tells.
+    root = await slurm.root()
+    await slurm.connection.sftp(lambda s: s.remove(JobDir(root, spec.gateway_id).file("native_id")))
+    assert await slurm.find_by_gateway_id([spec.gateway_id]) == {spec.gateway_id: native_id}
+
+
+async def test_rejected_submission_carries_command_exit_status_and_stderr(
+    slurm: SlurmAdapter,
+) -> None:
+    with pytest.raises(SubmitRejected) as caught:
+        await slurm.submit(job("true", queue="nosuchpartition"))
+    error = caught.value
+    assert error.exit_status not in (None, 0) and error.center == CENTER
+    assert "sbatch --parsable job.sh" in error.command
+    assert "partition" in error.stderr.lower()
+
+
+async def test_missing_output_is_reported_as_absent(slurm: SlurmAdapter) -> None:
+    chunk = await slurm.read_output("1", job("true").gateway_id, "stderr", offset=7)
+    assert (chunk.data, chunk.offset, chunk.size, chunk.exists) == (b"", 7, None, False)
+
+
+async def test_gpu_job_gets_its_gres(testbed: Testbed, pool: SSHPool) -> None:
+    centerb = SlurmAdapter(target(testbed, "centerb"), pool)
+    spec = job('echo "$CUDA_VISIBLE_DEVICES"', gpus_per_node=2, gpu_type="a100")
+    native_id = await centerb.submit(spec)
+    status = await wait_for_status(centerb, native_id, spec.gateway_id, finished)
+    assert status.state is JobState.COMPLETED
+    out = await centerb.read_output(native_id, spec.gateway_id, "stdout")
+    assert len(out.data.decode().strip().split(",")) == 2

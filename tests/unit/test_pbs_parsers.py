@@ -1,0 +1,204 @@
+"""PBS parsers over recorded and documented output of both dialects, and the state maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.base import CenterUnavailable, JobState
+from adapters.jobdir import JobDir
+from adapters.pbs import (
+    PBSPRO_STATES,
+    TORQUE_STATES,
+    PbsAdapter,
+    build_qdel_command,
+    build_qstat_command,
+    match_ids,
+    parse_pbspro_json,
+    parse_qstat_blocks,
+    parse_torque_qstat,
+    pbs_exit_code,
+    qdel_refused_because_finished,
+)
+from adapters.ssh import CommandResult, SSHPool, SSHTarget
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pbs"
+GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"
+
+TORQUE_EXPECTED = {
+    "Q": JobState.QUEUED,
+    "R": JobState.RUNNING,
+    "E": JobState.RUNNING,
+    "C": JobState.COMPLETED,
+    "H": JobState.HELD,
+    "W": JobState.QUEUED,
+    "T": JobState.QUEUED,
+    "S": JobState.SUSPENDED,
+    "U": JobState.UNKNOWN,
+}
+PBSPRO_EXPECTED = {
+    "Q": JobState.QUEUED,
+    "R": JobState.RUNNING,
+    "E": JobState.RUNNING,
+    "B": JobState.RUNNING,
+    "F": JobState.COMPLETED,
+    "X": JobState.COMPLETED,
+    "H": JobState.HELD,
+    "W": JobState.QUEUED,
+    "T": JobState.QUEUED,
+    "M": JobState.QUEUED,
+    "S": JobState.SUSPENDED,
+    "U": JobState.SUSPENDED,
+}
+
+
+def read(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def summary(statuses: dict) -> dict:
+    return {k: (s.state, s.native_state, s.exit_code) for k, s in statuses.items()}
+
+
+@pytest.mark.parametrize(
+    "table,expected", [(TORQUE_STATES, TORQUE_EXPECTED), (PBSPRO_STATES, PBSPRO_EXPECTED)]
+)
+def test_every_pbs_state_letter_maps_to_exactly_one_state(table: dict, expected: dict) -> None:
+    assert table == expected
+
+
+def test_unmapped_letter_is_unknown_with_the_letter_kept() -> None:
+    status = parse_torque_qstat("Job Id: 9.srv\n    job_state = Z\n")["9.srv"]
+    assert (status.state, status.native_state) == (JobState.UNKNOWN, "Z")
+
+
+def test_recorded_slurm_torque_wrapper_output() -> None:
+    statuses = summary(parse_torque_qstat(read("torque_slurm_qstat_f_mixed.txt")))
+    assert statuses == {
+        "16": (JobState.RUNNING, "R", None),
+        "17": (JobState.QUEUED, "Q", None),  # held, but the wrapper only says Q
+        # Finished however they ended, and no exit status: the job dir decides.
+        "18": (JobState.COMPLETED, "C", None),
+        "19": (JobState.COMPLETED, "C", None),
+        "20": (JobState.COMPLETED, "C", None),
+        "21": (JobState.RUNNING, "R", None),
+    }
+
+
+def test_qstat_blocks_keep_attributes_and_join_wrapped_values() -> None:
+    blocks = parse_qstat_blocks(read("torque_qstat_f_server.txt"))
+    job = blocks["4242.head.cluster.example"]
+    assert job["Resource_List.nodes"] == "1:ppn=4"
+    assert job["Variable_List"].endswith("PBS_O_HOST=login1.cluster.example")
+    assert "PBS_O_SHELL=/bin/bash," in job["Variable_List"]
+    assert "\t" not in job["Variable_List"]
+
+
+def test_torque_server_output_with_exit_status_and_arrays() -> None:
+    statuses = parse_torque_qstat(read("torque_qstat_f_server.txt"))
+    assert summary(statuses) == {
+        "4242.head.cluster.example": (JobState.COMPLETED, "C", 0),
+        "4243.head.cluster.example": (JobState.FAILED, "C", 3),
+        "4244.head.cluster.example": (JobState.FAILED, "C", 143),  # 256 + SIGTERM
+        "4245.head.cluster.example": (JobState.RUNNING, "R", None),
+        "4246.head.cluster.example": (JobState.QUEUED, "Q", None),
+        "4247.head.cluster.example": (JobState.HELD, "H", None),
+        "4250[].head.cluster.example": (JobState.RUNNING, "R", None),
+        "4250[1].head.cluster.example": (JobState.COMPLETED, "C", 0),
+        "4250[2].head.cluster.example": (JobState.RUNNING, "E", None),
+    }
+    assert statuses["4246.head.cluster.example"].reason.startswith("Not Running:")
+
+
+def test_pbspro_json_with_history_and_arrays() -> None:
+    statuses = parse_pbspro_json(read("pbspro_qstat_f_json.json"))
+    assert summary(statuses) == {
+        "5101.pbs01": (JobState.COMPLETED, "F", 0),
+        "5102.pbs01": (JobState.FAILED, "F", 3),
+        "5103.pbs01": (JobState.TIMEOUT, "F", -29),  # JOB_EXEC_KILL_WALLTIME
+        "5104.pbs01": (JobState.FAILED, "F", 143),
+        "5105.pbs01": (JobState.COMPLETED, "F", None),  # never ran: the job dir decides
+        "5106.pbs01": (JobState.RUNNING, "R", None),
+        "5107.pbs01": (JobState.QUEUED, "Q", None),
+        "5108.pbs01": (JobState.HELD, "H", None),
+        "5109.pbs01": (JobState.QUEUED, "W", None),
+        "5110[].pbs01": (JobState.RUNNING, "B", None),
+        "5110[1].pbs01": (JobState.COMPLETED, "X", 0),
+        "5110[2].pbs01": (JobState.RUNNING, "R", None),
+        "5111.pbs01": (JobState.SUSPENDED, "S", None),
+    }
+    assert "Insufficient amount of resource" in statuses["5107.pbs01"].reason
+
+
+def test_empty_pbspro_answer_means_no_job_known() -> None:
+    assert parse_pbspro_json("") == {}
+    assert parse_pbspro_json('{"timestamp":1,"pbs_version":"x","pbs_server":"s"}') == {}
+
+
+@pytest.mark.parametrize("status,code", [(0, 0), (3, 3), (271, 143), (265, 137), (-29, -29)])
+def test_pbs_signal_exit_status_becomes_a_shell_exit_code(status: int, code: int) -> None:
+    assert pbs_exit_code(status) == code
+
+
+def test_ids_match_whatever_server_suffix_qstat_prints() -> None:
+    reported = parse_torque_qstat(read("torque_qstat_f_server.txt"))
+    found = match_ids(["4243.head", "4250[1].head", "4242.head.cluster.example", "9"], reported)
+    assert set(found) == {"4243.head", "4250[1].head", "4242.head.cluster.example"}
+    assert found["4243.head"].native_id == "4243.head"
+    assert found["4250[1].head"].exit_code == 0
+
+
+def test_status_commands_per_dialect() -> None:
+    assert build_qstat_command(["1", "2"], "torque") == "qstat -f 1 2"
+    assert build_qstat_command(["5110[].pbs01"], "pbspro") == "qstat -f -F json -x '5110[].pbs01'"
+
+
+def adapter(dialect: str) -> PbsAdapter:
+    target = SSHTarget("centerc", "127.0.0.1", 22203, "alice", "/k", ("ssh-ed25519 AAAA",))
+    return PbsAdapter(target, SSHPool(), dialect=dialect)
+
+
+def test_unknown_ids_are_not_an_error_but_other_failures_are() -> None:
+    pbs = adapter("torque")
+    unknown = CommandResult(153, read("torque_slurm_qstat_f_unknown.txt").encode(), b"")
+    assert pbs.parse_status(unknown, ["99998"]) == {}
+    with pytest.raises(CenterUnavailable, match="qstat failed"):
+        pbs.parse_status(CommandResult(255, b"", b"Problem loading jobs.\n"), ["1"])
+
+
+def test_pbspro_answer_with_one_unknown_id_still_reports_the_others() -> None:
+    pbs = adapter("pbspro")
+    result = CommandResult(
+        153,
+        read("pbspro_qstat_f_json.json").encode(),
+        read("pbspro_qstat_unknown.stderr.txt").encode(),
+    )
+    statuses = pbs.parse_status(result, ["5101.pbs01", "5199.pbs01"])
+    assert list(statuses) == ["5101.pbs01"]
+
+
+def test_dialect_is_checked() -> None:
+    with pytest.raises(ValueError, match="dialect"):
+        adapter("lsf")
+
+
+def test_qdel_marks_the_job_dir_only_after_it_was_accepted() -> None:
+    command = build_qdel_command("5110[].pbs01", JobDir("/home/alice/.hpcfed", GID))
+    assert command.startswith("qdel '5110[].pbs01' && { printf 'cancelled\\n' > ")
+
+
+@pytest.mark.parametrize(
+    "stdout,stderr,gone",
+    [
+        ("", "", True),  # Slurm's qdel: silent non-zero exit for finished or unknown jobs
+        ("", "qdel: Unknown Job Id 12.srv\n", True),
+        ("", "qdel: Job has finished 12.srv\n", True),
+        ("", "qdel: Request invalid for state of job MSG=invalid state for job - COMPLETE\n", True),
+        ("qdel: Kill job error on job id 12: Access/permission denied\n", "", False),
+        ("", "qdel: Unauthorized Request 12.srv\n", False),
+    ],
+)
+def test_qdel_of_a_finished_job_is_not_an_error(stdout: str, stderr: str, gone: bool) -> None:
+    result = CommandResult(1, stdout.encode(), stderr.encode())
+    assert qdel_refused_because_finished(result) is gone
