@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,17 @@ from adapters.base import (
     NativeStatus,
     OutputChunk,
 )
+from adapters.jobdir import (
+    CANCELLED,
+    EXIT_CODE,
+    JOB_SCRIPT,
+    STDERR,
+    STDOUT,
+    USER_SCRIPT,
+    JobDir,
+    render_body,
+    render_user_script,
+)
 
 #: `timeout(1)` exits with this status when the walltime ran out.
 TIMEOUT_STATUS = 124
@@ -33,30 +43,11 @@ TIMEOUT_STATUS = 124
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SHELL")
 
 
-def render_wrapper(job: JobRequest, job_dir: Path) -> str:
-    """The script that runs the job and records how it ended."""
-    q = shlex.quote
-    lines = ["#!/bin/bash", f"export HPCFED_JOB_ID={q(job.gateway_id)}"]
-    lines += [f"export {name}={q(value)}" for name, value in job.environment.items()]
-    workdir = job.working_dir or str(job_dir)
-    if workdir.startswith("~/"):
-        workdir = os.path.expanduser("~") + workdir[1:]
-    run = [str(job_dir / "script")] if job.script is not None else [job.command or ""]
-    run += list(job.arguments)
-    limit = f"timeout -k 10 {job.walltime_seconds} " if job.walltime_seconds else ""
-    done = q(str(job_dir / "exit_code"))
-    lines += [
-        f"if cd {q(workdir)}; then",
-        f"  {limit}{' '.join(q(a) for a in run)}",
-        "  __hpcfed_rc=$?",
-        "else",
-        "  echo 'hpcfed: cannot enter the working directory' >&2",
-        "  __hpcfed_rc=1",
-        "fi",
-        f'printf "%d\\n" "$__hpcfed_rc" > {done}.tmp && mv -f {done}.tmp {done}',
-        'exit "$__hpcfed_rc"',
-    ]
-    return "\n".join(lines) + "\n"
+def render_job_script(job: JobRequest, jobdir: JobDir) -> str:
+    """The script that runs the job and records how it ended, as at every center."""
+    launcher = ("timeout", "-k", "10", str(job.walltime_seconds)) if job.walltime_seconds else ()
+    home = os.path.expanduser("~")
+    return "#!/bin/bash\n" + render_body(job, jobdir, home, launcher)
 
 
 def _process_alive(pid: int) -> bool:
@@ -76,8 +67,11 @@ class LocalAdapter(Adapter):
         self.remote_commands = 0
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
+    def _jobdir(self, gateway_id: str) -> JobDir:
+        return JobDir(str(self.work_root), gateway_id)
+
     def _dir(self, gateway_id: str) -> Path:
-        return self.work_root / gateway_id
+        return Path(self._jobdir(gateway_id).path)
 
     # ------------------------------------------------------------ submit
 
@@ -85,14 +79,20 @@ class LocalAdapter(Adapter):
         return await asyncio.to_thread(self._submit, job)
 
     def _submit(self, job: JobRequest) -> str:
-        job_dir = self._dir(job.gateway_id)
+        jobdir = self._jobdir(job.gateway_id)
+        job_dir = Path(jobdir.path)
         job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if job.script is not None:
-            body = job.script if job.script.startswith("#!") else "#!/bin/bash\n" + job.script
-            (job_dir / "script").write_text(body, encoding="utf-8")
-            (job_dir / "script").chmod(0o700)
-        (job_dir / "job.sh").write_text(render_wrapper(job, job_dir), encoding="utf-8")
+        if (job_dir / JOB_SCRIPT).exists():
+            return job.gateway_id  # submitted before: never start it twice
+        user_script = job_dir / USER_SCRIPT
+        user_script.write_text(render_user_script(job), encoding="utf-8")
+        user_script.chmod(0o700)
         (job_dir / "queued").touch()
+        # job.sh appears last and whole: its presence means "submitted" (find_by_gateway_id).
+        tmp = job_dir / (JOB_SCRIPT + ".tmp")
+        tmp.write_text(render_job_script(job, jobdir), encoding="utf-8")
+        tmp.chmod(0o700)
+        tmp.rename(job_dir / JOB_SCRIPT)
         self._start_queued()
         return job.gateway_id
 
@@ -100,7 +100,9 @@ class LocalAdapter(Adapter):
         return sum(1 for p in self._procs.values() if p.poll() is None)
 
     def _start_queued(self) -> None:
-        queued = sorted(self.work_root.glob("*/queued"), key=lambda p: p.stat().st_mtime_ns)
+        queued = sorted(
+            (self.work_root / "jobs").glob("*/queued"), key=lambda p: p.stat().st_mtime_ns
+        )
         for marker in queued:
             if self._running() >= self.max_running:
                 return
@@ -108,9 +110,9 @@ class LocalAdapter(Adapter):
 
     def _start(self, job_dir: Path) -> None:
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        with open(job_dir / "stdout", "ab") as out, open(job_dir / "stderr", "ab") as err:
+        with open(job_dir / STDOUT, "ab") as out, open(job_dir / STDERR, "ab") as err:
             proc = subprocess.Popen(
-                ["/bin/bash", str(job_dir / "job.sh")],
+                ["/bin/bash", str(job_dir / JOB_SCRIPT)],
                 cwd=job_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -139,8 +141,8 @@ class LocalAdapter(Adapter):
     def _status(self, native_id: str, job_dir: Path) -> NativeStatus | None:
         if not job_dir.is_dir():
             return None
-        cancelled = (job_dir / "cancelled").exists()
-        exit_file = job_dir / "exit_code"
+        cancelled = (job_dir / CANCELLED).exists()
+        exit_file = job_dir / EXIT_CODE
         if exit_file.exists():
             self._procs.pop(job_dir.name, None)
             code = int(exit_file.read_text(encoding="ascii").strip() or "1")
@@ -173,7 +175,7 @@ class LocalAdapter(Adapter):
             return None
 
     async def find_by_gateway_id(self, gateway_ids: Sequence[str]) -> dict[str, str]:
-        return {g: g for g in gateway_ids if (self._dir(g) / "job.sh").exists()}
+        return {g: g for g in gateway_ids if (self._dir(g) / JOB_SCRIPT).exists()}
 
     # ------------------------------------------------------------ cancel, output
 
@@ -184,9 +186,9 @@ class LocalAdapter(Adapter):
         job_dir = self._dir(gateway_id)
         if not job_dir.is_dir():
             raise NativeJobNotFound(f"job {gateway_id} is unknown here", center=self.center_id)
-        if (job_dir / "exit_code").exists():
+        if (job_dir / EXIT_CODE).exists():
             return
-        (job_dir / "cancelled").touch()
+        (job_dir / CANCELLED).touch()
         (job_dir / "queued").unlink(missing_ok=True)
         pid = self._pid(job_dir)
         if pid is not None and _process_alive(pid):
@@ -196,7 +198,7 @@ class LocalAdapter(Adapter):
     async def read_output(
         self, native_id: str, gateway_id: str, stream: str, offset: int = 0, limit: int = 1 << 20
     ) -> OutputChunk:
-        if stream not in ("stdout", "stderr"):
+        if stream not in (STDOUT, STDERR):
             raise AdapterError(f"unknown stream {stream!r}", center=self.center_id)
         return await asyncio.to_thread(self._read, self._dir(gateway_id) / stream, offset, limit)
 
