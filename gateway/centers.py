@@ -44,6 +44,9 @@ class CenterRegistry:
     def __len__(self) -> int:
         return len(self._centers)
 
+    def find(self, center_id: str) -> Center | None:
+        return self._centers.get(center_id)
+
     def get(self, center_id: str) -> Center:
         try:
             return self._centers[center_id]

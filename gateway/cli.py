@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -78,6 +79,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"hpcfed: configuration refused:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     host = args.host or config.gateway.listen.host
     port = config.gateway.listen.port if args.port is None else args.port
 
@@ -218,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=os.environ.get("HPCFED_CONFIG", "configs/gateway.yaml"))
     p.add_argument("--host")
     p.add_argument("--port", type=int, help="0 picks a free port")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     p = sub.add_parser("submit", help="submit a job spec (YAML or JSON file, - for stdin)")
     p.add_argument("file")

@@ -62,9 +62,15 @@ class Poller:
         for job in active:
             if job.id not in self.service.in_flight:
                 by_center[job.center].append(job)
-        await asyncio.gather(
-            *(self._poll_center(self.service.centers.get(c), jobs) for c, jobs in by_center.items())
-        )
+        polls = []
+        for center_id, jobs in by_center.items():
+            center = self.service.centers.find(center_id)
+            if center is None:
+                # Removed from the config: keep the jobs, say why they no longer move.
+                await self._mark_unknown(jobs, f"center {center_id} is no longer configured")
+                continue
+            polls.append(self._poll_center(center, jobs))
+        await asyncio.gather(*polls)
         self.ticks += 1
 
     async def _poll_center(self, center: Center, jobs: list[JobRecord]) -> None:
@@ -110,7 +116,7 @@ class Poller:
 
     async def _mark_unknown(self, jobs: list[JobRecord], reason: str) -> None:
         for job in jobs:
-            if job.native_id is not None and job.state is not JobState.UNKNOWN:
+            if job.native_id is not None and job.reason != reason:
                 # native_state keeps the last state the center reported.
                 await self.service.store.update(job.id, state=JobState.UNKNOWN, reason=reason)
 

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.client import ClientError
 from gateway.config import LoadedConfig
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, config_with
 
 HELLO = {"name": "hello", "command": "echo", "arguments": ["hi there"], "center": "local"}
 
@@ -221,3 +221,25 @@ async def test_jobs_survive_a_gateway_restart(
         done = await client.wait(job["id"], timeout=30)
         assert done["state"] == "COMPLETED"
         assert await client.output(job["id"]) == b"after restart\n"
+
+
+async def test_jobs_of_a_removed_center_are_kept_unknown_and_others_go_on(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    first = await start_gateway(local_config)
+    async with first.client() as client:
+        stranded = await client.submit({"command": "sleep", "arguments": ["60"]})
+    await first.stop()
+    local = local_config.centers["local"]
+    other = local.model_copy(update={"id": "other"})
+    config = config_with(
+        local_config, local_config.data_dir, centers={"other": other}, default_center="other"
+    )
+    second = await start_gateway(config)
+    async with second.client() as client:
+        fresh = await client.submit({"command": "true"})
+        assert (await client.wait(fresh["id"], timeout=30))["state"] == "COMPLETED"
+        async with asyncio.timeout(30):
+            while (job := await client.get(stranded["id"]))["state"] != "UNKNOWN":
+                await asyncio.sleep(0.1)
+        assert job["reason"] == "center local is no longer configured"
