@@ -157,6 +157,18 @@ class JobSpec(_Strict):
             raise ValueError("must not contain a NUL byte")
         return value
 
+    @field_validator("working_dir")
+    @classmethod
+    def _home_form(cls, value: str | None) -> str | None:
+        if (
+            value is not None
+            and value.startswith("~")
+            and value != "~"
+            and not (value.startswith("~/"))
+        ):
+            raise ValueError("only '~' and '~/...' (the login's home) are understood, not '~user'")
+        return value
+
     @field_validator("arguments")
     @classmethod
     def _no_nul_args(cls, args: list[str]) -> list[str]:

@@ -138,6 +138,16 @@ class JobService:
                 record.id, state=JobState.FAILED, reason=api.message, finished_at=utcnow()
             )
             raise SubmitRejectedError(api, failed) from None
+        except Exception:
+            # A fault of ours: fail this job visibly rather than retry it forever.
+            log.exception("job %s: submission to %s failed", record.id, center.id)
+            await self.store.update(
+                record.id,
+                state=JobState.FAILED,
+                reason="internal error while submitting; see the gateway log",
+                finished_at=utcnow(),
+            )
+            raise
         finally:
             self.in_flight.discard(record.id)
         updated = await self.store.update(

@@ -78,6 +78,7 @@ def test_spec_errors_name_their_field() -> None:
     assert _field_of({"command": "x", "queue": "debug; rm -rf ~"}) == "queue"
     assert _field_of({"command": "x", "environment": {"A-B": "1"}}) == "environment"
     assert _field_of({"command": "x", "working_dir": "/tmp/\0"}) == "working_dir"
+    assert _field_of({"command": "x", "working_dir": "~bob/data"}) == "working_dir"
     assert _field_of({"command": "x", "resources": {"gpu_type": "a100"}}) == "resources"
 
 
