@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 #: Gateway job ids are UUIDs; adapters rely on this to build remote paths.
-GATEWAY_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+GATEWAY_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class JobState(StrEnum):
@@ -67,6 +67,16 @@ class JobRequest:
     account: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     working_dir: str | None = None
+    qos: str | None = None
+    #: Array indices in the common syntax: "0-3", "1,3,5-7", "0-15:2", with an
+    #: optional "%N" limit on elements running at once. None: not an array.
+    array: str | None = None
+    #: (condition, native id of a job at the same center); conditions are
+    #: "afterok", "afternotok", "afterany" and "after" (the parent has started).
+    dependencies: Sequence[tuple[str, str]] = ()
+    #: Raw directive arguments for this center's scheduler, e.g. "--exclusive"
+    #: or "-l place=scatter"; validated to hold no shell metacharacters.
+    extra_directives: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if not GATEWAY_ID_RE.match(self.gateway_id):
@@ -79,14 +89,32 @@ class JobRequest:
 
 
 @dataclass(frozen=True)
+class ArrayElement:
+    """One element of an array job."""
+
+    index: int
+    native_id: str  # e.g. "123_4" (Slurm), "123[4].server" (PBS)
+    state: JobState
+    native_state: str
+    reason: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
 class NativeStatus:
-    """What a center says about one job, normalized beside its native form."""
+    """What a center says about one job, normalized beside its native form.
+
+    For an array job, `elements` lists every element the center reports
+    (pending ranges expanded to their indices) or whose end its job directory
+    records; the gateway derives the whole job's state from them.
+    """
 
     native_id: str
     state: JobState
     native_state: str
     reason: str | None = None
     exit_code: int | None = None
+    elements: Sequence[ArrayElement] = ()
 
 
 @dataclass(frozen=True)
@@ -142,8 +170,15 @@ class CommandFailed(AdapterError):
         Exception.__init__(self, self.message)
 
 
+@dataclass
 class SubmitRejected(CommandFailed):
-    """The scheduler refused the job (bad partition, over limits, ...)."""
+    """The scheduler refused the job (bad partition, over limits, ...).
+
+    `field` names the job spec field the scheduler's message points at
+    ("queue", "resources.walltime", "account", ...), when it can be told.
+    """
+
+    field: str | None = None
 
 
 class NativeJobNotFound(AdapterError):
@@ -186,9 +221,16 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def read_output(
-        self, native_id: str, gateway_id: str, stream: str, offset: int = 0, limit: int = 1 << 20
+        self,
+        native_id: str,
+        gateway_id: str,
+        stream: str,
+        offset: int = 0,
+        limit: int = 1 << 20,
+        element: int | None = None,
     ) -> OutputChunk:
-        """Read up to `limit` bytes of 'stdout' or 'stderr' from `offset`."""
+        """Read up to `limit` bytes of 'stdout' or 'stderr' from `offset`
+        (of array element `element` for an array job)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

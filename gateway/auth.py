@@ -25,8 +25,8 @@ from gateway.errors import error_response
 USER_KEY = web.RequestKey("user", str)
 CLIENT_TOKEN_FILE = "client-token"  # noqa: S105 - a file name
 PUBLIC_PATHS = frozenset({"/healthz"})
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_USER = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_USER = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 
 
 def token_digest(token: str) -> str:

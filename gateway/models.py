@@ -96,6 +96,33 @@ def parse_duration_seconds(value: Any) -> float:
 MemoryMiB = Annotated[int, BeforeValidator(parse_memory_mib)]
 Seconds = Annotated[float, BeforeValidator(parse_duration_seconds)]
 
+# Array indices: "0-3", "1,3,5-7", "0-15:2", optionally "%N" elements at once.
+ARRAY_PATTERN = r"^\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?$"
+MAX_ARRAY_ELEMENTS = 10_000
+#: A directive argument passed through to a scheduler: no shell metacharacters,
+#: because some schedulers' submit commands hand directives to a shell.
+DIRECTIVE_PATTERN = r"^--?[A-Za-z0-9][A-Za-z0-9 =:,._/+@%\[\]-]*$"
+DEPENDENCY_CONDITIONS = ("afterok", "afternotok", "afterany", "after")
+
+
+def array_indices(spec: str) -> list[int]:
+    """The indices an array spec names, in order, without repeats."""
+    seen: dict[int, None] = {}
+    for part in spec.split("%", 1)[0].split(","):
+        bounds, _, step_text = part.partition(":")
+        first, _, last = bounds.partition("-")
+        start, stop, step = int(first), int(last or first), int(step_text or 1)
+        if stop < start:
+            raise ValueError(f"range {part!r} ends before it starts")
+        if step < 1:
+            raise ValueError(f"range {part!r} needs a step of at least 1")
+        if (stop - start) // step + 1 + len(seen) > MAX_ARRAY_ELEMENTS:
+            raise ValueError(f"more than {MAX_ARRAY_ELEMENTS} elements")
+        for index in range(start, stop + 1, step):
+            seen[index] = None
+    return list(seen)
+
+
 # Names and ids that end up in remote paths, directives or URLs.
 CENTER_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -105,10 +132,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class _Verbatim(BaseModel):
+    """Job input: unknown fields refused, every string kept exactly as sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # ---------------------------------------------------------------- jobs
 
 
-class Resources(_Strict):
+class Resources(_Verbatim):
     nodes: int = Field(1, ge=1, le=100_000)
     tasks_per_node: int = Field(1, ge=1, le=100_000)
     cpus_per_task: int = Field(1, ge=1, le=100_000)
@@ -124,7 +157,29 @@ class Resources(_Strict):
         return self
 
 
-class JobSpec(_Strict):
+class Dependency(_Verbatim):
+    job: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="gateway id of a job of yours at the same center",
+    )
+    condition: Literal["afterok", "afternotok", "afterany", "after"] = Field(
+        "afterok",
+        description="afterok: the job completed; afternotok: it failed, timed out or was "
+        "cancelled; afterany: it ended; after: it started",
+    )
+
+
+Directive = Annotated[str, Field(max_length=256, pattern=DIRECTIVE_PATTERN)]
+
+
+class ExtraDirectives(_Verbatim):
+    """Directives the spec's fields do not cover, per scheduler; used at centers of that type."""
+
+    slurm: list[Directive] = Field(default_factory=list, max_length=32)
+    pbs: list[Directive] = Field(default_factory=list, max_length=32)
+
+
+class JobSpec(_Verbatim):
     """What a researcher asks for, the same for every center."""
 
     name: str = Field("job", pattern=SAFE_NAME_PATTERN)
@@ -138,7 +193,18 @@ class JobSpec(_Strict):
     account: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
     environment: dict[str, str] = Field(default_factory=dict, max_length=1024)
     working_dir: str | None = Field(None, min_length=1, max_length=4096)
+    qos: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
+    array: str | None = Field(None, pattern=ARRAY_PATTERN, max_length=1024)
+    dependencies: list[Dependency] = Field(default_factory=list, max_length=64)
+    extra_directives: ExtraDirectives = Field(default_factory=ExtraDirectives)
     center: str = Field("auto", pattern=r"^(auto|[a-z][a-z0-9_-]{0,31})$")
+
+    @field_validator("array")
+    @classmethod
+    def _array_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            array_indices(value)
+        return value
 
     @field_validator("environment")
     @classmethod
@@ -186,6 +252,17 @@ class JobSpec(_Strict):
         return self
 
 
+class ElementRecord(BaseModel):
+    """One element of an array job."""
+
+    index: int
+    native_id: str | None = None
+    state: JobState
+    native_state: str | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+
+
 class JobRecord(BaseModel):
     """A job as the gateway stores and serves it."""
 
@@ -199,6 +276,7 @@ class JobRecord(BaseModel):
     reason: str | None = None
     exit_code: int | None = None
     idempotency_key: str | None = None
+    elements: list[ElementRecord] = Field(default_factory=list)
     cancel_requested: bool = False
     submit_attempts: int = 0
     created_at: datetime

@@ -16,7 +16,7 @@ from gateway.errors import ApiError, validation_error
 from gateway.models import JobSpec
 
 MAX_OUTPUT_CHUNK = 4 << 20
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}\Z")
 _STREAMS = ("stdout", "stderr")
 
 

@@ -77,14 +77,21 @@ def test_spec_errors_name_their_field() -> None:
     )
     assert _field_of({"command": "x", "queue": "debug; rm -rf ~"}) == "queue"
     assert _field_of({"command": "x", "environment": {"A-B": "1"}}) == "environment"
+    assert _field_of({"command": "x", "environment": {"A\n": "1"}}) == "environment"
+    assert _field_of({"command": "x", "name": "ab\n"}) == "name"
+    assert _field_of({"command": "x", "queue": "q\n"}) == "queue"
+    assert _field_of({"command": "x", "extra_directives": {"pbs": ["--ab\n"]}}) == (
+        "extra_directives.pbs.0"
+    )
     assert _field_of({"command": "x", "working_dir": "/tmp/\0"}) == "working_dir"
     assert _field_of({"command": "x", "working_dir": "~bob/data"}) == "working_dir"
     assert _field_of({"command": "x", "resources": {"gpu_type": "a100"}}) == "resources"
 
 
-def test_spec_keeps_values_with_shell_metacharacters_verbatim() -> None:
+def test_spec_keeps_values_verbatim() -> None:
+    env = {"X": "a'b\"c\n$d", "PAD": "  padded  ", "NL": "\nline\n"}
     spec = JobSpec.model_validate(
-        {"command": "echo", "arguments": ["$(id)", "`id`"], "environment": {"X": "a'b\"c\n$d"}}
+        {"command": "echo", "arguments": ["$(id)", "`id`", " x "], "environment": env}
     )
-    assert spec.arguments == ["$(id)", "`id`"]
-    assert spec.environment["X"] == "a'b\"c\n$d"
+    assert spec.arguments == ["$(id)", "`id`", " x "]
+    assert spec.environment == env
