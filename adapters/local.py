@@ -196,7 +196,13 @@ class LocalAdapter(Adapter):
                 os.killpg(pid, signal.SIGTERM)
 
     async def read_output(
-        self, native_id: str, gateway_id: str, stream: str, offset: int = 0, limit: int = 1 << 20
+        self,
+        native_id: str,
+        gateway_id: str,
+        stream: str,
+        offset: int = 0,
+        limit: int = 1 << 20,
+        element: int | None = None,
     ) -> OutputChunk:
         if stream not in (STDOUT, STDERR):
             raise AdapterError(f"unknown stream {stream!r}", center=self.center_id)

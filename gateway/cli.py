@@ -163,11 +163,11 @@ async def cmd_logs(client: HpcfedClient, args: argparse.Namespace) -> int:
     stream = "stderr" if args.stderr else "stdout"
     out = sys.stdout.buffer
     if args.follow:
-        async for chunk in client.follow_output(args.id, stream):
+        async for chunk in client.follow_output(args.id, stream, element=args.element):
             out.write(chunk)
             out.flush()
     else:
-        out.write(await client.output(args.id, stream))
+        out.write(await client.output(args.id, stream, element=args.element))
     out.flush()
     return EXIT_OK
 
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
     p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+    p.add_argument("--element", type=int, help="for an array job: the element's index")
 
     p = sub.add_parser("cancel", help="cancel a job")
     p.add_argument("id")

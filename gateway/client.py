@@ -124,17 +124,24 @@ class HpcfedClient:
         result: dict[str, Any] = await self._request("DELETE", f"/v1/jobs/{job_id}")
         return result
 
-    async def output(self, job_id: str, stream: str = "stdout", offset: int = 0) -> bytes:
+    async def output(
+        self, job_id: str, stream: str = "stdout", offset: int = 0, element: int | None = None
+    ) -> bytes:
+        params = {"offset": str(offset)}
+        if element is not None:
+            params["element"] = str(element)
         data: bytes = await self._request(
-            "GET", f"/v1/jobs/{job_id}/output/{stream}", params={"offset": str(offset)}
+            "GET", f"/v1/jobs/{job_id}/output/{stream}", params=params
         )
         return data
 
     async def follow_output(
-        self, job_id: str, stream: str = "stdout", offset: int = 0
+        self, job_id: str, stream: str = "stdout", offset: int = 0, element: int | None = None
     ) -> AsyncIterator[bytes]:
         """Yield output as it is written, until the job has ended."""
         params = {"offset": str(offset), "follow": "true"}
+        if element is not None:
+            params["element"] = str(element)
         url = f"{self.url}/v1/jobs/{job_id}/output/{stream}"
         async with self.session.get(url, params=params) as resp:
             if resp.status >= 400:

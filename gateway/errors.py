@@ -65,7 +65,11 @@ def adapter_error(exc: AdapterError) -> ApiError:
     if isinstance(exc, SubmitRejected):
         detail = exc.stderr.strip() or exc.message
         return ApiError(
-            422, "rejected_by_center", f"center {center} refused the job: {detail}", center=center
+            422,
+            "rejected_by_center",
+            f"{exc.field + ': ' if exc.field else ''}center {center} refused the job: {detail}",
+            center=center,
+            field=exc.field,
         )
     if isinstance(exc, HostKeyRejected):
         return ApiError(502, "center_host_key_rejected", exc.message, center=center)

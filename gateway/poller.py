@@ -12,9 +12,9 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
-from adapters.base import AdapterError, NativeStatus
+from adapters.base import TERMINAL_STATES, AdapterError, NativeStatus
 from gateway.centers import Center
-from gateway.models import JobRecord, JobState, utcnow
+from gateway.models import ElementRecord, JobRecord, JobState, array_indices, utcnow
 from gateway.service import JobService, SubmitRejectedError
 
 log = logging.getLogger("hpcfed.poller")
@@ -102,15 +102,19 @@ class Poller:
         self.failures[center.id] = 0
 
     async def _apply(self, job: JobRecord, status: NativeStatus) -> None:
-        changed = {
+        changed: dict[str, object] = {
             "state": status.state,
             "native_state": status.native_state,
             "reason": status.reason,
             "exit_code": status.exit_code,
         }
+        if job.spec.array:
+            elements = merge_elements(job, status)
+            state, exit_code = aggregate(elements)
+            changed.update(state=state, exit_code=exit_code, elements=elements)
         if all(getattr(job, k) == v for k, v in changed.items()):
             return
-        if status.state.is_terminal and job.finished_at is None:
+        if changed["state"] in TERMINAL_STATES and job.finished_at is None:
             changed["finished_at"] = utcnow()
         await self.service.store.update(job.id, **changed)
 
@@ -153,3 +157,50 @@ class Poller:
                     await self.service.submit_at_center(job)
                 except SubmitRejectedError as exc:
                     log.warning("job %s: refused by %s: %s", job.id, center.id, exc)
+
+
+def merge_elements(job: JobRecord, status: NativeStatus) -> list[ElementRecord]:
+    """Every index the spec names: what the center reports now, else what it said
+    last, else QUEUED (a pending element the center has not listed yet)."""
+    assert job.spec.array is not None
+    reported = {e.index: e for e in status.elements}
+    previous = {e.index: e for e in job.elements}
+    merged = []
+    for index in array_indices(job.spec.array):
+        if (now := reported.get(index)) is not None:
+            merged.append(
+                ElementRecord(
+                    index=index,
+                    native_id=now.native_id,
+                    state=now.state,
+                    native_state=now.native_state,
+                    reason=now.reason,
+                    exit_code=now.exit_code,
+                )
+            )
+        elif index in previous:
+            merged.append(previous[index])
+        else:
+            merged.append(ElementRecord(index=index, state=JobState.QUEUED))
+    return merged
+
+
+#: Which terminal state an array ends in when its elements differ: the worst one.
+_ARRAY_END_ORDER = (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.COMPLETED)
+
+
+def aggregate(elements: list[ElementRecord]) -> tuple[JobState, int | None]:
+    """The state of a whole array job, and its exit code (the highest) once all ended."""
+    states = {e.state for e in elements}
+    if not states <= TERMINAL_STATES:
+        if JobState.RUNNING in states:
+            return JobState.RUNNING, None
+        pending = states - TERMINAL_STATES
+        if pending == {JobState.HELD}:
+            return JobState.HELD, None
+        if JobState.UNKNOWN in pending:
+            return JobState.UNKNOWN, None
+        return (JobState.SUSPENDED if pending == {JobState.SUSPENDED} else JobState.QUEUED), None
+    end = next(s for s in _ARRAY_END_ORDER if s in states)
+    codes = [e.exit_code for e in elements if e.exit_code is not None]
+    return end, max(codes) if codes else None

@@ -22,8 +22,9 @@ from adapters.base import (
     SubmitRejected,
 )
 from gateway.centers import CenterRegistry
+from gateway.dependencies import check_center, load_parents, native_dependencies
 from gateway.errors import ApiError, adapter_error
-from gateway.models import JobRecord, JobSpec, JobState, utcnow
+from gateway.models import JobRecord, JobSpec, JobState, array_indices, utcnow
 from gateway.placement import choose_center
 from gateway.store import JobPage, JobStore
 from gateway.store.base import DuplicateIdempotencyKey
@@ -31,9 +32,12 @@ from gateway.store.base import DuplicateIdempotencyKey
 log = logging.getLogger("hpcfed.jobs")
 
 
-def to_request(record: JobRecord) -> JobRequest:
+def to_request(
+    record: JobRecord, center_type: str, dependencies: list[tuple[str, str]]
+) -> JobRequest:
     spec = record.spec
     res = spec.resources
+    extra = {"slurm": spec.extra_directives.slurm, "pbs": spec.extra_directives.pbs}
     return JobRequest(
         gateway_id=record.id,
         name=spec.name,
@@ -51,6 +55,10 @@ def to_request(record: JobRecord) -> JobRequest:
         account=spec.account,
         environment=dict(spec.environment),
         working_dir=spec.working_dir,
+        qos=spec.qos,
+        array=spec.array,
+        dependencies=tuple(dependencies),
+        extra_directives=tuple(extra.get(center_type, ())),
     )
 
 
@@ -74,11 +82,16 @@ class JobService:
     async def submit(
         self, owner: str, spec: JobSpec, idempotency_key: str | None = None
     ) -> SubmitOutcome:
-        if spec.center == "auto":
+        parents = await load_parents(self.store, owner, spec)
+        if spec.center != "auto":
+            center_id = self.centers.get(spec.center).id
+        elif parents:
+            center_id = parents[0].center  # a job goes where the jobs it waits for are
+        else:
             active = [] if self.centers.default else await self.store.active()
             center_id = choose_center(self.centers, active)
-        else:
-            center_id = self.centers.get(spec.center).id
+        check_center(parents, center_id)
+        native_dependencies(spec, parents)  # refuses what can never run, before storing
         now = utcnow()
         record = JobRecord(
             id=str(uuid.uuid4()),
@@ -108,12 +121,26 @@ class JobService:
         """Contact the center for a stored SUBMITTING record; never raises for an
         uncertain outcome (the record stays SUBMITTING for the poller)."""
         center = self.centers.get(record.center)
+        try:
+            parents = await load_parents(self.store, record.owner, record.spec)
+            dependencies = native_dependencies(record.spec, parents)
+        except ApiError as exc:
+            failed = await self.store.update(
+                record.id, state=JobState.FAILED, reason=exc.message, finished_at=utcnow()
+            )
+            raise SubmitRejectedError(exc, failed) from None
+        if dependencies is None:
+            waiting_for = [p.id for p in parents if p.native_id is None]
+            return await self.store.update(
+                record.id, reason=f"waiting for job {waiting_for[0]} to reach {center.id}"
+            )
         self.in_flight.add(record.id)
         attempts = record.submit_attempts + 1
         try:
             await self.store.update(record.id, submit_attempts=attempts)
+            request = to_request(record, center.config.type, dependencies)
             async with asyncio.timeout(self.submit_timeout):
-                native_id = await center.adapter.submit(to_request(record))
+                native_id = await center.adapter.submit(request)
         except (TimeoutError, CenterUnavailable) as exc:
             reason = (
                 f"center {center.id} did not answer: {exc}"
@@ -214,14 +241,32 @@ class JobService:
     # ------------------------------------------------------------ output
 
     async def output(
-        self, owner: str | None, job_id: str, stream: str, offset: int, limit: int
+        self,
+        owner: str | None,
+        job_id: str,
+        stream: str,
+        offset: int,
+        limit: int,
+        element: int | None = None,
     ) -> tuple[JobRecord, OutputChunk]:
         record = await self.get(owner, job_id)
+        if record.spec.array is None and element is not None:
+            raise ApiError(
+                400, "invalid_request", "element: this job is not an array", field="element"
+            )
+        if record.spec.array is not None and element not in array_indices(record.spec.array):
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"element: this job is an array ({record.spec.array}); name one of its "
+                "indices with ?element=",
+                field="element",
+            )
         if record.native_id is None:
             return record, OutputChunk(b"", offset, None, exists=False)
         center = self.centers.get(record.center)
         chunk = await center.adapter.read_output(
-            record.native_id, record.id, stream, offset=offset, limit=limit
+            record.native_id, record.id, stream, offset=offset, limit=limit, element=element
         )
         return record, chunk
 

@@ -97,10 +97,12 @@ async def job_output(request: web.Request) -> web.StreamResponse:
     offset = int_query(request, "offset", 0, 0, 1 << 62)
     limit = int_query(request, "limit", 1 << 20, 1, MAX_OUTPUT_CHUNK)
     follow = bool_query(request, "follow")
+    element = int_query(request, "element", -1, 0, 1 << 31)
+    index = None if element < 0 else element
     service = request.app[SERVICE]
     user, job_id = request[USER_KEY], request.match_info["id"]
 
-    record, chunk = await service.output(user, job_id, stream, offset, limit)
+    record, chunk = await service.output(user, job_id, stream, offset, limit, index)
     headers = {
         "Content-Type": "application/octet-stream",
         "X-Job-State": record.state.value,
@@ -129,7 +131,7 @@ async def job_output(request: web.Request) -> web.StreamResponse:
         if drained:
             await asyncio.sleep(interval)  # the next poll brings new output or state
         try:
-            record, chunk = await service.output(user, job_id, stream, offset, limit)
+            record, chunk = await service.output(user, job_id, stream, offset, limit, index)
         except AdapterError:
             break  # the client sees the stream end and may resume from its offset
     await response.write_eof()

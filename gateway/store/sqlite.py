@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from adapters.base import TERMINAL_STATES
 from gateway.models import JobRecord, JobSpec, JobState, utcnow
@@ -33,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     reason TEXT,
     exit_code INTEGER,
     idempotency_key TEXT,
+    elements TEXT NOT NULL DEFAULT '[]',
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     submit_attempts INTEGER NOT NULL DEFAULT 0,
     spec TEXT NOT NULL,
@@ -49,7 +53,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
 """
 
 _COLUMNS = (
-    "id owner center state native_id native_state reason exit_code idempotency_key "
+    "id owner center state native_id native_state reason exit_code idempotency_key elements "
     "cancel_requested submit_attempts spec created_at updated_at submitted_at finished_at"
 ).split()
 # Column names are the fixed tuple above, never user input.
@@ -60,9 +64,14 @@ _UPDATABLE = set(_COLUMNS) - {"id", "owner", "created_at", "spec"}
 _TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATES))
 
 
+#: Columns added after the first release: name -> definition, for older databases.
+_ADDED_COLUMNS = {"elements": "TEXT NOT NULL DEFAULT '[]'"}
+
+
 def _to_row(record: JobRecord) -> dict[str, Any]:
     row = record.model_dump(mode="json", exclude={"spec"})
     row["spec"] = record.spec.model_dump_json(exclude_none=True)
+    row["elements"] = json.dumps(row["elements"])
     row["cancel_requested"] = int(record.cancel_requested)
     return row
 
@@ -70,8 +79,23 @@ def _to_row(record: JobRecord) -> dict[str, Any]:
 def _from_row(row: sqlite3.Row) -> JobRecord:
     data = dict(row)
     data["spec"] = JobSpec.model_validate_json(data["spec"])
+    data["elements"] = json.loads(data["elements"])
     data["cancel_requested"] = bool(data["cancel_requested"])
     return JobRecord.model_validate(data)
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, JobState):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, list):  # elements
+        return json.dumps(
+            [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+        )
+    return value
 
 
 def _encode_cursor(record: JobRecord) -> str:
@@ -115,6 +139,11 @@ class SQLiteJobStore(JobStore):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
+            existing = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
+            if existing:
+                for column, definition in _ADDED_COLUMNS.items():
+                    if column not in existing:
+                        db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
             db.executescript(_SCHEMA)
             self._db = db
 
@@ -163,18 +192,7 @@ class SQLiteJobStore(JobStore):
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
         fields["updated_at"] = utcnow()
-        values = {
-            k: (
-                v.isoformat()
-                if isinstance(v, datetime)
-                else v.value
-                if isinstance(v, JobState)
-                else int(v)
-                if isinstance(v, bool)
-                else v
-            )
-            for k, v in fields.items()
-        }
+        values = {k: _column_value(v) for k, v in fields.items()}
         assignments = ", ".join(f"{k} = :{k}" for k in values)
         values["_id"] = job_id
 

@@ -86,3 +86,40 @@ async def test_list_filters_by_owner_and_state(store: SQLiteJobStore) -> None:
     assert [r.id for r in (await store.list(owner="alice")).jobs] == [mine.id]
     assert len((await store.list(owner=None)).jobs) == 2
     assert (await store.list(owner="alice", states=[JobState.RUNNING])).jobs == []
+
+
+async def test_array_elements_are_stored_and_read_back(store: SQLiteJobStore) -> None:
+    from gateway.models import ElementRecord
+
+    record = _record()
+    await store.insert(record)
+    elements = [ElementRecord(index=i, native_id=f"7_{i}", state=JobState.QUEUED) for i in range(4)]
+    updated = await store.update(record.id, elements=elements)
+    assert updated.elements == elements
+    assert (await store.get(record.id)).elements == elements
+
+
+async def test_a_database_from_before_array_elements_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, center TEXT NOT NULL,"
+        " state TEXT NOT NULL, native_id TEXT, native_state TEXT, reason TEXT,"
+        " exit_code INTEGER, idempotency_key TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,"
+        " submit_attempts INTEGER NOT NULL DEFAULT 0, spec TEXT NOT NULL, created_at TEXT NOT NULL,"
+        " updated_at TEXT NOT NULL, submitted_at TEXT, finished_at TEXT)"
+    )
+    old.execute(
+        "INSERT INTO jobs (id, owner, center, state, spec, created_at, updated_at) VALUES"
+        " ('00000000-0000-4000-8000-000000000000', 'alice', 'local', 'QUEUED',"
+        " '{\"command\": \"true\"}', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')"
+    )
+    old.commit()
+    old.close()
+    store = SQLiteJobStore(path)
+    await store.open()
+    kept = await store.get("00000000-0000-4000-8000-000000000000")
+    assert kept is not None and kept.elements == [] and kept.state is JobState.QUEUED
+    await store.close()
