@@ -42,6 +42,14 @@ TERMINAL_STATES = frozenset(
     {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
 )
 
+#: Dependency conditions: the parent states in which each holds for good.
+DEPENDENCY_SATISFIED_BY: dict[str, frozenset[JobState]] = {
+    "afterok": frozenset({JobState.COMPLETED}),
+    "afternotok": frozenset({JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED}),
+    "afterany": TERMINAL_STATES,
+    "after": TERMINAL_STATES | {JobState.RUNNING, JobState.SUSPENDED},  # it has started
+}
+
 
 @dataclass(frozen=True)
 class JobRequest:

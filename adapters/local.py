@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from adapters.base import (
+    DEPENDENCY_SATISFIED_BY,
+    GATEWAY_ID_RE,
     Adapter,
     AdapterError,
     JobRequest,
@@ -37,6 +39,9 @@ from adapters.jobdir import (
     render_user_script,
 )
 
+#: Files of a local job's directory beside the shared ones.
+DEPENDENCIES = "dependencies"  # one "<condition> <parent gateway id>" a line
+REASON = "reason"  # why the job was cancelled here
 #: `timeout(1)` exits with this status when the walltime ran out.
 TIMEOUT_STATUS = 124
 #: Variables a local job inherits from the gateway; nothing else leaks into it.
@@ -87,6 +92,13 @@ class LocalAdapter(Adapter):
         user_script = job_dir / USER_SCRIPT
         user_script.write_text(render_user_script(job), encoding="utf-8")
         user_script.chmod(0o700)
+        if job.dependencies:
+            for condition, parent in job.dependencies:
+                if condition not in DEPENDENCY_SATISFIED_BY or not GATEWAY_ID_RE.match(parent):
+                    raise ValueError(f"not a dependency of this center: {condition} {parent}")
+            (job_dir / DEPENDENCIES).write_text(
+                "".join(f"{cond} {parent}\n" for cond, parent in job.dependencies), "ascii"
+            )
         (job_dir / "queued").touch()
         # job.sh appears last and whole: its presence means "submitted" (find_by_gateway_id).
         tmp = job_dir / (JOB_SCRIPT + ".tmp")
@@ -104,9 +116,35 @@ class LocalAdapter(Adapter):
             (self.work_root / "jobs").glob("*/queued"), key=lambda p: p.stat().st_mtime_ns
         )
         for marker in queued:
-            if self._running() >= self.max_running:
-                return
-            self._start(marker.parent)
+            verdict = self._dependencies(marker.parent)
+            if verdict == "never":
+                (marker.parent / REASON).write_text(
+                    "its dependencies can never be satisfied", encoding="utf-8"
+                )
+                (marker.parent / CANCELLED).touch()
+                marker.unlink(missing_ok=True)
+            elif verdict == "ready":
+                if self._running() >= self.max_running:
+                    return
+                self._start(marker.parent)
+
+    def _dependencies(self, job_dir: Path) -> str:
+        """'ready', 'wait' or 'never', from the parents' states (their job dirs here)."""
+        try:
+            lines = (job_dir / DEPENDENCIES).read_text(encoding="ascii").split("\n")
+        except FileNotFoundError:
+            return "ready"
+        verdict = "ready"
+        for line in filter(None, lines):
+            condition, parent = line.split()
+            status = self._status(parent, self._dir(parent))
+            state = status.state if status else JobState.UNKNOWN
+            if state in DEPENDENCY_SATISFIED_BY[condition]:
+                continue
+            if state.is_terminal or status is None:
+                return "never"
+            verdict = "wait"
+        return verdict
 
     def _start(self, job_dir: Path) -> None:
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
@@ -155,14 +193,18 @@ class LocalAdapter(Adapter):
             state = JobState.COMPLETED if code == 0 else JobState.FAILED
             return NativeStatus(native_id, state, "exited", exit_code=code)
         if (job_dir / "queued").exists():
-            return NativeStatus(native_id, JobState.QUEUED, "queued", "waiting for a free slot")
+            waiting = "waiting for a free slot"
+            if (job_dir / DEPENDENCIES).exists() and self._dependencies(job_dir) == "wait":
+                waiting = "waiting for the jobs it depends on"
+            return NativeStatus(native_id, JobState.QUEUED, "queued", waiting)
         pid = self._pid(job_dir)
         proc = self._procs.get(job_dir.name)
         alive = proc.poll() is None if proc else pid is not None and _process_alive(pid)
         if alive:
             return NativeStatus(native_id, JobState.RUNNING, "running")
         if cancelled:
-            return NativeStatus(native_id, JobState.CANCELLED, "cancelled")
+            reason = (job_dir / REASON).read_text() if (job_dir / REASON).exists() else None
+            return NativeStatus(native_id, JobState.CANCELLED, "cancelled", reason)
         return NativeStatus(
             native_id, JobState.FAILED, "lost", "the process ended without recording an exit status"
         )

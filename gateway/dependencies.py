@@ -8,18 +8,10 @@ parent not yet at its center makes the child wait in the gateway.
 
 from __future__ import annotations
 
-from adapters.base import TERMINAL_STATES
+from adapters.base import DEPENDENCY_SATISFIED_BY as SATISFIED_BY
 from gateway.errors import ApiError
-from gateway.models import JobRecord, JobSpec, JobState
+from gateway.models import JobRecord, JobSpec
 from gateway.store import JobStore
-
-#: The parent states in which each condition holds for good.
-SATISFIED_BY: dict[str, frozenset[JobState]] = {
-    "afterok": frozenset({JobState.COMPLETED}),
-    "afternotok": frozenset({JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED}),
-    "afterany": TERMINAL_STATES,
-    "after": TERMINAL_STATES | {JobState.RUNNING, JobState.SUSPENDED},  # it has started
-}
 
 
 class DependencyNeverMet(ApiError):

@@ -243,3 +243,56 @@ async def test_jobs_of_a_removed_center_are_kept_unknown_and_others_go_on(
             while (job := await client.get(stranded["id"]))["state"] != "UNKNOWN":
                 await asyncio.sleep(0.1)
         assert job["reason"] == "center local is no longer configured"
+
+
+async def test_a_dependent_job_starts_only_after_its_parent_completed(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        parent = await client.submit({"script": "sleep 1\ndate +%s.%N\n"})
+        child = await client.submit(
+            {"script": "date +%s.%N\n", "dependencies": [{"job": parent["id"]}]}
+        )
+        assert child["center"] == parent["center"]
+        done = await client.wait(child["id"], timeout=30)
+        assert done["state"] == "COMPLETED"
+        parent_end = float(await client.output(parent["id"]))
+        child_start = float(await client.output(child["id"]))
+        assert child_start >= parent_end
+
+
+async def test_dependencies_that_cannot_hold_are_refused_naming_the_field(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as alice, gw.client("bob") as bob:
+        failed = await alice.submit({"command": "false"})
+        assert (await alice.wait(failed["id"], timeout=30))["state"] == "FAILED"
+        cases = [
+            (alice, {"job": failed["id"]}, "dependency_never_met"),
+            (bob, {"job": failed["id"], "condition": "afterany"}, "invalid_request"),
+            (alice, {"job": "00000000-0000-4000-8000-000000000000"}, "invalid_request"),
+        ]
+        for client, dep, code in cases:
+            with pytest.raises(ClientError) as err:
+                await client.submit({"command": "true", "dependencies": [dep]})
+            assert (err.value.status, err.value.code) == (422, code)
+            assert err.value.body["field"] == "dependencies.0.job"
+        after_failure = await alice.submit(
+            {"command": "true", "dependencies": [{"job": failed["id"], "condition": "afternotok"}]}
+        )
+        assert (await alice.wait(after_failure["id"], timeout=30))["state"] == "COMPLETED"
+
+
+async def test_a_child_whose_parent_fails_later_is_cancelled_with_the_reason(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        parent = await client.submit({"script": "sleep 1\nexit 1\n"})
+        child = await client.submit({"command": "true", "dependencies": [{"job": parent["id"]}]})
+        done = await client.wait(child["id"], timeout=30)
+        assert done["state"] == "CANCELLED"
+        assert done["reason"] == "its dependencies can never be satisfied"
+        assert await client.output(child["id"]) == b""
