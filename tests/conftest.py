@@ -81,29 +81,42 @@ def config_with(
     )
 
 
+async def launch_gateway(
+    config: LoadedConfig, users: tuple[str, ...] = ("alice", "bob")
+) -> Gateway:
+    """A real gateway (aiohttp server on 127.0.0.1:<free port>) with a token per user."""
+    tokens = {user: secrets.token_urlsafe(16) for user in users}
+    tokens_file = config.data_dir / "tokens.yaml"
+    tokens_file.parent.mkdir(parents=True, exist_ok=True)
+    tokens_file.write_text(yaml.safe_dump({token_digest(t): u for u, t in tokens.items()}))
+    app = create_app(config, TokenAuth.from_file(tokens_file))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return Gateway(f"http://127.0.0.1:{port}", app, config, tokens, runner)
+
+
+async def stop_gateway(gateway: Gateway) -> None:
+    """Cancel what was left running, then shut down."""
+    await _cancel_leftovers(gateway.runner.app)
+    await gateway.stop()
+
+
 @pytest.fixture
 async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
-    """Start real gateways (aiohttp server on 127.0.0.1:<free port>) for a test."""
-    runners: list[web.AppRunner] = []
+    """Start real gateways for a test; they are stopped, their jobs cancelled, after it."""
+    started: list[Gateway] = []
 
     async def start(config: LoadedConfig, users: tuple[str, ...] = ("alice", "bob")) -> Gateway:
-        tokens = {user: secrets.token_urlsafe(16) for user in users}
-        tokens_file = config.data_dir / "tokens.yaml"
-        tokens_file.parent.mkdir(parents=True, exist_ok=True)
-        tokens_file.write_text(yaml.safe_dump({token_digest(t): u for u, t in tokens.items()}))
-        app = create_app(config, TokenAuth.from_file(tokens_file))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        return Gateway(f"http://127.0.0.1:{port}", app, config, tokens, runner)
+        gateway = await launch_gateway(config, users)
+        started.append(gateway)
+        return gateway
 
     yield start
-    for runner in reversed(runners):
-        await _cancel_leftovers(runner.app)
-        await runner.cleanup()
+    for gateway in reversed(started):
+        await stop_gateway(gateway)
 
 
 async def _cancel_leftovers(app: web.Application | None) -> None:
