@@ -8,6 +8,7 @@ parsers for its scheduler, and this class runs them over the pooled connection.
 from __future__ import annotations
 
 import abc
+import functools
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from adapters.base import (
     GATEWAY_ID_RE,
     Adapter,
+    ArrayElement,
     CommandFailed,
     JobRequest,
     NativeStatus,
@@ -22,19 +24,28 @@ from adapters.base import (
     SubmitRejected,
 )
 from adapters.jobdir import (
+    ARRAY,
     NATIVE_ID,
-    SEPARATOR,
     STDERR,
     STDOUT,
     JobDir,
-    markers_command,
-    needs_job_dir,
-    parse_markers,
+    SpecRefused,
+    check_request,
+    element_file,
     read_chunk,
     render_user_script,
     resolve_path,
-    settle,
     write_job_files,
+)
+from adapters.markers import (
+    SEPARATOR,
+    JobMarkers,
+    all_markers_command,
+    markers_command,
+    needs_job_dir,
+    parse_markers,
+    settle,
+    settle_array,
 )
 from adapters.ssh import CommandResult, SSHConnection, SSHPool, SSHTarget
 
@@ -42,8 +53,15 @@ from adapters.ssh import CommandResult, SSHConnection, SSHPool, SSHTarget
 class JobDirAdapter(Adapter):
     """Submit, poll, cancel and read output of batch jobs kept in job directories."""
 
-    scheduler = "batch"  # for messages
+    scheduler = "batch"  # the submit command, for messages
+    family = "batch"  # the key of the spec's extra_directives for this kind of center
     _NATIVE_ID_RE = re.compile(r"^[0-9A-Za-z._\[\]-]{1,128}$")
+    #: The status command lists every element of an array not yet ended, pending
+    #: ones included, so an element it does not list has left the queue.
+    lists_pending_elements = True
+    #: The status command cannot tell an array job from others: it also reads each
+    #: tracked job's `array` marker (in the same remote command).
+    reads_array_markers = False
 
     def __init__(
         self,
@@ -61,11 +79,19 @@ class JobDirAdapter(Adapter):
         self._pool = pool
 
     # ---------------------------------------------------- subclass hooks (pure)
+    def check_job(self, job: JobRequest) -> None:
+        """Refuse (SpecRefused) what this scheduler cannot be asked for, before any contact."""
+        check_request(job, self._NATIVE_ID_RE, self.family)
+
     @abc.abstractmethod
     def render_job_script(self, job: JobRequest, jobdir: JobDir, home: str) -> str: ...
 
     @abc.abstractmethod
     def submit_command(self, jobdir: JobDir) -> str: ...
+
+    @abc.abstractmethod
+    def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
+        """A refused submission: the scheduler's message, and the spec field it names."""
 
     @abc.abstractmethod
     def status_command(self, native_ids: Sequence[str]) -> str: ...
@@ -78,12 +104,37 @@ class JobDirAdapter(Adapter):
     @abc.abstractmethod
     def cancel_command(self, native_id: str, jobdir: JobDir) -> str: ...
 
+    @abc.abstractmethod
+    def element_native_id(self, array_id: str, index: int, started: str | None) -> str:
+        """An element's id where the scheduler did not list it; `started` is the id
+        the element recorded when it started, if it did."""
+
+    def is_array_id(self, native_id: str) -> bool:
+        """Whether the id alone says the job is an array."""
+        return False
+
     def accounting_command(self, native_ids: Sequence[str]) -> str | None:
         """A command learning final states from the scheduler's history, if any."""
         return None
 
     def parse_accounting(self, text: str, stderr: str) -> dict[str, NativeStatus]:
         return {}
+
+    def element_query_command(self) -> str | None:
+        """A filter reading marker lines on stdin and printing the scheduler's status of
+        the element ids they record, then always a `SEPARATOR <exit status>` line; for
+        schedulers whose status command does not list array elements."""
+        return None
+
+    def parse_element_query(self, text: str, exit_status: int) -> dict[str, NativeStatus]:
+        """`element_query_command`'s output and exit status: element id -> status."""
+        return {}
+
+    def queried_elements(
+        self, markers: JobMarkers, queried: Mapping[str, NativeStatus]
+    ) -> list[ArrayElement]:
+        """The elements of one array among the queried ones, by the ids they recorded."""
+        return []
 
     def listing_command(self) -> str | None:
         """A command listing jobs with the gateway ids they carry, if the scheduler keeps them."""
@@ -93,15 +144,17 @@ class JobDirAdapter(Adapter):
         """gateway id -> native id from `listing_command`'s output."""
         return {}
 
-    def parse_submit(self, result: CommandResult, command: str) -> str:
+    def parse_submit(self, result: CommandResult, command: str, job: JobRequest) -> str:
         if result.exit_status != 0:
+            said, field = self.rejection(result, job)
             raise SubmitRejected(
                 f"center {self.center_id}: {self.scheduler} refused the job "
-                f"(exit {result.exit_status}): {_text(result.stderr)[:500]}",
+                f"(exit {result.exit_status}): {said[:500]}",
                 command=command,
                 exit_status=result.exit_status,
-                stderr=_text(result.stderr),
+                stderr=said,
                 center=self.center_id,
+                field=field,
             )
         native_id = _text(result.stdout).split(";")[0].strip()  # sbatch: "id[;cluster]"
         if not self._NATIVE_ID_RE.match(native_id):
@@ -138,19 +191,33 @@ class JobDirAdapter(Adapter):
             center=self.center_id,
         )
 
+    def _refused(self, exc: SpecRefused) -> SubmitRejected:
+        return SubmitRejected(
+            f"center {self.center_id}: {exc}", center=self.center_id, field=exc.field
+        )
+
     # ---------------------------------------------------- the Adapter contract
     async def submit(self, job: JobRequest) -> str:
+        try:
+            self.check_job(job)
+        except SpecRefused as exc:
+            raise self._refused(exc) from None
         home = await self.connection.home()
         jobdir = JobDir(await self.root(), job.gateway_id)
-        job_script = self.render_job_script(job, jobdir, home)
+        try:
+            job_script = self.render_job_script(job, jobdir, home)
+        except SpecRefused as exc:
+            raise self._refused(exc) from None
         user_script = render_user_script(job)
+        # The array spec tells the final-state read which elements to expect.
+        extra = {ARRAY: job.array + "\n"} if job.array is not None else {}
         existing = await self.connection.sftp(
-            lambda s: write_job_files(s, jobdir, job_script, user_script)
+            lambda s: write_job_files(s, jobdir, job_script, user_script, extra)
         )
-        if existing:  # a lost reply: the job is already at the center
-            return existing
+        if existing and self._NATIVE_ID_RE.match(existing):
+            return existing  # a lost reply: the job is already at the center
         command = self.submit_command(jobdir)
-        return self.parse_submit(await self.run(command), command)
+        return self.parse_submit(await self.run(command), command, job)
 
     async def status_many(self, jobs: Mapping[str, str]) -> dict[str, NativeStatus]:
         tracked = {
@@ -160,34 +227,84 @@ class JobDirAdapter(Adapter):
         }
         if not tracked:
             return {}
-        command = self.status_command(list(tracked))
-        statuses = self.parse_status(await self.run(command), list(tracked))
-        unsettled = {n: g for n, g in tracked.items() if needs_job_dir(statuses.get(n))}
+        command, stdin = self.status_command(list(tracked)), None
+        if self.reads_array_markers:
+            marker_cmd, stdin = markers_command(await self.root(), list(tracked.values()), (ARRAY,))
+            command = f'{{ {command} ; }} </dev/null; echo "{SEPARATOR} $?"; {marker_cmd}'
+        result = await self.run(command, stdin)
+        arrays: set[str] = set()
+        if self.reads_array_markers:
+            result, tail = _split_status(result)
+            arrays = {gid for gid, m in parse_markers(tail).items() if m.array}
+        statuses = self.parse_status(result, list(tracked))
+        array_ids = {
+            nid
+            for nid, gid in tracked.items()
+            if gid in arrays
+            or self.is_array_id(nid)
+            or (nid in statuses and statuses[nid].elements)
+        }
+        unsettled = {
+            nid: gid
+            for nid, gid in tracked.items()
+            if nid in array_ids or needs_job_dir(statuses.get(nid))
+        }
         if unsettled:
-            statuses.update(await self._final_states(unsettled, statuses))
+            statuses.update(await self._final_states(unsettled, statuses, bool(array_ids)))
         return {nid: statuses[nid] for nid in tracked if nid in statuses}
 
     async def _final_states(
-        self, jobs: Mapping[str, str], known: Mapping[str, NativeStatus]
+        self, jobs: Mapping[str, str], known: Mapping[str, NativeStatus], arrays: bool = True
     ) -> dict[str, NativeStatus]:
-        """One command: the scheduler's history (where it keeps one) and the marker files."""
-        marker_cmd, stdin = markers_command(await self.root(), list(jobs.values()))
+        """One command: the scheduler's history (where it keeps one), every marker file
+        of the jobs, and (where the scheduler must be asked by id) the array elements
+        those markers name. What the scheduler says is asked first: a job it reports
+        ended has written its exit status already, so the markers read after agree."""
+        marker_cmd, stdin = all_markers_command(await self.root(), list(jobs.values()))
         missing = [nid for nid in jobs if nid not in known]
         accounting = self.accounting_command(missing) if missing else None
-        command = marker_cmd
+        element_query = self.element_query_command() if arrays else None
+        parts = []
         if accounting is not None:
-            command = f"{accounting} </dev/null; echo {SEPARATOR}; {marker_cmd}"
-        result = await self.run(command, stdin)
+            parts.append(f"{{ {accounting} ; }} </dev/null; echo {SEPARATOR}")
+        if element_query is not None:
+            # The markers twice: for the element ids to ask about, then to settle by.
+            markers_of_input = f"printf '%s\\n' \"$hpcfed_in\" | {{ {marker_cmd}; }}"
+            parts.append(
+                f"hpcfed_in=$(cat); hpcfed_m=$({markers_of_input}); "
+                f"printf '%s\\n' \"$hpcfed_m\" | {element_query}; {markers_of_input}"
+            )
+        else:
+            parts.append(marker_cmd)
+        result = await self.run("; ".join(parts), stdin)
         out = _text(result.stdout)
         history: dict[str, NativeStatus] = {}
         if accounting is not None:
             head, _, out = out.partition(SEPARATOR + "\n")
             history = self.parse_accounting(head, _text(result.stderr))
+        queried: dict[str, NativeStatus] = {}
+        if element_query is not None:
+            head, _, rest = out.partition(SEPARATOR + " ")
+            status, _, out = rest.partition("\n")
+            queried = self.parse_element_query(head, int(status) if status.isdigit() else 255)
         markers = parse_markers(out)
-        return {
-            nid: settle(nid, known.get(nid) or history.get(nid), markers.get(gid))
-            for nid, gid in jobs.items()
-        }
+        settled = {}
+        for nid, gid in jobs.items():
+            m, seen = markers.get(gid), known.get(nid) or history.get(nid)
+            is_array = m is not None and (m.array is not None or bool(m.elements))
+            if is_array or (seen and seen.elements) or self.is_array_id(nid):
+                listed = self.queried_elements(m, queried) if m and queried else []
+                settled[nid] = settle_array(
+                    nid,
+                    seen,
+                    m,
+                    functools.partial(self.element_native_id, nid),
+                    lists_pending=self.lists_pending_elements,
+                    listed=listed,
+                )
+            else:
+                settled[nid] = settle(nid, seen, m)
+        return settled
 
     async def find_by_gateway_id(self, gateway_ids: Sequence[str]) -> dict[str, str]:
         gids = [g for g in gateway_ids if GATEWAY_ID_RE.match(g)]
@@ -203,7 +320,7 @@ class JobDirAdapter(Adapter):
             head, _, out = out.partition(SEPARATOR + "\n")
             found.update({g: n for g, n in self.parse_listing(head).items() if g in gids})
         for gid, markers in parse_markers(out).items():
-            if markers.native_id and gid in gids:
+            if markers.native_id and gid in gids and self._NATIVE_ID_RE.match(markers.native_id):
                 found[gid] = markers.native_id
         return found
 
@@ -220,13 +337,22 @@ class JobDirAdapter(Adapter):
         return False
 
     async def read_output(
-        self, native_id: str, gateway_id: str, stream: str, offset: int = 0, limit: int = 1 << 20
+        self,
+        native_id: str,
+        gateway_id: str,
+        stream: str,
+        offset: int = 0,
+        limit: int = 1 << 20,
+        element: int | None = None,
     ) -> OutputChunk:
         if stream not in (STDOUT, STDERR):
             raise ValueError(f"stream must be stdout or stderr, got {stream!r}")
         if offset < 0 or limit < 0:
             raise ValueError("offset and limit must not be negative")
-        path = JobDir(await self.root(), gateway_id).file(stream)
+        if element is not None and (isinstance(element, bool) or element < 0):
+            raise ValueError(f"element must be an array index, got {element!r}")
+        # An array job has no plain `stdout`: element=None finds nothing, as it should.
+        path = JobDir(await self.root(), gateway_id).file(element_file(stream, element))
         return await self.connection.sftp(lambda s: read_chunk(s, path, offset, limit))
 
     async def close(self) -> None:
@@ -235,3 +361,14 @@ class JobDirAdapter(Adapter):
 
 def _text(data: bytes) -> str:
     return data.decode(errors="replace")
+
+
+def _split_status(result: CommandResult) -> tuple[CommandResult, str]:
+    """`{ status; } ...; echo "SEPARATOR $?"; more`: the status command's own result
+    (its exit status from the separator line), and what followed."""
+    head, sep, rest = _text(result.stdout).partition(SEPARATOR + " ")
+    if not sep:  # the shell did not get that far
+        return result, ""
+    status, _, tail = rest.partition("\n")
+    code = int(status) if status.strip().isdigit() else result.exit_status
+    return CommandResult(code, head.encode(), result.stderr), tail

@@ -2,11 +2,17 @@
 
 Every job gets `<work_root>/jobs/<gateway_id>/` holding `job.sh` (the batch
 script), `script` (the user's script), `stdout`, `stderr`, `exit_code`,
-`native_id` and, once cancelled through us, `cancelled`. The directory is what
-lets the gateway learn a job's true end after the scheduler has forgotten it
-(no accounting database, or a purged history) and reconcile a submission whose
-reply was lost. `adapters.batch.JobDirAdapter` runs the flow both schedulers
-share; this module holds the layout, the rendering and the parsing.
+`native_id` and, once cancelled through us, `cancelled`. A job the scheduler
+sent SIGTERM (its walltime ran out, or it was cancelled or preempted) leaves
+`terminated`. An array job also holds `array` (its index spec, written at
+submit) and, per element i, `stdout.i`, `stderr.i`, `exit_code.i`,
+`terminated.i` and `started.i` (the element's own scheduler id).
+
+The directory is what lets the gateway learn a job's true end after the
+scheduler has forgotten it (no accounting database, or a purged history) and
+reconcile a submission whose reply was lost. `adapters.batch.JobDirAdapter`
+runs the flow both schedulers share; this module holds the layout, the
+rendering and the file transfers, `adapters.markers` reads the files back.
 """
 
 from __future__ import annotations
@@ -15,18 +21,12 @@ import posixpath
 import re
 import shlex
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import paramiko
 
-from adapters.base import (
-    GATEWAY_ID_RE,
-    JobRequest,
-    JobState,
-    NativeStatus,
-    OutputChunk,
-)
+from adapters.base import GATEWAY_ID_RE, JobRequest, OutputChunk
 
 JOB_SCRIPT = "job.sh"
 USER_SCRIPT = "script"
@@ -35,9 +35,29 @@ STDERR = "stderr"
 EXIT_CODE = "exit_code"
 NATIVE_ID = "native_id"
 CANCELLED = "cancelled"
-_MARKERS = (NATIVE_ID, EXIT_CODE, CANCELLED)
-LEFT_QUEUE = "LEFT_QUEUE"  # native_state of a job known only from its directory
-SEPARATOR = "--hpcfed-markers--"  # between scheduler history and marker files in one output
+TERMINATED = "terminated"
+ARRAY = "array"
+STARTED = "started"
+#: Where an array element learns its index, in order; the last one lets a center
+#: without a scheduler (or a test) run an element by hand.
+INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAYID", "PBS_ARRAY_INDEX", "HPCFED_ARRAY_INDEX")
+#: Where an element learns its own scheduler id (Torque and PBS Pro, then Slurm).
+JOB_ID_VARIABLES = ("PBS_JOBID", "SLURM_JOB_ID")
+#: Directive arguments passed through verbatim (the gateway validates the same):
+#: no quotes, `$`, backticks, `#`, `;`, `&`, `|`, `<`, `>` or line breaks, so a
+#: scheduler's directive parser splits them on blanks only.
+EXTRA_DIRECTIVE_RE = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9 =:,._/+@%\[\]-]*\Z")
+DEPENDENCY_CONDITIONS = ("afterok", "afternotok", "afterany", "after")
+_INDEX = '"$HPCFED_ARRAY_INDEX"'  # the element's index in job.sh, validated digits
+
+
+class SpecRefused(ValueError):
+    """A job this center's scheduler cannot be asked for as specified; `field`
+    names the job spec field. Raised before anything is sent to the center."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def quote(value: str) -> str:
@@ -95,24 +115,94 @@ def render_user_script(job: JobRequest) -> str:
     return f"#!/bin/bash\nexec {argv}\n"
 
 
-def render_body(job: JobRequest, jobdir: JobDir, home: str, launcher: Sequence[str] = ()) -> str:
-    """The scheduler-independent part of job.sh: environment, cd, run, record the exit code.
+def array_indices(spec: str, limit: int | None = None) -> list[int]:
+    """The indices an array spec ("0-3", "1,3,5-7", "0-15:2", "...%N") names, in order,
+    without repeats. With `limit`, a spec naming more is refused before it is expanded."""
+    seen: dict[int, None] = {}
+    for part in spec.split("%", 1)[0].split(","):
+        bounds, _, step_text = part.partition(":")
+        first, _, last = bounds.partition("-")
+        start, stop, step = int(first), int(last or first), int(step_text or 1)
+        if stop < start or step < 1:
+            raise ValueError(f"array range {part!r} names no index")
+        if limit is not None and len(seen) + (stop - start) // step + 1 > limit:
+            raise ValueError(f"more than {limit} elements")
+        seen.update(dict.fromkeys(range(start, stop + 1, step)))
+    return list(seen)
+
+
+def element_file(name: str, index: int | None) -> str:
+    """`stdout` of a plain job, `stdout.<index>` of an array element."""
+    return name if index is None else f"{name}.{index}"
+
+
+def _path(jobdir: JobDir, name: str, array: bool, suffix: str = "") -> str:
+    """A job dir file as job.sh names it: quoted once, the element's index appended."""
+    return quote(jobdir.file(name)) + (f".{_INDEX}" if array else "") + suffix
+
+
+def _write_marker(jobdir: JobDir, name: str, array: bool, value: str) -> str:
+    """Write `value` and rename it into place, so a reader never sees a half-written file."""
+    tmp, final = _path(jobdir, name, array, ".tmp"), _path(jobdir, name, array)
+    return f"printf '%s\\n' {value} > {tmp} && mv -f {tmp} {final}"
+
+
+def _fallbacks(names: Sequence[str]) -> str:
+    """`${A:-${B:-}}`: the first of the variables that is set and not empty."""
+    text = ""
+    for name in reversed(names):
+        text = f"${{{name}:-{text}}}"
+    return text
+
+
+def render_body(
+    job: JobRequest,
+    jobdir: JobDir,
+    home: str,
+    launcher: Sequence[str] = (),
+    *,
+    redirect_output: bool = False,
+) -> str:
+    """The scheduler-independent part of job.sh: environment, element index, output,
+    run, and the markers that tell how the job ended.
 
     `launcher` is a command the user script runs under (e.g. `timeout` where no
-    scheduler enforces the walltime).
+    scheduler enforces the walltime). `redirect_output` sends the job's output to
+    the job dir from inside, for front ends that ignore output directives.
     """
+    array = job.array is not None
     lines = [f"export {name}={quote(value)}" for name, value in job.environment.items()]
     lines.append(f"export HPCFED_JOB_ID={quote(job.gateway_id)}")
+    if array:
+        # After the user's exports, so the files below cannot be renamed by them.
+        lines += [
+            f"HPCFED_ARRAY_INDEX={_fallbacks(INDEX_VARIABLES)}",
+            'case "$HPCFED_ARRAY_INDEX" in ""|*[!0-9]*)',
+            '  echo "hpcfed: no array index from the scheduler" >&2; exit 1;;',
+            "esac",
+            "export HPCFED_ARRAY_INDEX",
+        ]
+    if redirect_output:
+        out, err = _path(jobdir, STDOUT, array), _path(jobdir, STDERR, array)
+        lines.append(f"exec >>{out} 2>>{err}")
+    limit = str(job.walltime_seconds) if job.walltime_seconds else "-"
+    terminated = _write_marker(jobdir, TERMINATED, array, '"$SECONDS ' + limit + '"')
+    lines += [
+        # Schedulers send SIGTERM at the walltime (and on cancel or preemption), then
+        # SIGKILL. bash runs the trap once the user script (which got the signal too)
+        # has ended; the marker says how long the job had run, and of what limit.
+        f"hpcfed_terminated() {{ {terminated}; }}",
+        "trap hpcfed_terminated TERM",
+    ]
+    if array:
+        lines.append(_write_marker(jobdir, STARTED, array, f'"{_fallbacks(JOB_ID_VARIABLES)}"'))
     workdir = resolve_path(job.working_dir, home) if job.working_dir else jobdir.path
-    tmp = jobdir.file(EXIT_CODE + ".tmp")
     run = " ".join(quote(word) for word in (*launcher, jobdir.file(USER_SCRIPT)))
     lines += [
         # A child process, so the script's own `exit` cannot skip the bookkeeping below.
         f"cd {quote(workdir)} && {run}",
         "code=$?",
-        # Renamed into place so a reader never sees a half-written file.
-        f"printf '%s\\n' \"$code\" > {quote(tmp)} && mv -f {quote(tmp)} "
-        f"{quote(jobdir.file(EXIT_CODE))}",
+        _write_marker(jobdir, EXIT_CODE, array, '"$code"'),
         'exit "$code"',
     ]
     return "\n".join(lines) + "\n"
@@ -120,110 +210,55 @@ def render_body(job: JobRequest, jobdir: JobDir, home: str, launcher: Sequence[s
 
 def submit_command(jobdir: JobDir, submit: str) -> str:
     """Submit job.sh from the job dir. The id lands in `native_id` (so a lost reply
-    is reconciled from it) and is printed too; the scheduler's exit status is kept."""
+    is reconciled from it) and is printed too; the scheduler's exit status is kept.
+    A refusal leaves no `native_id` (some front ends print their errors on stdout)."""
     return (
         f"cd {quote(jobdir.path)} && {{ {submit} {JOB_SCRIPT} > {NATIVE_ID}; rc=$?; "
-        f'cat {NATIVE_ID}; exit "$rc"; }}'
+        f'cat {NATIVE_ID}; [ "$rc" -eq 0 ] || rm -f {NATIVE_ID}; exit "$rc"; }}'
     )
 
 
-# ------------------------------------------------------------ markers read back
+def check_request(job: JobRequest, native_id_re: re.Pattern[str], scheduler: str) -> None:
+    """What every scheduler refuses alike: malformed dependencies and extra directives."""
+    for i, (condition, parent) in enumerate(job.dependencies):
+        if condition not in DEPENDENCY_CONDITIONS:
+            raise SpecRefused(
+                f"dependencies.{i}.condition",
+                f"dependency condition {condition!r} is not one of {DEPENDENCY_CONDITIONS}",
+            )
+        if not native_id_re.match(parent):
+            raise SpecRefused(f"dependencies.{i}.job", f"{parent!r} is not a {scheduler} job id")
+    for i, arg in enumerate(job.extra_directives):
+        if not EXTRA_DIRECTIVE_RE.match(arg):
+            raise SpecRefused(
+                f"extra_directives.{scheduler}.{i}",
+                f"extra directive {arg!r} must be '-x value' or '--name=value' without quotes "
+                "or shell metacharacters",
+            )
 
 
-@dataclass(frozen=True)
-class JobMarkers:
-    native_id: str | None = None
-    exit_code: int | None = None
-    cancelled: bool = False
+def reserved_directive(arg: str, options: Sequence[str]) -> bool:
+    """Whether a directive argument sets one of `options` ("-o", "--output", "-W depend")
+    in any spelling schedulers accept: "-o x", "-ox", "--output=x", "--output x"."""
+    if arg.startswith("--"):
+        flag = arg.split(None, 1)[0].split("=", 1)[0]
+        return flag in options
+    packed = arg.replace(" ", "", 1)  # "-W depend=1" -> "-Wdepend=1", "-t 1-3" -> "-t1-3"
+    return any(packed.startswith(o.replace(" ", "")) for o in options if not o.startswith("--"))
 
 
-def markers_command(
-    root: str, gateway_ids: Sequence[str], names: Sequence[str] = _MARKERS
-) -> tuple[str, bytes]:
-    """One command printing `<gateway_id>/<file>:<line>` for each marker file that exists.
-
-    The file list travels on stdin, so the command line stays short however
-    many jobs are asked about.
-    """
-    listing = "".join(f"{gid}/{name}\n" for gid in gateway_ids for name in names)
-    command = f"cd {quote(posixpath.join(root, 'jobs'))} && xargs grep -s -H '' --"
-    return command, listing.encode()
+def grouped_dependencies(dependencies: Sequence[tuple[str, str]]) -> str | None:
+    """[("afterok", "1"), ("afterok", "2"), ("afterany", "3")] -> "afterok:1:2,afterany:3",
+    the syntax Slurm, Torque and PBS Pro share."""
+    by_condition: dict[str, list[str]] = {}
+    for condition, parent in dependencies:
+        by_condition.setdefault(condition, []).append(parent)
+    return ",".join(":".join((c, *ids)) for c, ids in by_condition.items()) or None
 
 
 def cancelled_marker_command(jobdir: JobDir) -> str:
     """Leaves the `cancelled` marker; a missing job directory is not an error."""
     return f"{{ printf 'cancelled\\n' > {quote(jobdir.file(CANCELLED))}; }} 2>/dev/null || true"
-
-
-def parse_markers(text: str) -> dict[str, JobMarkers]:
-    found: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        path, sep, content = line.partition(":")
-        gid, _, name = path.partition("/")
-        if sep and GATEWAY_ID_RE.match(gid) and name in _MARKERS:
-            found.setdefault(gid, {}).setdefault(name, content.strip())  # first line wins
-    markers = {}
-    for gid, files in found.items():
-        code = files.get(EXIT_CODE, "")
-        markers[gid] = JobMarkers(
-            native_id=files.get(NATIVE_ID, "").split(";")[0] or None,  # sbatch: "id;cluster"
-            exit_code=int(code) if re.fullmatch(r"-?\d{1,9}", code) else None,
-            cancelled=CANCELLED in files,
-        )
-    return markers
-
-
-def status_from_markers(native_id: str, markers: JobMarkers | None) -> NativeStatus:
-    """A job's final state as its directory tells it."""
-    m = markers or JobMarkers()
-    if m.native_id is not None and m.native_id != native_id:
-        m = JobMarkers(cancelled=m.cancelled)  # the files belong to another submission
-    if m.exit_code is not None:
-        if m.cancelled and m.exit_code != 0:
-            state, reason = JobState.CANCELLED, "cancelled; exit status from the job directory"
-        else:
-            state = JobState.COMPLETED if m.exit_code == 0 else JobState.FAILED
-            reason = "exit status from the job directory"
-        return NativeStatus(native_id, state, LEFT_QUEUE, reason, m.exit_code)
-    if m.cancelled:
-        return NativeStatus(native_id, JobState.CANCELLED, LEFT_QUEUE, "cancelled", None)
-    return NativeStatus(
-        native_id,
-        JobState.FAILED,
-        LEFT_QUEUE,
-        "the job left the queue without an exit status (killed, timed out or lost)",
-        None,
-    )
-
-
-def needs_job_dir(status: NativeStatus | None) -> bool:
-    """Whether the job directory must complete what the scheduler said."""
-    if status is None:  # gone from the scheduler
-        return True
-    if status.state is JobState.COMPLETED:
-        return status.exit_code is None  # "finished", but not how (Torque's C)
-    if status.state is JobState.FAILED:  # killed by a signal: perhaps by our own cancel
-        return status.exit_code is None or status.exit_code > 128
-    # UNKNOWN: perhaps an end the scheduler's front end has no letter for.
-    return status.state is JobState.UNKNOWN
-
-
-def settle(native_id: str, seen: NativeStatus | None, markers: JobMarkers | None) -> NativeStatus:
-    """Combine what the scheduler reports with what the job directory holds."""
-    from_dir = status_from_markers(native_id, markers)
-    if seen is None:
-        return from_dir
-    if seen.state is JobState.COMPLETED and seen.exit_code is None:
-        return replace(from_dir, native_state=seen.native_state)
-    ended = from_dir.exit_code is not None or from_dir.state is JobState.CANCELLED
-    if seen.state is JobState.UNKNOWN and ended:
-        return replace(from_dir, native_state=seen.native_state)
-    if seen.state is JobState.FAILED and from_dir.state is JobState.CANCELLED:
-        code = seen.exit_code if seen.exit_code is not None else from_dir.exit_code
-        return replace(seen, state=JobState.CANCELLED, reason="cancelled", exit_code=code)
-    if seen.exit_code is None and from_dir.exit_code is not None:
-        return replace(seen, exit_code=from_dir.exit_code)
-    return seen
 
 
 # ------------------------------------------------------------ SFTP work (worker thread)
@@ -249,19 +284,27 @@ def _read_small(sftp: paramiko.SFTPClient, path: str) -> str:
 
 
 def write_job_files(
-    sftp: paramiko.SFTPClient, jobdir: JobDir, job_script: str, user_script: str
+    sftp: paramiko.SFTPClient,
+    jobdir: JobDir,
+    job_script: str,
+    user_script: str,
+    extra: Mapping[str, str] | None = None,
 ) -> str | None:
-    """Lay out the job directory; return the native id if this job was already submitted."""
+    """Lay out the job directory (job.sh, the user's script and `extra` files such as
+    the array spec); return what `native_id` holds if this job was already submitted."""
     _makedirs(sftp, jobdir.path)
     existing = _read_small(sftp, jobdir.file(NATIVE_ID))
     if existing:
-        return existing.splitlines()[0].split(";")[0]
-    for name in (EXIT_CODE, CANCELLED, STDOUT, STDERR):  # left by an attempt that never ran
+        return existing.splitlines()[0].split(";")[0]  # sbatch --parsable: "id[;cluster]"
+    # Left by an attempt that never ran (an array's elements never started either).
+    for name in (EXIT_CODE, CANCELLED, TERMINATED, STDOUT, STDERR):
         try:
             sftp.remove(jobdir.file(name))
         except FileNotFoundError:
             pass
-    for name, text, mode in ((JOB_SCRIPT, job_script, 0o700), (USER_SCRIPT, user_script, 0o700)):
+    files = [(JOB_SCRIPT, job_script, 0o700), (USER_SCRIPT, user_script, 0o700)]
+    files += [(name, text, 0o600) for name, text in (extra or {}).items()]
+    for name, text, mode in files:
         with sftp.open(jobdir.file(name), "w") as f:
             f.write(text.encode())
         sftp.chmod(jobdir.file(name), mode)

@@ -1,83 +1,85 @@
 """PBS centers, in two dialects: Torque (and Slurm's Torque-compatible commands) and
-PBS Pro / OpenPBS. Batch scripts, qsub/qstat/qdel, state mapping.
+PBS Pro / OpenPBS. Batch scripts, qsub/qstat/qdel; `adapters.pbs_parse` reads
+their answers.
 
-Builders and parsers are pure; `JobDirAdapter` runs them over SSH. Torque's
-`qstat -f` prints `Job Id:` blocks and keeps finished jobs as `C` only briefly,
-often without an exit status (Slurm's wrapper never prints one), so the job
-directory's `exit_code` file settles how a job ended. PBS Pro answers in JSON
-and, with `-x`, keeps finished jobs as `F` with their `Exit_status`.
+Builders are pure; `JobDirAdapter` runs them over SSH. Everything a job asks for
+travels in `#PBS` lines of job.sh, never on the qsub command line: Slurm's
+Torque-compatible `qsub` joins its options into one sbatch command line that a
+shell runs, so `qsub job.sh` is all it is given.
+
+What the testbed's Slurm 22.05 `qsub` (Torque dialect) honours, run for real:
+the wrapper reads no `#PBS` line itself; sbatch does, when it runs job.sh
+(`sbatch -vv --test-only` lists what it took):
+- `-N`, `-l nodes=N:ppn=P`, `-l walltime=`, `-l mem=`, `-q`, `-A`: honoured.
+- `-t 0-3%2` and `-J 0-3`: honoured, an array with its limit of elements at once
+  (steps like `0-15:2` are not Torque syntax: we list the indices).
+- `-W depend=afterok:1:2,afterany:3`: honoured, as sbatch's --dependency.
+- `-l qos=` and `-W x=QOS:` (Moab's form, which Torque passes to its scheduler):
+  silently ignored ("Ignored PBS attributes: x=QOS:..." under -vv). So a QoS is
+  asked for twice: `#PBS -W x=QOS:<q>` for Torque, and `#SBATCH --qos=<q>`, a
+  comment to Torque, which sbatch honours.
+- `-o`/`-e`: overridden by the wrapper (`<script>.o<id>`): job.sh redirects its
+  own output into the job directory.
+- A refusal is printed on stdout, wrapped in the wrapper's own text, exit 1.
+- qsub prints the bare Slurm id ("31"), for an array too.
+- Elements run with SLURM_ARRAY_TASK_ID and SLURM_JOB_ID, no PBS_* variables.
+  `qstat -f 31` shows one record: the pending elements, and once all started, the
+  last one to start; the others run under plain ids of their own ("32", "33")
+  with nothing linking them to the array, and `qstat -t` is refused ("Unknown
+  option: t"). So each element records its id in `started.<index>` and the
+  final-state read asks qstat about those ids (a real Torque's `123[4].server`
+  ids are asked about the same way).
+- `qstat` says `C` for every end, with no exit_status, a walltime kill included:
+  job.sh traps the scheduler's SIGTERM and leaves `terminated`, which makes such
+  a job TIMEOUT (a real Torque's exit_status -11 and PBS Pro's -29 say it
+  themselves, see `adapters.pbs_parse.PBS_EXIT_STATUSES`).
+- `qdel` asks Slurm to kill the job (the whole array for an array's id); running
+  elements still get SIGTERM first (job.sh leaves `terminated` and exit 143), and
+  the `cancelled` marker our qdel leaves makes them CANCELLED, not TIMEOUT.
+PBS Pro: `-J X-Y[:Z][%N]` (one range of at least two indices; the `%N` limit is
+OpenPBS 20 / PBS Pro 2020 syntax), `-W depend=`, no QoS (refused, naming `qos`),
+`qstat -t` for array elements.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from adapters.base import CenterUnavailable, JobRequest, JobState, NativeStatus
+from adapters.base import ArrayElement, CenterUnavailable, JobRequest, NativeStatus
 from adapters.batch import JobDirAdapter
 from adapters.jobdir import (
-    STDERR,
-    STDOUT,
+    STARTED,
     JobDir,
+    SpecRefused,
     cancelled_marker_command,
     directive,
     quote,
     render_body,
+    reserved_directive,
     submit_command,
 )
+from adapters.markers import SEPARATOR, JobMarkers
+from adapters.pbs_parse import (
+    DIALECTS,
+    match_ids,
+    parse_pbspro_json,
+    parse_torque_qstat,
+    short_id,
+)
+from adapters.rejections import PBS_REJECTIONS, rejected_field, scheduler_message
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
-DIALECTS = ("torque", "pbspro")
-
-#: Torque `job_state` letters (also what Slurm's qstat wrapper prints) -> ours.
-TORQUE_STATES: dict[str, JobState] = {
-    "Q": JobState.QUEUED,
-    "R": JobState.RUNNING,
-    "E": JobState.RUNNING,  # exiting: the script ended, files are being staged out
-    "C": JobState.COMPLETED,  # completed, however it ended: the exit status decides
-    "H": JobState.HELD,
-    "W": JobState.QUEUED,  # waiting for its requested start time
-    "T": JobState.QUEUED,  # in transit between queues or servers
-    "S": JobState.SUSPENDED,
-    "U": JobState.UNKNOWN,  # Slurm's wrapper: a Slurm state it has no letter for
+#: qsub options an extra directive may not set: arrays and dependencies have fields
+#: of their own, and job.sh needs bash.
+RESERVED_QSUB = ("-t", "-J", "-W depend", "-S")
+#: Torque's conditions on an array job (`123[]`) are spelled apart.
+TORQUE_ARRAY_CONDITIONS = {
+    "afterok": "afterokarray",
+    "afternotok": "afternotokarray",
+    "afterany": "afteranyarray",
+    "after": "afterstartarray",
 }
-#: PBS Pro / OpenPBS `job_state` letters -> ours.
-PBSPRO_STATES: dict[str, JobState] = {
-    "Q": JobState.QUEUED,
-    "R": JobState.RUNNING,
-    "E": JobState.RUNNING,  # exiting after having run
-    "B": JobState.RUNNING,  # an array job with at least one subjob started
-    "F": JobState.COMPLETED,  # finished (history), however it ended: Exit_status decides
-    "X": JobState.COMPLETED,  # a finished subjob of an array; Exit_status decides
-    "H": JobState.HELD,
-    "W": JobState.QUEUED,  # waiting for its execution time
-    "T": JobState.QUEUED,  # in transit
-    "M": JobState.QUEUED,  # moved to another server, where it waits
-    "S": JobState.SUSPENDED,
-    "U": JobState.SUSPENDED,  # suspended because its workstation became busy
-}
-STATE_MAPS: dict[str, Mapping[str, JobState]] = {"torque": TORQUE_STATES, "pbspro": PBSPRO_STATES}
-#: PBS Pro's Exit_status for a job killed at its walltime (JOB_EXEC_KILL_WALLTIME).
-PBSPRO_WALLTIME_EXIT = -29
-
-
-def pbs_exit_code(exit_status: int) -> int:
-    """PBS reports a job killed by signal N as 256+N; use the shell's 128+N."""
-    return 128 + (exit_status - 256) if exit_status > 256 else exit_status
-
-
-def pbs_status(
-    native_id: str, letter: str, exit_status: int | None, reason: str | None, dialect: str
-) -> NativeStatus:
-    state = STATE_MAPS[dialect].get(letter, JobState.UNKNOWN)
-    code = pbs_exit_code(exit_status) if exit_status is not None else None
-    if state is JobState.COMPLETED and code is not None:
-        if dialect == "pbspro" and exit_status == PBSPRO_WALLTIME_EXIT:
-            state = JobState.TIMEOUT
-        elif code != 0:
-            state = JobState.FAILED
-    return NativeStatus(native_id, state, letter, reason, code)
 
 
 def pbs_walltime(seconds: int) -> str:
@@ -120,124 +122,130 @@ def _torque_mem(job: JobRequest) -> str | None:
     return f"{job.memory_per_node_mib * job.nodes}mb" if job.memory_per_node_mib else None
 
 
-#: (directive flag, resource name or "", how to render the value); None skips the line.
+def torque_array(spec: str | None) -> str | None:
+    """Torque's `-t`: ranges and lists with an optional "%N" limit, but no steps:
+    a stepped range becomes the list of its indices."""
+    if spec is None:
+        return None
+    body, percent, limit = spec.partition("%")
+    parts = []
+    for part in body.split(","):
+        bounds, _, step = part.partition(":")
+        first, _, last = bounds.partition("-")
+        if step and int(step) > 1:
+            parts += [str(i) for i in range(int(first), int(last or first) + 1, int(step))]
+        else:
+            parts.append(bounds)
+    return ",".join(parts) + (f"%{limit}" if percent else "")
+
+
+def pbspro_array(spec: str | None) -> str | None:
+    """PBS Pro's `-J X-Y[:Z][%N]`: one range of at least two indices, nothing else."""
+    if spec is None:
+        return None
+    body = spec.partition("%")[0]
+    bounds = body.partition(":")[0]
+    first, dash, last = bounds.partition("-")
+    if "," in body or not dash or int(last) <= int(first):
+        raise SpecRefused(
+            "array",
+            f"PBS Pro takes one range of at least two indices (start-end[:step][%N]), not {spec!r}",
+        )
+    return spec
+
+
+def _dependencies(job: JobRequest, dialect: str) -> str | None:
+    by_condition: dict[str, list[str]] = {}
+    for condition, parent in job.dependencies:
+        if dialect == "torque" and "[]" in parent:
+            condition = TORQUE_ARRAY_CONDITIONS[condition]
+        by_condition.setdefault(condition, []).append(parent)
+    return ",".join(":".join((c, *ids)) for c, ids in by_condition.items()) or None
+
+
+#: (directive, resource name or "", how to render the value); None skips the line.
 _Render = Callable[[JobRequest, str | None], "str | None"]
 PBS_DIRECTIVES: dict[str, tuple[tuple[str, str, _Render], ...]] = {
     "torque": (
-        ("-N", "", lambda j, q: _safe_name(j.name)),
-        ("-l", "nodes", lambda j, q: _torque_nodes(j)),
-        ("-l", "walltime", lambda j, q: _walltime(j)),
-        ("-l", "mem", lambda j, q: _torque_mem(j)),
-        ("-q", "", lambda j, q: q),
-        ("-A", "", lambda j, q: j.account),
+        ("#PBS -N", "", lambda j, q: _safe_name(j.name)),
+        ("#PBS -l", "nodes", lambda j, q: _torque_nodes(j)),
+        ("#PBS -l", "walltime", lambda j, q: _walltime(j)),
+        ("#PBS -l", "mem", lambda j, q: _torque_mem(j)),
+        ("#PBS -q", "", lambda j, q: q),
+        ("#PBS -A", "", lambda j, q: j.account),
+        ("#PBS -W", "x", lambda j, q: f"QOS:{j.qos}" if j.qos else None),  # Moab's extension
+        ("#SBATCH --qos", "", lambda j, q: j.qos),  # Slurm's qsub drops the line above
+        ("#PBS -t", "", lambda j, q: torque_array(j.array)),
+        ("#PBS -W", "depend", lambda j, q: _dependencies(j, "torque")),
     ),
     "pbspro": (
-        ("-N", "", lambda j, q: _safe_name(j.name)),
-        ("-l", "select", lambda j, q: _pbspro_select(j)),
-        ("-l", "walltime", lambda j, q: _walltime(j)),
-        ("-q", "", lambda j, q: q),
-        ("-A", "", lambda j, q: j.account),
+        ("#PBS -N", "", lambda j, q: _safe_name(j.name)),
+        ("#PBS -l", "select", lambda j, q: _pbspro_select(j)),
+        ("#PBS -l", "walltime", lambda j, q: _walltime(j)),
+        ("#PBS -q", "", lambda j, q: q),
+        ("#PBS -A", "", lambda j, q: j.account),
+        ("#PBS -J", "", lambda j, q: pbspro_array(j.array)),
+        ("#PBS -W", "depend", lambda j, q: _dependencies(j, "pbspro")),
     ),
 }
+
+
+def check_qsub_job(job: JobRequest, dialect: str) -> None:
+    """What this dialect cannot be asked for as given (beyond what every scheduler refuses)."""
+    if dialect == "pbspro":
+        if job.qos is not None:
+            raise SpecRefused("qos", "PBS Pro has no QoS: the pbspro dialect cannot express 'qos'")
+        pbspro_array(job.array)
+    for i, arg in enumerate(job.extra_directives):
+        if reserved_directive(arg, RESERVED_QSUB):
+            raise SpecRefused(
+                f"extra_directives.pbs.{i}",
+                f"extra directive {arg!r} is not allowed: arrays and dependencies have "
+                "fields of their own, and the job script needs bash",
+            )
 
 
 def build_pbs_script(
     job: JobRequest, jobdir: JobDir, home: str, dialect: str, default_queue: str | None = None
 ) -> str:
+    check_qsub_job(job, dialect)
     queue = job.queue or default_queue
     lines = ["#!/bin/bash"]
-    for flag, resource, render in PBS_DIRECTIVES[dialect]:
+    for head, resource, render in PBS_DIRECTIVES[dialect]:
         value = render(job, queue)
         if value is None:
             continue
-        head = f"#PBS {flag} {resource}=" if resource else f"#PBS {flag} "
-        lines.append(directive(head, value))
+        if head.startswith("#SBATCH"):
+            lines.append(directive(f"{head}=", value))
+        else:
+            lines.append(directive(f"{head} {resource}=" if resource else f"{head} ", value))
+    # Verbatim: validated to hold nothing a directive parser would unquote.
+    lines += [f"#PBS {arg}" for arg in job.extra_directives]
     # Some PBS front ends ignore -o/-e (Slurm's qsub writes <script>.o<id> beside the
     # script), so the job sends its own output into the job directory.
-    out, err = quote(jobdir.file(STDOUT)), quote(jobdir.file(STDERR))
-    lines += ["", f"exec >>{out} 2>>{err}"]
-    return "\n".join(lines) + "\n" + render_body(job, jobdir, home)
+    return "\n".join(lines) + "\n\n" + render_body(job, jobdir, home, redirect_output=True)
 
 
-# ------------------------------------------------------------ commands and parsers
+# ------------------------------------------------------------ commands
 
 
 def build_qstat_command(native_ids: Sequence[str], dialect: str) -> str:
     ids = " ".join(quote(i) for i in native_ids)
     if dialect == "pbspro":
-        return f"qstat -f -F json -x {ids}"
+        return f"qstat -f -F json -x -t {ids}"  # -x: finished jobs too; -t: array elements
     return f"qstat -f {ids}"
 
 
-def parse_qstat_blocks(text: str) -> dict[str, dict[str, str]]:
-    """Torque `qstat -f`: `Job Id: <id>` then `    name = value` lines; long values
-    continue on lines that start with a tab."""
-    jobs: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
-    last = ""
-    for line in text.splitlines():
-        if match := re.match(r"^Job Id:\s*(\S+)", line):
-            current = jobs.setdefault(match.group(1), {})
-            last = ""
-        elif current is not None and (match := re.match(r"^\s+([\w.]+) = (.*)$", line)):
-            last = match.group(1)
-            current[last] = match.group(2).strip()
-        elif current is not None and last and line.startswith("\t"):
-            current[last] += line.strip()
-    return jobs
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return None
-
-
-def parse_torque_qstat(text: str) -> dict[str, NativeStatus]:
-    statuses = {}
-    for job_id, attrs in parse_qstat_blocks(text).items():
-        exit_status = _int_or_none(attrs.get("exit_status", ""))
-        reason = attrs.get("comment") or None
-        statuses[job_id] = pbs_status(
-            job_id, attrs.get("job_state", ""), exit_status, reason, "torque"
-        )
-    return statuses
-
-
-def parse_pbspro_json(text: str) -> dict[str, NativeStatus]:
-    if not text.strip():
-        return {}
-    # strict=False: PBS Pro prints raw control characters inside some values.
-    jobs = json.loads(text, strict=False).get("Jobs") or {}
-    statuses = {}
-    for job_id, attrs in jobs.items():
-        exit_status = _int_or_none(attrs.get("Exit_status", ""))
-        reason = attrs.get("comment") or None
-        statuses[job_id] = pbs_status(
-            job_id, str(attrs.get("job_state", "")), exit_status, reason, "pbspro"
-        )
-    return statuses
-
-
-def short_id(native_id: str) -> str:
-    """'123.server.domain' -> '123', '123[4].server' -> '123[4]': qsub and qstat may
-    spell the server part differently."""
-    return native_id.split(".", 1)[0]
-
-
-def match_ids(
-    wanted: Sequence[str], reported: Mapping[str, NativeStatus]
-) -> dict[str, NativeStatus]:
-    by_short = {short_id(k): v for k, v in reported.items()}
-    found = {}
-    for native_id in wanted:
-        status = reported.get(native_id) or by_short.get(short_id(native_id))
-        if status is not None:
-            found[native_id] = NativeStatus(
-                native_id, status.state, status.native_state, status.reason, status.exit_code
-            )
-    return found
+def build_element_query() -> str:
+    """A filter over marker lines: `qstat -f` of the ids array elements recorded in their
+    `started.<index>` files, then its exit status. Torque's qstat lists an element
+    only when asked about it by id, and Slurm's cannot tell an element from any other
+    job. The ids pass sed's filter (no shell metacharacters) and are not globbed."""
+    pattern = rf"s/^[0-9a-f-]*\/{STARTED}\.[0-9]*:\([][0-9A-Za-z._-]\{{1,128\}}\)$/\1/p"
+    return (
+        f'sed -n {quote(pattern)} | {{ set -f; ids=$(cat); if [ -n "$ids" ]; then '
+        f'qstat -f $ids 2>/dev/null; echo "{SEPARATOR} $?"; else echo "{SEPARATOR} 0"; fi; }}'
+    )
 
 
 def build_qdel_command(native_id: str, jobdir: JobDir) -> str:
@@ -254,10 +262,16 @@ def qdel_refused_because_finished(result: CommandResult) -> bool:
     )
 
 
+def qsub_rejection(result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
+    said = scheduler_message(result.stdout, result.stderr)
+    return said, rejected_field(said, PBS_REJECTIONS, job)
+
+
 class PbsAdapter(JobDirAdapter):
     """A PBS center (Torque or PBS Pro dialect) reached over SSH."""
 
     scheduler = "qsub"
+    family = "pbs"
 
     def __init__(
         self,
@@ -272,6 +286,14 @@ class PbsAdapter(JobDirAdapter):
             raise ValueError(f"PBS dialect must be one of {DIALECTS}, got {dialect!r}")
         super().__init__(target, pool, work_root=work_root, default_queue=default_queue)
         self.dialect = dialect
+        # PBS Pro's `qstat -t` lists every subjob; Torque's qstat (and Slurm's) only
+        # what it is asked about by id, and Slurm's prints an array's id like any job's.
+        self.lists_pending_elements = dialect == "pbspro"
+        self.reads_array_markers = dialect == "torque"
+
+    def check_job(self, job: JobRequest) -> None:
+        super().check_job(job)
+        check_qsub_job(job, self.dialect)
 
     def render_job_script(self, job: JobRequest, jobdir: JobDir, home: str) -> str:
         return build_pbs_script(job, jobdir, home, self.dialect, self.default_queue)
@@ -279,22 +301,61 @@ class PbsAdapter(JobDirAdapter):
     def submit_command(self, jobdir: JobDir) -> str:
         return submit_command(jobdir, "qsub")
 
+    def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
+        return qsub_rejection(result, job)
+
     def status_command(self, native_ids: Sequence[str]) -> str:
         return build_qstat_command(native_ids, self.dialect)
+
+    def _parse(self, text: str) -> dict[str, NativeStatus]:
+        return parse_pbspro_json(text) if self.dialect == "pbspro" else parse_torque_qstat(text)
+
+    def _check_qstat(self, exit_status: int, stderr: str) -> None:
+        # 153 is PBS's "unknown job id": some asked-about jobs are gone, the rest are listed.
+        if exit_status not in (0, 153):
+            raise CenterUnavailable(
+                f"center {self.center_id}: qstat failed (exit {exit_status}): "
+                f"{stderr.strip()[:300]}",
+                center=self.center_id,
+            )
 
     def parse_status(
         self, result: CommandResult, native_ids: Sequence[str]
     ) -> dict[str, NativeStatus]:
-        # 153 is PBS's "unknown job id": some asked-about jobs are gone, the rest are listed.
-        if result.exit_status not in (0, 153):
-            raise CenterUnavailable(
-                f"center {self.center_id}: qstat failed (exit {result.exit_status}): "
-                f"{result.stderr.decode(errors='replace').strip()[:300]}",
-                center=self.center_id,
-            )
-        text = result.stdout.decode(errors="replace")
-        parse = parse_pbspro_json if self.dialect == "pbspro" else parse_torque_qstat
-        return match_ids(native_ids, parse(text))
+        self._check_qstat(result.exit_status, result.stderr.decode(errors="replace"))
+        return match_ids(native_ids, self._parse(result.stdout.decode(errors="replace")))
+
+    def is_array_id(self, native_id: str) -> bool:
+        return "[]" in native_id
+
+    def element_native_id(self, array_id: str, index: int, started: str | None) -> str:
+        if "[]" in array_id:
+            return array_id.replace("[]", f"[{index}]", 1)
+        # Slurm's qsub: an element's own id once it started, else the array's (which
+        # the pending elements share).
+        return started or array_id
+
+    def element_query_command(self) -> str | None:
+        return build_element_query() if self.dialect == "torque" else None
+
+    def parse_element_query(self, text: str, exit_status: int) -> dict[str, NativeStatus]:
+        # Never read a failing qstat as "the elements are gone".
+        self._check_qstat(exit_status, "")
+        return self._parse(text)
+
+    def queried_elements(
+        self, markers: JobMarkers, queried: Mapping[str, NativeStatus]
+    ) -> list[ArrayElement]:
+        by_short = {short_id(k): s for k, s in queried.items()}
+        found = []
+        for index, own in markers.elements.items():
+            s = queried.get(own.started or "") or by_short.get(short_id(own.started or ""))
+            if own.started and s is not None:
+                eid = own.started
+                found.append(
+                    ArrayElement(index, eid, s.state, s.native_state, s.reason, s.exit_code)
+                )
+        return found
 
     def cancel_command(self, native_id: str, jobdir: JobDir) -> str:
         return build_qdel_command(native_id, jobdir)

@@ -2,6 +2,11 @@
 
 Builders and parsers here are pure functions of their inputs (testable on
 recorded output); `JobDirAdapter` runs them over the pooled SSH connection.
+
+An array job's id is the array's ("123"); squeue lists its elements as
+"123_4" and its pending ones as ranges ("123_[5-7%2]"), which become one status
+for "123" with every element. sbatch reports a walltime kill as TIMEOUT itself;
+sbatch's refusals come on stderr (see `adapters.rejections`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from adapters.base import (
+    ArrayElement,
     CenterUnavailable,
     JobRequest,
     JobState,
@@ -21,12 +27,18 @@ from adapters.jobdir import (
     STDERR,
     STDOUT,
     JobDir,
+    SpecRefused,
+    array_indices,
     cancelled_marker_command,
     directive,
+    grouped_dependencies,
     quote,
     render_body,
+    reserved_directive,
     submit_command,
 )
+from adapters.markers import aggregate
+from adapters.rejections import SLURM_REJECTIONS, rejected_field, scheduler_message
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
 #: Every Slurm job state (squeue %T / sacct State) -> the normalized state.
@@ -63,10 +75,32 @@ HOLD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 #: The job's exit code means something only when its script ran to an end.
 _EXIT_CODE_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 
-SQUEUE_FIELDS = "JobID:|,State:|,Reason:|,exit_code:|,Comment:"  # comment last: it is free text
+#: JobArrayID: "123" for a plain job, "123_4" for an element, "123_[5-7%2]" for pending
+#: elements. The comment comes last: it is free text.
+SQUEUE_FIELDS = "JobArrayID:|,State:|,Reason:|,exit_code:|,Comment:"
 SACCT_FIELDS = "JobID,State,ExitCode,Reason"
 GATEWAY_COMMENT = "hpcfed:"
 _SLURM_ID_RE = re.compile(r"^\d+(?:_\d+)?$")
+#: A job id as squeue and sacct print it; the bracket holds pending elements.
+_LISTED_ID_RE = re.compile(r"^(\d+)(?:_(\d+)|_\[([0-9,:%-]+)\])?$")
+
+#: sbatch options an extra directive may not set: they would move the job's output or
+#: directory, or replace the comment that finds a job whose submit reply was lost.
+#: Arrays and dependencies have fields of their own.
+RESERVED_SBATCH = (
+    "-o",
+    "--output",
+    "-e",
+    "--error",
+    "-D",
+    "--chdir",
+    "--comment",
+    "-a",
+    "--array",
+    "-d",
+    "--dependency",
+    "--open-mode",
+)
 
 
 def slurm_state(native: str, reason: str | None = None) -> JobState:
@@ -99,13 +133,18 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "job"
 
 
+def _output(job: JobRequest, jobdir: JobDir, stream: str) -> str:
+    # sbatch expands %a to the element's index: each element writes stdout.<index>.
+    return jobdir.file(stream) + (".%a" if job.array is not None else "")
+
+
 #: Normalized field -> (sbatch flag, how to render its value); None skips the line.
 _Directive = Callable[[JobRequest, JobDir, str | None], "str | None"]
 SBATCH_DIRECTIVES: tuple[tuple[str, _Directive], ...] = (
     ("--job-name", lambda j, d, q: _safe_name(j.name)),
     ("--comment", lambda j, d, q: GATEWAY_COMMENT + j.gateway_id),  # reconciles lost replies
-    ("--output", lambda j, d, q: d.file(STDOUT)),
-    ("--error", lambda j, d, q: d.file(STDERR)),
+    ("--output", lambda j, d, q: _output(j, d, STDOUT)),
+    ("--error", lambda j, d, q: _output(j, d, STDERR)),
     ("--chdir", lambda j, d, q: d.path),
     ("--nodes", lambda j, d, q: str(j.nodes)),
     ("--ntasks-per-node", lambda j, d, q: str(j.tasks_per_node)),
@@ -114,7 +153,10 @@ SBATCH_DIRECTIVES: tuple[tuple[str, _Directive], ...] = (
     ("--time", lambda j, d, q: slurm_time(j.walltime_seconds) if j.walltime_seconds else None),
     ("--partition", lambda j, d, q: q),
     ("--account", lambda j, d, q: j.account),
+    ("--qos", lambda j, d, q: j.qos),
     ("--gres", lambda j, d, q: _gres(j)),
+    ("--array", lambda j, d, q: j.array),  # the spec's syntax is sbatch's, "%N" included
+    ("--dependency", lambda j, d, q: grouped_dependencies(j.dependencies)),
 )
 
 
@@ -125,15 +167,29 @@ def _gres(job: JobRequest) -> str | None:
     return f"{kind}:{job.gpus_per_node}"
 
 
+def check_sbatch_job(job: JobRequest) -> None:
+    """What sbatch cannot be asked for as given (beyond what every scheduler refuses)."""
+    for i, arg in enumerate(job.extra_directives):
+        if reserved_directive(arg, RESERVED_SBATCH):
+            raise SpecRefused(
+                f"extra_directives.slurm.{i}",
+                f"extra directive {arg!r} would override how the gateway runs the job "
+                f"(it sets {', '.join(o for o in RESERVED_SBATCH if o.startswith('--'))})",
+            )
+
+
 def build_sbatch_script(
     job: JobRequest, jobdir: JobDir, home: str, default_queue: str | None = None
 ) -> str:
+    check_sbatch_job(job)
     queue = job.queue or default_queue
     lines = ["#!/bin/bash"]
     for flag, render in SBATCH_DIRECTIVES:
         value = render(job, jobdir, queue)
         if value is not None:
             lines.append(directive(f"#SBATCH {flag}=", value))
+    # Verbatim: validated to hold nothing sbatch's directive parser would unquote.
+    lines += [f"#SBATCH {arg}" for arg in job.extra_directives]
     return "\n".join(lines) + "\n\n" + render_body(job, jobdir, home)
 
 
@@ -144,29 +200,63 @@ def build_squeue_command(login: str) -> str:
     return f"squeue -h -t all -u {quote(login)} -O {quote(SQUEUE_FIELDS)}"
 
 
-def parse_squeue(text: str) -> dict[str, NativeStatus]:
+def _pending_indices(ranges: str) -> list[int]:
+    """ "2-3", "1,3,5-7", "0-14:2", "2-3%1" (a limit of elements running at once)."""
+    try:
+        return array_indices(ranges)
+    except ValueError:
+        return []
+
+
+def _group(rows: list[tuple[str, NativeStatus]]) -> dict[str, NativeStatus]:
+    """Rows keyed by the ids squeue/sacct print -> one status per job; an array's
+    elements (pending ranges expanded) gathered under the array's id."""
     statuses: dict[str, NativeStatus] = {}
+    elements: dict[str, dict[int, ArrayElement]] = {}
+    for listed_id, status in rows:
+        match = _LISTED_ID_RE.match(listed_id)
+        if match is None:
+            continue
+        job_id, index, pending = match.groups()
+        if index is None and pending is None:
+            statuses[job_id] = status
+            continue
+        found = elements.setdefault(job_id, {})
+        for i in [int(index)] if index is not None else _pending_indices(pending):
+            s = status
+            found[i] = ArrayElement(
+                i, f"{job_id}_{i}", s.state, s.native_state, s.reason, s.exit_code
+            )
+    for job_id, found in elements.items():
+        statuses[job_id] = aggregate(job_id, [found[i] for i in sorted(found)])
+    return statuses
+
+
+def parse_squeue(text: str) -> dict[str, NativeStatus]:
+    rows = []
     for line in text.splitlines():
         fields = line.split("|", 4)
-        if len(fields) < 4 or not _SLURM_ID_RE.match(fields[0].strip()):
+        if len(fields) < 4:
             continue
-        native_id, native, reason, raw_exit = (f.strip() for f in fields[:4])
+        listed_id, native, reason, raw_exit = (f.strip() for f in fields[:4])
         reason_or_none = None if reason in ("", "None", "(null)") else reason
         state = slurm_state(native, reason_or_none)
         code = None
         if state in _EXIT_CODE_STATES and raw_exit.isdigit():
             code = wait_status_exit_code(int(raw_exit))
-        statuses[native_id] = NativeStatus(native_id, state, native, reason_or_none, code)
-    return statuses
+        rows.append((listed_id, NativeStatus(listed_id, state, native, reason_or_none, code)))
+    return _group(rows)
 
 
 def parse_squeue_comments(text: str) -> dict[str, str]:
-    """gateway id -> native id, from the comment every job of ours carries."""
+    """gateway id -> native id (an array's own id for its elements), from the comment
+    every job of ours carries."""
     found: dict[str, str] = {}
     for line in text.splitlines():
         fields = line.split("|", 4)
-        if len(fields) == 5 and fields[4].strip().startswith(GATEWAY_COMMENT):
-            found[fields[4].strip()[len(GATEWAY_COMMENT) :]] = fields[0].strip()
+        match = _LISTED_ID_RE.match(fields[0].strip())
+        if match and len(fields) == 5 and fields[4].strip().startswith(GATEWAY_COMMENT):
+            found[fields[4].strip()[len(GATEWAY_COMMENT) :]] = match.group(1)
     return found
 
 
@@ -176,12 +266,12 @@ def build_sacct_command(native_ids: Sequence[str]) -> str:
 
 
 def parse_sacct(text: str) -> dict[str, NativeStatus]:
-    statuses: dict[str, NativeStatus] = {}
+    rows = []
     for line in text.splitlines():
         fields = line.split("|")
-        if len(fields) < 3 or not _SLURM_ID_RE.match(fields[0]):
+        if len(fields) < 3:
             continue
-        native_id, native, exit_code = fields[0], fields[1], fields[2]
+        listed_id, native, exit_code = fields[0], fields[1], fields[2]
         reason = fields[3] if len(fields) > 3 and fields[3] not in ("", "None") else None
         state = slurm_state(native, reason)
         code = None
@@ -189,8 +279,8 @@ def parse_sacct(text: str) -> dict[str, NativeStatus]:
         if match and state in _EXIT_CODE_STATES:
             status, signal = int(match.group(1)), int(match.group(2))
             code = 128 + signal if signal else status
-        statuses[native_id] = NativeStatus(native_id, state, native.split()[0], reason, code)
-    return statuses
+        rows.append((listed_id, NativeStatus(listed_id, state, native.split()[0], reason, code)))
+    return _group(rows)
 
 
 def build_cancel_command(native_id: str, jobdir: JobDir) -> str:
@@ -202,10 +292,16 @@ def cancel_refused_because_finished(stderr: str) -> bool:
     return "already completing or completed" in stderr or "Invalid job id" in stderr
 
 
+def sbatch_rejection(result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
+    said = scheduler_message(result.stdout, result.stderr)
+    return said, rejected_field(said, SLURM_REJECTIONS, job)
+
+
 class SlurmAdapter(JobDirAdapter):
     """A Slurm center reached over SSH."""
 
     scheduler = "sbatch"
+    family = "slurm"
     _NATIVE_ID_RE = _SLURM_ID_RE
 
     def __init__(
@@ -219,11 +315,18 @@ class SlurmAdapter(JobDirAdapter):
         super().__init__(target, pool, work_root=work_root, default_queue=default_queue)
         self._sacct_off_until = 0.0  # sacct is skipped until then after it said it is off
 
+    def check_job(self, job: JobRequest) -> None:
+        super().check_job(job)
+        check_sbatch_job(job)
+
     def render_job_script(self, job: JobRequest, jobdir: JobDir, home: str) -> str:
         return build_sbatch_script(job, jobdir, home, self.default_queue)
 
     def submit_command(self, jobdir: JobDir) -> str:
         return submit_command(jobdir, "sbatch --parsable")
+
+    def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
+        return sbatch_rejection(result, job)
 
     def status_command(self, native_ids: Sequence[str]) -> str:
         return build_squeue_command(self.target.login)
@@ -238,6 +341,9 @@ class SlurmAdapter(JobDirAdapter):
                 center=self.center_id,
             )
         return parse_squeue(result.stdout.decode(errors="replace"))
+
+    def element_native_id(self, array_id: str, index: int, started: str | None) -> str:
+        return f"{array_id}_{index}"  # what squeue, sacct and scancel call an element
 
     def accounting_command(self, native_ids: Sequence[str]) -> str | None:
         if time.monotonic() < self._sacct_off_until:

@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from adapters.base import JobRequest, NativeStatus
+from adapters.base import JobRequest, JobState, NativeStatus, SubmitRejected
 from adapters.batch import JobDirAdapter
 from adapters.ssh import SSHPool, SSHTarget
 from tests.testbed import Testbed
 
 JOB_DEADLINE = 90.0  # seconds a short test job may take from submit to a final state
+#: A job past its walltime ends after the limit, the scheduler's timer tick (up to a
+#: minute) and KillWait (30 s): await it with room to spare.
+TIMEOUT_DEADLINE = 300.0
 
 
 def target(tb: Testbed, center: str, **overrides: object) -> SSHTarget:
@@ -92,3 +95,79 @@ def tcp_connections_to(port: int) -> int:
             if state == "01" and remote == f"0100007F:{port:04X}" and inode in inodes:
                 count += 1
     return count
+
+
+def finished(status: NativeStatus) -> bool:
+    return status.state.is_terminal
+
+
+async def check_array_of_four(adapter: JobDirAdapter) -> None:
+    """An array of 4: four elements that all complete, each with its own output."""
+    script = (
+        'echo "element $HPCFED_ARRAY_INDEX of $HPCFED_JOB_ID"\necho "err $HPCFED_ARRAY_INDEX" >&2\n'
+    )
+    spec = job(script, array="0-3")
+    native_id = await adapter.submit(spec)
+    try:
+        status = await wait_for_status(adapter, native_id, spec.gateway_id, finished)
+    finally:
+        await adapter.cancel(native_id, spec.gateway_id)  # a no-op once it has ended
+    assert [(e.index, e.state, e.exit_code) for e in status.elements] == [
+        (i, JobState.COMPLETED, 0) for i in range(4)
+    ]
+    assert (status.native_id, status.state, status.exit_code) == (native_id, JobState.COMPLETED, 0)
+    for i in range(4):
+        out = await adapter.read_output(native_id, spec.gateway_id, "stdout", element=i)
+        assert out.data.decode() == f"element {i} of {spec.gateway_id}\n"
+        err = await adapter.read_output(native_id, spec.gateway_id, "stderr", element=i)
+        assert err.data == f"err {i}\n".encode()
+    whole = await adapter.read_output(native_id, spec.gateway_id, "stdout")
+    assert (whole.data, whole.exists) == (b"", False)  # an array has no output of its own
+
+
+async def check_dependent_job_waits_for_its_parent(adapter: JobDirAdapter) -> None:
+    """afterok: the child stays pending while the parent runs, and starts after it ended."""
+    parent = job("sleep 5\ndate +%s.%N\n")
+    parent_id = await adapter.submit(parent)
+    child = job("date +%s.%N\n", dependencies=[("afterok", parent_id)])
+    child_id = await adapter.submit(child)
+    try:
+        jobs = {parent_id: parent.gateway_id, child_id: child.gateway_id}
+        early = await adapter.status_many(jobs)
+        if not early[parent_id].state.is_terminal:
+            assert early[child_id].state is JobState.QUEUED, early[child_id]
+        status = await wait_for_status(adapter, child_id, child.gateway_id, finished)
+        assert status.state is JobState.COMPLETED, status
+        parent_status = (await adapter.status_many({parent_id: parent.gateway_id}))[parent_id]
+        assert parent_status.state is JobState.COMPLETED
+    finally:
+        for native_id, spec in ((child_id, child), (parent_id, parent)):
+            await adapter.cancel(native_id, spec.gateway_id)
+    parent_end = float((await adapter.read_output(parent_id, parent.gateway_id, "stdout")).data)
+    child_start = float((await adapter.read_output(child_id, child.gateway_id, "stdout")).data)
+    assert child_start >= parent_end
+
+
+async def check_walltime_kill_is_timeout(adapter: JobDirAdapter) -> NativeStatus:
+    """A job that sleeps past its walltime of one minute ends TIMEOUT."""
+    spec = job(command="sleep", arguments=["300"], walltime_seconds=60)
+    native_id = await adapter.submit(spec)
+    try:
+        status = await wait_for_status(
+            adapter, native_id, spec.gateway_id, finished, timeout=TIMEOUT_DEADLINE
+        )
+    finally:
+        await adapter.cancel(native_id, spec.gateway_id)
+    assert status.state is JobState.TIMEOUT, status
+    return status
+
+
+async def check_bad_queue_is_rejected_naming_it(adapter: JobDirAdapter) -> SubmitRejected:
+    with pytest.raises(SubmitRejected) as caught:
+        await adapter.submit(job("true", queue="nosuchqueue"))
+    error = caught.value
+    assert (error.field, error.center) == ("queue", adapter.center_id)
+    assert error.exit_status not in (None, 0)
+    assert "invalid partition" in error.stderr.lower()  # the scheduler's own words
+    assert error.stderr in error.message
+    return error

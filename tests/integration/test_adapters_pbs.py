@@ -8,11 +8,16 @@ import socket
 
 import pytest
 
-from adapters.base import JobState, NativeStatus
+from adapters.base import JobState
 from adapters.jobdir import JobDir
 from adapters.pbs import PbsAdapter
 from adapters.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
+    check_array_of_four,
+    check_bad_queue_is_rejected_naming_it,
+    check_dependent_job_waits_for_its_parent,
+    check_walltime_kill_is_timeout,
+    finished,
     job,
     pool_fixture,
     target,
@@ -21,10 +26,6 @@ from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture pr
 from tests.testbed import Testbed
 
 pytestmark = pytest.mark.integration
-
-
-def finished(status: NativeStatus) -> bool:
-    return status.state.is_terminal
 
 
 @pytest.fixture
@@ -125,3 +126,52 @@ async def test_submission_is_found_by_gateway_id_and_never_repeated(centerc: Pbs
     before = centerc.remote_commands
     assert await centerc.submit(spec) == native_id
     assert centerc.remote_commands == before
+
+
+async def test_bad_queue_is_rejected_naming_it_with_the_message_qsub_printed_on_stdout(
+    centerc: PbsAdapter,
+) -> None:
+    error = await check_bad_queue_is_rejected_naming_it(centerc)
+    assert "qsub job.sh" in error.command
+    assert "There was an error" not in error.stderr  # the wrapper's own words left out
+
+
+async def test_array_of_four_elements_all_complete_with_their_own_output(
+    centerc: PbsAdapter,
+) -> None:
+    await check_array_of_four(centerc)
+
+
+async def test_cancelled_array_ends_cancelled_keeping_what_had_ended(centerc: PbsAdapter) -> None:
+    spec = job('[ "$HPCFED_ARRAY_INDEX" = 0 ] && exit 0\nsleep 300', array="0-2")
+    native_id = await centerc.submit(spec)
+
+    def started(status) -> bool:
+        states = [e.state for e in status.elements]
+        return states[:1] == [JobState.COMPLETED] and states[1:] == [JobState.RUNNING] * 2
+
+    try:
+        await wait_for_status(centerc, native_id, spec.gateway_id, started)
+    finally:
+        await centerc.cancel(native_id, spec.gateway_id)
+    status = await wait_for_status(centerc, native_id, spec.gateway_id, finished)
+    assert [e.state for e in status.elements] == [
+        JobState.COMPLETED,
+        JobState.CANCELLED,
+        JobState.CANCELLED,
+    ]
+    assert status.state is JobState.CANCELLED
+
+
+async def test_dependent_job_stays_pending_until_its_parent_completed(
+    centerc: PbsAdapter,
+) -> None:
+    await check_dependent_job_waits_for_its_parent(centerc)
+
+
+async def test_job_past_its_walltime_ends_in_timeout(centerc: PbsAdapter) -> None:
+    # Slurm's qstat says only "C": job.sh's trap of the scheduler's SIGTERM tells.
+    status = await check_walltime_kill_is_timeout(centerc)
+    assert status.native_state in ("C", "LEFT_QUEUE")
+    assert "terminated by the scheduler" in (status.reason or "")
+    assert "walltime of 60 s exceeded" in (status.reason or "")

@@ -8,11 +8,16 @@ import socket
 
 import pytest
 
-from adapters.base import JobState, NativeStatus, SubmitRejected
+from adapters.base import JobState, SubmitRejected
 from adapters.jobdir import JobDir
 from adapters.slurm import SlurmAdapter
 from adapters.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
+    check_array_of_four,
+    check_bad_queue_is_rejected_naming_it,
+    check_dependent_job_waits_for_its_parent,
+    check_walltime_kill_is_timeout,
+    finished,
     job,
     pool_fixture,
     target,
@@ -24,10 +29,6 @@ pytestmark = pytest.mark.integration
 
 # The Slurm center these tests use; another Slurm center of the testbed can stand in.
 CENTER = os.environ.get("HPCFED_ADAPTER_SLURM_CENTER", "centera")
-
-
-def finished(status: NativeStatus) -> bool:
-    return status.state.is_terminal
 
 
 @pytest.fixture
@@ -177,15 +178,60 @@ async def test_submission_is_found_by_gateway_id_and_never_repeated(
     assert await slurm.find_by_gateway_id([spec.gateway_id]) == {spec.gateway_id: native_id}
 
 
-async def test_rejected_submission_carries_command_exit_status_and_stderr(
+async def test_bad_partition_is_rejected_naming_the_queue_with_sbatchs_message(
+    slurm: SlurmAdapter,
+) -> None:
+    error = await check_bad_queue_is_rejected_naming_it(slurm)
+    assert "sbatch --parsable job.sh" in error.command
+    assert error.stderr == (
+        "sbatch: error: invalid partition specified: nosuchqueue\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    )
+
+
+async def test_walltime_over_the_partitions_limit_is_rejected_naming_it(
     slurm: SlurmAdapter,
 ) -> None:
     with pytest.raises(SubmitRejected) as caught:
-        await slurm.submit(job("true", queue="nosuchpartition"))
-    error = caught.value
-    assert error.exit_status not in (None, 0) and error.center == CENTER
-    assert "sbatch --parsable job.sh" in error.command
-    assert "partition" in error.stderr.lower()
+        await slurm.submit(job("true", queue="debug", walltime_seconds=2 * 3600))  # MaxTime 1 h
+    assert caught.value.field == "resources.walltime"
+    assert "Requested time limit is invalid" in caught.value.stderr
+
+
+async def test_array_of_four_elements_all_complete_with_their_own_output(
+    slurm: SlurmAdapter,
+) -> None:
+    await check_array_of_four(slurm)
+
+
+async def test_array_elements_that_left_squeue_still_get_their_end(
+    testbed: Testbed, pool: SSHPool
+) -> None:
+    # centerb forgets finished jobs within seconds: the elements' files tell their ends.
+    centerb = SlurmAdapter(target(testbed, "centerb"), pool)
+    spec = job('exit "$HPCFED_ARRAY_INDEX"', array="1-3%1")
+    native_id = await centerb.submit(spec)
+    status = await wait_for_status(centerb, native_id, spec.gateway_id, finished)
+    assert [(e.index, e.native_id, e.state, e.exit_code) for e in status.elements] == [
+        (i, f"{native_id}_{i}", JobState.FAILED, i) for i in (1, 2, 3)
+    ]
+    gone = await wait_for_status(
+        centerb, native_id, spec.gateway_id, lambda s: s.native_state == "LEFT_QUEUE"
+    )
+    assert [(e.state, e.exit_code) for e in gone.elements] == [
+        (JobState.FAILED, i) for i in (1, 2, 3)
+    ]
+
+
+async def test_dependent_job_stays_pending_until_its_parent_completed(
+    slurm: SlurmAdapter,
+) -> None:
+    await check_dependent_job_waits_for_its_parent(slurm)
+
+
+async def test_job_past_its_walltime_ends_in_timeout(slurm: SlurmAdapter) -> None:
+    status = await check_walltime_kill_is_timeout(slurm)
+    assert status.native_state in ("TIMEOUT", "LEFT_QUEUE")
 
 
 async def test_missing_output_is_reported_as_absent(slurm: SlurmAdapter) -> None:

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from adapters.base import JobRequest, JobState, NativeStatus
 from adapters.jobdir import (
-    LEFT_QUEUE,
     JobDir,
+    SpecRefused,
+    check_request,
+    grouped_dependencies,
+    render_body,
+    render_user_script,
+    reserved_directive,
+    resolve_path,
+    submit_command,
+)
+from adapters.markers import (
+    LEFT_QUEUE,
+    ElementMarkers,
     JobMarkers,
+    Termination,
+    all_markers_command,
     markers_command,
     needs_job_dir,
     parse_markers,
-    render_body,
-    render_user_script,
-    resolve_path,
     settle,
     status_from_markers,
 )
+from adapters.slurm import _SLURM_ID_RE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"
@@ -36,21 +49,41 @@ HOSTILE = {
 }
 
 
-def run_job(tmp_path: Path, job: JobRequest) -> tuple[int, JobDir]:
-    """Lay out the job dir as the adapter does and run job.sh with bash, no scheduler."""
+def lay_out(tmp_path: Path, job: JobRequest, redirect_output: bool = False) -> JobDir:
+    """The job dir as the adapter lays it out."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     jobdir = JobDir(str(tmp_path / "root"), job.gateway_id)
-    Path(jobdir.path).mkdir(parents=True)
-    Path(jobdir.file("job.sh")).write_text("#!/bin/bash\n" + render_body(job, jobdir, str(home)))
+    Path(jobdir.path).mkdir(parents=True, exist_ok=True)
+    body = render_body(job, jobdir, str(home), redirect_output=redirect_output)
+    Path(jobdir.file("job.sh")).write_text("#!/bin/bash\n" + body)
     script = Path(jobdir.file("script"))
     script.write_text(render_user_script(job))
     script.chmod(0o700)
+    return jobdir
+
+
+def run_job(tmp_path: Path, job: JobRequest) -> tuple[int, JobDir]:
+    """Lay out the job dir and run job.sh with bash, no scheduler."""
+    jobdir = lay_out(tmp_path, job)
     with open(jobdir.file("stdout"), "wb") as out, open(jobdir.file("stderr"), "wb") as err:
         proc = subprocess.run(
             ["bash", jobdir.file("job.sh")], cwd=tmp_path, stdout=out, stderr=err, timeout=30
         )
     return proc.returncode, jobdir
+
+
+def run_element(tmp_path: Path, job: JobRequest, env: dict[str, str]) -> tuple[int, JobDir, str]:
+    """One array element as a PBS center runs it: job.sh sends its output to the job dir."""
+    jobdir = lay_out(tmp_path, job, redirect_output=True)
+    proc = subprocess.run(
+        ["bash", jobdir.file("job.sh")],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        timeout=30,
+    )
+    return proc.returncode, jobdir, proc.stderr.decode()
 
 
 def test_hostile_environment_values_arrive_verbatim_and_run_nothing(tmp_path: Path) -> None:
@@ -137,6 +170,169 @@ def test_job_dir_refuses_a_gateway_id_that_is_not_a_uuid() -> None:
         JobDir("/home/alice/.hpcfed", "../../etc")
 
 
+ARRAY_JOB = JobRequest(
+    gateway_id=GID,
+    name="arr",
+    script='echo "element $HPCFED_ARRAY_INDEX of $HPCFED_JOB_ID"\nexit "$HPCFED_ARRAY_INDEX"\n',
+    array="0-7",
+    environment={"HPCFED_ARRAY_INDEX": "not-this"},
+)
+
+
+@pytest.mark.parametrize(
+    "env,own_id",
+    [
+        ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "57"}, "57"),
+        ({"PBS_ARRAYID": "3", "PBS_JOBID": "42[3].head"}, "42[3].head"),  # Torque
+        ({"PBS_ARRAY_INDEX": "3", "PBS_JOBID": "42[3].pbs01"}, "42[3].pbs01"),  # PBS Pro
+    ],
+)
+def test_an_array_element_writes_its_own_files_from_its_schedulers_index(
+    tmp_path: Path, env: dict[str, str], own_id: str
+) -> None:
+    code, jobdir, _ = run_element(tmp_path, ARRAY_JOB, env)
+    assert code == 3
+    assert Path(jobdir.file("stdout.3")).read_text() == f"element 3 of {GID}\n"
+    assert Path(jobdir.file("exit_code.3")).read_text() == "3\n"
+    assert Path(jobdir.file("started.3")).read_text() == f"{own_id}\n"
+    assert not Path(jobdir.file("stdout")).exists() and not Path(jobdir.file("exit_code")).exists()
+    assert not list(Path(jobdir.path).glob("*.tmp"))
+
+
+def test_an_array_element_without_an_index_fails_saying_so(tmp_path: Path) -> None:
+    code, jobdir, stderr = run_element(tmp_path, ARRAY_JOB, {"SLURM_ARRAY_TASK_ID": "x;id"})
+    assert code == 1 and "no array index from the scheduler" in stderr
+    assert not list(Path(jobdir.path).glob("exit_code*"))
+
+
+def test_sigterm_from_the_scheduler_leaves_a_terminated_marker(tmp_path: Path) -> None:
+    script = "touch started-here\nsleep 30\n"
+    job = JobRequest(gateway_id=GID, name="t", script=script, walltime_seconds=60)
+    jobdir = lay_out(tmp_path, job)
+    with open(jobdir.file("stdout"), "wb") as out:
+        proc = subprocess.Popen(
+            ["bash", jobdir.file("job.sh")], stdout=out, stderr=out, start_new_session=True
+        )
+    deadline = time.monotonic() + 20
+    while not Path(jobdir.file("started-here")).exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the job did not start"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler signals every process of the job
+    assert proc.wait(timeout=20) == 143
+    elapsed, limit = Path(jobdir.file("terminated")).read_text().split()
+    assert (int(elapsed) < 10, limit) == (True, "60")
+    assert Path(jobdir.file("exit_code")).read_text() == "143\n"
+    markers = parse_markers(
+        "".join(
+            f"{GID}/{n}:{Path(jobdir.file(n)).read_text()}" for n in ("exit_code", "terminated")
+        )
+    )
+    # Terminated within seconds of a 60 s walltime: not the walltime.
+    assert status_from_markers("42", markers[GID]).state is JobState.FAILED
+
+
+def test_every_marker_file_is_read_in_one_command_elements_included(tmp_path: Path) -> None:
+    jobdir = JobDir(str(tmp_path / "root"), GID)
+    other = JobDir(str(tmp_path / "root"), "11111111-1111-4111-8111-111111111111")
+    files = {
+        jobdir: {
+            "native_id": "42\n",
+            "array": "0-3%2\n",
+            "exit_code.0": "0\n",
+            "exit_code.1.tmp": "9\n",  # half-written: not read as an exit status
+            "started.1": "43\n",
+            "terminated.1": "3600 3600\n",
+            "stdout.0": "not a marker\n",
+            "cancelled": "cancelled\n",
+        },
+        other: {"exit_code": "7\n", "native_id": "44\n"},
+    }
+    for d, names in files.items():
+        Path(d.path).mkdir(parents=True)
+        for name, text in names.items():
+            Path(d.file(name)).write_text(text)
+    (Path(jobdir.path) / "sub").mkdir()
+    (Path(jobdir.path) / "sub" / "exit_code").write_text("5\n")  # the user's, not ours
+    gone = "22222222-2222-4222-8222-222222222222"
+    command, stdin = all_markers_command(str(tmp_path / "root"), [GID, other.gateway_id, gone])
+    out = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=30)
+    markers = parse_markers(out.stdout.decode())
+    assert markers == {
+        GID: JobMarkers(
+            native_id="42",
+            cancelled=True,
+            array="0-3%2",
+            elements={
+                0: ElementMarkers(exit_code=0),
+                1: ElementMarkers(started="43", terminated=Termination(3600, 3600)),
+            },
+        ),
+        other.gateway_id: JobMarkers("44", 7, False),
+    }
+    assert markers[GID].indices() == [0, 1, 2, 3]
+
+
+def test_a_refused_submission_leaves_no_native_id(tmp_path: Path) -> None:
+    jobdir = JobDir(str(tmp_path), GID)
+    Path(jobdir.path).mkdir(parents=True)
+    # Slurm's qsub prints its refusal on stdout, where a job id would go.
+    refuse = "sh -c 'echo There was an error; exit 1' --"
+    proc = subprocess.run(["sh", "-c", submit_command(jobdir, refuse)], capture_output=True)
+    assert (proc.returncode, proc.stdout) == (1, b"There was an error\n")
+    assert not Path(jobdir.file("native_id")).exists()
+    accept = "sh -c 'echo 42' --"
+    proc = subprocess.run(["sh", "-c", submit_command(jobdir, accept)], capture_output=True)
+    assert (proc.returncode, Path(jobdir.file("native_id")).read_text()) == (0, "42\n")
+
+
+@pytest.mark.parametrize(
+    "arg,reserved",
+    [
+        ("--output=/tmp/x", True),
+        ("--output /tmp/x", True),
+        ("-o /tmp/x", True),
+        ("-o/tmp/x", True),
+        ("--comment=x", True),
+        ("--exclusive", False),
+        ("--open-mode=append", True),
+        ("--constraint=haswell", False),
+        ("-W depend=afterok:1", True),
+        ("-Wdepend=afterok:1", True),
+        ("-W x=QOS:high", False),
+        ("-t 1-3", True),
+        ("-l place=scatter", False),
+    ],
+)
+def test_directives_that_would_override_the_gateways_are_recognised(
+    arg: str, reserved: bool
+) -> None:
+    options = ("-o", "--output", "--comment", "--open-mode", "-W depend", "-t")
+    assert reserved_directive(arg, options) is reserved
+
+
+def test_malformed_dependencies_and_directives_are_refused_naming_the_field() -> None:
+    def job(**fields: object) -> JobRequest:
+        return JobRequest(gateway_id=GID, name="d", command="true", **fields)  # type: ignore[arg-type]
+
+    cases = [
+        (job(dependencies=[("afterok", "12"), ("before", "13")]), "dependencies.1.condition"),
+        (job(dependencies=[("afterok", "12; rm -rf ~")]), "dependencies.0.job"),
+        (job(extra_directives=["--exclusive", "--comment=$(id)"]), "extra_directives.slurm.1"),
+        (job(extra_directives=["--x\n#SBATCH --uid=0"]), "extra_directives.slurm.0"),
+    ]
+    for request, field in cases:
+        with pytest.raises(SpecRefused) as refused:
+            check_request(request, _SLURM_ID_RE, "slurm")
+        assert refused.value.field == field
+    check_request(job(dependencies=[("afterany", "12_3")]), _SLURM_ID_RE, "slurm")
+
+
+def test_dependencies_are_grouped_by_condition_in_order() -> None:
+    pairs = [("afterok", "1"), ("afterany", "3"), ("afterok", "2")]
+    assert grouped_dependencies(pairs) == "afterok:1:2,afterany:3"
+    assert grouped_dependencies(()) is None
+
+
 def test_markers_command_sends_the_file_list_on_stdin() -> None:
     command, stdin = markers_command("/home/a b/.hpcfed", [GID], ("native_id", "exit_code"))
     assert command == "cd '/home/a b/.hpcfed/jobs' && xargs grep -s -H '' --"
@@ -168,6 +364,14 @@ def test_marker_lines_that_are_not_ours_are_ignored() -> None:
         (JobMarkers("42", None, False), JobState.FAILED, None),
         (None, JobState.FAILED, None),
         (JobMarkers("41", 0, False), JobState.FAILED, None),  # files of another submission
+        (JobMarkers("42", 143, False, Termination(75, 60)), JobState.TIMEOUT, 143),
+        (JobMarkers("42", 143, False, Termination(58, 60)), JobState.TIMEOUT, 143),  # slack
+        (JobMarkers("42", 143, False, Termination(20, 600)), JobState.FAILED, 143),  # preempted
+        (JobMarkers("42", 143, False, Termination(20, None)), JobState.TIMEOUT, 143),  # no limit
+        (JobMarkers("42", None, False, Termination(70, 60)), JobState.TIMEOUT, None),  # SIGKILLed
+        (JobMarkers("42", 143, True, Termination(5, 60)), JobState.CANCELLED, 143),
+        (JobMarkers("42", 3, True), JobState.FAILED, 3),  # ended on its own before the cancel
+        (JobMarkers("42", 1, True, Termination(5, 60)), JobState.CANCELLED, 1),  # trapped TERM
     ],
 )
 def test_final_state_from_the_job_dir(markers: JobMarkers | None, state: JobState, code) -> None:
@@ -177,6 +381,19 @@ def test_final_state_from_the_job_dir(markers: JobMarkers | None, state: JobStat
 
 def test_job_gone_without_exit_status_says_so() -> None:
     assert "left the queue without an exit status" in status_from_markers("42", None).reason
+
+
+def test_a_walltime_kill_says_the_scheduler_terminated_it() -> None:
+    timeout = status_from_markers("42", JobMarkers("42", 143, False, Termination(62, 60)))
+    assert timeout.reason == "terminated by the scheduler after 62 s: walltime of 60 s exceeded"
+    early = status_from_markers("42", JobMarkers("42", 143, False, Termination(20, 600)))
+    assert "before its walltime of 600 s" in (early.reason or "")
+
+
+def test_termination_marker_is_read_leniently() -> None:
+    assert Termination.parse("62 60") == Termination(62, 60)
+    assert Termination.parse("62 -") == Termination(62, None)
+    assert Termination.parse("") == Termination(None, None)
 
 
 def ns(state: JobState, native: str = "X", code: int | None = None) -> NativeStatus:
@@ -212,8 +429,13 @@ def test_settling_combines_scheduler_and_job_dir() -> None:
     assert settle("42", ns(JobState.COMPLETED, "C"), cancel).state is JobState.FAILED
     # A signal-killed job we cancelled is CANCELLED.
     assert settle("42", ns(JobState.FAILED, "F", 143), killed).state is JobState.CANCELLED
+    # PBS reports a walltime kill as a signal (exit status 271): the marker says why.
+    at_walltime = JobMarkers("42", 143, False, Termination(3601, 3600))
+    assert settle("42", ns(JobState.FAILED, "C", 143), at_walltime).state is JobState.TIMEOUT
     # The scheduler's own verdict stands, completed with the exit code.
     assert settle("42", ns(JobState.TIMEOUT, "TIMEOUT"), done) == ns(JobState.TIMEOUT, "TIMEOUT", 5)
+    # Still running when the scheduler was asked, ended when the directory was read.
+    assert settle("42", ns(JobState.RUNNING, "R"), done).state is JobState.FAILED
     assert settle("42", ns(JobState.UNKNOWN, "U"), None).state is JobState.UNKNOWN
     assert settle("42", ns(JobState.UNKNOWN, "U"), done).state is JobState.FAILED
     assert settle("42", None, done).native_state == LEFT_QUEUE

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from adapters.base import CenterUnavailable, JobState
+from adapters.base import CenterUnavailable, JobRequest, JobState
 from adapters.jobdir import JobDir
 from adapters.pbs import (
-    PBSPRO_STATES,
-    TORQUE_STATES,
     PbsAdapter,
+    build_element_query,
     build_qdel_command,
     build_qstat_command,
+    qdel_refused_because_finished,
+    qsub_rejection,
+)
+from adapters.pbs_parse import (
+    PBSPRO_STATES,
+    TORQUE_STATES,
+    element_index,
     match_ids,
     parse_pbspro_json,
     parse_qstat_blocks,
     parse_torque_qstat,
     pbs_exit_code,
-    qdel_refused_because_finished,
+    pbs_status,
 )
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
@@ -151,7 +160,9 @@ def test_ids_match_whatever_server_suffix_qstat_prints() -> None:
 
 def test_status_commands_per_dialect() -> None:
     assert build_qstat_command(["1", "2"], "torque") == "qstat -f 1 2"
-    assert build_qstat_command(["5110[].pbs01"], "pbspro") == "qstat -f -F json -x '5110[].pbs01'"
+    assert build_qstat_command(["5110[].pbs01"], "pbspro") == (
+        "qstat -f -F json -x -t '5110[].pbs01'"
+    )
 
 
 def adapter(dialect: str) -> PbsAdapter:
@@ -202,3 +213,116 @@ def test_qdel_marks_the_job_dir_only_after_it_was_accepted() -> None:
 def test_qdel_of_a_finished_job_is_not_an_error(stdout: str, stderr: str, gone: bool) -> None:
     result = CommandResult(1, stdout.encode(), stderr.encode())
     assert qdel_refused_because_finished(result) is gone
+
+
+def test_an_array_and_the_elements_qstat_lists_beside_it_are_one_status() -> None:
+    reported = parse_pbspro_json(read("pbspro_qstat_f_json.json"))
+    status = match_ids(["5110[].pbs01"], reported)["5110[].pbs01"]
+    assert [(e.index, e.native_id, e.state, e.exit_code) for e in status.elements] == [
+        (1, "5110[1].pbs01", JobState.COMPLETED, 0),
+        (2, "5110[2].pbs01", JobState.RUNNING, None),
+    ]
+    assert status.state is JobState.RUNNING
+    torque = match_ids(["4250[].head"], parse_torque_qstat(read("torque_qstat_f_server.txt")))
+    assert [e.index for e in torque["4250[].head"].elements] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "element_id,found",
+    [
+        ("4250[1].head.cluster.example", ("4250[]", 1)),
+        ("5110[12].pbs01", ("5110[]", 12)),
+        ("5110[].pbs01", None),
+        ("5111.pbs01", None),
+        ("71", None),  # Slurm's qstat: an element is a job like any other
+    ],
+)
+def test_element_ids_name_their_array_and_index(element_id: str, found) -> None:
+    assert element_index(element_id) == found
+
+
+@pytest.mark.parametrize(
+    "dialect,status,state",
+    [
+        ("torque", -11, JobState.TIMEOUT),  # JOB_EXEC_OVERLIMIT_WT
+        ("torque", -10, JobState.FAILED),  # JOB_EXEC_OVERLIMIT_MEM
+        ("torque", -3, JobState.FAILED),  # JOB_EXEC_RETRY and others: it never ran
+        ("pbspro", -29, JobState.TIMEOUT),  # JOB_EXEC_KILL_WALLTIME
+        ("pbspro", -27, JobState.FAILED),  # JOB_EXEC_KILL_MEM
+        ("pbspro", 271, JobState.FAILED),  # SIGTERM: the job dir tells a walltime kill apart
+    ],
+)
+def test_server_exit_statuses_say_how_the_job_was_ended(dialect: str, status: int, state) -> None:
+    result = pbs_status("7.srv", "C" if dialect == "torque" else "F", status, None, dialect)
+    assert result.state is state
+    if status < 0:
+        assert result.reason
+
+
+def test_the_element_query_asks_qstat_only_about_recorded_ids_never_a_shell(
+    tmp_path: Path,
+) -> None:
+    # A stand-in qstat on PATH prints the arguments it got; the filter is what is tested.
+    (tmp_path / "qstat").write_text('#!/bin/sh\nprintf "[%s]" "$@"; echo\n')
+    (tmp_path / "qstat").chmod(0o755)
+    (tmp_path / "4250[1].head").write_text("")  # a file a glob of the id would match
+    markers = (
+        f"{GID}/started.1:4250[1].head\n"
+        f"{GID}/started.2:71\n"
+        f"{GID}/started.3:$(touch pwned) `touch pwned`\n"
+        f"{GID}/exit_code.2:0\n"
+        f"{GID}/started.4:\n"
+    )
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["sh", "-c", build_element_query()],
+        input=markers.encode(),
+        capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=30,
+    )
+    assert out.stdout.decode() == "[-f][4250[1].head][71]\n--hpcfed-markers-- 0\n"
+    assert not (tmp_path / "pwned").exists()
+    none = subprocess.run(["sh", "-c", build_element_query()], input=b"", capture_output=True)
+    assert none.stdout == b"--hpcfed-markers-- 0\n"  # no element started: qstat not run
+
+
+WRAPPER_REJECTED = json.loads((FIXTURES / "torque_slurm_qsub_rejected.json").read_text())["cases"]
+WRAPPER_JOBS = {
+    "bad_queue": ({"queue": "nosuchqueue"}, "queue"),
+    "walltime_over_queue_max": ({"walltime_seconds": 72 * 3600}, "resources.walltime"),
+    "too_many_nodes": ({"nodes": 5}, "resources.nodes"),  # sbatch says "processors"
+    "too_many_cpus": ({"tasks_per_node": 64}, "resources.tasks_per_node"),
+    "too_much_memory": ({"memory_per_node_mib": 999999}, "resources.memory_per_node"),
+    "bad_dependency": ({"dependencies": [("afterok", "0")]}, "dependencies"),
+    "array_too_large": ({"array": "0-100000"}, "array"),
+}
+
+
+@pytest.mark.parametrize("case", WRAPPER_REJECTED, ids=[c["case"] for c in WRAPPER_REJECTED])
+def test_slurms_qsub_refusal_is_read_from_stdout_and_names_the_field(case: dict) -> None:
+    fields, field = WRAPPER_JOBS[case["case"]]
+    job = JobRequest(gateway_id=GID, name="r", command="true", **fields)
+    result = CommandResult(case["exit_status"], case["stdout"].encode(), case["stderr"].encode())
+    said, found = qsub_rejection(result, job)
+    assert found == field
+    assert said.startswith("sbatch: error: ")  # the wrapper's own words left out
+    assert "The command was" not in said and "'" not in said
+
+
+PBS_WRITTEN = json.loads((FIXTURES / "pbs_qsub_rejected.json").read_text())["cases"]
+PBS_WRITTEN_FIELDS = {
+    "torque_unknown_queue": "queue",
+    "torque_no_feasible_nodes": "resources.nodes",
+    "pbspro_unknown_queue": "queue",
+    "pbspro_bad_array": "array",
+    "pbspro_over_limits": None,
+}
+
+
+@pytest.mark.parametrize("case", PBS_WRITTEN, ids=[c["case"] for c in PBS_WRITTEN])
+def test_torque_and_pbspro_refusals_name_the_field(case: dict) -> None:
+    job = JobRequest(gateway_id=GID, name="r", command="true")
+    said, field = qsub_rejection(CommandResult(1, b"", case["stderr"].encode()), job)
+    assert (said, field) == (case["stderr"].strip(), PBS_WRITTEN_FIELDS[case["case"]])

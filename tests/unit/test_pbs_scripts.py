@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import JobRequest
-from adapters.jobdir import JobDir
-from adapters.pbs import build_pbs_script
+from adapters.base import JobRequest, SubmitRejected
+from adapters.jobdir import JobDir, SpecRefused
+from adapters.pbs import PbsAdapter, build_pbs_script, pbspro_array, torque_array
+from adapters.ssh import SSHPool, SSHTarget
+from tests.unit.test_slurm_scripts import load
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
 SPECS = sorted(p.stem for p in SCRIPTS.glob("*.json"))
@@ -18,13 +20,13 @@ HOME = "/home/alice"
 ROOT = "/home/alice/.hpcfed"
 
 
-def load(name: str) -> JobRequest:
-    return JobRequest(**json.loads((SCRIPTS / f"{name}.json").read_text()))
-
-
 def render(name: str, dialect: str) -> str:
-    job = load(name)
-    return build_pbs_script(job, JobDir(ROOT, job.gateway_id), HOME, dialect)
+    """The script, or (a golden file too) why this dialect refuses the spec."""
+    job = load(name, "pbs")
+    try:
+        return build_pbs_script(job, JobDir(ROOT, job.gateway_id), HOME, dialect)
+    except SpecRefused as refused:
+        return f"# refused: {refused.field}: {refused}\n"
 
 
 @pytest.mark.parametrize("dialect", ["torque", "pbspro"])
@@ -64,3 +66,81 @@ def test_job_writes_its_own_output_into_the_job_dir(dialect: str) -> None:
 
 def test_pbs_job_name_is_short_and_starts_with_a_letter() -> None:
     assert "#PBS -N x__rm_-rf_____i\n" in render("hostile_values", "torque")
+
+
+def minimal(**fields: object) -> JobRequest:
+    spec = json.loads((SCRIPTS / "minimal_command.json").read_text())
+    return JobRequest(**{**spec, **fields})
+
+
+@pytest.mark.parametrize(
+    "spec,torque",
+    [
+        ("0-3", "0-3"),
+        ("1,3,5-7%2", "1,3,5-7%2"),
+        ("0-15:2%4", "0,2,4,6,8,10,12,14%4"),  # Torque's -t has no steps
+        ("0-4:1", "0-4"),
+    ],
+)
+def test_torque_array_ranges(spec: str, torque: str) -> None:
+    assert torque_array(spec) == torque
+
+
+@pytest.mark.parametrize("spec", ["1,3,5-7", "5", "5-5", "0-3,8"])
+def test_pbspro_refuses_arrays_it_cannot_express(spec: str) -> None:
+    with pytest.raises(SpecRefused, match="one range of at least two indices") as refused:
+        pbspro_array(spec)
+    assert refused.value.field == "array"
+
+
+def test_pbspro_takes_one_stepped_range_with_a_limit() -> None:
+    assert pbspro_array("1-15:2%4") == "1-15:2%4"
+
+
+def test_torque_asks_for_a_qos_twice_for_slurms_qsub_drops_it() -> None:
+    text = build_pbs_script(minimal(qos="high"), JobDir(ROOT, minimal().gateway_id), HOME, "torque")
+    assert "#PBS -W x=QOS:high\n#SBATCH --qos=high\n" in text
+
+
+def test_torque_depends_on_an_array_with_its_array_conditions() -> None:
+    deps = [("afterok", "4250[].head"), ("after", "4251[].head"), ("afterany", "4252.head")]
+    text = render_job(minimal(dependencies=deps), "torque")
+    assert "#PBS -W depend='afterokarray:4250[].head,afterstartarray:4251[].head," in text
+    assert "afterany:4252.head'\n" in text
+    assert "#PBS -W depend='afterok:4250[].head," in render_job(
+        minimal(dependencies=deps), "pbspro"
+    )
+
+
+def render_job(job: JobRequest, dialect: str) -> str:
+    return build_pbs_script(job, JobDir(ROOT, job.gateway_id), HOME, dialect)
+
+
+@pytest.mark.parametrize("extra", ["-t 0-3", "-J 1-4", "-W depend=afterok:1", "-S /bin/sh"])
+def test_extra_directives_cannot_replace_arrays_dependencies_or_the_shell(extra: str) -> None:
+    with pytest.raises(SpecRefused) as refused:
+        render_job(minimal(extra_directives=["-m abe", extra]), "torque")
+    assert refused.value.field == "extra_directives.pbs.1"
+
+
+def test_array_elements_send_their_output_to_their_own_files() -> None:
+    job = minimal(array="0-3")
+    path = JobDir(ROOT, job.gateway_id).path
+    assert (
+        f'exec >>{path}/stdout."$HPCFED_ARRAY_INDEX" 2>>{path}/stderr."$HPCFED_ARRAY_INDEX"\n'
+        in render_job(job, "torque")
+    )
+
+
+async def test_qos_at_a_pbspro_center_is_refused_naming_the_field_and_center() -> None:
+    # Port 1: any attempt to reach the center would fail as unavailable, not as rejected.
+    target = SSHTarget("centerp", "127.0.0.1", 1, "alice", "/k", ("ssh-ed25519 AAAA",))
+    adapter = PbsAdapter(target, SSHPool(), dialect="pbspro")
+    with pytest.raises(SubmitRejected) as caught:
+        await adapter.submit(minimal(qos="high"))
+    error = caught.value
+    assert error.field == "qos" and adapter.remote_commands == 0
+    assert "centerp" in error.message and "'qos'" in error.message
+    with pytest.raises(SubmitRejected) as caught:
+        await adapter.submit(minimal(array="1,3"))
+    assert caught.value.field == "array"

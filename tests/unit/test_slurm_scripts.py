@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import JobRequest
-from adapters.jobdir import JobDir, render_user_script
-from adapters.slurm import build_sbatch_script
+from adapters.base import JobRequest, SubmitRejected
+from adapters.jobdir import JobDir, SpecRefused, render_user_script
+from adapters.slurm import SlurmAdapter, build_sbatch_script
+from adapters.ssh import SSHPool, SSHTarget
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
 SPECS = sorted(p.stem for p in SCRIPTS.glob("*.json"))
@@ -18,8 +19,11 @@ HOME = "/home/alice"
 ROOT = "/home/alice/.hpcfed"
 
 
-def load(name: str) -> JobRequest:
-    return JobRequest(**json.loads((SCRIPTS / f"{name}.json").read_text()))
+def load(name: str, family: str = "slurm") -> JobRequest:
+    """A spec; its extra directives, as in the gateway's spec, are per kind of center."""
+    spec = json.loads((SCRIPTS / f"{name}.json").read_text())
+    extra = spec.pop("extra_directives", {})
+    return JobRequest(**spec, extra_directives=tuple(extra.get(family, ())))
 
 
 def check_golden(path: Path, text: str) -> None:
@@ -76,3 +80,44 @@ def test_a_directive_value_with_a_newline_is_refused() -> None:
     job = JobRequest(**{**spec, "account": "acct\n#SBATCH --uid=0"})
     with pytest.raises(ValueError, match="control character"):
         build_sbatch_script(job, JobDir(ROOT, job.gateway_id), HOME)
+
+
+def test_array_elements_write_their_own_output_files() -> None:
+    job = load("fidelity")
+    text = build_sbatch_script(job, JobDir(ROOT, job.gateway_id), HOME)
+    path = JobDir(ROOT, job.gateway_id).path
+    assert f"#SBATCH --output={path}/stdout.%a\n" in text
+    assert f"#SBATCH --error={path}/stderr.%a\n" in text
+    assert "#SBATCH --array=0-15:2%4\n" in text
+
+
+def test_qos_dependencies_and_extra_directives_follow_the_table() -> None:
+    job = load("fidelity")
+    lines = build_sbatch_script(job, JobDir(ROOT, job.gateway_id), HOME).split("\n\n")[0]
+    directives = lines.splitlines()
+    assert "#SBATCH --qos=high" in directives
+    assert "#SBATCH --dependency=afterok:4242:4243,afterany:4244" in directives
+    assert directives[-2:] == ["#SBATCH --exclusive", "#SBATCH --constraint=haswell"]
+
+
+@pytest.mark.parametrize(
+    "extra", ["--output=/tmp/elsewhere", "-o /tmp/x", "--comment=mine", "-a 0-3", "-d afterok:1"]
+)
+def test_extra_directives_cannot_override_what_the_gateway_relies_on(extra: str) -> None:
+    spec = json.loads((SCRIPTS / "minimal_command.json").read_text())
+    job = JobRequest(**{**spec, "extra_directives": ["--exclusive", extra]})
+    with pytest.raises(SpecRefused) as refused:
+        build_sbatch_script(job, JobDir(ROOT, job.gateway_id), HOME)
+    assert refused.value.field == "extra_directives.slurm.1"
+
+
+async def test_a_refused_spec_is_rejected_before_the_center_is_contacted() -> None:
+    # Port 1: any attempt to reach the center would fail as unavailable, not as rejected.
+    target = SSHTarget("centera", "127.0.0.1", 1, "alice", "/k", ("ssh-ed25519 AAAA",))
+    adapter = SlurmAdapter(target, SSHPool())
+    spec = json.loads((SCRIPTS / "minimal_command.json").read_text())
+    job = JobRequest(**{**spec, "dependencies": [("afterok", "12.server")]})
+    with pytest.raises(SubmitRejected) as caught:
+        await adapter.submit(job)
+    assert caught.value.field == "dependencies.0.job"
+    assert "centera" in caught.value.message and adapter.remote_commands == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import CenterUnavailable, JobState
-from adapters.jobdir import SEPARATOR
+from adapters.markers import SEPARATOR
 from adapters.slurm import SlurmAdapter
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
@@ -44,7 +44,7 @@ class RecordedSlurm(SlurmAdapter):
         if command.startswith("squeue"):
             return CommandResult(self.squeue_exit, self.squeue.encode(), b"")
         out = MARKERS
-        if command.startswith("sacct"):
+        if command.startswith("{ sacct"):
             out = f"{SEPARATOR}\n{MARKERS}"
             return CommandResult(123, out.encode(), SACCT_OFF.encode())
         return CommandResult(123, out.encode(), b"")
@@ -69,7 +69,7 @@ async def test_jobs_gone_from_squeue_are_settled_in_one_more_command() -> None:
     statuses = await adapter.status_many(GIDS)
     assert adapter.remote_commands == 2
     final_command, stdin = adapter.commands[1]
-    assert final_command.startswith("sacct -X --parsable2 --noheader")
+    assert final_command.startswith("{ sacct -X --parsable2 --noheader")
     assert "-j 10,11,12,99 " in final_command  # only the ones squeue no longer knows
     assert stdin is not None and GIDS["99"].encode() in stdin and GIDS["13"].encode() not in stdin
     got = {nid: (s.state, s.exit_code) for nid, s in statuses.items()}
@@ -89,8 +89,8 @@ async def test_disabled_accounting_is_not_asked_again_every_tick() -> None:
     await adapter.status_many({"10": GIDS["10"]})
     await adapter.status_many({"10": GIDS["10"]})
     finals = [c for c, _ in adapter.commands if not c.startswith("squeue")]
-    assert finals[0].startswith("sacct") and not finals[1].startswith("sacct")
-    assert finals[1].startswith("cd /home/alice/.hpcfed/jobs && xargs grep")
+    assert finals[0].startswith("{ sacct") and "sacct" not in finals[1]
+    assert finals[1].startswith("cd /home/alice/.hpcfed/jobs && xargs -r sh -c 'find ")
 
 
 async def test_a_failing_squeue_is_an_unavailable_center_not_vanished_jobs() -> None:

@@ -1,0 +1,106 @@
+"""A refused submission: what the scheduler said, and which spec field it points at.
+
+The tables map the schedulers' own wording to spec fields. Slurm's were recorded
+from the testbed (tests/fixtures/slurm/sbatch_rejected.json); Slurm's
+Torque-compatible qsub passes sbatch's messages through
+(tests/fixtures/pbs/torque_slurm_qsub_rejected.json); Torque's and PBS Pro's are
+written after their documented messages (tests/fixtures/pbs/pbs_qsub_rejected.json).
+"""
+
+from __future__ import annotations
+
+import re
+
+from adapters.base import JobRequest
+
+#: (message pattern, spec field) pairs, tried in order on a refused submission's
+#: message (case-insensitive), so narrower patterns come first. A tuple of fields
+#: means "whichever of these the job set" (the first if it set none or several);
+#: None means "no one field".
+Rejections = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+SLURM_REJECTIONS: Rejections = (
+    (r"violates accounting/QOS policy", None),  # association limits: no one field
+    (r"invalid account|account.*(not permitted|invalid)", "account"),
+    (r"invalid qos|\bqos\b", "qos"),
+    (r"partition", "queue"),
+    (r"time limit|--time", "resources.walltime"),
+    (r"memory|--mem\b", "resources.memory_per_node"),
+    (r"\bgres\b|generic resource|\bgpus?\b", "resources.gpus_per_node"),
+    # Said of too much memory or too many GPUs alike (both recorded).
+    (
+        r"requested node configuration is not available",
+        ("resources.memory_per_node", "resources.gpus_per_node", "resources.nodes"),
+    ),
+    (r"node count|--nodes", "resources.nodes"),
+    # Said of too many CPUs per task, tasks per node, or (through qsub) nodes.
+    (
+        r"processors|\bcpus?\b|\btasks?\b",
+        ("resources.cpus_per_task", "resources.tasks_per_node", "resources.nodes"),
+    ),
+    (r"dependency", "dependencies"),
+    (r"array", "array"),
+)
+
+#: Slurm's first (the testbed's qsub is Slurm's), then Torque's "qsub: submit error
+#: (<error> MSG=<detail>)" and PBS Pro's "qsub: <error>" wording.
+PBS_REJECTIONS: Rejections = (
+    *SLURM_REJECTIONS,
+    (r"unknown queue|queue .*not found", "queue"),
+    (r"walltime", "resources.walltime"),
+    (r"\bp?v?mem\b", "resources.memory_per_node"),
+    (r"\bnodes\b|nodect|\bselect\b", "resources.nodes"),
+    (r"ncpus|\bppn\b|mpiprocs", ("resources.cpus_per_task", "resources.tasks_per_node")),
+    (r"depend|unknown job id", "dependencies"),
+    (r"illegal -[Jt]\b", "array"),
+    (r"account", "account"),
+)
+
+_DEFAULTS: dict[str, object] = {
+    "resources.nodes": 1,
+    "resources.tasks_per_node": 1,
+    "resources.cpus_per_task": 1,
+}
+
+
+def _asked(job: JobRequest, field: str) -> bool:
+    """Whether the job asked for something in `field` beyond the defaults."""
+    value = {
+        "queue": job.queue,
+        "account": job.account,
+        "qos": job.qos,
+        "array": job.array,
+        "dependencies": job.dependencies,
+        "resources.nodes": job.nodes,
+        "resources.tasks_per_node": job.tasks_per_node,
+        "resources.cpus_per_task": job.cpus_per_task,
+        "resources.gpus_per_node": job.gpus_per_node,
+        "resources.memory_per_node": job.memory_per_node_mib,
+        "resources.walltime": job.walltime_seconds,
+    }.get(field)
+    return bool(value) and value != _DEFAULTS.get(field)
+
+
+def rejected_field(message: str, table: Rejections, job: JobRequest) -> str | None:
+    """The spec field a scheduler's refusal points at, from the first pattern that matches."""
+    for pattern, field in table:
+        if re.search(pattern, message, re.IGNORECASE):
+            if isinstance(field, tuple):
+                asked = [f for f in field if _asked(job, f)]
+                return asked[0] if len(asked) == 1 else field[0]
+            return field
+    return None
+
+
+#: Slurm's Torque-compatible qsub prints sbatch's refusal on stdout, inside its own text.
+_WRAPPED_RE = re.compile(r"and the output was:\n'(.*)'\s*\Z", re.DOTALL)
+
+
+def scheduler_message(stdout: bytes, stderr: bytes) -> str:
+    """What the scheduler said when it refused a job: stderr and stdout, trimmed (the
+    message inside the Torque wrapper's own text where it has one)."""
+    out = stdout.decode(errors="replace").strip()
+    if match := _WRAPPED_RE.search(out):
+        out = match.group(1)
+    text = stderr.decode(errors="replace") + "\n" + out
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
