@@ -1,9 +1,11 @@
 """The embedded default center: jobs are real processes on the gateway's machine.
 
-No scheduler: a job is a process group started from a small wrapper script
-that records the exit status in the job's directory, so states survive a
-gateway restart. At most `max_running` jobs run at once; the rest wait QUEUED
-and are started, oldest first, as slots free up.
+No scheduler: a job (or each element of an array job) is a process group
+started from the same job script every center uses (`adapters.jobdir`), which
+records the exit status in the job's directory, so states survive a gateway
+restart. At most `max_running` processes run at once; the rest wait QUEUED and
+start, oldest first, once a slot is free and their dependencies hold. The
+walltime is enforced with `timeout(1)`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from adapters.base import (
     GATEWAY_ID_RE,
     Adapter,
     AdapterError,
+    ArrayElement,
     JobRequest,
     JobState,
     NativeJobNotFound,
@@ -28,6 +31,7 @@ from adapters.base import (
     OutputChunk,
 )
 from adapters.jobdir import (
+    ARRAY,
     CANCELLED,
     EXIT_CODE,
     JOB_SCRIPT,
@@ -35,11 +39,15 @@ from adapters.jobdir import (
     STDOUT,
     USER_SCRIPT,
     JobDir,
+    array_indices,
+    element_file,
     render_body,
     render_user_script,
 )
 
-#: Files of a local job's directory beside the shared ones.
+#: Files of a local job's directory beside the shared ones (per element: ".<index>").
+QUEUED = "queued"  # waiting for a slot or its dependencies
+PID = "pid"
 DEPENDENCIES = "dependencies"  # one "<condition> <parent gateway id>" a line
 REASON = "reason"  # why the job was cancelled here
 #: `timeout(1)` exits with this status when the walltime ran out.
@@ -52,7 +60,7 @@ def render_job_script(job: JobRequest, jobdir: JobDir) -> str:
     """The script that runs the job and records how it ended, as at every center."""
     launcher = ("timeout", "-k", "10", str(job.walltime_seconds)) if job.walltime_seconds else ()
     home = os.path.expanduser("~")
-    return "#!/bin/bash\n" + render_body(job, jobdir, home, launcher)
+    return "#!/bin/bash\n" + render_body(job, jobdir, home, launcher, redirect_output=True)
 
 
 def _process_alive(pid: int) -> bool:
@@ -64,19 +72,29 @@ def _process_alive(pid: int) -> bool:
         return False
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+
+
 class LocalAdapter(Adapter):
     def __init__(self, center_id: str, work_root: Path, *, max_running: int = 4) -> None:
         self.center_id = center_id
         self.work_root = work_root
         self.max_running = max_running
         self.remote_commands = 0
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def _jobdir(self, gateway_id: str) -> JobDir:
-        return JobDir(str(self.work_root), gateway_id)
+        self._procs: dict[tuple[str, int | None], subprocess.Popen[bytes]] = {}
 
     def _dir(self, gateway_id: str) -> Path:
-        return Path(self._jobdir(gateway_id).path)
+        return Path(JobDir(str(self.work_root), gateway_id).path)
+
+    @staticmethod
+    def _units(job_dir: Path) -> list[int | None]:
+        """[None] for a plain job, the element indices of an array job."""
+        spec = _read(job_dir / ARRAY)
+        return [None] if spec is None else list(array_indices(spec))
 
     # ------------------------------------------------------------ submit
 
@@ -84,7 +102,7 @@ class LocalAdapter(Adapter):
         return await asyncio.to_thread(self._submit, job)
 
     def _submit(self, job: JobRequest) -> str:
-        jobdir = self._jobdir(job.gateway_id)
+        jobdir = JobDir(str(self.work_root), job.gateway_id)
         job_dir = Path(jobdir.path)
         job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if (job_dir / JOB_SCRIPT).exists():
@@ -99,7 +117,10 @@ class LocalAdapter(Adapter):
             (job_dir / DEPENDENCIES).write_text(
                 "".join(f"{cond} {parent}\n" for cond, parent in job.dependencies), "ascii"
             )
-        (job_dir / "queued").touch()
+        if job.array is not None:
+            (job_dir / ARRAY).write_text(job.array + "\n", encoding="ascii")
+        for index in self._units(job_dir):
+            (job_dir / element_file(QUEUED, index)).touch()
         # job.sh appears last and whole: its presence means "submitted" (find_by_gateway_id).
         tmp = job_dir / (JOB_SCRIPT + ".tmp")
         tmp.write_text(render_job_script(job, jobdir), encoding="utf-8")
@@ -113,29 +134,27 @@ class LocalAdapter(Adapter):
 
     def _start_queued(self) -> None:
         queued = sorted(
-            (self.work_root / "jobs").glob("*/queued"), key=lambda p: p.stat().st_mtime_ns
+            (self.work_root / "jobs").glob(f"*/{QUEUED}*"), key=lambda p: p.stat().st_mtime_ns
         )
         for marker in queued:
-            verdict = self._dependencies(marker.parent)
+            job_dir = marker.parent
+            index = None if marker.name == QUEUED else int(marker.name.rsplit(".", 1)[1])
+            verdict = self._dependencies(job_dir)
             if verdict == "never":
-                (marker.parent / REASON).write_text(
-                    "its dependencies can never be satisfied", encoding="utf-8"
-                )
-                (marker.parent / CANCELLED).touch()
-                marker.unlink(missing_ok=True)
+                (job_dir / REASON).write_text("its dependencies can never be satisfied", "utf-8")
+                (job_dir / CANCELLED).touch()
+                for stale in job_dir.glob(f"{QUEUED}*"):
+                    stale.unlink(missing_ok=True)
             elif verdict == "ready":
                 if self._running() >= self.max_running:
                     return
-                self._start(marker.parent)
+                self._start(job_dir, index)
 
     def _dependencies(self, job_dir: Path) -> str:
         """'ready', 'wait' or 'never', from the parents' states (their job dirs here)."""
-        try:
-            lines = (job_dir / DEPENDENCIES).read_text(encoding="ascii").split("\n")
-        except FileNotFoundError:
-            return "ready"
+        lines = _read(job_dir / DEPENDENCIES)
         verdict = "ready"
-        for line in filter(None, lines):
+        for line in (lines or "").splitlines():
             condition, parent = line.split()
             status = self._status(parent, self._dir(parent))
             state = status.state if status else JobState.UNKNOWN
@@ -146,21 +165,22 @@ class LocalAdapter(Adapter):
             verdict = "wait"
         return verdict
 
-    def _start(self, job_dir: Path) -> None:
+    def _start(self, job_dir: Path, index: int | None) -> None:
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        with open(job_dir / STDOUT, "ab") as out, open(job_dir / STDERR, "ab") as err:
-            proc = subprocess.Popen(
-                ["/bin/bash", str(job_dir / JOB_SCRIPT)],
-                cwd=job_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=env,
-                start_new_session=True,  # its own process group, so cancel reaches children
-            )
-        (job_dir / "pid").write_text(f"{proc.pid}\n", encoding="ascii")
-        (job_dir / "queued").unlink(missing_ok=True)
-        self._procs[job_dir.name] = proc
+        if index is not None:
+            env["HPCFED_ARRAY_INDEX"] = str(index)
+        proc = subprocess.Popen(
+            ["/bin/bash", str(job_dir / JOB_SCRIPT)],
+            cwd=job_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # job.sh sends its output into the job dir itself
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group, so cancel reaches children
+        )
+        (job_dir / element_file(PID, index)).write_text(f"{proc.pid}\n", encoding="ascii")
+        (job_dir / element_file(QUEUED, index)).unlink(missing_ok=True)
+        self._procs[(job_dir.name, index)] = proc
 
     # ------------------------------------------------------------ status
 
@@ -179,12 +199,32 @@ class LocalAdapter(Adapter):
     def _status(self, native_id: str, job_dir: Path) -> NativeStatus | None:
         if not job_dir.is_dir():
             return None
+        units = self._units(job_dir)
+        if units == [None]:
+            return self._unit_status(native_id, job_dir, None)
+        elements = []
+        for index in units:
+            unit = self._unit_status(native_id, job_dir, index)
+            elements.append(
+                ArrayElement(
+                    index,
+                    f"{native_id}_{index}",
+                    unit.state,
+                    unit.native_state,
+                    unit.reason,
+                    unit.exit_code,
+                )
+            )
+        # The gateway derives the whole job's state from the elements.
+        return NativeStatus(native_id, JobState.UNKNOWN, "array", elements=tuple(elements))
+
+    def _unit_status(self, native_id: str, job_dir: Path, index: int | None) -> NativeStatus:
         cancelled = (job_dir / CANCELLED).exists()
-        exit_file = job_dir / EXIT_CODE
-        if exit_file.exists():
-            self._procs.pop(job_dir.name, None)
-            code = int(exit_file.read_text(encoding="ascii").strip() or "1")
-            if cancelled:
+        code_text = _read(job_dir / element_file(EXIT_CODE, index))
+        if code_text is not None:
+            self._procs.pop((job_dir.name, index), None)
+            code = int(code_text or "1")
+            if cancelled and code != 0:
                 return NativeStatus(native_id, JobState.CANCELLED, "cancelled", exit_code=code)
             if code == TIMEOUT_STATUS:
                 return NativeStatus(
@@ -192,29 +232,24 @@ class LocalAdapter(Adapter):
                 )
             state = JobState.COMPLETED if code == 0 else JobState.FAILED
             return NativeStatus(native_id, state, "exited", exit_code=code)
-        if (job_dir / "queued").exists():
+        if (job_dir / element_file(QUEUED, index)).exists():
             waiting = "waiting for a free slot"
-            if (job_dir / DEPENDENCIES).exists() and self._dependencies(job_dir) == "wait":
+            if self._dependencies(job_dir) == "wait":
                 waiting = "waiting for the jobs it depends on"
             return NativeStatus(native_id, JobState.QUEUED, "queued", waiting)
-        pid = self._pid(job_dir)
-        proc = self._procs.get(job_dir.name)
-        alive = proc.poll() is None if proc else pid is not None and _process_alive(pid)
+        pid_text = _read(job_dir / element_file(PID, index))
+        proc = self._procs.get((job_dir.name, index))
+        if proc is not None:
+            alive = proc.poll() is None
+        else:
+            alive = bool(pid_text and pid_text.isdigit() and _process_alive(int(pid_text)))
         if alive:
             return NativeStatus(native_id, JobState.RUNNING, "running")
         if cancelled:
-            reason = (job_dir / REASON).read_text() if (job_dir / REASON).exists() else None
-            return NativeStatus(native_id, JobState.CANCELLED, "cancelled", reason)
+            return NativeStatus(native_id, JobState.CANCELLED, "cancelled", _read(job_dir / REASON))
         return NativeStatus(
             native_id, JobState.FAILED, "lost", "the process ended without recording an exit status"
         )
-
-    @staticmethod
-    def _pid(job_dir: Path) -> int | None:
-        try:
-            return int((job_dir / "pid").read_text(encoding="ascii"))
-        except (OSError, ValueError):
-            return None
 
     async def find_by_gateway_id(self, gateway_ids: Sequence[str]) -> dict[str, str]:
         return {g: g for g in gateway_ids if (self._dir(g) / JOB_SCRIPT).exists()}
@@ -228,14 +263,16 @@ class LocalAdapter(Adapter):
         job_dir = self._dir(gateway_id)
         if not job_dir.is_dir():
             raise NativeJobNotFound(f"job {gateway_id} is unknown here", center=self.center_id)
-        if (job_dir / EXIT_CODE).exists():
-            return
+        units = self._units(job_dir)
+        if all((job_dir / element_file(EXIT_CODE, i)).exists() for i in units):
+            return  # it has ended; cancelling now must not rewrite how
         (job_dir / CANCELLED).touch()
-        (job_dir / "queued").unlink(missing_ok=True)
-        pid = self._pid(job_dir)
-        if pid is not None and _process_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
+        for index in units:
+            (job_dir / element_file(QUEUED, index)).unlink(missing_ok=True)
+            pid_text = _read(job_dir / element_file(PID, index))
+            if pid_text and pid_text.isdigit() and _process_alive(int(pid_text)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(pid_text), signal.SIGTERM)
 
     async def read_output(
         self,
@@ -248,10 +285,11 @@ class LocalAdapter(Adapter):
     ) -> OutputChunk:
         if stream not in (STDOUT, STDERR):
             raise AdapterError(f"unknown stream {stream!r}", center=self.center_id)
-        return await asyncio.to_thread(self._read, self._dir(gateway_id) / stream, offset, limit)
+        path = self._dir(gateway_id) / element_file(stream, element)
+        return await asyncio.to_thread(self._read_chunk, path, offset, limit)
 
     @staticmethod
-    def _read(path: Path, offset: int, limit: int) -> OutputChunk:
+    def _read_chunk(path: Path, offset: int, limit: int) -> OutputChunk:
         try:
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size

@@ -63,11 +63,14 @@ def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
 def adapter_error(exc: AdapterError) -> ApiError:
     center = exc.center
     if isinstance(exc, SubmitRejected):
-        detail = exc.stderr.strip() or exc.message
+        # The scheduler's own words when it answered; else the adapter's message,
+        # which already names the center (refused before anything was sent).
+        said = exc.stderr.strip()
+        detail = f"center {center} refused the job: {said}" if said else exc.message
         return ApiError(
             422,
             "rejected_by_center",
-            f"{exc.field + ': ' if exc.field else ''}center {center} refused the job: {detail}",
+            f"{exc.field}: {detail}" if exc.field else detail,
             center=center,
             field=exc.field,
         )

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from adapters import jobdir
 from adapters.base import ENV_NAME_RE, JobState
 
 __all__ = [
@@ -106,21 +107,8 @@ DEPENDENCY_CONDITIONS = ("afterok", "afternotok", "afterany", "after")
 
 
 def array_indices(spec: str) -> list[int]:
-    """The indices an array spec names, in order, without repeats."""
-    seen: dict[int, None] = {}
-    for part in spec.split("%", 1)[0].split(","):
-        bounds, _, step_text = part.partition(":")
-        first, _, last = bounds.partition("-")
-        start, stop, step = int(first), int(last or first), int(step_text or 1)
-        if stop < start:
-            raise ValueError(f"range {part!r} ends before it starts")
-        if step < 1:
-            raise ValueError(f"range {part!r} needs a step of at least 1")
-        if (stop - start) // step + 1 + len(seen) > MAX_ARRAY_ELEMENTS:
-            raise ValueError(f"more than {MAX_ARRAY_ELEMENTS} elements")
-        for index in range(start, stop + 1, step):
-            seen[index] = None
-    return list(seen)
+    """The indices an array spec names, in order, without repeats (at most MAX_ARRAY_ELEMENTS)."""
+    return jobdir.array_indices(spec, limit=MAX_ARRAY_ELEMENTS)
 
 
 # Names and ids that end up in remote paths, directives or URLs.

@@ -296,3 +296,31 @@ async def test_a_child_whose_parent_fails_later_is_cancelled_with_the_reason(
         assert done["state"] == "CANCELLED"
         assert done["reason"] == "its dependencies can never be satisfied"
         assert await client.output(child["id"]) == b""
+
+
+async def test_an_array_job_runs_each_element_with_its_own_output(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        job = await client.submit(
+            {
+                "array": "0-2,7",
+                "script": 'echo "element $HPCFED_ARRAY_INDEX"\nexit $((HPCFED_ARRAY_INDEX == 7))\n',
+            }
+        )
+        done = await client.wait(job["id"], timeout=30)
+        assert [(e["index"], e["state"], e["exit_code"]) for e in done["elements"]] == [
+            (0, "COMPLETED", 0),
+            (1, "COMPLETED", 0),
+            (2, "COMPLETED", 0),
+            (7, "FAILED", 1),
+        ]
+        assert (done["state"], done["exit_code"]) == ("FAILED", 1)
+        for index in (0, 1, 2, 7):
+            assert await client.output(job["id"], element=index) == f"element {index}\n".encode()
+        with pytest.raises(ClientError) as err:
+            await client.output(job["id"])
+        assert (err.value.status, err.value.body["field"]) == (400, "element")
+        with pytest.raises(ClientError):
+            await client.output(job["id"], element=5)

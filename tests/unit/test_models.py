@@ -62,6 +62,13 @@ def _field_of(body: dict) -> str:
     return ".".join(str(p) for p in err.value.errors()[0]["loc"])
 
 
+def test_huge_arrays_are_refused_without_being_expanded() -> None:
+    with pytest.raises(ValidationError, match="more than 10000 elements"):
+        JobSpec.model_validate({"command": "x", "array": "0-999999999999"})
+    with pytest.raises(ValidationError, match="names no index"):
+        JobSpec.model_validate({"command": "x", "array": "5-2"})
+
+
 def test_spec_needs_exactly_one_of_script_and_command() -> None:
     with pytest.raises(ValidationError, match="exactly one"):
         JobSpec.model_validate({"script": "a", "command": "b"})
