@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from adapters.base import Adapter
+from adapters.local import LocalAdapter
+from adapters.pbs import PbsAdapter
+from adapters.slurm import SlurmAdapter
 from adapters.ssh import SSHPool, SSHTarget
 from gateway.config import LoadedConfig
 from gateway.errors import ApiError
@@ -69,8 +72,6 @@ def build_registry(config: LoadedConfig) -> CenterRegistry:
     for cfg in config.centers.values():
         adapter: Adapter
         if cfg.type == "local":
-            from adapters.local import LocalAdapter
-
             adapter = LocalAdapter(
                 cfg.id,
                 config.data_path(cfg.local.work_root),
@@ -91,8 +92,6 @@ def build_registry(config: LoadedConfig) -> CenterRegistry:
                 max_sessions=cfg.ssh.max_sessions,
             )
             if cfg.type == "slurm":
-                from adapters.slurm import SlurmAdapter
-
                 adapter = SlurmAdapter(
                     target,
                     pool,
@@ -100,8 +99,6 @@ def build_registry(config: LoadedConfig) -> CenterRegistry:
                     default_queue=cfg.scheduler.default_queue,
                 )
             else:
-                from adapters.pbs import PbsAdapter
-
                 adapter = PbsAdapter(
                     target,
                     pool,

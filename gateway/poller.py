@@ -129,7 +129,10 @@ class Poller:
         id first, and submit only those the center has never seen."""
         if not jobs:
             return
-        found = await center.adapter.find_by_gateway_id([j.id for j in jobs])
+        # Only a job that was ever sent can be at the center; one still waiting for
+        # its parents costs no remote lookup.
+        sent = [j.id for j in jobs if j.submit_attempts > 0]
+        found = await center.adapter.find_by_gateway_id(sent) if sent else {}
         now = utcnow()
         for job in jobs:
             native_id = found.get(job.id)
