@@ -114,6 +114,13 @@ def array_indices(spec: str) -> list[int]:
 # Names and ids that end up in remote paths, directives or URLs.
 CENTER_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: A federation user name (the `sub` of a token).
+USER_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+#: A Unix login at a center.
+LOGIN_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
+#: What a token may grant; see docs/security.md for what each may do.
+ROLES = ("researcher", "center-admin", "operator", "admin")
+Role = Literal["researcher", "center-admin", "operator", "admin"]
 
 
 class _Strict(BaseModel):
@@ -257,6 +264,8 @@ class JobRecord(BaseModel):
     id: str
     owner: str
     center: str
+    #: The login the job runs as at its center (None at the local center).
+    login: str | None = None
     spec: JobSpec
     state: JobState
     native_id: str | None = None
@@ -289,8 +298,11 @@ def utcnow() -> datetime:
 class SSHConfig(_Strict):
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(22, ge=1, le=65535)
-    login: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    key_file: str = Field(min_length=1, description="private key, OpenSSH format")
+    login: str | None = Field(
+        None,
+        pattern=LOGIN_PATTERN,
+        description="the center's service login (connection checks); its key is in the vault",
+    )
     host_keys: list[str] = Field(
         min_length=1,
         description="pinned host public keys, 'type base64' as in a .pub or known_hosts line",
@@ -308,6 +320,13 @@ class SSHConfig(_Strict):
             if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
                 raise ValueError(f"entry {i} must look like 'ssh-ed25519 AAAA...', got {key!r}")
         return keys
+
+
+class Identity(_Strict):
+    """Who a federation user is at one center. The login's SSH key is kept in the
+    vault under ssh/<center>/<login> (`hpcfed vault add-key`)."""
+
+    login: str = Field(pattern=LOGIN_PATTERN)
 
 
 class SchedulerConfig(_Strict):
@@ -329,8 +348,20 @@ class CenterConfig(_Strict):
     type: Literal["slurm", "pbs", "local"]
     region: str = Field("", max_length=100)
     ssh: SSHConfig | None = None
+    users: dict[str, Identity] = Field(
+        default_factory=dict,
+        description="federation user -> login at this center ('*': a shared login for anyone)",
+    )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
+
+    @field_validator("users")
+    @classmethod
+    def _user_names(cls, users: dict[str, Identity]) -> dict[str, Identity]:
+        for name in users:
+            if name != "*" and not re.match(USER_PATTERN, name):
+                raise ValueError(f"{name!r} is not a valid federation user name")
+        return users
 
     @model_validator(mode="after")
     def _ssh_for_remote(self) -> CenterConfig:
@@ -338,7 +369,14 @@ class CenterConfig(_Strict):
             raise ValueError(f"a {self.type} center needs an 'ssh' section")
         if self.type == "local" and self.ssh is not None:
             raise ValueError("a local center takes no 'ssh' section")
+        if self.type == "local" and self.users:
+            raise ValueError("a local center runs every job as the gateway's own user; no 'users'")
         return self
+
+    def login_for(self, user: str) -> str | None:
+        """The login `user` runs as here; None when the center does not map them."""
+        identity = self.users.get(user) or self.users.get("*")
+        return identity.login if identity else None
 
 
 # ---------------------------------------------------------------- gateway
@@ -354,15 +392,58 @@ class StoreConfig(_Strict):
     path: str = Field("hpcfed.db", description="relative paths are under data_dir")
 
 
-class AuthConfig(_Strict):
-    tokens_file: str = Field(
-        "tokens.yaml", description="sha256 of each bearer token -> user; relative to data_dir"
+class OIDCProvider(_Strict):
+    """An external OpenID Connect provider whose access tokens the gateway accepts."""
+
+    issuer: str = Field(min_length=1, description="must equal the token's 'iss'")
+    audience: str = Field(min_length=1, description="must be in the token's 'aud'")
+    jwks_file: str | None = Field(None, description="JWKS document; relative to data_dir")
+    jwks_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    jwks_refresh: Seconds = Field(600.0, description="how long fetched keys are trusted")
+    algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]] = (
+        Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"], min_length=1)
     )
+    user_claim: str = Field("preferred_username", description="claim holding the user name")
+    roles_claim: str = Field("roles", description="claim holding a list of hpcfed roles")
+    centers_claim: str = Field("hpcfed_centers", description="centers a center-admin runs")
+    default_roles: list[Role] = Field(
+        default_factory=list, description="roles given when the token names none"
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OIDCProvider:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError("give exactly one of jwks_file and jwks_url")
+        return self
+
+
+class AuthConfig(_Strict):
+    issuer: str = Field("hpcfed", min_length=1, description="'iss' of tokens this gateway signs")
+    audience: str = Field("hpcfed", min_length=1, description="'aud' of tokens it signs")
+    default_ttl: Seconds = Field(8 * 3600.0, description="lifetime of an issued token")
+    max_ttl: Seconds = Field(30 * 86400.0, description="the longest lifetime one may ask for")
+    leeway: Seconds = Field(30.0, description="clock skew allowed on exp and nbf")
     bootstrap_user: str | None = Field(
         None,
-        pattern=r"^[a-z][a-z0-9_.-]{0,63}$",
-        description="if set and tokens_file is missing, create it with one token for this user",
+        pattern=USER_PATTERN,
+        description="if set, keep a valid token for this user in <data_dir>/client-token",
     )
+    bootstrap_roles: list[Role] = Field(default_factory=lambda: ["researcher"], min_length=1)
+    oidc: list[OIDCProvider] = Field(default_factory=list)
+
+
+class VaultConfig(_Strict):
+    path: str = Field("vault.json", description="the encrypted secrets; relative to data_dir")
+    master_key_file: str = Field(
+        "master.key", description="mode 0600; used when master_key_env is unset"
+    )
+    master_key_env: str = Field("HPCFED_MASTER_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class LimitsConfig(_Strict):
+    max_body: MemoryMiB = Field(4, description="largest request body, e.g. '4MiB'")
+    rate: float = Field(20.0, gt=0, description="requests per second per user, sustained")
+    burst: int = Field(100, ge=1, description="requests a user may make at once")
 
 
 class GatewayConfig(_Strict):
@@ -370,6 +451,9 @@ class GatewayConfig(_Strict):
     listen: ListenConfig = Field(default_factory=ListenConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    vault: VaultConfig = Field(default_factory=VaultConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    audit_log: str = Field("audit.log", description="JSON lines; relative to data_dir")
     poll_interval: Seconds = 2.0
     submit_timeout: Seconds = Field(30.0, description="how long POST /v1/jobs waits for a center")
     center_files: list[str] = Field(
