@@ -28,6 +28,7 @@ from typing import TypeVar
 import paramiko
 
 from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
+from adapters.sshkeys import Credential
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,7 +53,7 @@ class SSHTarget:
     host: str
     port: int
     login: str
-    key_file: str
+    credential: Credential  # where the login's private key comes from
     host_keys: tuple[str, ...]  # pinned, "ssh-ed25519 AAAA..." (type + base64, comment allowed)
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
@@ -123,7 +124,6 @@ class SSHConnection:
         self._sessions = asyncio.Semaphore(target.max_sessions)
         self._count_lock = threading.Lock()
         self._home: str | None = None
-        self._pkey: paramiko.PKey | None = None
 
     # ------------------------------------------------------------ public
     async def run(
@@ -306,41 +306,20 @@ class SSHConnection:
 
     def _authenticate(self, transport: paramiko.Transport) -> None:
         t = self.target
-        key = self._private_key()
+        # Loaded for this handshake only: the key is not kept between connects.
+        key = t.credential.load(t.center_id)
         try:
             transport.auth_publickey(t.login, key)
         except paramiko.AuthenticationException as exc:
             raise AuthenticationFailed(
-                f"center {t.center_id}: {t.login}@{t.host}:{t.port} refused key {t.key_file} "
-                f"({key.get_name()} {key.fingerprint}): {exc}",
+                f"center {t.center_id}: {t.login}@{t.host}:{t.port} refused the key from "
+                f"{t.credential.label} ({key.get_name()} {key.fingerprint}): {exc}",
                 center=t.center_id,
             ) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._unavailable(f"authentication did not complete: {exc}") from None
-
-    def _private_key(self) -> paramiko.PKey:
-        if self._pkey is None:
-            t = self.target
-            try:
-                self._pkey = paramiko.PKey.from_path(t.key_file)
-            except paramiko.PasswordRequiredException:
-                raise AuthenticationFailed(
-                    f"center {t.center_id}: key file {t.key_file} is encrypted; "
-                    "give an unencrypted key or load it into the vault",
-                    center=t.center_id,
-                ) from None
-            except OSError as exc:
-                raise AuthenticationFailed(
-                    f"center {t.center_id}: cannot read key file {t.key_file}: {exc.strerror}",
-                    center=t.center_id,
-                ) from None
-            except (paramiko.SSHException, ValueError) as exc:  # never echo key content
-                raise AuthenticationFailed(
-                    f"center {t.center_id}: key file {t.key_file} is not a usable private key "
-                    f"({type(exc).__name__})",
-                    center=t.center_id,
-                ) from None
-        return self._pkey
+        finally:
+            del key
 
     def _open_channel(
         self, transport: paramiko.Transport, window_size: int | None = None

@@ -16,6 +16,7 @@ import pytest
 from adapters.base import JobRequest, JobState, NativeStatus, SubmitRejected
 from adapters.batch import JobDirAdapter
 from adapters.ssh import SSHPool, SSHTarget
+from adapters.sshkeys import KeyFile
 from tests.testbed import Testbed
 
 JOB_DEADLINE = 90.0  # seconds a short test job may take from submit to a final state
@@ -31,7 +32,7 @@ def target(tb: Testbed, center: str, **overrides: object) -> SSHTarget:
         "host": "127.0.0.1",
         "port": tb.center(center).ssh_port,
         "login": "alice",
-        "key_file": str(tb.user_key("alice")),
+        "credential": KeyFile(str(tb.user_key("alice"))),
         "host_keys": (tb.host_key(center),),
         "connect_timeout": 10.0,
         "command_timeout": 30.0,

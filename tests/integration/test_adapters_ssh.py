@@ -10,6 +10,7 @@ import pytest
 
 from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
 from adapters.ssh import SSHPool, fingerprint, parse_pinned_key
+from adapters.sshkeys import KeyFile
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     pool_fixture,
     target,
@@ -107,7 +108,7 @@ async def test_refused_key_is_an_authentication_failure_without_key_content(
     testbed: Testbed, pool: SSHPool
 ) -> None:
     bob_key = testbed.user_key("bob")
-    conn = pool.connection(target(testbed, "centera", key_file=str(bob_key)))
+    conn = pool.connection(target(testbed, "centera", credential=KeyFile(str(bob_key))))
     with pytest.raises(AuthenticationFailed) as caught:
         await conn.run("true")
     assert caught.value.center == "centera"
@@ -117,7 +118,7 @@ async def test_refused_key_is_an_authentication_failure_without_key_content(
 
 
 async def test_missing_key_file_is_reported_by_path(testbed: Testbed, pool: SSHPool) -> None:
-    conn = pool.connection(target(testbed, "centera", key_file="/nonexistent/alice_key"))
+    conn = pool.connection(target(testbed, "centera", credential=KeyFile("/nonexistent/alice_key")))
     with pytest.raises(AuthenticationFailed, match="cannot read key file /nonexistent/alice_key"):
         await conn.run("true")
 

@@ -20,6 +20,7 @@ from adapters.markers import (
 from adapters.pbs import PbsAdapter
 from adapters.slurm import SlurmAdapter
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
+from adapters.sshkeys import KeyFile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 C, F, Q, R = JobState.COMPLETED, JobState.FAILED, JobState.QUEUED, JobState.RUNNING
@@ -59,7 +60,7 @@ class ReplayPbs(Replay, PbsAdapter):
 
 
 def replaying(cls: type[JobDirAdapter], center: str, exchanges: list[dict]) -> JobDirAdapter:
-    target = SSHTarget(center, "127.0.0.1", 22201, "alice", "/k", ("ssh-ed25519 AAAA",))
+    target = SSHTarget(center, "127.0.0.1", 22201, "alice", KeyFile("/k"), ("ssh-ed25519 AAAA",))
     adapter = cls(target, SSHPool())
     adapter.exchanges = list(exchanges)  # type: ignore[attr-defined]
     return adapter

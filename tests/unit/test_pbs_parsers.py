@@ -31,6 +31,7 @@ from adapters.pbs_parse import (
     pbs_status,
 )
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
+from adapters.sshkeys import KeyFile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pbs"
 GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"
@@ -166,7 +167,7 @@ def test_status_commands_per_dialect() -> None:
 
 
 def adapter(dialect: str) -> PbsAdapter:
-    target = SSHTarget("centerc", "127.0.0.1", 22203, "alice", "/k", ("ssh-ed25519 AAAA",))
+    target = SSHTarget("centerc", "127.0.0.1", 22203, "alice", KeyFile("/k"), ("ssh-ed25519 AAAA",))
     return PbsAdapter(target, SSHPool(), dialect=dialect)
 
 

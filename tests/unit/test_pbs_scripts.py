@@ -12,6 +12,7 @@ from adapters.base import JobRequest, SubmitRejected
 from adapters.jobdir import JobDir, SpecRefused
 from adapters.pbs import PbsAdapter, build_pbs_script, pbspro_array, torque_array
 from adapters.ssh import SSHPool, SSHTarget
+from adapters.sshkeys import KeyFile
 from tests.unit.test_slurm_scripts import load
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
@@ -134,7 +135,7 @@ def test_array_elements_send_their_output_to_their_own_files() -> None:
 
 async def test_qos_at_a_pbspro_center_is_refused_naming_the_field_and_center() -> None:
     # Port 1: any attempt to reach the center would fail as unavailable, not as rejected.
-    target = SSHTarget("centerp", "127.0.0.1", 1, "alice", "/k", ("ssh-ed25519 AAAA",))
+    target = SSHTarget("centerp", "127.0.0.1", 1, "alice", KeyFile("/k"), ("ssh-ed25519 AAAA",))
     adapter = PbsAdapter(target, SSHPool(), dialect="pbspro")
     with pytest.raises(SubmitRejected) as caught:
         await adapter.submit(minimal(qos="high"))

@@ -25,6 +25,7 @@ from adapters.slurm import (
     wait_status_exit_code,
 )
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
+from adapters.sshkeys import KeyFile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"
@@ -278,7 +279,7 @@ def test_sbatch_refusal_names_the_spec_field_it_points_at(case: dict) -> None:
 
 
 def test_refused_submission_raises_with_the_schedulers_message_and_field() -> None:
-    target = SSHTarget("centera", "127.0.0.1", 22201, "alice", "/k", ("ssh-ed25519 AAAA",))
+    target = SSHTarget("centera", "127.0.0.1", 22201, "alice", KeyFile("/k"), ("ssh-ed25519 AAAA",))
     adapter = SlurmAdapter(target, SSHPool())
     case = REJECTED[0]
     result = CommandResult(1, b"", case["stderr"].encode())

@@ -12,6 +12,7 @@ from adapters.base import JobRequest, SubmitRejected
 from adapters.jobdir import JobDir, SpecRefused, render_user_script
 from adapters.slurm import SlurmAdapter, build_sbatch_script
 from adapters.ssh import SSHPool, SSHTarget
+from adapters.sshkeys import KeyFile
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
 SPECS = sorted(p.stem for p in SCRIPTS.glob("*.json"))
@@ -113,7 +114,7 @@ def test_extra_directives_cannot_override_what_the_gateway_relies_on(extra: str)
 
 async def test_a_refused_spec_is_rejected_before_the_center_is_contacted() -> None:
     # Port 1: any attempt to reach the center would fail as unavailable, not as rejected.
-    target = SSHTarget("centera", "127.0.0.1", 1, "alice", "/k", ("ssh-ed25519 AAAA",))
+    target = SSHTarget("centera", "127.0.0.1", 1, "alice", KeyFile("/k"), ("ssh-ed25519 AAAA",))
     adapter = SlurmAdapter(target, SSHPool())
     spec = json.loads((SCRIPTS / "minimal_command.json").read_text())
     job = JobRequest(**{**spec, "dependencies": [("afterok", "12.server")]})

@@ -11,6 +11,7 @@ from adapters.base import CenterUnavailable, JobState
 from adapters.markers import SEPARATOR
 from adapters.slurm import SlurmAdapter
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
+from adapters.sshkeys import KeyFile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SQUEUE = (FIXTURES / "slurm" / "squeue_mixed.txt").read_text()
@@ -30,7 +31,9 @@ class RecordedSlurm(SlurmAdapter):
     """A SlurmAdapter whose remote commands answer with recorded output."""
 
     def __init__(self, squeue: str, squeue_exit: int = 0) -> None:
-        target = SSHTarget("centera", "127.0.0.1", 22201, "alice", "/k", ("ssh-ed25519 AAAA",))
+        target = SSHTarget(
+            "centera", "127.0.0.1", 22201, "alice", KeyFile("/k"), ("ssh-ed25519 AAAA",)
+        )
         super().__init__(target, SSHPool())
         self.squeue, self.squeue_exit = squeue, squeue_exit
         self.commands: list[tuple[str, bytes | None]] = []

@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from adapters.ssh import SSHConnection, SSHPool, SSHTarget, fingerprint, parse_pinned_key
+from adapters.sshkeys import KeyFile
 
 # Public keys and the fingerprints `ssh-keygen -lf` printed for them.
 ED25519 = (
@@ -29,7 +30,7 @@ RSA = (
 
 
 def target(*keys: str) -> SSHTarget:
-    return SSHTarget("centera", "127.0.0.1", 22, "alice", "/nonexistent/key", tuple(keys))
+    return SSHTarget("centera", "127.0.0.1", 22, "alice", KeyFile("/nonexistent/key"), tuple(keys))
 
 
 @pytest.mark.parametrize("line,expected", [ED25519, ECDSA, RSA])
@@ -69,7 +70,7 @@ def test_pool_reuses_one_connection_per_center_host_port_and_login() -> None:
     pool = SSHPool()
     first = pool.connection(target(ED25519[0]))
     assert pool.connection(target(ED25519[0])) is first
-    other_login = SSHTarget("centera", "127.0.0.1", 22, "bob", "/k", (ED25519[0],))
+    other_login = SSHTarget("centera", "127.0.0.1", 22, "bob", KeyFile("/k"), (ED25519[0],))
     assert pool.connection(other_login) is not first
 
 
