@@ -1,4 +1,5 @@
-"""The application factory: wires config, store, centers, service, poller and routes."""
+"""The application factory: wires config, secrets, auth, store, centers, service,
+poller and routes."""
 
 from __future__ import annotations
 
@@ -9,24 +10,68 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.api import setup_routes
-from gateway.api.keys import CENTERS, CONFIG, POLLER, SERVICE, STORE
-from gateway.auth import TokenAuth, auth_middleware
+from gateway.api.keys import (
+    AUDIT,
+    CENTERS,
+    CONFIG,
+    ISSUER,
+    KEYRING,
+    POLLER,
+    SERVICE,
+    STORE,
+    VAULT,
+    VERIFIER,
+)
+from gateway.audit import AuditLog, audit_middleware
+from gateway.auth import (
+    CLIENT_TOKEN_FILE,
+    auth_middleware,
+    ensure_client_token,
+    principal_of,
+    rate_limit_key,
+)
 from gateway.centers import build_registry
 from gateway.config import LoadedConfig
 from gateway.errors import error_middleware
+from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middleware
 from gateway.poller import Poller
 from gateway.service import JobService
 from gateway.store import SQLiteJobStore
+from gateway.tokens import Keyring, TokenIssuer, TokenVerifier
+from gateway.vault import Vault
 
-#: Large enough for a 1 MB script in a JSON body.
-MAX_BODY = 4 << 20
+#: Bootstrap client tokens live this long at most; they are renewed at start.
+CLIENT_TOKEN_TTL = 30 * 86400.0
 
 
-def create_app(config: LoadedConfig, auth: TokenAuth) -> web.Application:
+def create_app(config: LoadedConfig) -> web.Application:
+    """The gateway app. Opens (and on first use creates) the vault and a signing key."""
+    gw = config.gateway
+    vault = Vault.open(gw.vault, config.data_path, create=True)
+    keyring = Keyring(vault)
+    keyring.ensure()
+    verifier = TokenVerifier(keyring, gw.auth, config.data_path)
+    audit = AuditLog(config.data_path(gw.audit_log))
+    max_body = gw.limits.max_body << 20
+    limiter = RateLimiter(gw.limits.rate, gw.limits.burst)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(auth)], client_max_size=MAX_BODY
+        middlewares=[
+            audit_middleware(audit, principal_of),  # outermost: sees the final answer
+            error_middleware,
+            body_limit_middleware(max_body),
+            auth_middleware(verifier),
+            rate_limit_middleware(limiter, rate_limit_key),
+        ],
+        client_max_size=max_body,
     )
-    app[CONFIG] = config
+    app[CONFIG], app[VAULT], app[KEYRING], app[VERIFIER], app[AUDIT] = (
+        config,
+        vault,
+        keyring,
+        verifier,
+        audit,
+    )
+    app[ISSUER] = TokenIssuer(keyring, gw.auth)
     app.cleanup_ctx.append(_resources)
     setup_routes(app)
     return app
@@ -34,9 +79,19 @@ def create_app(config: LoadedConfig, auth: TokenAuth) -> web.Application:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    auth = config.gateway.auth
+    if auth.bootstrap_user:
+        await ensure_client_token(
+            app[ISSUER],
+            app[VERIFIER],
+            config.data_dir / CLIENT_TOKEN_FILE,
+            auth.bootstrap_user,
+            auth.bootstrap_roles,
+            min(CLIENT_TOKEN_TTL, auth.max_ttl),
+        )
     store = SQLiteJobStore(config.data_path(config.gateway.store.path))
     await store.open()
-    centers = build_registry(config)
+    centers = build_registry(config, app[VAULT])
     service = JobService(store, centers, submit_timeout=config.gateway.submit_timeout)
     poller = Poller(
         service,
@@ -54,3 +109,5 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await service.close()
         await centers.close()
         await store.close()
+        await app[VERIFIER].close()
+        app[AUDIT].close()

@@ -1,103 +1,223 @@
-"""Bearer tokens mapped to users.
+"""Who is calling and what they may do.
 
-The tokens file holds only sha256 digests of tokens (``sha256-hex: user``), so
-neither the file nor a log ever holds a usable token. For the embedded default,
-`bootstrap_tokens` creates one token for a bootstrap user and leaves it, mode
-0600, in the data dir where the CLI on the same machine finds it.
+A bearer token (signed by this gateway, or by a trusted OpenID Connect
+provider; see gateway/tokens.py) becomes a `Principal`: a user, roles, and for
+a center-admin the centers they run. Roles grant permissions with a scope:
+their own jobs, their centers, or everything.
+
+Every route is registered through `add_route` with the one permission it needs
+(None: public). One middleware checks the token and that permission before any
+handler runs; a route added any other way is refused (fail closed). Handlers
+narrow reads to what the principal may see with `Principal.owner_filter`:
+someone else's job is "not found", so its existence is not leaked.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import asyncio
+import logging
 import os
-import re
-import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from pathlib import Path
 
-import yaml
 from aiohttp import web
 
-from gateway.config import ConfigError
 from gateway.errors import error_response
+from gateway.tokens import TokenError, TokenIssuer, TokenVerifier, VerifiedToken
 
-USER_KEY = web.RequestKey("user", str)
+log = logging.getLogger("hpcfed.auth")
+
 CLIENT_TOKEN_FILE = "client-token"  # noqa: S105 - a file name
-PUBLIC_PATHS = frozenset({"/healthz"})
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
-_USER = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+class Scope(IntEnum):
+    OWN = 1  # the principal's own jobs and files
+    CENTER = 2  # what belongs to the centers named in the token
+    ALL = 3
 
 
-class TokenAuth:
-    def __init__(self, digests: dict[str, str]) -> None:
-        self._digests = digests
+_RESEARCHER = {
+    "jobs.submit": Scope.OWN,
+    "jobs.read": Scope.OWN,
+    "jobs.cancel": Scope.OWN,
+    "jobs.output": Scope.OWN,
+    "centers.read": Scope.ALL,
+}
+#: Role -> permission -> scope. docs/security.md renders this table; keep both in step.
+ROLE_GRANTS: dict[str, dict[str, Scope]] = {
+    "researcher": _RESEARCHER,
+    # Metadata of every job and the federation's health; no outputs, no changes.
+    "operator": {"jobs.read": Scope.ALL, "centers.read": Scope.ALL, "health.read": Scope.ALL},
+    # Their own center's configuration, evaluations and descriptor.
+    "center-admin": {"centers.read": Scope.ALL, "centers.admin": Scope.CENTER},
+    "admin": {
+        permission: Scope.ALL
+        for permission in (
+            *_RESEARCHER,
+            "health.read",
+            "centers.admin",
+            "tokens.issue",
+        )
+    },
+}
+PERMISSIONS = frozenset(p for grants in ROLE_GRANTS.values() for p in grants)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    roles: frozenset[str]
+    centers: frozenset[str] = frozenset()
+    token_id: str | None = None
 
     @classmethod
-    def from_file(cls, path: Path) -> TokenAuth:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read tokens file: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: must map sha256 token digests to user names")
-        for digest, user in data.items():
-            if not isinstance(digest, str) or not _HEX64.match(digest):
-                raise ConfigError(f"{path}: keys must be sha256 hex digests of tokens")
-            if not isinstance(user, str) or not _USER.match(user):
-                raise ConfigError(f"{path}: {digest[:8]}...: not a valid user name: {user!r}")
-        return cls(dict(data))
+    def from_token(cls, token: VerifiedToken) -> Principal:
+        return cls(token.user, token.roles, token.centers, token.token_id)
 
-    def user_for(self, token: str) -> str | None:
-        digest = token_digest(token)
-        for known, user in self._digests.items():
-            if hmac.compare_digest(known, digest):
-                return user
-        return None
+    def scope(self, permission: str) -> Scope | None:
+        scopes = [ROLE_GRANTS[r][permission] for r in self.roles if permission in ROLE_GRANTS[r]]
+        return max(scopes, default=None)
+
+    def may(self, permission: str, center: str | None = None) -> bool:
+        scope = self.scope(permission)
+        if scope is Scope.CENTER:
+            return center is not None and center in self.centers
+        return scope is not None
+
+    def owner_filter(self, permission: str) -> str | None:
+        """None when the principal may act on everyone's jobs, else their own name."""
+        return None if self.scope(permission) is Scope.ALL else self.user
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+#: Route name -> the permission it needs; None marks a public route.
+ROUTE_PERMISSIONS = web.AppKey("route_permissions", dict[str, str | None])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_route(
+    app: web.Application,
+    method: str,
+    path: str,
+    handler: Handler,
+    *,
+    name: str,
+    permission: str | None,
+) -> None:
+    """Register a route with the permission it needs (None: public)."""
+    if permission is not None and permission not in PERMISSIONS:
+        raise ValueError(f"route {name}: unknown permission {permission!r}")
+    table = app.setdefault(ROUTE_PERMISSIONS, {})
+    if name in table:
+        raise ValueError(f"route {name} is registered twice")
+    table[name] = permission
+    app.router.add_route(method, path, handler, name=name)
+
+
+def _unauthenticated(reason: str) -> web.Response:
+    response = error_response(
+        401, "unauthenticated", f"Authorization: {reason}", field="Authorization"
+    )
+    response.headers["WWW-Authenticate"] = 'Bearer realm="hpcfed"'
+    return response
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def auth_middleware(verifier: TokenVerifier) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        table = request.app[ROUTE_PERMISSIONS]
+        name = request.match_info.route.name
+        if name is not None and name in table and table[name] is None:
+            return await handler(request)  # public
+        token = _bearer(request)
+        if token is None:
+            return _unauthenticated("a 'Bearer <token>' header is required")
+        try:
+            principal = Principal.from_token(await verifier.verify(token))
+        except TokenError as exc:
+            return _unauthenticated(str(exc))
+        request[PRINCIPAL] = principal
+        if name is None:
+            return await handler(request)  # no such route: the router's 404/405
+        permission = table.get(name)
+        if permission is None:
+            log.error("route %s was added without a permission; refusing it", name)
+            return error_response(403, "forbidden", "this route is not open to anyone")
+        center = request.match_info.get("center")
+        if not principal.may(permission, center):
+            roles = ", ".join(sorted(principal.roles)) or "none"
+            where = f" at center {center}" if center else ""
+            return error_response(
+                403,
+                "forbidden",
+                f"user {principal.user} (roles: {roles}) lacks permission {permission}{where}",
+                permission=permission,
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def principal_of(request: web.Request) -> tuple[str | None, Iterable[str]]:
+    """Who made a request, for the audit log (None before authentication)."""
+    principal = request.get(PRINCIPAL)
+    return (principal.user, principal.roles) if principal else (None, ())
+
+
+def rate_limit_key(request: web.Request) -> str | None:
+    principal = request.get(PRINCIPAL)
+    return principal.user if principal else None
+
+
+# ------------------------------------------------------------ the local client token
+
+#: A client token with less than this left is replaced at start.
+_RENEW_BEFORE = timedelta(days=1)
 
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+    os.replace(tmp, path)
 
 
-def bootstrap_tokens(tokens_file: Path, data_dir: Path, user: str) -> None:
-    """Create the tokens file with one fresh token for `user`, if it is missing."""
-    if tokens_file.exists():
-        return
-    token = secrets.token_urlsafe(32)
-    _write_private(data_dir / CLIENT_TOKEN_FILE, token + "\n")
-    _write_private(tokens_file, yaml.safe_dump({token_digest(token): user}))
-
-
-def auth_middleware(auth: TokenAuth) -> Callable[..., Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def middleware(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
-            return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        user = auth.user_for(token.strip()) if scheme.lower() == "bearer" and token else None
-        if user is None:
-            response = error_response(
-                401,
-                "unauthenticated",
-                "Authorization: a valid 'Bearer <token>' header is required",
-                field="Authorization",
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="hpcfed"'
-            return response
-        request[USER_KEY] = user
-        return await handler(request)
-
-    return middleware
+async def ensure_client_token(
+    issuer: TokenIssuer,
+    verifier: TokenVerifier,
+    path: Path,
+    user: str,
+    roles: Iterable[str],
+    ttl: float,
+) -> bool:
+    """Keep a valid token for the bootstrap user in `path` (mode 0600) for the CLI on
+    this machine. Returns True when a new token was written."""
+    wanted = frozenset(roles)
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        current = await verifier.verify(text.strip())
+    except (OSError, TokenError):
+        current = None
+    if (
+        current is not None
+        and current.user == user
+        and current.roles == wanted
+        and current.expires_at - datetime.now(UTC) > _RENEW_BEFORE
+    ):
+        return False
+    issued = issuer.issue(user, sorted(wanted), ttl=ttl)
+    _write_private(path, issued.token + "\n")
+    log.info("wrote a token for %s to %s (expires %s)", user, path, issued.expires_at)
+    return True

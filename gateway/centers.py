@@ -1,28 +1,40 @@
-"""The configured centers and their adapters, built once per app."""
+"""The configured centers, who each federation user is there, and their adapters.
+
+A federation user runs at a remote center as the login its `users` map names,
+with that login's SSH key from the vault. Adapters, and so pooled SSH
+connections, are per (center, login): one user's session never carries
+another login's commands.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 from adapters.base import Adapter
 from adapters.local import LocalAdapter
 from adapters.pbs import PbsAdapter
 from adapters.slurm import SlurmAdapter
 from adapters.ssh import SSHPool, SSHTarget
+from adapters.sshkeys import KeyData
 from gateway.config import LoadedConfig
 from gateway.errors import ApiError
-from gateway.models import CenterConfig
+from gateway.models import CenterConfig, JobRecord
+from gateway.vault import Vault, VaultError, ssh_key_name
 
 
-@dataclass
 class Center:
-    config: CenterConfig
-    adapter: Adapter
+    def __init__(self, config: CenterConfig, make_adapter: Callable[[str | None], Adapter]) -> None:
+        self.config = config
+        self._make_adapter = make_adapter
+        self._adapters: dict[str | None, Adapter] = {}
 
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def is_local(self) -> bool:
+        return self.config.type == "local"
 
     def public(self) -> dict[str, object]:
         return {
@@ -31,6 +43,48 @@ class Center:
             "type": self.config.type,
             "region": self.config.region,
         }
+
+    def serves(self, user: str) -> bool:
+        return self.is_local or self.config.login_for(user) is not None
+
+    def login_for(self, user: str) -> str | None:
+        """The login `user` runs as here (None at the local center); 403 if unmapped."""
+        if self.is_local:
+            return None
+        login = self.config.login_for(user)
+        if login is None:
+            raise ApiError(
+                403,
+                "no_identity_at_center",
+                f"center: user {user} has no login at center {self.id}; ask the center to map "
+                "them in its 'users' section",
+                field="center",
+                center=self.id,
+            )
+        return login
+
+    def adapter_for(self, login: str | None) -> Adapter:
+        key = None if self.is_local else login
+        if key is None and not self.is_local:
+            raise ValueError(f"center {self.id}: a remote center needs a login")
+        adapter = self._adapters.get(key)
+        if adapter is None:
+            adapter = self._adapters[key] = self._make_adapter(key)
+        return adapter
+
+    def adapter_for_job(self, record: JobRecord) -> Adapter:
+        """The adapter of the login a job was submitted as."""
+        login = record.login
+        if login is None and not self.is_local:
+            login = self.login_for(record.owner)  # a record from before identity mapping
+        return self.adapter_for(login)
+
+    def adapters(self) -> list[Adapter]:
+        return list(self._adapters.values())
+
+    async def close(self) -> None:
+        for adapter in self._adapters.values():
+            await adapter.close()
 
 
 class CenterRegistry:
@@ -60,51 +114,75 @@ class CenterRegistry:
 
     async def close(self) -> None:
         for center in self._centers.values():
-            await center.adapter.close()
+            await center.close()
         if self._pool is not None:
             await self._pool.close()
 
 
-def build_registry(config: LoadedConfig) -> CenterRegistry:
-    """One adapter per center; remote centers share one SSH pool."""
+def vault_credential(vault: Vault, center_id: str, login: str) -> KeyData:
+    """The login's SSH key, decrypted from the vault each time a connection opens."""
+    name = ssh_key_name(center_id, login)
+
+    def fetch() -> bytes:
+        if not vault.has(name):
+            raise LookupError(
+                f"no SSH key for login {login} in the vault; add it with "
+                f"'hpcfed vault add-key --center {center_id} --login {login} --key-file FILE'"
+            )
+        try:
+            return vault.get(name)
+        except VaultError as exc:
+            raise LookupError(str(exc)) from None
+
+    return KeyData(label=f"vault entry {name}", fetch=fetch)
+
+
+def _adapter_factory(
+    config: LoadedConfig, cfg: CenterConfig, pool: SSHPool, vault: Vault
+) -> Callable[[str | None], Adapter]:
+    if cfg.type == "local":
+        work_root = config.data_path(cfg.local.work_root)
+        return lambda _login: LocalAdapter(cfg.id, work_root, max_running=cfg.local.max_running)
+    ssh = cfg.ssh
+    assert ssh is not None  # guaranteed by CenterConfig validation
+
+    def make(login: str | None) -> Adapter:
+        assert login is not None
+        target = SSHTarget(
+            center_id=cfg.id,
+            host=ssh.host,
+            port=ssh.port,
+            login=login,
+            credential=vault_credential(vault, cfg.id, login),
+            host_keys=tuple(ssh.host_keys),
+            connect_timeout=ssh.connect_timeout,
+            command_timeout=ssh.command_timeout,
+            keepalive_interval=ssh.keepalive_interval,
+            max_sessions=ssh.max_sessions,
+        )
+        if cfg.type == "slurm":
+            return SlurmAdapter(
+                target,
+                pool,
+                work_root=cfg.scheduler.work_root,
+                default_queue=cfg.scheduler.default_queue,
+            )
+        return PbsAdapter(
+            target,
+            pool,
+            work_root=cfg.scheduler.work_root,
+            default_queue=cfg.scheduler.default_queue,
+            dialect=cfg.scheduler.pbs_dialect,
+        )
+
+    return make
+
+
+def build_registry(config: LoadedConfig, vault: Vault) -> CenterRegistry:
+    """Every configured center; remote centers share one SSH pool keyed by login."""
     pool = SSHPool()
-    centers: dict[str, Center] = {}
-    for cfg in config.centers.values():
-        adapter: Adapter
-        if cfg.type == "local":
-            adapter = LocalAdapter(
-                cfg.id,
-                config.data_path(cfg.local.work_root),
-                max_running=cfg.local.max_running,
-            )
-        else:
-            assert cfg.ssh is not None  # guaranteed by CenterConfig validation
-            target = SSHTarget(
-                center_id=cfg.id,
-                host=cfg.ssh.host,
-                port=cfg.ssh.port,
-                login=cfg.ssh.login,
-                key_file=str(config.data_path(cfg.ssh.key_file)),
-                host_keys=tuple(cfg.ssh.host_keys),
-                connect_timeout=cfg.ssh.connect_timeout,
-                command_timeout=cfg.ssh.command_timeout,
-                keepalive_interval=cfg.ssh.keepalive_interval,
-                max_sessions=cfg.ssh.max_sessions,
-            )
-            if cfg.type == "slurm":
-                adapter = SlurmAdapter(
-                    target,
-                    pool,
-                    work_root=cfg.scheduler.work_root,
-                    default_queue=cfg.scheduler.default_queue,
-                )
-            else:
-                adapter = PbsAdapter(
-                    target,
-                    pool,
-                    work_root=cfg.scheduler.work_root,
-                    default_queue=cfg.scheduler.default_queue,
-                    dialect=cfg.scheduler.pbs_dialect,
-                )
-        centers[cfg.id] = Center(config=cfg, adapter=adapter)
+    centers = {
+        cfg.id: Center(cfg, _adapter_factory(config, cfg, pool, vault))
+        for cfg in config.centers.values()
+    }
     return CenterRegistry(centers, default=config.gateway.default_center, pool=pool)

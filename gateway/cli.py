@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway.cli_admin import ADMIN_COMMANDS, add_admin_parsers
 from gateway.client import URL_FILE, ClientError, HpcfedClient, discover
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -60,21 +61,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from gateway.app import create_app
-    from gateway.auth import TokenAuth, bootstrap_tokens
     from gateway.config import ConfigError, load_config
+    from gateway.vault import VaultError
 
     try:
         config = load_config(args.config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        tokens = config.data_path(config.gateway.auth.tokens_file)
-        if config.gateway.auth.bootstrap_user:
-            bootstrap_tokens(tokens, config.data_dir, config.gateway.auth.bootstrap_user)
-        if not tokens.exists():
-            raise ConfigError(
-                f"{args.config}: auth.tokens_file: {tokens} does not exist "
-                "(create it, or set auth.bootstrap_user)"
-            )
-        auth = TokenAuth.from_file(tokens)
     except ConfigError as exc:
         print(f"hpcfed: configuration refused:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -87,8 +79,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.gateway.listen.host
     port = config.gateway.listen.port if args.port is None else args.port
 
+    try:
+        app = create_app(config)
+    except VaultError as exc:
+        print(f"hpcfed: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
     async def run() -> None:
-        runner = web.AppRunner(create_app(config, auth), handle_signals=False)
+        runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -255,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("check", help="validate center YAML files")
     c.add_argument("files", nargs="+")
     csub.add_parser("schema", help="print the JSON Schema of a center file")
+
+    add_admin_parsers(sub)
     return parser
 
 
@@ -264,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "center":
         return cmd_center(args)
+    if args.command in ADMIN_COMMANDS:
+        return ADMIN_COMMANDS[args.command](args)
     url, token = discover(args.url, args.token)
 
     async def run() -> int:

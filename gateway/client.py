@@ -164,6 +164,30 @@ class HpcfedClient:
                     return job
                 await asyncio.sleep(interval)
 
+    # ------------------------------------------------------------ tokens
+
+    async def issue_token(
+        self,
+        user: str,
+        roles: list[str],
+        *,
+        centers: list[str] | None = None,
+        ttl: str | None = None,
+    ) -> dict[str, Any]:
+        """A token for `user` (needs the admin role); the answer holds it in 'token'."""
+        body: dict[str, Any] = {"user": user, "roles": roles}
+        if centers:
+            body["centers"] = centers
+        if ttl:
+            body["ttl"] = ttl
+        result: dict[str, Any] = await self._request("POST", "/v1/tokens", json=body)
+        return result
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any API call: the decoded JSON answer (bytes for other content); raises
+        ClientError for an error answer."""
+        return await self._request(method, path, **kwargs)
+
     # ------------------------------------------------------------ centers
 
     async def centers(self) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
-"""Batched reconciliation of job states: one status query per center per tick.
+"""Batched reconciliation of job states: one status query per center login per tick.
 
 API reads are served from the store; only this loop talks to centers about
-state. Centers are polled side by side, each bounded by a timeout, so a hung
-center never delays the others.
+state. Jobs are grouped by the (center, login) they run as: a status query
+runs as the job's own login, so the cost grows with the logins in use at a
+center, never with its jobs. Groups are polled side by side, each bounded by a
+timeout, so a hung center never delays the others.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
-from adapters.base import TERMINAL_STATES, AdapterError, NativeStatus
+from adapters.base import TERMINAL_STATES, Adapter, AdapterError, NativeStatus
 from gateway.centers import Center
+from gateway.errors import ApiError
 from gateway.models import ElementRecord, JobRecord, JobState, array_indices, utcnow
 from gateway.service import JobService, SubmitRejectedError
 
@@ -69,17 +72,28 @@ class Poller:
                 # Removed from the config: keep the jobs, say why they no longer move.
                 await self._mark_unknown(jobs, f"center {center_id} is no longer configured")
                 continue
-            polls.append(self._poll_center(center, jobs))
+            by_adapter: dict[int, tuple[Adapter, list[JobRecord]]] = {}
+            for job in jobs:
+                try:
+                    adapter = center.adapter_for_job(job)
+                except ApiError as exc:  # the owner's login was unmapped meanwhile
+                    await self._mark_unknown([job], exc.message)
+                    continue
+                by_adapter.setdefault(id(adapter), (adapter, []))[1].append(job)
+            polls += [self._poll(center, a, group) for a, group in by_adapter.values()]
         await asyncio.gather(*polls)
         self.ticks += 1
 
-    async def _poll_center(self, center: Center, jobs: list[JobRecord]) -> None:
+    async def _poll(self, center: Center, adapter: Adapter, jobs: list[JobRecord]) -> None:
+        key = f"{center.id}/{jobs[0].login}" if jobs[0].login else center.id
         try:
             async with asyncio.timeout(self.timeout):
-                await self._reconcile_submitting(center, [j for j in jobs if j.native_id is None])
+                await self._reconcile_submitting(
+                    center, adapter, [j for j in jobs if j.native_id is None]
+                )
                 tracked = [j for j in jobs if j.native_id is not None]
                 if tracked:
-                    statuses = await center.adapter.status_many(
+                    statuses = await adapter.status_many(
                         {j.native_id: j.id for j in tracked if j.native_id}
                     )
                     for job in tracked:
@@ -87,19 +101,19 @@ class Poller:
                         if status is not None:
                             await self._apply(job, status)
         except (TimeoutError, AdapterError) as exc:
-            self.failures[center.id] += 1
+            self.failures[key] += 1
             log.warning(
                 "center %s: poll failed (%d in a row): %s",
-                center.id,
-                self.failures[center.id],
+                key,
+                self.failures[key],
                 exc or "timeout",
             )
-            if self.failures[center.id] >= UNREACHABLE_TICKS:
+            if self.failures[key] >= UNREACHABLE_TICKS:
                 await self._mark_unknown(
                     jobs, f"center {center.id} unreachable: {exc or 'timeout'}"
                 )
             return
-        self.failures[center.id] = 0
+        self.failures[key] = 0
 
     async def _apply(self, job: JobRecord, status: NativeStatus) -> None:
         changed: dict[str, object] = {
@@ -124,7 +138,9 @@ class Poller:
                 # native_state keeps the last state the center reported.
                 await self.service.store.update(job.id, state=JobState.UNKNOWN, reason=reason)
 
-    async def _reconcile_submitting(self, center: Center, jobs: list[JobRecord]) -> None:
+    async def _reconcile_submitting(
+        self, center: Center, adapter: Adapter, jobs: list[JobRecord]
+    ) -> None:
         """Jobs stored but not known to be at the center: look them up by gateway
         id first, and submit only those the center has never seen."""
         if not jobs:
@@ -132,7 +148,7 @@ class Poller:
         # Only a job that was ever sent can be at the center; one still waiting for
         # its parents costs no remote lookup.
         sent = [j.id for j in jobs if j.submit_attempts > 0]
-        found = await center.adapter.find_by_gateway_id(sent) if sent else {}
+        found = await adapter.find_by_gateway_id(sent) if sent else {}
         now = utcnow()
         for job in jobs:
             native_id = found.get(job.id)
@@ -147,7 +163,7 @@ class Poller:
                     submitted_at=job.submitted_at or now,
                 )
                 if record.cancel_requested:
-                    await center.adapter.cancel(native_id, job.id)
+                    await adapter.cancel(native_id, job.id)
             elif job.cancel_requested:
                 await self.service.store.update(
                     job.id,

@@ -89,7 +89,8 @@ class JobService:
             center_id = parents[0].center  # a job goes where the jobs it waits for are
         else:
             active = [] if self.centers.default else await self.store.active()
-            center_id = choose_center(self.centers, active)
+            center_id = choose_center(self.centers, active, owner)
+        login = self.centers.get(center_id).login_for(owner)  # 403 when unmapped there
         check_center(parents, center_id)
         native_dependencies(spec, parents)  # refuses what can never run, before storing
         now = utcnow()
@@ -97,6 +98,7 @@ class JobService:
             id=str(uuid.uuid4()),
             owner=owner,
             center=center_id,
+            login=login,
             spec=spec,
             state=JobState.SUBMITTING,
             idempotency_key=idempotency_key,
@@ -140,7 +142,7 @@ class JobService:
             await self.store.update(record.id, submit_attempts=attempts)
             request = to_request(record, center.config.type, dependencies)
             async with asyncio.timeout(self.submit_timeout):
-                native_id = await center.adapter.submit(request)
+                native_id = await center.adapter_for_job(record).submit(request)
         except (TimeoutError, CenterUnavailable) as exc:
             reason = (
                 f"center {center.id} did not answer: {exc}"
@@ -236,7 +238,7 @@ class JobService:
     async def _cancel_at_center(self, record: JobRecord) -> None:
         assert record.native_id is not None
         center = self.centers.get(record.center)
-        await center.adapter.cancel(record.native_id, record.id)
+        await center.adapter_for_job(record).cancel(record.native_id, record.id)
 
     # ------------------------------------------------------------ output
 
@@ -265,7 +267,7 @@ class JobService:
         if record.native_id is None:
             return record, OutputChunk(b"", offset, None, exists=False)
         center = self.centers.get(record.center)
-        chunk = await center.adapter.read_output(
+        chunk = await center.adapter_for_job(record).read_output(
             record.native_id, record.id, stream, offset=offset, limit=limit, element=element
         )
         return record, chunk

@@ -5,17 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from aiohttp import web
 
-from gateway.api.keys import SERVICE
+from gateway.api.keys import ISSUER, SERVICE
 from gateway.app import create_app
-from gateway.auth import TokenAuth, token_digest
 from gateway.client import HpcfedClient
 from gateway.config import LoadedConfig, load_config
 from gateway.models import CenterConfig
@@ -61,6 +58,11 @@ class Gateway:
     def client(self, user: str = "alice") -> HpcfedClient:
         return HpcfedClient(self.url, self.tokens[user])
 
+    def issue(self, user: str, *roles: str, centers: tuple[str, ...] = ()) -> str:
+        """A fresh token signed by this gateway (roles default to researcher)."""
+        issued = self.app[ISSUER].issue(user, roles or ("researcher",), centers)
+        return issued.token
+
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
@@ -81,20 +83,20 @@ def config_with(
     )
 
 
-async def launch_gateway(
-    config: LoadedConfig, users: tuple[str, ...] = ("alice", "bob")
-) -> Gateway:
-    """A real gateway (aiohttp server on 127.0.0.1:<free port>) with a token per user."""
-    tokens = {user: secrets.token_urlsafe(16) for user in users}
-    tokens_file = config.data_dir / "tokens.yaml"
-    tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    tokens_file.write_text(yaml.safe_dump({token_digest(t): u for u, t in tokens.items()}))
-    app = create_app(config, TokenAuth.from_file(tokens_file))
+Users = tuple[str, ...] | dict[str, tuple[str, ...]]
+
+
+async def launch_gateway(config: LoadedConfig, users: Users = ("alice", "bob")) -> Gateway:
+    """A real gateway (aiohttp server on 127.0.0.1:<free port>) with a signed token per
+    user: `users` names researchers, or maps each user to their roles."""
+    roles = users if isinstance(users, dict) else {u: ("researcher",) for u in users}
+    app = create_app(config)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
+    tokens = {user: app[ISSUER].issue(user, granted).token for user, granted in roles.items()}
     return Gateway(f"http://127.0.0.1:{port}", app, config, tokens, runner)
 
 
@@ -109,7 +111,7 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """Start real gateways for a test; they are stopped, their jobs cancelled, after it."""
     started: list[Gateway] = []
 
-    async def start(config: LoadedConfig, users: tuple[str, ...] = ("alice", "bob")) -> Gateway:
+    async def start(config: LoadedConfig, users: Users = ("alice", "bob")) -> Gateway:
         gateway = await launch_gateway(config, users)
         started.append(gateway)
         return gateway

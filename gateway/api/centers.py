@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from gateway.api.keys import CENTERS
+from gateway.auth import add_route
 
 
 async def list_centers(request: web.Request) -> web.Response:
@@ -16,5 +17,14 @@ async def get_center(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/centers", list_centers)
-    app.router.add_get("/v1/centers/{center}", get_center)
+    add_route(
+        app, "GET", "/v1/centers", list_centers, name="centers.list", permission="centers.read"
+    )
+    add_route(
+        app,
+        "GET",
+        "/v1/centers/{center}",
+        get_center,
+        name="centers.get",
+        permission="centers.read",
+    )

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from adapters.base import AdapterError, JobState
 from gateway.api.keys import POLLER, SERVICE
 from gateway.api.params import bool_query, int_query, json_body
-from gateway.auth import USER_KEY
+from gateway.audit import AUDIT_TARGET
+from gateway.auth import PRINCIPAL, add_route
 from gateway.errors import ApiError, validation_error
 from gateway.models import JobSpec
 
@@ -40,8 +41,11 @@ async def submit_job(request: web.Request) -> web.Response:
         spec = JobSpec.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    outcome = await request.app[SERVICE].submit(request[USER_KEY], spec, _idempotency_key(request))
+    outcome = await request.app[SERVICE].submit(
+        request[PRINCIPAL].user, spec, _idempotency_key(request)
+    )
     record = outcome.record
+    request[AUDIT_TARGET] = {"job": record.id, "center": record.center}
     request.app[POLLER].wake()
     if not outcome.created:
         status = 200
@@ -66,7 +70,7 @@ async def list_jobs(request: web.Request) -> web.Response:
             ) from None
     center = request.query.get("center") or None
     page = await request.app[SERVICE].list(
-        request[USER_KEY],
+        request[PRINCIPAL].owner_filter("jobs.read"),
         states=states,
         center=center,
         limit=int_query(request, "limit", 100, 1, 1000),
@@ -78,12 +82,14 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    record = await request.app[SERVICE].get(request[USER_KEY], request.match_info["id"])
+    owner = request[PRINCIPAL].owner_filter("jobs.read")
+    record = await request.app[SERVICE].get(owner, request.match_info["id"])
     return web.json_response(record.public())
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    record = await request.app[SERVICE].cancel(request[USER_KEY], request.match_info["id"])
+    owner = request[PRINCIPAL].owner_filter("jobs.cancel")
+    record = await request.app[SERVICE].cancel(owner, request.match_info["id"])
     request.app[POLLER].wake()
     return web.json_response(record.public(), status=200 if record.state.is_terminal else 202)
 
@@ -100,7 +106,7 @@ async def job_output(request: web.Request) -> web.StreamResponse:
     element = int_query(request, "element", -1, 0, 1 << 31)
     index = None if element < 0 else element
     service = request.app[SERVICE]
-    user, job_id = request[USER_KEY], request.match_info["id"]
+    user, job_id = request[PRINCIPAL].owner_filter("jobs.output"), request.match_info["id"]
 
     record, chunk = await service.output(user, job_id, stream, offset, limit, index)
     headers = {
@@ -139,8 +145,17 @@ async def job_output(request: web.Request) -> web.StreamResponse:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/jobs", submit_job)
-    app.router.add_get("/v1/jobs", list_jobs)
-    app.router.add_get("/v1/jobs/{id}", get_job)
-    app.router.add_delete("/v1/jobs/{id}", cancel_job)
-    app.router.add_get("/v1/jobs/{id}/output/{stream}", job_output)
+    add_route(app, "POST", "/v1/jobs", submit_job, name="jobs.submit", permission="jobs.submit")
+    add_route(app, "GET", "/v1/jobs", list_jobs, name="jobs.list", permission="jobs.read")
+    add_route(app, "GET", "/v1/jobs/{id}", get_job, name="jobs.get", permission="jobs.read")
+    add_route(
+        app, "DELETE", "/v1/jobs/{id}", cancel_job, name="jobs.cancel", permission="jobs.cancel"
+    )
+    add_route(
+        app,
+        "GET",
+        "/v1/jobs/{id}/output/{stream}",
+        job_output,
+        name="jobs.output",
+        permission="jobs.output",
+    )

@@ -2,14 +2,22 @@
 
 from aiohttp import web
 
+from gateway.audit import AuditLog
 from gateway.centers import CenterRegistry
 from gateway.config import LoadedConfig
 from gateway.poller import Poller
 from gateway.service import JobService
 from gateway.store import JobStore
+from gateway.tokens import Keyring, TokenIssuer, TokenVerifier
+from gateway.vault import Vault
 
 CONFIG = web.AppKey("config", LoadedConfig)
 STORE = web.AppKey("store", JobStore)
 CENTERS = web.AppKey("centers", CenterRegistry)
 SERVICE = web.AppKey("service", JobService)
 POLLER = web.AppKey("poller", Poller)
+VAULT = web.AppKey("vault", Vault)
+KEYRING = web.AppKey("keyring", Keyring)
+ISSUER = web.AppKey("issuer", TokenIssuer)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+AUDIT = web.AppKey("audit", AuditLog)

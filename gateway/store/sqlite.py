@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     center TEXT NOT NULL,
+    login TEXT,
     state TEXT NOT NULL,
     native_id TEXT,
     native_state TEXT,
@@ -53,19 +54,19 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
 """
 
 _COLUMNS = (
-    "id owner center state native_id native_state reason exit_code idempotency_key elements "
+    "id owner center login state native_id native_state reason exit_code idempotency_key elements "
     "cancel_requested submit_attempts spec created_at updated_at submitted_at finished_at"
 ).split()
 # Column names are the fixed tuple above, never user input.
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"  # noqa: S608
 )
-_UPDATABLE = set(_COLUMNS) - {"id", "owner", "created_at", "spec"}
+_UPDATABLE = set(_COLUMNS) - {"id", "owner", "login", "created_at", "spec"}
 _TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATES))
 
 
 #: Columns added after the first release: name -> definition, for older databases.
-_ADDED_COLUMNS = {"elements": "TEXT NOT NULL DEFAULT '[]'"}
+_ADDED_COLUMNS = {"elements": "TEXT NOT NULL DEFAULT '[]'", "login": "TEXT"}
 
 
 def _to_row(record: JobRecord) -> dict[str, Any]:

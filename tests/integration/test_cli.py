@@ -24,8 +24,7 @@ def test_serve_refuses_a_bad_center_file_naming_file_field_and_value(tmp_path: P
     (tmp_path / "centers").mkdir()
     bad = tmp_path / "centers" / "x.yaml"
     bad.write_text(
-        "id: x\ntype: slurm\nssh: {host: h, port: abc, login: u, key_file: k,\n"
-        f"  host_keys: ['{KEY}']}}\n"
+        f"id: x\ntype: slurm\nssh: {{host: h, port: abc, login: u,\n  host_keys: ['{KEY}']}}\n"
     )
     (tmp_path / "gateway.yaml").write_text(
         f"data_dir: {tmp_path}/data\ncenter_files: [centers/*.yaml]\n"

@@ -117,7 +117,7 @@ async def test_one_poll_tick_for_fifty_jobs_costs_at_most_two_remote_commands(
 ) -> None:
     config = config_with(testbed_config, testbed_config.data_dir, poll_interval=3600)
     gw = await start_gateway(config)
-    poller, adapter = gw.app[POLLER], gw.app[CENTERS].get("centera").adapter
+    poller, adapter = gw.app[POLLER], gw.app[CENTERS].get("centera").adapter_for("alice")
     async with gw.client() as client:
         quick = [await client.submit({"command": "true", "center": "centera"}) for _ in range(25)]
         slow = [

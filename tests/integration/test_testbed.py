@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from gateway.models import CenterConfig, GatewayConfig
+from gateway.vault import Vault, ssh_key_name
 from tests.testbed import Testbed, TestbedError, TestbedUnavailable
 
 pytestmark = pytest.mark.integration
@@ -184,6 +185,7 @@ def test_gateway_files_validate_against_the_models(testbed: Testbed) -> None:
         for config in (CenterConfig.model_validate(yaml.safe_load(p.read_text())) for p in files)
     }
     assert set(centers) == {"centera", "centerb", "centerc", "local"}
+    vault = Vault.open(gateway.vault, Path)
     assert centers["local"].type == "local"
     known_hosts = testbed.known_hosts.read_text().splitlines()
     for cid in testbed.center_ids:
@@ -192,7 +194,10 @@ def test_gateway_files_validate_against_the_models(testbed: Testbed) -> None:
         assert config.ssh is not None
         assert (config.ssh.host, config.ssh.port) == ("127.0.0.1", info.ssh_port)
         assert config.ssh.login == "alice"
-        assert Path(config.ssh.key_file) == testbed.user_key("alice")
+        assert {u: i.login for u, i in config.users.items()} == {"alice": "alice", "bob": "bob"}
+        for user in ("alice", "bob"):
+            stored = vault.get(ssh_key_name(cid, user))
+            assert stored == testbed.user_key(user).read_bytes()
         assert config.ssh.host_keys == [testbed.host_key(cid)]
         assert config.scheduler.work_root == "~/.hpcfed"
         assert f"[127.0.0.1]:{info.ssh_port} {testbed.host_key(cid)}" in known_hosts

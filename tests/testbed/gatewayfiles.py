@@ -1,4 +1,9 @@
-"""The gateway's view of the testbed: center files, gateway.yaml and known_hosts."""
+"""The gateway's view of the testbed: center files, gateway.yaml, the vault holding
+each job user's SSH key, and known_hosts.
+
+Every center maps the federation users alice and bob to the Unix users of the
+same names; a test that wants other names maps them in a center config of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ from typing import Any
 
 import yaml
 
-from tests.testbed.centers import GATEWAY_LOGIN, CenterInfo
+from gateway.models import VaultConfig
+from gateway.vault import Vault, ssh_key_name
+from tests.testbed.centers import GATEWAY_LOGIN, USERS, CenterInfo
 from tests.testbed.procs import write_if_changed
 
 HEADER = "# Written by the hpcfed testbed (python -m tests.testbed up); edits are lost.\n"
 
 
-def center_document(center: CenterInfo, key_file: Path, host_key: str) -> dict[str, Any]:
+def center_document(center: CenterInfo, host_key: str) -> dict[str, Any]:
     scheduler: dict[str, Any] = {"work_root": "~/.hpcfed"}
     if center.kind == "pbs":
         scheduler["pbs_dialect"] = "torque"
@@ -27,11 +34,30 @@ def center_document(center: CenterInfo, key_file: Path, host_key: str) -> dict[s
             "host": "127.0.0.1",
             "port": center.ssh_port,
             "login": GATEWAY_LOGIN,
-            "key_file": str(key_file),
             "host_keys": [host_key],
         },
+        "users": {user: {"login": user} for user in USERS},
         "scheduler": scheduler,
     }
+
+
+def vault_config(base: Path) -> VaultConfig:
+    """Absolute paths, so every gateway a test starts (whatever its data dir) finds the keys."""
+    gateway_dir = base / "gateway"
+    return VaultConfig(
+        path=str(gateway_dir / "vault.json"), master_key_file=str(gateway_dir / "master.key")
+    )
+
+
+def store_user_keys(base: Path, center_ids: Iterable[str], user_keys: dict[str, Path]) -> None:
+    """Each job user's private key in the vault, per center; rewritten only when it changed."""
+    vault = Vault.open(vault_config(base), lambda value: Path(value), create=True)
+    for cid in center_ids:
+        for user, key_file in user_keys.items():
+            name = ssh_key_name(cid, user)
+            data = key_file.read_bytes()
+            if not vault.has(name) or vault.get(name) != data:
+                vault.put(name, data, source="testbed")
 
 
 def local_document() -> dict[str, Any]:
@@ -45,6 +71,7 @@ def gateway_document(base: Path) -> dict[str, Any]:
         "poll_interval": 0.5,
         "center_files": ["centers/*.yaml"],
         "auth": {"bootstrap_user": None},
+        "vault": vault_config(base).model_dump(),
     }
 
 
@@ -53,16 +80,21 @@ def _dump(document: dict[str, Any]) -> str:
 
 
 def write_gateway_files(
-    base: Path, centers: Iterable[tuple[CenterInfo, str]], key_file: Path, known_hosts: str
+    base: Path,
+    centers: Iterable[tuple[CenterInfo, str]],
+    user_keys: dict[str, Path],
+    known_hosts: str,
 ) -> Path:
     """Write every file the gateway and OpenSSH clients need; returns gateway.yaml's path."""
     gateway_dir = base / "gateway"
     centers_dir = gateway_dir / "centers"
     for directory in (gateway_dir, centers_dir, gateway_dir / "data"):
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    centers = list(centers)
     for center, host_key in centers:
-        document = center_document(center, key_file, host_key)
+        document = center_document(center, host_key)
         write_if_changed(centers_dir / f"{center.id}.yaml", _dump(document))
+    store_user_keys(base, [center.id for center, _ in centers], user_keys)
     write_if_changed(centers_dir / "local.yaml", _dump(local_document()))
     write_if_changed(base / "known_hosts", known_hosts)
     config = gateway_dir / "gateway.yaml"

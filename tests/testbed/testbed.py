@@ -157,7 +157,7 @@ class Testbed:
         write_gateway_files(
             self.base,
             [(self.center(cid), self.host_key(cid)) for cid in CENTER_IDS],
-            self.user_key(GATEWAY_LOGIN),
+            {user: self.user_key(user) for user in USERS},
             known_hosts,
         )
         return changed

@@ -21,8 +21,7 @@ def _center(tmp_path: Path, text: str) -> Path:
 def test_bad_port_is_refused_with_file_field_and_value(tmp_path: Path) -> None:
     path = _center(
         tmp_path,
-        f"id: x\ntype: slurm\nssh: {{host: h, port: abc, login: u, key_file: k, "
-        f"host_keys: ['{KEY}']}}\n",
+        f"id: x\ntype: slurm\nssh: {{host: h, port: abc, login: u, host_keys: ['{KEY}']}}\n",
     )
     with pytest.raises(ConfigError) as err:
         load_center_file(path)
@@ -51,7 +50,7 @@ def test_invalid_center_files_say_where(tmp_path: Path, text: str, where: str) -
 def test_pinned_host_keys_must_look_like_keys(tmp_path: Path) -> None:
     path = _center(
         tmp_path,
-        "id: x\ntype: slurm\nssh: {host: h, login: u, key_file: k, host_keys: [trust-me]}\n",
+        "id: x\ntype: slurm\nssh: {host: h, login: u, host_keys: [trust-me]}\n",
     )
     with pytest.raises(ConfigError, match=r"ssh\.host_keys: .*ssh-ed25519"):
         load_center_file(path)

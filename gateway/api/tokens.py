@@ -1,0 +1,59 @@
+"""Tokens: issuing them (admins) and the public keys that verify them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.api.keys import ISSUER, KEYRING
+from gateway.api.params import json_body
+from gateway.audit import AUDIT_TARGET
+from gateway.auth import add_route
+from gateway.errors import ApiError, validation_error
+from gateway.models import Role, Seconds
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str
+    roles: list[Role] = Field(min_length=1)
+    centers: list[str] = Field(default_factory=list)
+    ttl: Seconds | None = None
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    try:
+        wanted = TokenRequest.model_validate(await json_body(request))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    try:
+        issued = request.app[ISSUER].issue(wanted.user, wanted.roles, wanted.centers, wanted.ttl)
+    except ValueError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise ApiError(422, "invalid_request", str(exc), field=field) from None
+    request[AUDIT_TARGET] = {"user": issued.user, "token_id": issued.token_id}
+    return web.json_response(
+        {
+            "token": issued.token,
+            "token_id": issued.token_id,
+            "user": issued.user,
+            "roles": list(issued.roles),
+            "centers": list(issued.centers),
+            "expires_at": issued.expires_at.isoformat(),
+            "key_id": issued.key_id,
+        },
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[KEYRING].jwks())
+
+
+def setup_routes(app: web.Application) -> None:
+    add_route(
+        app, "POST", "/v1/tokens", issue_token, name="tokens.issue", permission="tokens.issue"
+    )
+    add_route(app, "GET", "/v1/auth/jwks.json", jwks, name="auth.jwks", permission=None)
