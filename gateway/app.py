@@ -33,11 +33,12 @@ from gateway.auth import (
 from gateway.centers import build_registry
 from gateway.config import LoadedConfig
 from gateway.errors import error_middleware
+from gateway.keyring import Keyring
 from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middleware
 from gateway.poller import Poller
 from gateway.service import JobService
 from gateway.store import SQLiteJobStore
-from gateway.tokens import Keyring, TokenIssuer, TokenVerifier
+from gateway.tokens import TokenIssuer, TokenVerifier
 from gateway.vault import Vault
 
 #: Bootstrap client tokens live this long at most; they are renewed at start.

@@ -6,7 +6,7 @@ keys keep verifying until retired, so tokens in flight survive a rotation. The
 public keys are served as a JWKS document.
 
 Tokens of a configured OIDC provider are verified against its JWKS, read from a
-file or fetched over HTTP and cached.
+file or fetched over HTTP and cached (see gateway/oidc.py).
 
 Only asymmetric algorithms are accepted: a token with alg "none" or HS* is
 refused before any key is looked at, so a public key can never be used as an
@@ -16,39 +16,29 @@ neither reasons nor logs hold a token or key material.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import json
 import logging
 import math
-import os
 import re
-import secrets
-import string
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
     Ed25519PublicKey,
 )
 
+from gateway.keyring import GATEWAY_ALGORITHM, Keyring
 from gateway.models import CENTER_ID_PATTERN, ROLES, USER_PATTERN, AuthConfig, OIDCProvider
-from gateway.vault import SIGNING_PREFIX, Vault, VaultError
+from gateway.oidc import KeySetError, KeySource, key_source, select_key
 
 __all__ = [
     "IssuedToken",
-    "Keyring",
-    "SigningKeyInfo",
     "TokenError",
     "TokenIssuer",
     "TokenVerifier",
@@ -57,16 +47,6 @@ __all__ = [
 
 log = logging.getLogger("hpcfed.auth")
 
-GATEWAY_ALGORITHM = "EdDSA"
-_KID_ALPHABET = string.ascii_lowercase + string.digits  # vault names are lower case
-_KID_LENGTH = 12
-#: An unknown kid may make the gateway refetch a provider's JWKS at most this often,
-#: so tokens with random kids cannot make it hammer the provider.
-UNKNOWN_KID_REFETCH = 30.0
-#: After a failed JWKS fetch, requests are refused without a new fetch for this long.
-RETRY_AFTER_FAILURE = 5.0
-JWKS_FETCH_TIMEOUT = 10.0
-_MAX_JWKS_BYTES = 1024 * 1024
 
 # Reasons for refusals, shared by the checks that raise them.
 _MALFORMED = "token is malformed"
@@ -101,145 +81,22 @@ class IssuedToken:
     expires_at: datetime
     key_id: str
 
-
-@dataclass(frozen=True)
-class SigningKeyInfo:
-    kid: str
-    created: datetime
-    active: bool
+    def public(self) -> dict[str, Any]:
+        """The JSON shape the API and the CLI print: the token and what it grants."""
+        return {
+            "token": self.token,
+            "token_id": self.token_id,
+            "user": self.user,
+            "roles": list(self.roles),
+            "centers": list(self.centers),
+            "expires_at": self.expires_at.isoformat(),
+            "key_id": self.key_id,
+        }
 
 
 def _matches(pattern: str, value: object) -> bool:
     # fullmatch: the patterns end in '$', which alone would let a trailing newline through.
     return isinstance(value, str) and re.fullmatch(pattern, value) is not None
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-# ---------------------------------------------------------------- keyring
-
-
-class Keyring:
-    """The gateway's Ed25519 signing keys, encrypted in the vault.
-
-    The active key is the newest. Private keys are decrypted for each signature
-    and not kept; public keys are cached until the vault file changes.
-    """
-
-    def __init__(self, vault: Vault) -> None:
-        self._vault = vault
-        self._public: dict[str, Ed25519PublicKey] = {}
-        self._public_stamp: tuple[int, int] | None = None
-        self._public_loaded = False
-
-    def _created(self, name: str) -> datetime:
-        info = self._vault.info(name)
-        try:
-            return datetime.fromisoformat(info.meta["created"])
-        except (KeyError, ValueError):
-            return info.created
-
-    def _newest_first(self) -> list[tuple[str, datetime]]:
-        """(kid, created) of every key, newest first."""
-        keys = [
-            (name.removeprefix(SIGNING_PREFIX), self._created(name))
-            for name in self._vault.names(SIGNING_PREFIX)
-        ]
-        return sorted(keys, key=lambda item: (item[1], item[0]), reverse=True)
-
-    def _create(self) -> str:
-        existing = self._newest_first()
-        created = datetime.now(UTC)
-        if existing and created <= existing[0][1]:
-            # Keep "newest" unambiguous even if the clock is coarse or stepped back.
-            created = existing[0][1] + timedelta(microseconds=1)
-        kid = "".join(secrets.choice(_KID_ALPHABET) for _ in range(_KID_LENGTH))
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        self._vault.put(
-            SIGNING_PREFIX + kid, pem, created=created.isoformat(), algorithm=GATEWAY_ALGORITHM
-        )
-        log.info("created signing key %s", kid)
-        return kid
-
-    def ensure(self) -> str:
-        """The active kid, creating the first key if there is none."""
-        keys = self._newest_first()
-        return keys[0][0] if keys else self._create()
-
-    def rotate(self) -> str:
-        """Create a key that becomes the active one; older keys still verify."""
-        return self._create()
-
-    def retire(self, kid: str) -> None:
-        """Remove key `kid`: tokens it signed stop verifying."""
-        kids = [k for k, _ in self._newest_first()]
-        if kid not in kids:
-            raise ValueError(f"no signing key with kid {kid!r}")
-        if len(kids) == 1:
-            raise ValueError(
-                f"signing key {kid} is the only one; rotate first so that a key remains"
-            )
-        self._vault.remove(SIGNING_PREFIX + kid)
-        log.info("retired signing key %s", kid)
-
-    def keys(self) -> list[SigningKeyInfo]:
-        """All signing keys, newest (the active one) first."""
-        return [
-            SigningKeyInfo(kid=kid, created=created, active=i == 0)
-            for i, (kid, created) in enumerate(self._newest_first())
-        ]
-
-    def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
-        """The active kid and its private key, decrypted for this use only."""
-        kid = self.ensure()
-        return kid, self._private(kid)
-
-    def _private(self, kid: str) -> Ed25519PrivateKey:
-        pem = self._vault.get(SIGNING_PREFIX + kid)
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError):
-            key = None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise VaultError(f"vault: entry {SIGNING_PREFIX}{kid} is not an Ed25519 private key")
-        return key
-
-    def public_keys(self) -> dict[str, Ed25519PublicKey]:
-        """kid -> public key; recomputed only when the vault file has changed."""
-        stamp = self._vault.stamp()
-        if not self._public_loaded or stamp != self._public_stamp:
-            public: dict[str, Ed25519PublicKey] = {}
-            for kid, _ in self._newest_first():
-                try:
-                    public[kid] = self._private(kid).public_key()
-                except VaultError as exc:
-                    # One unreadable key must not stop tokens of the others verifying.
-                    log.warning("signing key %s is not usable: %s", kid, exc)
-            self._public, self._public_stamp, self._public_loaded = public, stamp, True
-        return dict(self._public)
-
-    def jwks(self) -> dict[str, Any]:
-        """The public keys as a JWKS document."""
-        keys = []
-        for kid, key in self.public_keys().items():
-            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            keys.append(
-                {
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "x": _b64url(raw),
-                    "kid": kid,
-                    "alg": GATEWAY_ALGORITHM,
-                    "use": "sig",
-                }
-            )
-        return {"keys": keys}
 
 
 # ---------------------------------------------------------------- issuing
@@ -336,168 +193,6 @@ def _checked_ttl(ttl: float, max_ttl: float) -> float:
     return float(ttl)
 
 
-# ---------------------------------------------------------------- provider keys
-
-
-@dataclass(frozen=True)
-class _ProviderKey:
-    raw: dict[str, Any]
-    parsed: jwt.PyJWK
-
-    def for_algorithm(self, alg: str) -> jwt.PyJWK | None:
-        """The key to verify an `alg` token with; None when it cannot be used for `alg`."""
-        if self.parsed.algorithm_name == alg:
-            return self.parsed
-        if "alg" in self.raw:
-            return None  # the provider pinned this key to another algorithm
-        # No "alg": PyJWK guessed one (RS256 for any RSA key), but PS256 is as valid.
-        try:
-            return jwt.PyJWK(self.raw, alg)
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
-            return None
-
-
-ProviderKeys = dict[str | None, _ProviderKey]
-
-
-def _parse_jwks(data: object) -> ProviderKeys:
-    """The signature keys of a JWKS document, by kid. ValueError when none is usable."""
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise ValueError("not a JWKS document (an object with a 'keys' list)")
-    raw_by_kid: dict[str | None, dict[str, Any]] = {}
-    for key in data["keys"]:
-        # Public signature keys only: a symmetric ('oct') key has no place in a JWKS.
-        # The first key of a kid wins, so each parsed key pairs with one raw key.
-        if isinstance(key, dict) and key.get("kty") != "oct" and key.get("use", "sig") == "sig":
-            raw_by_kid.setdefault(key.get("kid"), key)
-    try:
-        key_set = jwt.PyJWKSet.from_dict({"keys": list(raw_by_kid.values())})
-    except jwt.PyJWTError:
-        raise ValueError("holds no usable signature key") from None
-    keys: ProviderKeys = {
-        parsed.key_id: _ProviderKey(raw=raw_by_kid[parsed.key_id], parsed=parsed)
-        for parsed in key_set.keys
-    }
-    skipped = [key.get("kid") for key in data["keys"] if isinstance(key, dict)]
-    skipped = [kid for kid in skipped if kid not in keys]
-    if skipped:
-        log.debug("skipped JWKS keys that cannot verify signatures: %s", skipped)
-    return keys
-
-
-def _select(keys: ProviderKeys, kid: str | None) -> _ProviderKey | None:
-    if kid is None and len(keys) == 1:
-        return next(iter(keys.values()))  # a provider with one key may leave kid out
-    return keys.get(kid)
-
-
-def _cannot_load(provider: OIDCProvider) -> TokenError:
-    return TokenError(f"token key set of issuer {provider.issuer} cannot be loaded")
-
-
-class _JwksFile:
-    """A provider's JWKS in a file, re-read when the file changes."""
-
-    def __init__(self, provider: OIDCProvider, path: Path) -> None:
-        self._provider = provider
-        self._path = path
-        self._stamp: tuple[int, int] | None = None
-        self._keys: ProviderKeys | None = None
-        self._warned: tuple[tuple[int, int] | None, str] | None = None
-
-    async def keys(self, kid: str | None) -> ProviderKeys:
-        return self._load()
-
-    def _load(self) -> ProviderKeys:
-        try:
-            st = os.stat(self._path)
-        except OSError as exc:
-            self._stamp, self._keys = None, None
-            self._fail(None, f"cannot read it: {exc.strerror}")
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._stamp, self._keys = stamp, None
-            try:
-                self._keys = _parse_jwks(json.loads(self._path.read_bytes()))
-            except OSError as exc:
-                self._stamp = None  # a read error may pass: try again next time
-                self._fail(stamp, f"cannot read it: {exc.strerror}")
-            except ValueError as exc:
-                self._fail(stamp, f"not a usable JWKS: {exc}")
-            self._warned = None
-        if self._keys is None:
-            raise _cannot_load(self._provider)
-        return self._keys
-
-    def _fail(self, stamp: tuple[int, int] | None, reason: str) -> NoReturn:
-        # Warn once per state of the file, not on every request.
-        if self._warned != (stamp, reason):
-            self._warned = (stamp, reason)
-            log.warning(
-                "OIDC issuer %s: key set file %s: %s", self._provider.issuer, self._path, reason
-            )
-        raise _cannot_load(self._provider)
-
-
-class _JwksUrl:
-    """A provider's JWKS fetched over HTTP, trusted for `jwks_refresh` seconds."""
-
-    def __init__(
-        self, provider: OIDCProvider, session: Callable[[], aiohttp.ClientSession]
-    ) -> None:
-        assert provider.jwks_url is not None
-        self._provider = provider
-        self._url = provider.jwks_url
-        self._session = session
-        self._keys: ProviderKeys | None = None
-        self._fetched_at = -math.inf
-        self._forced_at = -math.inf
-        self._failed_at = -math.inf
-        self._lock = asyncio.Lock()
-
-    async def keys(self, kid: str | None) -> ProviderKeys:
-        async with self._lock:  # concurrent requests share one fetch
-            now = time.monotonic()
-            if self._keys is None or now - self._fetched_at >= self._provider.jwks_refresh:
-                if now - self._failed_at < RETRY_AFTER_FAILURE:
-                    raise _cannot_load(self._provider)
-                await self._refresh()
-            elif _select(self._keys, kid) is None and now - self._forced_at >= UNKNOWN_KID_REFETCH:
-                # The provider may have rotated its keys since the last fetch.
-                self._forced_at = now
-                with contextlib.suppress(TokenError):
-                    await self._refresh()
-            assert self._keys is not None
-            return self._keys
-
-    async def _refresh(self) -> None:
-        try:
-            self._keys = _parse_jwks(json.loads(await self._fetch()))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            self._failed_at = time.monotonic()
-            reason = str(exc) or type(exc).__name__
-            log.warning(
-                "OIDC issuer %s: cannot load key set from %s: %s",
-                self._provider.issuer,
-                self._url,
-                reason,
-            )
-            raise _cannot_load(self._provider) from None
-        self._fetched_at = time.monotonic()
-
-    async def _fetch(self) -> bytes:
-        timeout = aiohttp.ClientTimeout(total=JWKS_FETCH_TIMEOUT)
-        async with self._session().get(self._url, timeout=timeout) as response:
-            if response.status != 200:
-                raise ValueError(f"HTTP status {response.status}")
-            body = b""
-            async for chunk in response.content.iter_chunked(65536):
-                body += chunk
-                if len(body) > _MAX_JWKS_BYTES:
-                    raise ValueError(f"response is larger than {_MAX_JWKS_BYTES} bytes")
-            return body
-
-
 # ---------------------------------------------------------------- verifying
 
 
@@ -571,16 +266,14 @@ class TokenVerifier:
         self._keyring = keyring
         self._auth = auth
         self._http: aiohttp.ClientSession | None = None
-        self._providers: dict[str, tuple[OIDCProvider, _JwksFile | _JwksUrl]] = {}
+        self._providers: dict[str, tuple[OIDCProvider, KeySource]] = {}
         for provider in auth.oidc:
             if provider.issuer in self._providers:
                 continue  # the first provider configured for an issuer wins
-            source: _JwksFile | _JwksUrl
-            if provider.jwks_file is not None:
-                source = _JwksFile(provider, data_path(provider.jwks_file))
-            else:
-                source = _JwksUrl(provider, self._session)
-            self._providers[provider.issuer] = (provider, source)
+            self._providers[provider.issuer] = (
+                provider,
+                key_source(provider, data_path, self._session),
+            )
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -638,7 +331,7 @@ class TokenVerifier:
         token: str,
         header: dict[str, Any],
         provider: OIDCProvider,
-        source: _JwksFile | _JwksUrl,
+        source: KeySource,
     ) -> VerifiedToken:
         alg = header["alg"]
         if alg not in provider.algorithms:
@@ -646,7 +339,11 @@ class TokenVerifier:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenError(_MALFORMED)
-        found = _select(await source.keys(kid), kid)
+        try:
+            keys = await source.keys(kid)
+        except KeySetError as exc:
+            raise TokenError(str(exc)) from None  # same reason as the key set's
+        found = select_key(keys, kid)
         if found is None:
             raise TokenError(_UNKNOWN_KID)
         key = found.for_algorithm(alg)

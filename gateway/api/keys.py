@@ -5,10 +5,11 @@ from aiohttp import web
 from gateway.audit import AuditLog
 from gateway.centers import CenterRegistry
 from gateway.config import LoadedConfig
+from gateway.keyring import Keyring
 from gateway.poller import Poller
 from gateway.service import JobService
 from gateway.store import JobStore
-from gateway.tokens import Keyring, TokenIssuer, TokenVerifier
+from gateway.tokens import TokenIssuer, TokenVerifier
 from gateway.vault import Vault
 
 CONFIG = web.AppKey("config", LoadedConfig)

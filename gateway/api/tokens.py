@@ -34,15 +34,7 @@ async def issue_token(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_request", str(exc), field=field) from None
     request[AUDIT_TARGET] = {"user": issued.user, "token_id": issued.token_id}
     return web.json_response(
-        {
-            "token": issued.token,
-            "token_id": issued.token_id,
-            "user": issued.user,
-            "roles": list(issued.roles),
-            "centers": list(issued.centers),
-            "expires_at": issued.expires_at.isoformat(),
-            "key_id": issued.key_id,
-        },
+        issued.public(),
         status=201,
         headers={"Cache-Control": "no-store"},
     )

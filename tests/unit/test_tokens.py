@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
+from gateway.keyring import Keyring
 from gateway.models import AuthConfig, OIDCProvider, VaultConfig
-from gateway.tokens import Keyring, TokenError, TokenIssuer, TokenVerifier
+from gateway.tokens import TokenError, TokenIssuer, TokenVerifier
 from gateway.vault import Vault
 
 ENV = "HPCFED_TEST_MASTER_KEY"
