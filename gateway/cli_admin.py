@@ -63,8 +63,9 @@ def _run(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespac
 
 @_run
 def cmd_token(args: argparse.Namespace) -> int:
+    from gateway.keyring import Keyring
     from gateway.models import parse_duration_seconds
-    from gateway.tokens import Keyring, TokenIssuer
+    from gateway.tokens import TokenIssuer
 
     config, vault, audit = _context(args)
     keyring = Keyring(vault)
@@ -90,19 +91,7 @@ def cmd_token(args: argparse.Namespace) -> int:
                 expires_at=issued.expires_at.isoformat(),
             )
             if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "token": issued.token,
-                            "token_id": issued.token_id,
-                            "user": issued.user,
-                            "roles": list(issued.roles),
-                            "centers": list(issued.centers),
-                            "expires_at": issued.expires_at.isoformat(),
-                        },
-                        indent=2,
-                    )
-                )
+                print(json.dumps(issued.public(), indent=2))
             else:
                 print(issued.token)
                 print(
@@ -111,6 +100,7 @@ def cmd_token(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         elif args.subcommand == "rotate-key":
+            keyring.ensure()  # rotating away from nothing still leaves an old and a new key
             kid = keyring.rotate()
             _audit(audit, "tokens.rotate_key", target={"key_id": kid})
             print(f"new signing key {kid} is active; older keys verify until retired")
