@@ -48,6 +48,7 @@ def test_token_issue_prints_only_the_token_and_audits_it(config: Path) -> None:
     ("args", "message"),
     [
         (("--user", "bea", "--role", "center-admin"), "centers: "),
+        (("--user", "bea", "--role", "wizard"), "roles: "),
         (("--user", "Not A User", "--role", "researcher"), "user: "),
         (("--user", "ada", "--role", "admin", "--ttl", "90d"), "ttl: "),
         (("--user", "ada", "--role", "admin", "--ttl", "soon"), "--ttl: "),
