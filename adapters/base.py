@@ -240,5 +240,10 @@ class Adapter(abc.ABC):
         """Read up to `limit` bytes of 'stdout' or 'stderr' from `offset`
         (of array element `element` for an array job)."""
 
+    async def job_workdir(self, gateway_id: str, working_dir: str | None) -> str:
+        """The absolute directory the job runs in: `working_dir` resolved at the center,
+        or the job's own directory there. Staged inputs go here."""
+        raise AdapterError(f"center {self.center_id} cannot stage files", center=self.center_id)
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -355,6 +355,11 @@ class JobDirAdapter(Adapter):
         path = JobDir(await self.root(), gateway_id).file(element_file(stream, element))
         return await self.connection.sftp(lambda s: read_chunk(s, path, offset, limit))
 
+    async def job_workdir(self, gateway_id: str, working_dir: str | None) -> str:
+        if working_dir:
+            return resolve_path(working_dir, await self.connection.home())
+        return JobDir(await self.root(), gateway_id).path
+
     async def close(self) -> None:
         """The pool belongs to whoever made it; nothing of our own to release."""
 

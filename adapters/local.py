@@ -43,6 +43,7 @@ from adapters.jobdir import (
     element_file,
     render_body,
     render_user_script,
+    resolve_path,
 )
 
 #: Files of a local job's directory beside the shared ones (per element: ".<index>").
@@ -297,6 +298,11 @@ class LocalAdapter(Adapter):
                 return OutputChunk(fh.read(limit), offset, size)
         except FileNotFoundError:
             return OutputChunk(b"", offset, None, exists=False)
+
+    async def job_workdir(self, gateway_id: str, working_dir: str | None) -> str:
+        if working_dir:
+            return resolve_path(working_dir, os.path.expanduser("~"))  # noqa: ASYNC240 - no I/O
+        return str(self._dir(gateway_id))
 
     async def close(self) -> None:
         # Jobs outlive the gateway; only forget the handles.

@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 # A pinned key's type -> the host key algorithms that can prove it. paramiko no
 # longer accepts SHA-1 "ssh-rsa" signatures, so RSA keys negotiate rsa-sha2-*.
-_HOST_KEY_ALGORITHMS = {
+HOST_KEY_ALGORITHMS = {
     "ssh-ed25519": ("ssh-ed25519",),
     "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
     "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
@@ -84,7 +84,7 @@ def parse_pinned_key(line: str) -> tuple[str, bytes]:
     if len(parts) < 2:
         raise ValueError(f"pinned host key must be 'type base64', got {line[:40]!r}")
     key_type = parts[0]
-    if key_type not in _HOST_KEY_ALGORITHMS:
+    if key_type not in HOST_KEY_ALGORITHMS:
         raise ValueError(f"pinned host key type {key_type} is not supported")
     try:
         blob = base64.b64decode(parts[1], validate=True)
@@ -267,7 +267,7 @@ class SSHConnection:
             transport.auth_timeout = t.connect_timeout
             algorithms: list[str] = []
             for key_type, _ in self._pinned:
-                algorithms += [a for a in _HOST_KEY_ALGORITHMS[key_type] if a not in algorithms]
+                algorithms += [a for a in HOST_KEY_ALGORITHMS[key_type] if a not in algorithms]
             transport.get_security_options().key_types = tuple(algorithms)
             self._handshake(transport)
             self._authenticate(transport)

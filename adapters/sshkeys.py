@@ -30,6 +30,10 @@ class Credential(Protocol):
         """The private key; raises AuthenticationFailed naming `label` when unusable."""
         ...
 
+    def material(self, center_id: str) -> bytes:
+        """The private key file's bytes, for handing to OpenSSH's agent."""
+        ...
+
 
 def parse_private_key(data: bytes) -> paramiko.PKey:
     """An unencrypted OpenSSH or PEM private key (Ed25519, ECDSA or RSA) as a paramiko key.
@@ -81,13 +85,16 @@ class KeyFile:
     def label(self) -> str:
         return f"key file {self.path}"
 
-    def load(self, center_id: str) -> paramiko.PKey:
+    def material(self, center_id: str) -> bytes:
         try:
-            data = Path(self.path).expanduser().read_bytes()
+            return Path(self.path).expanduser().read_bytes()
         except OSError as exc:
             raise AuthenticationFailed(
                 f"center {center_id}: cannot read {self.label}: {exc.strerror}", center=center_id
             ) from None
+
+    def load(self, center_id: str) -> paramiko.PKey:
+        data = self.material(center_id)
         try:
             return parse_private_key(data)
         except (paramiko.PasswordRequiredException, ValueError) as exc:
@@ -104,14 +111,17 @@ class KeyData:
     label: str
     fetch: Callable[[], bytes] = field(compare=False, repr=False)
 
-    def load(self, center_id: str) -> paramiko.PKey:
+    def material(self, center_id: str) -> bytes:
         try:
-            data = self.fetch()
+            return self.fetch()
         except LookupError as exc:
             raise AuthenticationFailed(
                 f"center {center_id}: {exc.args[0] if exc.args else self.label}",
                 center=center_id,
             ) from None
+
+    def load(self, center_id: str) -> paramiko.PKey:
+        data = self.material(center_id)
         try:
             return parse_private_key(data)
         except (paramiko.PasswordRequiredException, ValueError) as exc:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.api import setup_routes
+from gateway.api.files import CONTENT_ROUTE
 from gateway.api.keys import (
     AUDIT,
     CENTERS,
@@ -19,6 +20,7 @@ from gateway.api.keys import (
     POLLER,
     SERVICE,
     STORE,
+    TRANSFERS,
     VAULT,
     VERIFIER,
 )
@@ -38,9 +40,13 @@ from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middle
 from gateway.poller import Poller
 from gateway.service import JobService
 from gateway.store import SQLiteJobStore
+from gateway.store.transfers import SQLiteTransferStore
 from gateway.tokens import TokenIssuer, TokenVerifier
+from gateway.transfers import TransferService
 from gateway.vault import Vault
 
+#: Routes whose handlers stream their bodies, so no body cap applies to them.
+STREAMED_UPLOADS = (CONTENT_ROUTE, "/v1/jobs/{id}/inputs/{index}")
 #: Bootstrap client tokens live this long at most; they are renewed at start.
 CLIENT_TOKEN_TTL = 30 * 86400.0
 
@@ -59,7 +65,7 @@ def create_app(config: LoadedConfig) -> web.Application:
         middlewares=[
             audit_middleware(audit, principal_of),  # outermost: sees the final answer
             error_middleware,
-            body_limit_middleware(max_body),
+            body_limit_middleware(max_body, exempt=STREAMED_UPLOADS),
             auth_middleware(verifier),
             rate_limit_middleware(limiter, rate_limit_key),
         ],
@@ -99,7 +105,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         interval=config.gateway.poll_interval,
         timeout=max(config.gateway.submit_timeout, 30.0),
     )
+    transfer_store = SQLiteTransferStore(config.data_path(config.gateway.store.path))
+    await transfer_store.open()
+    transfers = TransferService(transfer_store, centers)
     app[STORE], app[CENTERS], app[SERVICE], app[POLLER] = store, centers, service, poller
+    app[TRANSFERS] = transfers
+    await transfers.start()
     poll_task = asyncio.create_task(poller.run(), name="poller")
     try:
         yield
@@ -108,6 +119,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await poll_task
         await service.close()
+        await transfers.close()
+        await transfer_store.close()
         await centers.close()
         await store.close()
         await app[VERIFIER].close()

@@ -45,6 +45,11 @@ _RESEARCHER = {
     "jobs.cancel": Scope.OWN,
     "jobs.output": Scope.OWN,
     "centers.read": Scope.ALL,
+    # Their own files at each center, as their own login there.
+    "files.read": Scope.OWN,
+    "files.write": Scope.OWN,
+    "transfers.create": Scope.OWN,
+    "transfers.read": Scope.OWN,
 }
 #: Role -> permission -> scope. docs/security.md renders this table; keep both in step.
 ROLE_GRANTS: dict[str, dict[str, Scope]] = {

@@ -8,11 +8,16 @@ another login's commands.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Callable, Iterator
 
+from adapters import openssh
 from adapters.base import Adapter
+from adapters.files import CenterFiles, LocalFS
 from adapters.local import LocalAdapter
+from adapters.openssh import OpenSSH
 from adapters.pbs import PbsAdapter
+from adapters.sftpfs import SFTPFS
 from adapters.slurm import SlurmAdapter
 from adapters.ssh import SSHPool, SSHTarget
 from adapters.sshkeys import KeyData
@@ -23,10 +28,17 @@ from gateway.vault import Vault, VaultError, ssh_key_name
 
 
 class Center:
-    def __init__(self, config: CenterConfig, make_adapter: Callable[[str | None], Adapter]) -> None:
+    def __init__(
+        self,
+        config: CenterConfig,
+        make_adapter: Callable[[str | None], Adapter],
+        make_files: Callable[[str | None], CenterFiles] | None = None,
+    ) -> None:
         self.config = config
         self._make_adapter = make_adapter
+        self._make_files = make_files
         self._adapters: dict[str | None, Adapter] = {}
+        self._files: dict[str | None, CenterFiles] = {}
 
     @property
     def id(self) -> str:
@@ -79,6 +91,22 @@ class Center:
             login = self.login_for(record.owner)  # a record from before identity mapping
         return self.adapter_for(login)
 
+    def files_for(self, user: str) -> CenterFiles:
+        """`user`'s files here, as their own login (403 when unmapped)."""
+        login = self.login_for(user)
+        files = self._files.get(login)
+        if files is None:
+            if self._make_files is None:
+                raise ApiError(
+                    501, "not_supported", f"center {self.id} offers no file access", field="center"
+                )
+            files = self._files[login] = self._make_files(login)
+        return files
+
+    def files_for_job(self, record: JobRecord) -> CenterFiles:
+        """The files of the login a job runs as."""
+        return self.files_for(record.owner)
+
     def adapters(self) -> list[Adapter]:
         return list(self._adapters.values())
 
@@ -89,11 +117,16 @@ class Center:
 
 class CenterRegistry:
     def __init__(
-        self, centers: dict[str, Center], default: str | None = None, pool: SSHPool | None = None
+        self,
+        centers: dict[str, Center],
+        default: str | None = None,
+        pool: SSHPool | None = None,
+        bulk: OpenSSH | None = None,
     ) -> None:
         self._centers = centers
         self.default = default
         self._pool = pool
+        self._bulk = bulk
 
     def __iter__(self) -> Iterator[Center]:
         return iter(self._centers.values())
@@ -115,6 +148,8 @@ class CenterRegistry:
     async def close(self) -> None:
         for center in self._centers.values():
             await center.close()
+        if self._bulk is not None:
+            await self._bulk.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -137,29 +172,57 @@ def vault_credential(vault: Vault, center_id: str, login: str) -> KeyData:
     return KeyData(label=f"vault entry {name}", fetch=fetch)
 
 
+def _target(cfg: CenterConfig, login: str, vault: Vault) -> SSHTarget:
+    ssh = cfg.ssh
+    assert ssh is not None  # guaranteed by CenterConfig validation
+    return SSHTarget(
+        center_id=cfg.id,
+        host=ssh.host,
+        port=ssh.port,
+        login=login,
+        credential=vault_credential(vault, cfg.id, login),
+        host_keys=tuple(ssh.host_keys),
+        connect_timeout=ssh.connect_timeout,
+        command_timeout=ssh.command_timeout,
+        keepalive_interval=ssh.keepalive_interval,
+        max_sessions=ssh.max_sessions,
+    )
+
+
+def _files_factory(
+    config: LoadedConfig, cfg: CenterConfig, pool: SSHPool, vault: Vault, bulk: OpenSSH | None
+) -> Callable[[str | None], CenterFiles]:
+    roots = cfg.files.roots
+    if cfg.type == "local":
+        home = config.data_path(cfg.local.files_home)
+        user = getpass.getuser()
+
+        def make_local(_login: str | None) -> CenterFiles:
+            home.mkdir(parents=True, exist_ok=True)
+            return CenterFiles(cfg.id, user, LocalFS(str(home)), roots)
+
+        return make_local
+    threshold = cfg.files.bulk_threshold << 20
+    use_bulk = bulk if cfg.files.openssh else None
+
+    def make(login: str | None) -> CenterFiles:
+        assert login is not None
+        fs = SFTPFS(_target(cfg, login, vault), pool, use_bulk, threshold)
+        return CenterFiles(cfg.id, login, fs, roots)
+
+    return make
+
+
 def _adapter_factory(
     config: LoadedConfig, cfg: CenterConfig, pool: SSHPool, vault: Vault
 ) -> Callable[[str | None], Adapter]:
     if cfg.type == "local":
         work_root = config.data_path(cfg.local.work_root)
         return lambda _login: LocalAdapter(cfg.id, work_root, max_running=cfg.local.max_running)
-    ssh = cfg.ssh
-    assert ssh is not None  # guaranteed by CenterConfig validation
 
     def make(login: str | None) -> Adapter:
         assert login is not None
-        target = SSHTarget(
-            center_id=cfg.id,
-            host=ssh.host,
-            port=ssh.port,
-            login=login,
-            credential=vault_credential(vault, cfg.id, login),
-            host_keys=tuple(ssh.host_keys),
-            connect_timeout=ssh.connect_timeout,
-            command_timeout=ssh.command_timeout,
-            keepalive_interval=ssh.keepalive_interval,
-            max_sessions=ssh.max_sessions,
-        )
+        target = _target(cfg, login, vault)
         if cfg.type == "slurm":
             return SlurmAdapter(
                 target,
@@ -181,8 +244,13 @@ def _adapter_factory(
 def build_registry(config: LoadedConfig, vault: Vault) -> CenterRegistry:
     """Every configured center; remote centers share one SSH pool keyed by login."""
     pool = SSHPool()
+    bulk = OpenSSH(config.data_dir / "run") if openssh.available() else None
     centers = {
-        cfg.id: Center(cfg, _adapter_factory(config, cfg, pool, vault))
+        cfg.id: Center(
+            cfg,
+            _adapter_factory(config, cfg, pool, vault),
+            _files_factory(config, cfg, pool, vault, bulk),
+        )
         for cfg in config.centers.values()
     }
-    return CenterRegistry(centers, default=config.gateway.default_center, pool=pool)
+    return CenterRegistry(centers, default=config.gateway.default_center, pool=pool, bulk=bulk)

@@ -23,6 +23,8 @@ from adapters.base import (
     NativeJobNotFound,
     SubmitRejected,
 )
+from adapters.files import FileError, OffsetMismatch
+from adapters.paths import PathRefused
 
 log = logging.getLogger("hpcfed.api")
 
@@ -62,6 +64,9 @@ def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
 
 def adapter_error(exc: AdapterError) -> ApiError:
     center = exc.center
+    if isinstance(exc, FileError):
+        extra = {"size": exc.size} if isinstance(exc, OffsetMismatch) else {}
+        return ApiError(exc.status, exc.code, exc.message, center=center, field=exc.field, **extra)
     if isinstance(exc, SubmitRejected):
         # The scheduler's own words when it answered; else the adapter's message,
         # which already names the center (refused before anything was sent).
@@ -87,6 +92,12 @@ def adapter_error(exc: AdapterError) -> ApiError:
     return ApiError(502, "center_error", exc.message, center=center)
 
 
+def path_error(exc: PathRefused) -> ApiError:
+    if exc.outside:
+        return ApiError(403, "path_outside_roots", exc.message, field=exc.field)
+    return ApiError(400, "path_refused", exc.message, field=exc.field)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -96,6 +107,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, **exc.details)
+    except PathRefused as exc:
+        api = path_error(exc)
+        return error_response(api.status, api.code, api.message, **api.details)
     except AdapterError as exc:
         api = adapter_error(exc)
         return error_response(api.status, api.code, api.message, **api.details)

@@ -174,6 +174,38 @@ class ExtraDirectives(_Verbatim):
     pbs: list[Directive] = Field(default_factory=list, max_length=32)
 
 
+#: A path as a request names it; confined to the user's roots where it is used.
+RemotePath = Annotated[str, Field(min_length=1, max_length=8192)]
+
+
+class CenterPath(_Verbatim):
+    """A file or directory at a center."""
+
+    center: str = Field(pattern=CENTER_ID_PATTERN)
+    path: RemotePath
+
+
+class StageIn(_Verbatim):
+    """An input put in place before the job is submitted."""
+
+    destination: RemotePath = Field(description="relative to the job's working directory")
+    source: CenterPath | None = Field(None, description="a file or directory at any center")
+    upload: bool = Field(False, description="the client uploads it: PUT /v1/jobs/{id}/inputs/{i}")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StageIn:
+        if (self.source is None) == (not self.upload):
+            raise ValueError("give exactly one of 'source' and 'upload: true'")
+        return self
+
+
+class StageOut(_Verbatim):
+    """An output collected (checksummed, and optionally copied) once the job ends."""
+
+    source: RemotePath = Field(description="relative to the job's working directory")
+    destination: CenterPath | None = None
+
+
 class JobSpec(_Verbatim):
     """What a researcher asks for, the same for every center."""
 
@@ -193,6 +225,8 @@ class JobSpec(_Verbatim):
     dependencies: list[Dependency] = Field(default_factory=list, max_length=64)
     extra_directives: ExtraDirectives = Field(default_factory=ExtraDirectives)
     center: str = Field("auto", pattern=r"^(auto|[a-z][a-z0-9_-]{0,31})$")
+    inputs: list[StageIn] = Field(default_factory=list, max_length=256)
+    outputs: list[StageOut] = Field(default_factory=list, max_length=256)
 
     @field_validator("array")
     @classmethod
@@ -258,6 +292,25 @@ class ElementRecord(BaseModel):
     exit_code: int | None = None
 
 
+class StagedFile(BaseModel):
+    """How one input or output of a job fared."""
+
+    index: int
+    path: str | None = None  # where it is (inputs) or was found (outputs) at the job's center
+    state: Literal["pending", "waiting_upload", "done", "failed"] = "pending"
+    size: int | None = None
+    sha256: str | None = None
+    copied_to: CenterPath | None = None
+    error: str | None = None
+
+
+class Staging(BaseModel):
+    inputs: list[StagedFile] = Field(default_factory=list)
+    outputs: list[StagedFile] = Field(default_factory=list)
+    #: The state the center reported while outputs were still being collected.
+    final_state: JobState | None = None
+
+
 class JobRecord(BaseModel):
     """A job as the gateway stores and serves it."""
 
@@ -274,6 +327,7 @@ class JobRecord(BaseModel):
     exit_code: int | None = None
     idempotency_key: str | None = None
     elements: list[ElementRecord] = Field(default_factory=list)
+    staging: Staging = Field(default_factory=Staging)
     cancel_requested: bool = False
     submit_attempts: int = 0
     created_at: datetime
@@ -290,6 +344,57 @@ class JobRecord(BaseModel):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- transfers
+
+TransferState = Literal["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+TRANSFER_TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+class TransferRequest(_Verbatim):
+    source: CenterPath
+    destination: CenterPath
+    overwrite: bool = False
+
+
+class TransferFile(BaseModel):
+    path: str
+    size: int
+    sha256: str | None = None
+    state: str = "pending"
+    attempts: int = 0
+    error: str | None = None
+
+
+class TransferRecord(BaseModel):
+    id: str
+    owner: str
+    state: TransferState = "QUEUED"
+    source: CenterPath
+    destination: CenterPath
+    overwrite: bool = False
+    bytes_total: int = 0
+    bytes_done: int = 0
+    files_total: int = 0
+    files_done: int = 0
+    files: list[TransferFile] = Field(default_factory=list)
+    attempts: int = 0
+    error: str | None = None
+    cancel_requested: bool = False
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TRANSFER_TERMINAL
+
+    def public(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude={"cancel_requested"})
+        data["terminal"] = self.terminal
+        return data
 
 
 # ---------------------------------------------------------------- centers
@@ -340,6 +445,34 @@ class SchedulerConfig(_Strict):
 class LocalConfig(_Strict):
     work_root: str = Field("local-jobs", description="relative paths are under data_dir")
     max_running: int = Field(4, ge=1, le=1024)
+    files_home: str = Field(
+        "local-files", description="what {home} means in file roots here; under data_dir"
+    )
+
+
+class FilesConfig(_Strict):
+    """The files a login may reach at a center through the gateway."""
+
+    roots: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=lambda: ["{home}"],
+        min_length=1,
+        description="absolute directories, with {home} (the login's home) and {login}; "
+        "relative paths in requests are under the first",
+    )
+    bulk_threshold: MemoryMiB = Field(
+        8, description="copies this large go through OpenSSH's ssh client, e.g. '8MiB'"
+    )
+    openssh: bool = Field(True, description="use OpenSSH for bulk copies where it is installed")
+
+    @field_validator("roots")
+    @classmethod
+    def _absolute(cls, roots: list[str]) -> list[str]:
+        for i, root in enumerate(roots):
+            if not root.startswith(("/", "{home}")):
+                raise ValueError(f"root {i} ({root!r}) must be absolute or start with {{home}}")
+            if "\0" in root or ".." in root.split("/"):
+                raise ValueError(f"root {i} ({root!r}) may not hold '..' or NUL")
+        return roots
 
 
 class CenterConfig(_Strict):
@@ -354,6 +487,7 @@ class CenterConfig(_Strict):
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
 
     @field_validator("users")
     @classmethod

@@ -2,11 +2,13 @@
 
 from aiohttp import web
 
-from gateway.api import centers, health, jobs, tokens
+from gateway.api import centers, files, health, jobs, tokens, transfers
 
 
 def setup_routes(app: web.Application) -> None:
     health.setup_routes(app)
     jobs.setup_routes(app)
     centers.setup_routes(app)
+    files.setup_routes(app)
     tokens.setup_routes(app)
+    transfers.setup_routes(app)

@@ -10,6 +10,7 @@ from gateway.poller import Poller
 from gateway.service import JobService
 from gateway.store import JobStore
 from gateway.tokens import TokenIssuer, TokenVerifier
+from gateway.transfers import TransferService
 from gateway.vault import Vault
 
 CONFIG = web.AppKey("config", LoadedConfig)
@@ -22,3 +23,4 @@ KEYRING = web.AppKey("keyring", Keyring)
 ISSUER = web.AppKey("issuer", TokenIssuer)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 AUDIT = web.AppKey("audit", AuditLog)
+TRANSFERS = web.AppKey("transfers", TransferService)

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code INTEGER,
     idempotency_key TEXT,
     elements TEXT NOT NULL DEFAULT '[]',
+    staging TEXT NOT NULL DEFAULT '{}',
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     submit_attempts INTEGER NOT NULL DEFAULT 0,
     spec TEXT NOT NULL,
@@ -55,7 +56,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
 
 _COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
-    "cancel_requested submit_attempts spec created_at updated_at submitted_at finished_at"
+    "staging cancel_requested submit_attempts spec created_at updated_at submitted_at finished_at"
 ).split()
 # Column names are the fixed tuple above, never user input.
 _INSERT = (
@@ -66,13 +67,18 @@ _TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATES))
 
 
 #: Columns added after the first release: name -> definition, for older databases.
-_ADDED_COLUMNS = {"elements": "TEXT NOT NULL DEFAULT '[]'", "login": "TEXT"}
+_ADDED_COLUMNS = {
+    "elements": "TEXT NOT NULL DEFAULT '[]'",
+    "login": "TEXT",
+    "staging": "TEXT NOT NULL DEFAULT '{}'",
+}
 
 
 def _to_row(record: JobRecord) -> dict[str, Any]:
     row = record.model_dump(mode="json", exclude={"spec"})
     row["spec"] = record.spec.model_dump_json(exclude_none=True)
     row["elements"] = json.dumps(row["elements"])
+    row["staging"] = json.dumps(row["staging"])
     row["cancel_requested"] = int(record.cancel_requested)
     return row
 
@@ -81,6 +87,7 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
     data = dict(row)
     data["spec"] = JobSpec.model_validate_json(data["spec"])
     data["elements"] = json.loads(data["elements"])
+    data["staging"] = json.loads(data["staging"] or "{}")
     data["cancel_requested"] = bool(data["cancel_requested"])
     return JobRecord.model_validate(data)
 
@@ -92,6 +99,8 @@ def _column_value(value: Any) -> Any:
         return value.value
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, BaseModel):  # staging
+        return value.model_dump_json()
     if isinstance(value, list):  # elements
         return json.dumps(
             [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]

@@ -1,0 +1,167 @@
+"""Copying files and trees between centers, through the gateway, verified.
+
+Bytes flow from the source center's read stream straight into the destination
+center's write (an async generator feeding a consumer), so at most a few
+chunks are in memory. Each file is checked: the sha256 of what was read, taken
+as it passed, must equal what the destination computes of what it wrote. A
+copy that breaks off is resumed from what the destination already holds;
+then both centers compute the checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from adapters.base import AdapterError
+from adapters.files import CenterFiles, FileExists, FileNotFound
+from adapters.paths import PathRefused, within
+
+log = logging.getLogger("hpcfed.copying")
+
+ATTEMPTS = 3
+
+
+class ChecksumMismatch(AdapterError):
+    """The destination holds other bytes than the source sent."""
+
+
+@dataclass
+class CopiedFile:
+    path: str  # relative to the copy's top ("" when the source is one file)
+    size: int
+    sha256: str | None = None
+    state: str = "pending"  # pending, done, failed
+    attempts: int = 0
+    error: str | None = None
+
+    def public(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "state": self.state,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+
+Progress = Callable[[int], None]
+
+
+async def plan(src: CenterFiles, src_path: str) -> tuple[str, list[str], list[CopiedFile]]:
+    """What a copy of `src_path` consists of: its full path, the directories below it
+    (relative), and its files."""
+    full, found = await src.walk(src_path)
+    dirs = [rel for rel, entry in found if entry.type == "dir"]
+    files = [CopiedFile(rel, entry.size) for rel, entry in found if entry.type != "dir"]
+    return full, dirs, files
+
+
+async def copy_file(
+    src: CenterFiles,
+    src_full: str,
+    dst: CenterFiles,
+    dst_full: str,
+    item: CopiedFile,
+    progress: Progress = lambda n: None,
+) -> str:
+    """Copy one file; returns its verified sha256. Retries from where it broke off."""
+    offset, digest, whole = 0, hashlib.sha256(), True
+    while True:
+        item.attempts += 1
+        passed = 0
+
+        async def tee(start: int) -> AsyncIterator[bytes]:
+            nonlocal passed
+            async for chunk in src.read(src_full, start, item.size - start):
+                digest.update(chunk)  # noqa: B023 - consumed within this attempt
+                passed += len(chunk)
+                progress(len(chunk))
+                yield chunk
+
+        try:
+            written = await dst.write(dst_full, tee(offset), offset, item.size - offset)
+            if offset + written != item.size:
+                raise AdapterError(
+                    f"{src_full}: {offset + written} of {item.size} bytes arrived",
+                    center=src.center_id,
+                )
+            break
+        except AdapterError as exc:
+            if item.attempts >= ATTEMPTS:
+                raise
+            log.info("copy of %s broke off (%s); resuming", src_full, exc)
+            try:
+                held = min((await dst.fs.stat(dst_full)).size, item.size)
+            except OSError:
+                held = 0
+            progress(held - offset - passed)  # bytes counted but not kept are sent again
+            offset = held
+            whole = offset == 0
+            if whole:
+                digest = hashlib.sha256()
+    got, _ = await dst.sha256(dst_full)
+    want = digest.hexdigest() if whole else (await src.sha256(src_full))[0]
+    if got != want:
+        raise ChecksumMismatch(
+            f"{dst_full} at center {dst.center_id} has sha256 {got}, the source {want}",
+            center=dst.center_id,
+        )
+    return got
+
+
+async def copy_tree(
+    src: CenterFiles,
+    src_path: str,
+    dst: CenterFiles,
+    dst_path: str,
+    *,
+    overwrite: bool = False,
+    planned: tuple[str, list[str], list[CopiedFile]] | None = None,
+    progress: Progress = lambda n: None,
+    on_file: Callable[[CopiedFile], None] = lambda f: None,
+) -> list[CopiedFile]:
+    """Copy a file or a directory tree; files already `done` in `planned` are kept."""
+    src_full, dirs, files = planned or await plan(src, src_path)
+    dst_full = await dst.resolve(dst_path, "destination.path")
+    if src.center_id == dst.center_id and (
+        within(dst_full, src_full) or within(src_full, dst_full)
+    ):
+        raise PathRefused(
+            f"destination.path: {dst_path!r} overlaps the source {src_path!r}", "destination.path"
+        )
+    is_tree = not (len(files) == 1 and files[0].path == "" and not dirs)
+    try:
+        existing = await dst.stat(dst_full, "destination.path")
+    except FileNotFound:
+        existing = None
+    if existing is not None and not overwrite and not any(f.state == "done" for f in files):
+        raise FileExists(
+            f"destination.path: {dst_path} already exists at center {dst.center_id}; "
+            "pass overwrite=true to replace it",
+            center=dst.center_id,
+            field="destination.path",
+        )
+    if is_tree:
+        await dst.mkdir(dst_full, parents=True)
+        for rel in dirs:
+            await dst.mkdir(posixpath.join(dst_full, rel), parents=True)
+    for item in files:
+        if item.state == "done":
+            continue
+        source = posixpath.join(src_full, item.path) if item.path else src_full
+        target = posixpath.join(dst_full, item.path) if item.path else dst_full
+        try:
+            await dst.open_write(target, 0, True, "destination.path")
+            item.sha256 = await copy_file(src, source, dst, target, item, progress)
+            item.state, item.error = "done", None
+        except AdapterError as exc:
+            item.state, item.error = "failed", exc.message
+            on_file(item)
+            raise
+        on_file(item)
+    return files
