@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from adapters import jobdir
+from adapters import jobdir, paths
 from adapters.base import ENV_NAME_RE, JobState
 
 __all__ = [
@@ -178,6 +178,14 @@ class ExtraDirectives(_Verbatim):
 RemotePath = Annotated[str, Field(min_length=1, max_length=8192)]
 
 
+def _path_form(value: str) -> str:
+    try:
+        paths.check_form(value)
+    except paths.PathRefused as exc:
+        raise ValueError(exc.message.removeprefix("path: ")) from None
+    return value
+
+
 class CenterPath(_Verbatim):
     """A file or directory at a center."""
 
@@ -192,6 +200,11 @@ class StageIn(_Verbatim):
     source: CenterPath | None = Field(None, description="a file or directory at any center")
     upload: bool = Field(False, description="the client uploads it: PUT /v1/jobs/{id}/inputs/{i}")
 
+    @field_validator("destination")
+    @classmethod
+    def _destination_form(cls, value: str) -> str:
+        return _path_form(value)
+
     @model_validator(mode="after")
     def _one_source(self) -> StageIn:
         if (self.source is None) == (not self.upload):
@@ -204,6 +217,11 @@ class StageOut(_Verbatim):
 
     source: RemotePath = Field(description="relative to the job's working directory")
     destination: CenterPath | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source_form(cls, value: str) -> str:
+        return _path_form(value)
 
 
 class JobSpec(_Verbatim):
@@ -309,6 +327,7 @@ class Staging(BaseModel):
     outputs: list[StagedFile] = Field(default_factory=list)
     #: The state the center reported while outputs were still being collected.
     final_state: JobState | None = None
+    collected: bool = False  # outputs collected (or none to collect)
 
 
 class JobRecord(BaseModel):

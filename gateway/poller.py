@@ -19,6 +19,7 @@ from gateway.centers import Center
 from gateway.errors import ApiError
 from gateway.models import ElementRecord, JobRecord, JobState, array_indices, utcnow
 from gateway.service import JobService, SubmitRejectedError
+from gateway.staging import STAGING_OUTPUTS
 
 log = logging.getLogger("hpcfed.poller")
 
@@ -126,11 +127,18 @@ class Poller:
             elements = merge_elements(job, status)
             state, exit_code = aggregate(elements)
             changed.update(state=state, exit_code=exit_code, elements=elements)
-        if all(getattr(job, k) == v for k, v in changed.items()):
-            return
-        if changed["state"] in TERMINAL_STATES and job.finished_at is None:
-            changed["finished_at"] = utcnow()
-        await self.service.store.update(job.id, **changed)
+        final = changed["state"]
+        hold = isinstance(final, JobState) and self.service.staging.holds(job, final)
+        if hold:
+            # Ended at the center; ours once its outputs are collected.
+            changed.update(state=JobState.RUNNING, reason=STAGING_OUTPUTS)
+        if not all(getattr(job, k) == v for k, v in changed.items()):
+            if changed["state"] in TERMINAL_STATES and job.finished_at is None:
+                changed["finished_at"] = utcnow()
+            job = await self.service.store.update(job.id, **changed)
+        if hold:
+            assert isinstance(final, JobState)
+            self.service.staging.collect(job, final)
 
     async def _mark_unknown(self, jobs: list[JobRecord], reason: str) -> None:
         for job in jobs:

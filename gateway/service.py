@@ -26,6 +26,7 @@ from gateway.dependencies import check_center, load_parents, native_dependencies
 from gateway.errors import ApiError, adapter_error
 from gateway.models import JobRecord, JobSpec, JobState, array_indices, utcnow
 from gateway.placement import choose_center
+from gateway.staging import Stager, StagingFailed
 from gateway.store import JobPage, JobStore
 from gateway.store.base import DuplicateIdempotencyKey
 
@@ -76,6 +77,7 @@ class JobService:
         # Gateway ids whose submission is under way; the poller leaves them alone.
         self.in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[JobRecord]] = set()
+        self.staging = Stager(store, centers)
 
     # ------------------------------------------------------------ submit
 
@@ -105,19 +107,36 @@ class JobService:
             created_at=now,
             updated_at=now,
         )
+        record.staging = self.staging.initial(record)
         try:
             await self.store.insert(record)
         except DuplicateIdempotencyKey as dup:
             return SubmitOutcome(dup.existing, created=False)
         # The submission goes on even if the client goes away mid-request.
-        task = asyncio.create_task(self.submit_at_center(record))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self.resume(record)
+        if spec.inputs:
+            return SubmitOutcome(record, created=True)  # staging may take long: 202 now
         try:
             record = await asyncio.shield(task)
         except SubmitRejectedError as exc:
             raise exc.api from None
         return SubmitOutcome(record, created=True)
+
+    def resume(self, record: JobRecord) -> asyncio.Task[JobRecord]:
+        """Go on with a stored SUBMITTING record in the background."""
+        task = asyncio.create_task(self._submit_quietly(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _submit_quietly(self, record: JobRecord) -> JobRecord:
+        try:
+            return await self.submit_at_center(record)
+        except SubmitRejectedError as exc:
+            if not record.spec.inputs:
+                raise  # the submitting request reports it
+            log.warning("job %s: %s", record.id, exc)
+            return exc.record
 
     async def submit_at_center(self, record: JobRecord) -> JobRecord:
         """Contact the center for a stored SUBMITTING record; never raises for an
@@ -140,6 +159,10 @@ class JobService:
         attempts = record.submit_attempts + 1
         try:
             await self.store.update(record.id, submit_attempts=attempts)
+            if record.spec.inputs:
+                record, ready = await self.staging.stage_in(record)
+                if not ready:
+                    return record
             request = to_request(record, center.config.type, dependencies)
             async with asyncio.timeout(self.submit_timeout):
                 native_id = await center.adapter_for_job(record).submit(request)
@@ -151,6 +174,13 @@ class JobService:
             )
             log.warning("job %s: submission outcome unknown: %s", record.id, reason)
             return await self.store.update(record.id, reason=reason)
+        except StagingFailed as exc:
+            failed = await self.store.update(
+                record.id, state=JobState.FAILED, reason=str(exc), finished_at=utcnow()
+            )
+            raise SubmitRejectedError(
+                ApiError(422, "staging_failed", str(exc), field="inputs"), failed
+            ) from None
         except SubmitRejected as exc:
             api = adapter_error(exc)
             failed = await self.store.update(
@@ -193,6 +223,7 @@ class JobService:
 
     async def close(self) -> None:
         """Let submissions under way finish (bounded by submit_timeout)."""
+        await self.staging.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.submit_timeout + 1)
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.base import AdapterError, JobState
+from gateway.api.files import CHECKSUM_HEADER, body_chunks, expected_sha256
 from gateway.api.keys import POLLER, SERVICE
 from gateway.api.params import bool_query, int_query, json_body
 from gateway.audit import AUDIT_TARGET
@@ -144,6 +145,36 @@ async def job_output(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def upload_input(request: web.Request) -> web.Response:
+    """An `upload: true` input of a job not yet submitted, streamed to its center."""
+    service = request.app[SERVICE]
+    owner = request[PRINCIPAL].owner_filter("jobs.submit")
+    record = await service.get(owner, request.match_info["id"])
+    raw = request.match_info["index"]
+    if not raw.isdigit():
+        raise ApiError(400, "invalid_request", f"index: not a number: {raw!r}", field="index")
+    index = int(raw)
+    expected = expected_sha256(request)
+    request[AUDIT_TARGET] = {"job": record.id, "input": index}
+    files, full = await service.staging.upload_target(record, index)
+    size = await files.write(full, body_chunks(request), 0, request.content_length, shown=full)
+    digest = None
+    if expected is not None:
+        digest, size = await files.sha256(full)
+        if digest != expected:
+            raise ApiError(
+                422,
+                "checksum_mismatch",
+                f"{CHECKSUM_HEADER}: the input arrived with sha256 {digest}, not {expected}",
+                field=CHECKSUM_HEADER,
+                sha256=digest,
+            )
+    record = await service.staging.uploaded(record, index, full, size, digest)
+    if all(s.state == "done" for s in record.staging.inputs) and record.id not in service.in_flight:
+        service.resume(record)
+    return web.json_response({"index": index, "path": full, "size": size, "sha256": digest})
+
+
 def setup_routes(app: web.Application) -> None:
     add_route(app, "POST", "/v1/jobs", submit_job, name="jobs.submit", permission="jobs.submit")
     add_route(app, "GET", "/v1/jobs", list_jobs, name="jobs.list", permission="jobs.read")
@@ -158,4 +189,12 @@ def setup_routes(app: web.Application) -> None:
         job_output,
         name="jobs.output",
         permission="jobs.output",
+    )
+    add_route(
+        app,
+        "PUT",
+        "/v1/jobs/{id}/inputs/{index}",
+        upload_input,
+        name="jobs.upload_input",
+        permission="jobs.submit",
     )
