@@ -93,7 +93,15 @@ class Center:
 
     def files_for(self, user: str) -> CenterFiles:
         """`user`'s files here, as their own login (403 when unmapped)."""
-        login = self.login_for(user)
+        return self._files_of_login(self.login_for(user))
+
+    def files_for_job(self, record: JobRecord) -> CenterFiles:
+        """The files of the login a job runs as."""
+        if record.login is None and not self.is_local:
+            return self.files_for(record.owner)  # a record from before identity mapping
+        return self._files_of_login(record.login)
+
+    def _files_of_login(self, login: str | None) -> CenterFiles:
         files = self._files.get(login)
         if files is None:
             if self._make_files is None:
@@ -102,10 +110,6 @@ class Center:
                 )
             files = self._files[login] = self._make_files(login)
         return files
-
-    def files_for_job(self, record: JobRecord) -> CenterFiles:
-        """The files of the login a job runs as."""
-        return self.files_for(record.owner)
 
     def adapters(self) -> list[Adapter]:
         return list(self._adapters.values())

@@ -61,6 +61,13 @@ async def plan(src: CenterFiles, src_path: str) -> tuple[str, list[str], list[Co
     return full, dirs, files
 
 
+def part_path(full: str) -> str:
+    """Where a copy is written before it is verified and renamed into place: beside
+    its destination, so the rename stays on one file system, and of a fixed length."""
+    head, name = posixpath.split(full)
+    return posixpath.join(head, ".hpcfed-part-" + hashlib.sha256(name.encode()).hexdigest()[:16])
+
+
 async def copy_file(
     src: CenterFiles,
     src_full: str,
@@ -69,8 +76,17 @@ async def copy_file(
     item: CopiedFile,
     progress: Progress = lambda n: None,
 ) -> str:
-    """Copy one file; returns its verified sha256. Retries from where it broke off."""
-    offset, digest, whole = 0, hashlib.sha256(), True
+    """Copy one file; returns its verified sha256.
+
+    The bytes go to a part file, renamed over the destination only once verified, so
+    a destination that is the source itself (two centers sharing a file system) or a
+    file a reader is using is never seen half written. A part file left by an earlier
+    attempt is continued; a copy that breaks off is retried from what the part holds.
+    """
+    part = part_path(dst_full)
+    offset = await _held(dst, part, item.size)
+    progress(offset)
+    digest, whole, restarted = hashlib.sha256(), offset == 0, False
     while True:
         item.attempts += 1
         passed = 0
@@ -84,34 +100,61 @@ async def copy_file(
                 yield chunk
 
         try:
-            written = await dst.write(dst_full, tee(offset), offset, item.size - offset)
+            written = await dst.write(part, tee(offset), offset, item.size - offset)
             if offset + written != item.size:
                 raise AdapterError(
                     f"{src_full}: {offset + written} of {item.size} bytes arrived",
                     center=src.center_id,
                 )
-            break
         except AdapterError as exc:
             if item.attempts >= ATTEMPTS:
                 raise
             log.info("copy of %s broke off (%s); resuming", src_full, exc)
-            try:
-                held = min((await dst.fs.stat(dst_full)).size, item.size)
-            except OSError:
-                held = 0
+            held = await _held(dst, part, item.size)
             progress(held - offset - passed)  # bytes counted but not kept are sent again
-            offset = held
-            whole = offset == 0
+            offset, whole = held, held == 0
             if whole:
                 digest = hashlib.sha256()
-    got, _ = await dst.sha256(dst_full)
-    want = digest.hexdigest() if whole else (await src.sha256(src_full))[0]
-    if got != want:
-        raise ChecksumMismatch(
-            f"{dst_full} at center {dst.center_id} has sha256 {got}, the source {want}",
+            continue
+        got, _ = await dst.sha256(part)
+        want = digest.hexdigest() if whole else (await src.sha256(src_full))[0]
+        if got == want:
+            break
+        if whole or restarted:
+            raise ChecksumMismatch(
+                f"{dst_full} at center {dst.center_id} has sha256 {got}, the source {want}",
+                center=dst.center_id,
+            )
+        # A part file of some other copy: start again from nothing, once.
+        progress(-item.size)
+        offset, whole, restarted, digest = 0, True, True, hashlib.sha256()
+    try:
+        await dst.fs.rename(part, dst_full)
+    except OSError as exc:
+        raise AdapterError(
+            f"{dst_full} at center {dst.center_id}: cannot move the copy into place: {exc}",
             center=dst.center_id,
-        )
+        ) from None
     return got
+
+
+async def _held(dst: CenterFiles, part: str, size: int) -> int:
+    """How much of a copy its part file holds already (0 if none, or if it is too long)."""
+    try:
+        held = (await dst.fs.stat(part, follow=False)).size
+    except OSError:
+        return 0
+    return held if held <= size else 0
+
+
+def check_overlap(src: CenterFiles, src_full: str, dst: CenterFiles, dst_full: str) -> None:
+    """Refuse a copy into itself, or into a directory it is copying."""
+    if src.center_id == dst.center_id and (
+        within(dst_full, src_full) or within(src_full, dst_full)
+    ):
+        raise PathRefused(
+            f"destination.path: {dst_full!r} overlaps the source {src_full!r}", "destination.path"
+        )
 
 
 async def copy_tree(
@@ -128,12 +171,7 @@ async def copy_tree(
     """Copy a file or a directory tree; files already `done` in `planned` are kept."""
     src_full, dirs, files = planned or await plan(src, src_path)
     dst_full = await dst.resolve(dst_path, "destination.path")
-    if src.center_id == dst.center_id and (
-        within(dst_full, src_full) or within(src_full, dst_full)
-    ):
-        raise PathRefused(
-            f"destination.path: {dst_path!r} overlaps the source {src_path!r}", "destination.path"
-        )
+    check_overlap(src, src_full, dst, dst_full)
     is_tree = not (len(files) == 1 and files[0].path == "" and not dirs)
     try:
         existing = await dst.stat(dst_full, "destination.path")

@@ -18,8 +18,9 @@ import uuid
 
 from adapters.base import AdapterError
 from adapters.files import FileNotFound
+from adapters.paths import PathRefused
 from gateway.centers import CenterRegistry
-from gateway.copying import CopiedFile, copy_tree, plan
+from gateway.copying import CopiedFile, check_overlap, copy_tree, plan
 from gateway.errors import ApiError
 from gateway.models import TransferFile, TransferRecord, TransferRequest, utcnow
 from gateway.store.transfers import SQLiteTransferStore
@@ -52,14 +53,17 @@ class TransferService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._saving:
+            await asyncio.gather(*self._saving, return_exceptions=True)
 
     # ------------------------------------------------------------ API
 
     async def create(self, owner: str, request: TransferRequest) -> TransferRecord:
         src = self.centers.get(request.source.center).files_for(owner)
         dst = self.centers.get(request.destination.center).files_for(owner)
-        await src.resolve(request.source.path, "source.path")
-        await dst.resolve(request.destination.path, "destination.path")
+        src_full = await src.resolve(request.source.path, "source.path")
+        dst_full = await dst.resolve(request.destination.path, "destination.path")
+        check_overlap(src, src_full, dst, dst_full)
         try:
             await src.stat(request.source.path, "source.path")
         except FileNotFound as exc:
@@ -126,9 +130,7 @@ class TransferService:
             record.error = "cancelled" if record.cancel_requested else "the gateway stopped"
             if not record.cancel_requested:
                 record.state = "QUEUED"  # taken up again at the next start
-        except ApiError as exc:
-            record.state, record.error = "FAILED", exc.message
-        except AdapterError as exc:
+        except (ApiError, AdapterError, PathRefused) as exc:
             record.state, record.error = "FAILED", exc.message
         except Exception:
             log.exception("transfer %s failed", record.id)

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from gateway.config import LoadedConfig
 from tests.conftest import Gateway, GatewayFactory
@@ -327,7 +328,7 @@ def _traversal_corpus(w: str) -> list[tuple[str, str, dict[str, Any]]]:
         "..\\..\\etc\\passwd",
         f"{w}/line\nbreak",
         f"{w}/./../../../etc/shadow",
-        "..%2f..%2fetc%2fpasswd".replace("%2f", "/"),
+        f"{w}/escape/../escape/sentinel",
     ]
     corpus: list[tuple[str, str, dict[str, Any]]] = []
     for path in get:
@@ -359,6 +360,11 @@ async def test_traversal_attempts_get_4xx_and_touch_nothing_outside_the_roots(
     bob_before = sorted(p.name for p in Path("/home/bob").iterdir())
     corpus = _traversal_corpus(workdir)
     assert len(corpus) >= 20
+    # Encoded once in the URL itself: the server decodes it to '../../etc/passwd'.
+    encoded = URL(api.files("centera", "content") + "?path=..%2F..%2Fetc%2Fpasswd", encoded=True)
+    async with api.session.get(encoded) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "path_refused"
     for method, op, kwargs in corpus:
         async with api.session.request(method, api.files("centera", op), **kwargs) as resp:
             body = await resp.json()
@@ -385,3 +391,41 @@ async def test_traversal_attempts_get_4xx_and_touch_nothing_outside_the_roots(
     assert not Path("/tmp/evil").exists() and not Path("/tmp/newdir").exists()
     assert (HOME / workdir / "ok.txt").read_text() == "inside\n"
     assert (HOME / workdir / "escape").is_symlink()
+
+
+async def test_transfer_under_way_when_the_gateway_stops_is_finished_by_the_next_one(
+    testbed_config: LoadedConfig, start_gateway: GatewayFactory, workdir: str
+) -> None:
+    first = await start_gateway(testbed_config)
+    headers = {"Authorization": f"Bearer {first.tokens['alice']}"}
+    data = os.urandom(200 * MiB)
+    async with aiohttp.ClientSession(headers=headers) as session:
+        api = Api(first, session)
+        await _mkdir(api, "centera", workdir)
+        await api.put("centera", f"{workdir}/big.bin", data)
+        body = {
+            "source": {"center": "centera", "path": f"{workdir}/big.bin"},
+            "destination": {"center": "centerc", "path": f"{workdir}/big-copy.bin"},
+        }
+        async with session.post(first.url + "/v1/transfers", json=body) as resp:
+            transfer = await resp.json()
+            assert resp.status == 202, transfer
+        async with asyncio.timeout(60):
+            while transfer["bytes_done"] == 0:
+                await asyncio.sleep(0.05)
+                async with session.get(f"{first.url}/v1/transfers/{transfer['id']}") as resp:
+                    transfer = await resp.json()
+                    assert resp.status == 200, transfer
+    assert not transfer["terminal"]
+    await first.stop()  # mid-copy
+    second = await start_gateway(testbed_config)
+    headers = {"Authorization": f"Bearer {second.tokens['alice']}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        api = Api(second, session)
+        done = await api.wait(f"{second.url}/v1/transfers/{transfer['id']}")
+        assert done["state"] == "COMPLETED", done
+        assert done["attempts"] == 2
+        expected = hashlib.sha256(data).hexdigest()
+        assert done["files"][0]["sha256"] == expected
+        assert await api.checksum("centerc", f"{workdir}/big-copy.bin") == expected
+    assert sorted(p.name for p in (HOME / workdir).iterdir()) == ["big-copy.bin", "big.bin"]
