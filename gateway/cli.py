@@ -17,6 +17,13 @@ from typing import Any
 import yaml
 
 from gateway.cli_admin import ADMIN_COMMANDS, add_admin_parsers
+from gateway.cli_files import (
+    FILE_COMMANDS,
+    add_file_parsers,
+    prepare_local_inputs,
+    show_progress,
+    upload_local_inputs,
+)
 from gateway.client import URL_FILE, ClientError, HpcfedClient, discover
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -128,7 +135,9 @@ def _load_spec(path: str, center: str | None) -> dict[str, Any]:
 
 
 async def cmd_submit(client: HpcfedClient, args: argparse.Namespace) -> int:
-    job = await client.submit(_load_spec(args.file, args.center), idempotency_key=args.key)
+    spec, uploads = prepare_local_inputs(_load_spec(args.file, args.center), args.file)
+    job = await client.submit(spec, idempotency_key=args.key)
+    await upload_local_inputs(client, job, uploads, progress=show_progress(args))
     if not args.wait:
         _print_json(job) if args.json else print(job["id"])
         return EXIT_OK
@@ -208,6 +217,7 @@ CLIENT_COMMANDS = {
     "logs": cmd_logs,
     "cancel": cmd_cancel,
     "centers": cmd_centers,
+    **FILE_COMMANDS,
 }
 
 
@@ -255,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("schema", help="print the JSON Schema of a center file")
 
     add_admin_parsers(sub)
+    add_file_parsers(sub)
     return parser
 
 

@@ -17,21 +17,13 @@ from typing import Any
 
 import aiohttp
 
+from gateway.client_errors import ClientError, raise_for
+from gateway.client_files import FilesClientMixin
+
 DEFAULT_URL = "http://127.0.0.1:8750"
 #: Files the gateway leaves in its data dir for clients on the same machine.
 URL_FILE = "gateway-url"
 TOKEN_FILE = "client-token"  # noqa: S105 - a file name
-
-
-class ClientError(Exception):
-    """The gateway answered with an error, or could not be reached."""
-
-    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None):
-        super().__init__(f"{message} ({code}, HTTP {status})" if status else message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.body = body or {}
 
 
 def default_data_dir() -> Path:
@@ -53,7 +45,7 @@ def discover(url: str | None = None, token: str | None = None) -> tuple[str, str
     return (url or DEFAULT_URL).rstrip("/"), token
 
 
-class HpcfedClient:
+class HpcfedClient(FilesClientMixin):
     def __init__(self, url: str, token: str | None, *, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -84,7 +76,7 @@ class HpcfedClient:
         try:
             async with self.session.request(method, self.url + path, **kwargs) as resp:
                 if resp.status >= 400:
-                    await _raise_for(resp)
+                    await raise_for(resp)
                 if resp.content_type == "application/json":
                     return await resp.json()
                 return await resp.read()
@@ -145,7 +137,7 @@ class HpcfedClient:
         url = f"{self.url}/v1/jobs/{job_id}/output/{stream}"
         async with self.session.get(url, params=params) as resp:
             if resp.status >= 400:
-                await _raise_for(resp)
+                await raise_for(resp)
             async for chunk in resp.content.iter_any():
                 yield chunk
 
@@ -194,13 +186,3 @@ class HpcfedClient:
         result = await self._request("GET", "/v1/centers")
         centers: list[dict[str, Any]] = result["centers"]
         return centers
-
-
-async def _raise_for(resp: aiohttp.ClientResponse) -> None:
-    try:
-        body = await resp.json(content_type=None)
-        err = body["error"]
-        raise ClientError(resp.status, err.get("code", "error"), err.get("message", ""), err)
-    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
-        text = (await resp.text())[:500]
-        raise ClientError(resp.status, "http_error", text or resp.reason or "error") from None
