@@ -124,6 +124,17 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     return created, job_id
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection as every table of the gateway's database wants it: WAL, full sync."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
 class SQLiteJobStore(JobStore):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -142,13 +153,8 @@ class SQLiteJobStore(JobStore):
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def open(self) -> None:
-        def connect() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
+        def open_db() -> None:
+            db = connect(self.path)
             existing = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
             if existing:
                 for column, definition in _ADDED_COLUMNS.items():
@@ -157,7 +163,7 @@ class SQLiteJobStore(JobStore):
             db.executescript(_SCHEMA)
             self._db = db
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        await asyncio.get_running_loop().run_in_executor(self._executor, open_db)
 
     async def close(self) -> None:
         def shut() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.models import TRANSFER_TERMINAL, TransferRecord, utcnow
 from gateway.store.base import StoreError
+from gateway.store.sqlite import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -41,17 +42,12 @@ class SQLiteTransferStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def open(self) -> None:
-        def connect() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
+        def open_db() -> None:
+            db = connect(self.path)
             db.executescript(_SCHEMA)
             self._db = db
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        await asyncio.get_running_loop().run_in_executor(self._executor, open_db)
 
     async def close(self) -> None:
         def shut() -> None:
