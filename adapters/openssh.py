@@ -2,7 +2,7 @@
 
 A single paramiko stream moves a fraction of what OpenSSH does on the same
 link (its ciphers and windows run in Python), so large copies are piped
-through `ssh <center> 'tail -c ...'` or `'dd of=...'` instead. Nothing of the
+through `ssh <center> 'dd if=...'` or `'dd of=...'` (GNU dd) instead. Nothing of the
 user's configuration is read (`-F /dev/null`); the host key must be one pinned
 in the center config (a known_hosts file written here, `StrictHostKeyChecking
 yes`); the login's private key is handed to a private `ssh-agent` on stdin and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -179,13 +180,16 @@ class OpenSSH:
         self, target: SSHTarget, path: str, offset: int, length: int
     ) -> AsyncIterator[bytes]:
         """`length` bytes of `path` from `offset`, as they arrive."""
-        command = f"exec tail -c +{offset + 1} -- {quote(path)} | head -c {length}"
-        proc = await self._start(target, command, stdin=False)
-        assert proc.stdout is not None
+        # One process reading in 1 MiB blocks (GNU dd's byte-counted skip and count).
+        command = (
+            f"exec dd if={quote(path)} bs=1M skip={offset} count={length} "
+            "iflag=skip_bytes,count_bytes status=none"
+        )
+        proc, stdout, pipe = await self._start_reading(target, command)
         got = 0
         try:
             while True:
-                block = await proc.stdout.read(_READ)
+                block = await stdout.read(_READ)
                 if not block:
                     break
                 got += len(block)
@@ -198,6 +202,7 @@ class OpenSSH:
                     center=target.center_id,
                 )
         finally:
+            pipe.close()
             await _stop(proc)
 
     async def write(
@@ -206,15 +211,14 @@ class OpenSSH:
         """Cut `path` at `offset` and write the chunks from there; bytes written."""
         # dd without conv=notrunc cuts the file at the seek point, then writes.
         command = f"exec dd of={quote(path)} bs=1M seek={offset} oflag=seek_bytes status=none"
-        proc = await self._start(target, command, stdin=True)
-        assert proc.stdin is not None
+        proc, stdin = await self._start_writing(target, command)
         written = 0
         try:
             async for chunk in chunks:
-                proc.stdin.write(chunk)
-                await proc.stdin.drain()
+                stdin.write(chunk)
+                await stdin.drain()
                 written += len(chunk)
-            proc.stdin.close()
+            stdin.close()
             await self._finish(target, proc, "write")
         except (BrokenPipeError, ConnectionResetError):
             await self._finish(target, proc, "write")
@@ -223,21 +227,62 @@ class OpenSSH:
                 center=target.center_id,
             ) from None
         finally:
+            stdin.close()
             await _stop(proc)
         return written
 
-    async def _start(
-        self, target: SSHTarget, command: str, *, stdin: bool
-    ) -> asyncio.subprocess.Process:
+    async def _start_reading(
+        self, target: SSHTarget, command: str
+    ) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.BaseTransport]:
+        """`ssh` running `command`, a reader of its stdout, and that pipe's transport."""
         argv = await self.argv(target, command)
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if not stdin else asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=_base_env(),
-            limit=_READ,
+        ours, theirs = _wide_pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=theirs,
+                stderr=asyncio.subprocess.PIPE,
+                env=_base_env(),
+            )
+        except BaseException:
+            os.close(ours)
+            raise
+        finally:
+            os.close(theirs)
+        reader = asyncio.StreamReader(limit=_READ)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ours, "rb", buffering=0)
         )
+        return proc, reader, transport
+
+    async def _start_writing(
+        self, target: SSHTarget, command: str
+    ) -> tuple[asyncio.subprocess.Process, asyncio.StreamWriter]:
+        """`ssh` running `command`, and a writer to its stdin."""
+        argv = await self.argv(target, command)
+        theirs, ours = _wide_pipe(reading=False)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=theirs,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=_base_env(),
+            )
+        except BaseException:
+            os.close(ours)
+            raise
+        finally:
+            os.close(theirs)
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
+            os.fdopen(ours, "wb", buffering=0),
+        )
+        transport.set_write_buffer_limits(high=_READ)
+        return proc, asyncio.StreamWriter(transport, protocol, None, loop)
 
     async def _finish(self, target: SSHTarget, proc: asyncio.subprocess.Process, what: str) -> None:
         assert proc.stderr is not None
@@ -266,6 +311,17 @@ class OpenSSH:
             stderr=err,
             center=cid,
         )
+
+
+def _wide_pipe(reading: bool = True) -> tuple[int, int]:
+    """A pipe with a 1 MiB buffer instead of Linux's 64 KiB: a quarter of the wake-ups
+    per byte between the gateway and its `ssh`. Returns (read end, write end); the
+    gateway's end is non-blocking and not inherited."""
+    read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or over the user's limit
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _READ)
+    os.set_blocking(read_end if reading else write_end, False)
+    return read_end, write_end
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

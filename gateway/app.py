@@ -47,6 +47,7 @@ from gateway.vault import Vault
 
 #: Routes whose handlers stream their bodies, so no body cap applies to them.
 STREAMED_UPLOADS = (CONTENT_ROUTE, "/v1/jobs/{id}/inputs/{index}")
+UPLOAD_READ_BUFFER = 1 << 20
 #: Bootstrap client tokens live this long at most; they are renewed at start.
 CLIENT_TOKEN_TTL = 30 * 86400.0
 
@@ -70,6 +71,8 @@ def create_app(config: LoadedConfig) -> web.Application:
             rate_limit_middleware(limiter, rate_limit_key),
         ],
         client_max_size=max_body,
+        # Streamed uploads are read in up to 1 MiB pieces rather than 64 KiB ones.
+        handler_args={"read_bufsize": UPLOAD_READ_BUFFER},
     )
     app[CONFIG], app[VAULT], app[KEYRING], app[VERIFIER], app[AUDIT] = (
         config,
