@@ -39,13 +39,13 @@ testbed-status:
 
 # pytest's exit code passes through: 5 (no test collected) fails the target too.
 test: install system-deps
-	$(BIN)/ruff check gateway adapters tests
+	$(BIN)/ruff check gateway adapters tests benchmarks
 	$(BIN)/python -m tests.testbed up
 	$(BIN)/python -m pytest -ra; rc=$$?; $(BIN)/python -m tests.testbed down; exit $$rc
 
 lint: install
-	$(BIN)/ruff check gateway adapters tests
-	$(BIN)/ruff format --check gateway adapters tests
+	$(BIN)/ruff check gateway adapters tests benchmarks
+	$(BIN)/ruff format --check gateway adapters tests benchmarks
 
 schema: install
 	$(BIN)/hpcfed center schema > configs/schema/center.schema.json

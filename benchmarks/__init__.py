@@ -1,0 +1,1 @@
+"""Benchmarks of hpcfed against real services (the testbed); see benchmarks/README.md."""
