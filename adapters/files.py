@@ -160,12 +160,10 @@ class CenterFiles:
             self._real_roots = reals
         return self._real_roots
 
-    def with_root(self, extra: str) -> CenterFiles:
+    async def with_root(self, extra: str) -> CenterFiles:
         """The same view with one more (absolute) root, e.g. a job's own directory."""
-        view = CenterFiles(self.center_id, self.login, self.fs, ())
-        view._roots = [*(self._roots or []), extra]
-        view._real_roots = None
-        view._templates = self._templates
+        view = CenterFiles(self.center_id, self.login, self.fs, self._templates)
+        view._roots = [*await self.roots(), posixpath.normpath(extra)]
         return view
 
     async def resolve(self, path: str, field: str = "path", *, follow: bool = True) -> str:

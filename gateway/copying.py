@@ -10,6 +10,7 @@ then both centers compute the checksum.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import posixpath
@@ -93,14 +94,17 @@ async def copy_file(
 
         async def tee(start: int) -> AsyncIterator[bytes]:
             nonlocal passed
-            async for chunk in src.read(src_full, start, item.size - start):
-                digest.update(chunk)  # noqa: B023 - consumed within this attempt
-                passed += len(chunk)
-                progress(len(chunk))
-                yield chunk
+            async with contextlib.aclosing(src.read(src_full, start, item.size - start)) as read:
+                async for chunk in read:
+                    digest.update(chunk)  # noqa: B023 - consumed within this attempt
+                    passed += len(chunk)
+                    progress(len(chunk))
+                    yield chunk
 
         try:
-            written = await dst.write(part, tee(offset), offset, item.size - offset)
+            # Closed whatever happens, so the source's stream (an ssh process) ends now.
+            async with contextlib.aclosing(tee(offset)) as stream:
+                written = await dst.write(part, stream, offset, item.size - offset)
             if offset + written != item.size:
                 raise AdapterError(
                     f"{src_full}: {offset + written} of {item.size} bytes arrived",

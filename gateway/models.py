@@ -192,6 +192,11 @@ class CenterPath(_Verbatim):
     center: str = Field(pattern=CENTER_ID_PATTERN)
     path: RemotePath
 
+    @field_validator("path")
+    @classmethod
+    def _path_form(cls, value: str) -> str:
+        return _path_form(value)
+
 
 class StageIn(_Verbatim):
     """An input put in place before the job is submitted."""

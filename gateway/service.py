@@ -94,6 +94,7 @@ class JobService:
             center_id = choose_center(self.centers, active, owner)
         login = self.centers.get(center_id).login_for(owner)  # 403 when unmapped there
         check_center(parents, center_id)
+        self.staging.check(spec, owner)
         native_dependencies(spec, parents)  # refuses what can never run, before storing
         now = utcnow()
         record = JobRecord(

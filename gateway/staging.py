@@ -21,13 +21,13 @@ import logging
 import posixpath
 from collections import defaultdict
 
-from adapters.base import TERMINAL_STATES, AdapterError
+from adapters.base import TERMINAL_STATES, AdapterError, CenterUnavailable
 from adapters.files import CenterFiles
 from adapters.paths import PathRefused
 from gateway.centers import CenterRegistry
 from gateway.copying import copy_tree
 from gateway.errors import ApiError
-from gateway.models import JobRecord, JobState, StagedFile, Staging, utcnow
+from gateway.models import JobRecord, JobSpec, JobState, StagedFile, Staging, utcnow
 from gateway.store import JobStore
 
 log = logging.getLogger("hpcfed.staging")
@@ -66,7 +66,7 @@ class Stager:
         workdir = await center.adapter_for_job(record).job_workdir(
             record.id, record.spec.working_dir
         )
-        return center.files_for_job(record).with_root(workdir), workdir
+        return await center.files_for_job(record).with_root(workdir), workdir
 
     async def _save(self, job_id: str, which: str, index: int, item: StagedFile) -> JobRecord:
         """Record one input's or output's outcome without losing a concurrent one's."""
@@ -82,6 +82,31 @@ class Stager:
 
     # ------------------------------------------------------------ inputs
 
+    def check(self, spec: JobSpec, owner: str) -> None:
+        """Refuse, before anything is stored, staging from or to a center the owner
+        cannot use."""
+        places = [(f"inputs.{i}.source", s.source) for i, s in enumerate(spec.inputs)]
+        places += [(f"outputs.{i}.destination", s.destination) for i, s in enumerate(spec.outputs)]
+        for field, place in places:
+            if place is None:
+                continue
+            center = self.centers.find(place.center)
+            if center is None:
+                raise ApiError(
+                    422,
+                    "unknown_center",
+                    f"{field}.center: no center named {place.center!r}",
+                    field=f"{field}.center",
+                )
+            if not center.serves(owner):
+                raise ApiError(
+                    403,
+                    "no_identity_at_center",
+                    f"{field}.center: user {owner} has no login at center {center.id}",
+                    field=f"{field}.center",
+                    center=center.id,
+                )
+
     def initial(self, record: JobRecord) -> Staging:
         return Staging(
             inputs=[
@@ -96,6 +121,8 @@ class Stager:
         try:
             dst, workdir = await self._view(record)
             await dst.mkdir(workdir, parents=True)
+        except CenterUnavailable:
+            raise
         except (AdapterError, ApiError, PathRefused) as exc:
             raise StagingFailed(f"staging: the working directory: {_why(exc)}") from None
         done = {s.index for s in record.staging.inputs if s.state == "done"}
@@ -111,6 +138,8 @@ class Stager:
             try:
                 src = self.centers.get(inp.source.center).files_for(record.owner)
                 files = await copy_tree(src, inp.source.path, dst, target, overwrite=True)
+            except CenterUnavailable:
+                raise  # not this input's fault: the submission is tried again later
             except (AdapterError, ApiError, PathRefused) as exc:
                 await self._save(
                     record.id, "inputs", i, StagedFile(index=i, state="failed", error=_why(exc))
@@ -203,6 +232,9 @@ class Stager:
                         raise StagingFailed("the copy's checksum differs from the original")
                     item.copied_to = out.destination
                 item.state = "done"
+            except CenterUnavailable as exc:
+                log.warning("job %s: outputs wait for a center: %s", record.id, exc.message)
+                return  # nothing is decided; the next poll that sees the job ended tries again
             except (AdapterError, ApiError, PathRefused, StagingFailed) as exc:
                 item.state, item.error = "failed", _why(exc)
                 problems.append(f"output {i} ({out.source}): {item.error}")

@@ -6,6 +6,7 @@ roots at that center (`adapters.paths`); data is streamed both ways.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -190,8 +191,9 @@ async def download(request: web.Request) -> web.StreamResponse:
         return response
     await response.prepare(request)
     try:
-        async for chunk in files.read(full, start, end - start):
-            await response.write(chunk)
+        async with contextlib.aclosing(files.read(full, start, end - start)) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
     except (AdapterError, OSError) as exc:
         # The status line is sent: all that is left is to cut the answer short, so the
         # client sees fewer bytes than announced and resumes with a Range.

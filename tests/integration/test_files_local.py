@@ -160,3 +160,38 @@ async def test_a_staged_job_at_the_local_center_reads_its_upload_and_its_output_
     assert shout["sha256"] == hashlib.sha256(b"QUIET WORDS\n").hexdigest()
     assert done["staging"]["outputs"][1]["state"] == "failed"
     assert done["staging"]["final_state"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("staging", "status", "field"),
+    [
+        (
+            {"inputs": [{"source": {"center": "nowhere", "path": "x"}, "destination": "x"}]},
+            422,
+            "inputs.0.source.center",
+        ),
+        (
+            {"inputs": [{"source": {"center": "local", "path": "../x"}, "destination": "x"}]},
+            422,
+            "inputs.0.source.path",
+        ),
+        ({"inputs": [{"upload": True, "destination": "/etc/x\n"}]}, 422, "inputs.0.destination"),
+        ({"inputs": [{"destination": "x"}]}, 422, "inputs.0"),
+        (
+            {"outputs": [{"source": "out", "destination": {"center": "nowhere", "path": "o"}}]},
+            422,
+            "outputs.0.destination.center",
+        ),
+        ({"outputs": [{"source": "~root/out"}]}, 422, "outputs.0.source"),
+    ],
+)
+async def test_staging_a_job_cannot_do_is_refused_before_it_is_stored(
+    files: Files, staging: dict[str, Any], status: int, field: str
+) -> None:
+    spec = {"center": "local", "command": "true", **staging}
+    async with files.session.post(files.gw.url + "/v1/jobs", json=spec) as resp:
+        body = await resp.json()
+        assert resp.status == status, body
+        assert body["error"]["field"] == field
+    async with files.gw.client() as client:
+        assert (await client.list())["jobs"] == []
