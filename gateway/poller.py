@@ -19,7 +19,7 @@ from gateway.centers import Center
 from gateway.errors import ApiError
 from gateway.models import ElementRecord, JobRecord, JobState, array_indices, utcnow
 from gateway.service import JobService, SubmitRejectedError
-from gateway.staging import STAGING_OUTPUTS
+from gateway.staging import STAGING_OUTPUTS, waits_for_upload
 
 log = logging.getLogger("hpcfed.poller")
 
@@ -179,7 +179,11 @@ class Poller:
                     reason="cancelled before it reached the center",
                     finished_at=now,
                 )
-            elif now - job.updated_at >= RESUBMIT_AFTER and job.id not in self.service.in_flight:
+            elif (
+                now - job.updated_at >= RESUBMIT_AFTER
+                and job.id not in self.service.in_flight
+                and not waits_for_upload(job)
+            ):
                 try:
                     await self.service.submit_at_center(job)
                 except SubmitRejectedError as exc:

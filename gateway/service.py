@@ -157,13 +157,13 @@ class JobService:
                 record.id, reason=f"waiting for job {waiting_for[0]} to reach {center.id}"
             )
         self.in_flight.add(record.id)
-        attempts = record.submit_attempts + 1
         try:
-            await self.store.update(record.id, submit_attempts=attempts)
             if record.spec.inputs:
                 record, ready = await self.staging.stage_in(record)
                 if not ready:
-                    return record
+                    return record  # the last upload sends it on
+            # Counted once staging is done: only a job that was sent can be at the center.
+            record = await self.store.update(record.id, submit_attempts=record.submit_attempts + 1)
             request = to_request(record, center.config.type, dependencies)
             async with asyncio.timeout(self.submit_timeout):
                 native_id = await center.adapter_for_job(record).submit(request)

@@ -35,6 +35,11 @@ log = logging.getLogger("hpcfed.staging")
 STAGING_OUTPUTS = "staging outputs"
 
 
+def waits_for_upload(record: JobRecord) -> bool:
+    """Whether the job waits for the client to upload an input (its upload sends it on)."""
+    return any(s.state == "waiting_upload" for s in record.staging.inputs)
+
+
 class StagingFailed(Exception):
     """Staging cannot succeed as specified; the message names the input or output."""
 
@@ -126,12 +131,8 @@ class Stager:
         except (AdapterError, ApiError, PathRefused) as exc:
             raise StagingFailed(f"staging: the working directory: {_why(exc)}") from None
         done = {s.index for s in record.staging.inputs if s.state == "done"}
-        waiting = []
         for i, inp in enumerate(record.spec.inputs):
-            if i in done:
-                continue
-            if inp.upload:
-                waiting.append(f"input {i} ({inp.destination})")
+            if i in done or inp.upload:
                 continue
             assert inp.source is not None
             target = _at(workdir, inp.destination)
@@ -160,12 +161,19 @@ class Stager:
                     sha256=one.sha256 if one else None,
                 ),
             )
-        if waiting:
-            record = await self.store.update(
-                record.id, reason=f"waiting for the upload of {', '.join(waiting)}"
-            )
-            return record, False
-        return record, True
+        async with self._locks[record.id]:  # an upload may have finished meanwhile
+            current = await self.store.get(record.id)
+            assert current is not None
+            uploaded = {s.index for s in current.staging.inputs if s.state == "done"}
+            waiting = [
+                f"input {i} ({inp.destination})"
+                for i, inp in enumerate(current.spec.inputs)
+                if inp.upload and i not in uploaded
+            ]
+            if waiting:
+                reason = f"waiting for the upload of {', '.join(waiting)}"
+                return await self.store.update(record.id, reason=reason), False
+        return current, True
 
     async def upload_target(self, record: JobRecord, index: int) -> tuple[CenterFiles, str]:
         """Where an upload input goes, checked; (files, full path)."""
