@@ -231,17 +231,18 @@ class OpenSSH:
             await _stop(proc)
         return written
 
-    async def _start_reading(
-        self, target: SSHTarget, command: str
-    ) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.BaseTransport]:
-        """`ssh` running `command`, a reader of its stdout, and that pipe's transport."""
-        argv = await self.argv(target, command)
-        ours, theirs = _wide_pipe()
+    async def _spawn(
+        self, target: SSHTarget, command: str, ours: int, theirs: int, *, reading: bool
+    ) -> asyncio.subprocess.Process:
+        """`ssh` running `command` with `theirs` as its stdout (reading) or stdin; that
+        end is closed here once the child holds it, and `ours` too if the start fails."""
+        devnull = asyncio.subprocess.DEVNULL
         try:
-            proc = await asyncio.create_subprocess_exec(
+            argv = await self.argv(target, command)
+            return await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=theirs,
+                stdin=devnull if reading else theirs,
+                stdout=theirs if reading else devnull,
                 stderr=asyncio.subprocess.PIPE,
                 env=_base_env(),
             )
@@ -250,6 +251,13 @@ class OpenSSH:
             raise
         finally:
             os.close(theirs)
+
+    async def _start_reading(
+        self, target: SSHTarget, command: str
+    ) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.BaseTransport]:
+        """`ssh` running `command`, a reader of its stdout, and that pipe's transport."""
+        ours, theirs = _wide_pipe()
+        proc = await self._spawn(target, command, ours, theirs, reading=True)
         reader = asyncio.StreamReader(limit=_READ)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.connect_read_pipe(
@@ -261,21 +269,8 @@ class OpenSSH:
         self, target: SSHTarget, command: str
     ) -> tuple[asyncio.subprocess.Process, asyncio.StreamWriter]:
         """`ssh` running `command`, and a writer to its stdin."""
-        argv = await self.argv(target, command)
         theirs, ours = _wide_pipe(reading=False)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=theirs,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env=_base_env(),
-            )
-        except BaseException:
-            os.close(ours)
-            raise
-        finally:
-            os.close(theirs)
+        proc = await self._spawn(target, command, ours, theirs, reading=False)
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.connect_write_pipe(
             lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),

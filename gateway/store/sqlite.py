@@ -135,7 +135,9 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-class SQLiteJobStore(JobStore):
+class SQLiteFile:
+    """One connection to the gateway's database, used from one thread of its own."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -152,15 +154,13 @@ class SQLiteJobStore(JobStore):
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Create or upgrade the tables this store keeps."""
+
     async def open(self) -> None:
         def open_db() -> None:
             db = connect(self.path)
-            existing = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
-            if existing:
-                for column, definition in _ADDED_COLUMNS.items():
-                    if column not in existing:
-                        db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
-            db.executescript(_SCHEMA)
+            self._prepare(db)
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, open_db)
@@ -173,6 +173,16 @@ class SQLiteJobStore(JobStore):
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=True)
+
+
+class SQLiteJobStore(SQLiteFile, JobStore):
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        existing = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
+        if existing:
+            for column, definition in _ADDED_COLUMNS.items():
+                if column not in existing:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
+        db.executescript(_SCHEMA)
 
     async def ping(self) -> None:
         await self._call(lambda db: db.execute("SELECT 1").fetchone())
