@@ -205,6 +205,25 @@ async def download(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def check_sha256(files: CenterFiles, full: str, expected: str) -> tuple[str, int]:
+    """The sha256 and size of a file just written, computed at the center; 422 when the
+    sha256 is not the one the client sent. The file is kept either way, so the upload
+    can be resumed or repeated."""
+    digest, size = await files.sha256(full)
+    if digest != expected:
+        raise ApiError(
+            422,
+            "checksum_mismatch",
+            f"{CHECKSUM_HEADER}: the file at the center has sha256 {digest}, not "
+            f"{expected}; it is kept, so the upload can be resumed or repeated",
+            field=CHECKSUM_HEADER,
+            center=files.center_id,
+            size=size,
+            sha256=digest,
+        )
+    return digest, size
+
+
 async def upload(request: web.Request) -> web.Response:
     files, path = files_of(request), path_query(request)
     offset = int_query(request, "offset", 0, 0, 1 << 62)
@@ -217,19 +236,8 @@ async def upload(request: web.Request) -> web.Response:
     )
     body: dict[str, object] = {"path": full, "size": offset + written}
     if expected is not None:
-        digest, size = await files.sha256(path)
+        digest, size = await check_sha256(files, full, expected)
         body.update(sha256=digest, size=size)
-        if digest != expected:
-            raise ApiError(
-                422,
-                "checksum_mismatch",
-                f"{CHECKSUM_HEADER}: the file at the center has sha256 {digest}, not "
-                f"{expected}; it is kept, so the upload can be resumed or repeated",
-                field=CHECKSUM_HEADER,
-                center=files.center_id,
-                size=size,
-                sha256=digest,
-            )
     return web.json_response(body, status=200 if existed else 201)
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.base import AdapterError, JobState
-from gateway.api.files import CHECKSUM_HEADER, body_chunks, expected_sha256
+from gateway.api.files import body_chunks, check_sha256, expected_sha256
 from gateway.api.keys import POLLER, SERVICE
 from gateway.api.params import bool_query, int_query, json_body
 from gateway.audit import AUDIT_TARGET
@@ -160,15 +160,7 @@ async def upload_input(request: web.Request) -> web.Response:
     size = await files.write(full, body_chunks(request), 0, request.content_length, shown=full)
     digest = None
     if expected is not None:
-        digest, size = await files.sha256(full)
-        if digest != expected:
-            raise ApiError(
-                422,
-                "checksum_mismatch",
-                f"{CHECKSUM_HEADER}: the input arrived with sha256 {digest}, not {expected}",
-                field=CHECKSUM_HEADER,
-                sha256=digest,
-            )
+        digest, size = await check_sha256(files, full, expected)
     record = await service.staging.uploaded(record, index, full, size, digest)
     if all(s.state == "done" for s in record.staging.inputs) and record.id not in service.in_flight:
         service.resume(record)
