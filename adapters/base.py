@@ -106,6 +106,8 @@ class ArrayElement:
     native_state: str
     reason: str | None = None
     exit_code: int | None = None
+    started_at: float | None = None  # epoch seconds, as the center tells it
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,89 @@ class NativeStatus:
     reason: str | None = None
     exit_code: int | None = None
     elements: Sequence[ArrayElement] = ()
+    #: When the job started and ended running (epoch seconds), as the center tells
+    #: it; None where it cannot be told. Usage and billing are computed from these.
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True)
+class GpuLoad:
+    """The GPUs of one model in a partition."""
+
+    model: str  # the scheduler's type name, e.g. "a100"; "gpu" when untyped
+    total: int
+    allocated: int
+    per_node: int  # the most one node of the partition has
+
+
+@dataclass(frozen=True)
+class PartitionLoad:
+    """One partition (Slurm) or queue (PBS) as its scheduler reports it now."""
+
+    name: str
+    default: bool
+    available: bool  # the scheduler accepts and starts jobs in it
+    nodes_total: int
+    nodes_idle: int
+    nodes_allocated: int  # wholly or partly allocated ("mixed" counts here)
+    nodes_down: int  # down, drained, failing: not usable now
+    cores_total: int
+    cores_idle: int
+    cores_allocated: int
+    cores_down: int
+    cores_per_node: int  # the most one node has
+    memory_per_node_mib: int  # the most one node has
+    max_walltime_seconds: int | None  # None: no limit
+    max_nodes_per_job: int | None = None
+    gpus: tuple[GpuLoad, ...] = ()
+    jobs_queued: int = 0
+    jobs_running: int = 0
+    #: The scheduler's own estimate of when a job queued now would start, in seconds
+    #: from the query (0: it would start at once); None when it gives none.
+    estimated_wait_seconds: float | None = None
+
+    @classmethod
+    def of(cls, sums: CenterTotals, **fields: object) -> PartitionLoad:
+        """A partition whose node, core and GPU counts are `sums` (of its nodes)."""
+        return cls(
+            nodes_total=sums.nodes_total,
+            nodes_idle=sums.nodes_idle,
+            nodes_allocated=sums.nodes_allocated,
+            nodes_down=sums.nodes_down,
+            cores_total=sums.cores_total,
+            cores_idle=sums.cores_idle,
+            cores_allocated=sums.cores_allocated,
+            cores_down=sums.cores_down,
+            gpus=sums.gpus,
+            **fields,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class CenterLoad:
+    """What a center's scheduler says about its capacity and use, from one query."""
+
+    partitions: tuple[PartitionLoad, ...]
+    queried_at: float  # epoch seconds
+    jobs_queued: int = 0  # the whole center's, every user's
+    jobs_running: int = 0
+    #: The whole center with each node counted once (partitions may share nodes);
+    #: None when the parser could not tell nodes apart (then partitions are summed).
+    totals: CenterTotals | None = None
+
+
+@dataclass(frozen=True)
+class CenterTotals:
+    nodes_total: int
+    nodes_idle: int
+    nodes_allocated: int
+    nodes_down: int
+    cores_total: int
+    cores_idle: int
+    cores_allocated: int
+    cores_down: int
+    gpus: tuple[GpuLoad, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -239,6 +324,14 @@ class Adapter(abc.ABC):
     ) -> OutputChunk:
         """Read up to `limit` bytes of 'stdout' or 'stderr' from `offset`
         (of array element `element` for an array job)."""
+
+    async def load(self) -> CenterLoad:
+        """Partitions, nodes, cores, GPUs and queue of the whole center, from one
+        remote command. Raises CenterUnavailable / CommandFailed when the center or
+        its scheduler does not answer."""
+        raise AdapterError(
+            f"center {self.center_id} does not report its load", center=self.center_id
+        )
 
     async def job_workdir(self, gateway_id: str, working_dir: str | None) -> str:
         """The absolute directory the job runs in: `working_dir` resolved at the center,

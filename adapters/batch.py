@@ -11,12 +11,15 @@ import abc
 import functools
 import posixpath
 import re
+import time
 from collections.abc import Mapping, Sequence
 
 from adapters.base import (
     GATEWAY_ID_RE,
     Adapter,
+    AdapterError,
     ArrayElement,
+    CenterLoad,
     CommandFailed,
     JobRequest,
     NativeStatus,
@@ -143,6 +146,14 @@ class JobDirAdapter(Adapter):
     def parse_listing(self, text: str) -> dict[str, str]:
         """gateway id -> native id from `listing_command`'s output."""
         return {}
+
+    def load_command(self) -> str | None:
+        """One command telling the center's partitions, nodes and queue, if the scheduler can."""
+        return None
+
+    def parse_load(self, result: CommandResult, queried_at: float) -> CenterLoad:
+        """`load_command`'s (successful) result -> the center's load."""
+        raise NotImplementedError
 
     def parse_submit(self, result: CommandResult, command: str, job: JobRequest) -> str:
         if result.exit_status != 0:
@@ -359,6 +370,18 @@ class JobDirAdapter(Adapter):
         if working_dir:
             return resolve_path(working_dir, await self.connection.home())
         return JobDir(await self.root(), gateway_id).path
+
+    async def load(self) -> CenterLoad:
+        command = self.load_command()
+        if command is None:
+            raise AdapterError(
+                f"center {self.center_id} does not report its load", center=self.center_id
+            )
+        queried_at = time.time()
+        result = await self.run(command)
+        if result.exit_status != 0:  # never read a failing scheduler as an empty center
+            raise self._failed("load query", command, result)
+        return self.parse_load(result, queried_at)
 
     async def close(self) -> None:
         """The pool belongs to whoever made it; nothing of our own to release."""

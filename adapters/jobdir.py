@@ -6,7 +6,10 @@ script), `script` (the user's script), `stdout`, `stderr`, `exit_code`,
 sent SIGTERM (its walltime ran out, or it was cancelled or preempted) leaves
 `terminated`. An array job also holds `array` (its index spec, written at
 submit) and, per element i, `stdout.i`, `stderr.i`, `exit_code.i`,
-`terminated.i` and `started.i` (the element's own scheduler id).
+`terminated.i`, `started.i` (the element's own scheduler id) and `times.i`.
+`times` holds "<start>" while the job runs and "<start> <end>" once its script
+returned (or the scheduler's SIGTERM came): epoch seconds by the job's own
+clock, what usage and billing are computed from.
 
 The directory is what lets the gateway learn a job's true end after the
 scheduler has forgotten it (no accounting database, or a purged history) and
@@ -38,6 +41,7 @@ CANCELLED = "cancelled"
 TERMINATED = "terminated"
 ARRAY = "array"
 STARTED = "started"
+TIMES = "times"
 #: Where an array element learns its index, in order; the last one lets a center
 #: without a scheduler (or a test) run an element by hand.
 INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAYID", "PBS_ARRAY_INDEX", "HPCFED_ARRAY_INDEX")
@@ -49,6 +53,9 @@ JOB_ID_VARIABLES = ("PBS_JOBID", "SLURM_JOB_ID")
 EXTRA_DIRECTIVE_RE = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9 =:,._/+@%\[\]-]*\Z")
 DEPENDENCY_CONDITIONS = ("afterok", "afternotok", "afterany", "after")
 _INDEX = '"$HPCFED_ARRAY_INDEX"'  # the element's index in job.sh, validated digits
+#: Now, in job.sh: bash 5's EPOCHREALTIME (microseconds; its decimal point is the
+#: locale's), else `date +%s` (bash 4 has no EPOCHREALTIME).
+_NOW = "${EPOCHREALTIME:-$(date +%s)}"
 
 
 class SpecRefused(ValueError):
@@ -173,6 +180,7 @@ def render_body(
     array = job.array is not None
     lines = [f"export {name}={quote(value)}" for name, value in job.environment.items()]
     lines.append(f"export HPCFED_JOB_ID={quote(job.gateway_id)}")
+    lines.append(f"hpcfed_start={_NOW}")  # after the user's exports, which cannot reset it
     if array:
         # After the user's exports, so the files below cannot be renamed by them.
         lines += [
@@ -187,12 +195,16 @@ def render_body(
         lines.append(f"exec >>{out} 2>>{err}")
     limit = str(job.walltime_seconds) if job.walltime_seconds else "-"
     terminated = _write_marker(jobdir, TERMINATED, array, '"$SECONDS ' + limit + '"')
+    ended = _write_marker(jobdir, TIMES, array, f'"$hpcfed_start {_NOW}"')
     lines += [
+        f"hpcfed_ended() {{ {ended}; }}",
         # Schedulers send SIGTERM at the walltime (and on cancel or preemption), then
         # SIGKILL. bash runs the trap once the user script (which got the signal too)
-        # has ended; the marker says how long the job had run, and of what limit.
-        f"hpcfed_terminated() {{ {terminated}; }}",
+        # has ended; the marker says how long the job had run, and of what limit. The
+        # end is written here too, in case the SIGKILL comes before the lines below.
+        f"hpcfed_terminated() {{ hpcfed_ended; {terminated}; }}",
         "trap hpcfed_terminated TERM",
+        _write_marker(jobdir, TIMES, array, '"$hpcfed_start"'),
     ]
     if array:
         lines.append(_write_marker(jobdir, STARTED, array, f'"{_fallbacks(JOB_ID_VARIABLES)}"'))
@@ -202,6 +214,7 @@ def render_body(
         # A child process, so the script's own `exit` cannot skip the bookkeeping below.
         f"cd {quote(workdir)} && {run}",
         "code=$?",
+        "hpcfed_ended",  # before the exit status: whoever reads that finds the end too
         _write_marker(jobdir, EXIT_CODE, array, '"$code"'),
         'exit "$code"',
     ]
@@ -297,7 +310,7 @@ def write_job_files(
     if existing:
         return existing.splitlines()[0].split(";")[0]  # sbatch --parsable: "id[;cluster]"
     # Left by an attempt that never ran (an array's elements never started either).
-    for name in (EXIT_CODE, CANCELLED, TERMINATED, STDOUT, STDERR):
+    for name in (EXIT_CODE, CANCELLED, TERMINATED, TIMES, STDOUT, STDERR):
         try:
             sftp.remove(jobdir.file(name))
         except FileNotFoundError:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from adapters.base import (
     Adapter,
     AdapterError,
     ArrayElement,
+    CenterLoad,
     JobRequest,
     JobState,
     NativeJobNotFound,
     NativeStatus,
     OutputChunk,
+    PartitionLoad,
 )
 from adapters.jobdir import (
     ARRAY,
@@ -37,6 +40,7 @@ from adapters.jobdir import (
     JOB_SCRIPT,
     STDERR,
     STDOUT,
+    TIMES,
     USER_SCRIPT,
     JobDir,
     array_indices,
@@ -45,6 +49,7 @@ from adapters.jobdir import (
     render_user_script,
     resolve_path,
 )
+from adapters.markers import as_element, parse_times, with_times
 
 #: Files of a local job's directory beside the shared ones (per element: ".<index>").
 QUEUED = "queued"  # waiting for a slot or its dependencies
@@ -71,6 +76,18 @@ def _process_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
+
+
+def _memory_mib() -> int:
+    """This machine's memory (MemTotal of /proc/meminfo), in MiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
 
 
 def _read(path: Path) -> str | None:
@@ -203,23 +220,32 @@ class LocalAdapter(Adapter):
         units = self._units(job_dir)
         if units == [None]:
             return self._unit_status(native_id, job_dir, None)
-        elements = []
+        elements: list[ArrayElement] = []
         for index in units:
-            unit = self._unit_status(native_id, job_dir, index)
-            elements.append(
-                ArrayElement(
-                    index,
-                    f"{native_id}_{index}",
-                    unit.state,
-                    unit.native_state,
-                    unit.reason,
-                    unit.exit_code,
-                )
-            )
-        # The gateway derives the whole job's state from the elements.
-        return NativeStatus(native_id, JobState.UNKNOWN, "array", elements=tuple(elements))
+            unit = self._unit_status(f"{native_id}_{index}", job_dir, index)
+            elements.append(as_element(index, unit))
+        # The gateway derives the whole job's state from the elements; the whole ran from
+        # the first element's start to the last one's end.
+        starts = [e.started_at for e in elements if e.started_at is not None]
+        ends = [e.ended_at for e in elements if e.ended_at is not None]
+        ended = all(e.state.is_terminal for e in elements)
+        return NativeStatus(
+            native_id,
+            JobState.UNKNOWN,
+            "array",
+            elements=tuple(elements),
+            started_at=min(starts, default=None),
+            ended_at=max(ends, default=None) if ended else None,
+        )
 
     def _unit_status(self, native_id: str, job_dir: Path, index: int | None) -> NativeStatus:
+        """One job or element, with the times its job.sh recorded in `times[.<index>]`:
+        read after the exit status, which job.sh writes after the end."""
+        status = self._unit_end(native_id, job_dir, index)
+        started_at, ended_at = parse_times(_read(job_dir / element_file(TIMES, index)) or "")
+        return with_times(status, started_at, ended_at)
+
+    def _unit_end(self, native_id: str, job_dir: Path, index: int | None) -> NativeStatus:
         cancelled = (job_dir / CANCELLED).exists()
         code_text = _read(job_dir / element_file(EXIT_CODE, index))
         if code_text is not None:
@@ -254,6 +280,50 @@ class LocalAdapter(Adapter):
 
     async def find_by_gateway_id(self, gateway_ids: Sequence[str]) -> dict[str, str]:
         return {g: g for g in gateway_ids if (self._dir(g) / JOB_SCRIPT).exists()}
+
+    # ------------------------------------------------------------ load
+
+    async def load(self) -> CenterLoad:
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> CenterLoad:
+        # Only reads: starting queued jobs stays with the status tick, so two threads
+        # never start the same job.
+        queried_at = time.time()
+        jobs = self.work_root / "jobs"
+        queued = sum(1 for _ in jobs.glob(f"*/{QUEUED}*"))
+        running = 0
+        for pid_file in jobs.glob(f"*/{PID}*"):
+            index = None if pid_file.name == PID else pid_file.name.rsplit(".", 1)[1]
+            ended = pid_file.parent / (EXIT_CODE if index is None else f"{EXIT_CODE}.{index}")
+            pid = _read(pid_file) or ""
+            if not ended.exists() and pid.isdigit() and _process_alive(int(pid)):
+                running += 1  # a job of ours, though perhaps started before a restart
+        cores = os.cpu_count() or 1
+        slot_free = running < self.max_running
+        # A job holds a slot, not cores; with every slot taken no core is free for a new job.
+        allocated = min(running, cores) if slot_free else cores
+        partition = PartitionLoad(
+            name="local",
+            default=True,
+            available=True,
+            nodes_total=1,
+            nodes_idle=0 if running else 1,
+            nodes_allocated=1 if running else 0,
+            nodes_down=0,
+            cores_total=cores,
+            cores_idle=cores - allocated,
+            cores_allocated=allocated,
+            cores_down=0,
+            cores_per_node=cores,
+            memory_per_node_mib=_memory_mib(),
+            max_walltime_seconds=None,
+            max_nodes_per_job=1,
+            jobs_queued=queued,
+            jobs_running=running,
+            estimated_wait_seconds=0.0 if slot_free else None,
+        )
+        return CenterLoad((partition,), queried_at, jobs_queued=queued, jobs_running=running)
 
     # ------------------------------------------------------------ cancel, output
 

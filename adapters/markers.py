@@ -27,18 +27,21 @@ from adapters.jobdir import (
     NATIVE_ID,
     STARTED,
     TERMINATED,
+    TIMES,
     array_indices,
     quote,
 )
 
 LEFT_QUEUE = "LEFT_QUEUE"  # native_state of a job known only from its directory
 SEPARATOR = "--hpcfed-markers--"  # between parts of one command's output
-_JOB_MARKERS = (NATIVE_ID, ARRAY, CANCELLED, EXIT_CODE, TERMINATED)
-_ELEMENT_MARKERS = (EXIT_CODE, TERMINATED, STARTED)
+_JOB_MARKERS = (NATIVE_ID, ARRAY, CANCELLED, EXIT_CODE, TERMINATED, TIMES)
+_ELEMENT_MARKERS = (EXIT_CODE, TERMINATED, STARTED, TIMES)
 _MARKER_RE = re.compile(
     rf"^(?:({'|'.join(_JOB_MARKERS)})|({'|'.join(_ELEMENT_MARKERS)})\.(\d{{1,9}}))\Z"
 )
 _EXIT_RE = re.compile(r"-?\d{1,9}")
+#: An epoch in the `times` marker: `date +%s`, or EPOCHREALTIME with the locale's point.
+_EPOCH_RE = re.compile(r"\d{1,12}(?:[.,]\d{1,9})?")
 #: A TERM this close to the walltime (seconds, or a twentieth of it) was the walltime:
 #: the scheduler counts from its own start of the job, a little before job.sh's.
 _WALLTIME_SLACK = 10
@@ -68,14 +71,30 @@ class Termination:
         return cls(elapsed, limit)
 
 
+def parse_times(text: str) -> tuple[float | None, float | None]:
+    """The `times` marker, "<start>" or "<start> <end>" -> (start, end); what is not an
+    epoch is None, and so is an end before the start (the clock was stepped back)."""
+    words = text.split()
+    start, end = (_epoch(words[i]) if len(words) > i else None for i in (0, 1))
+    if start is not None and end is not None and end < start:
+        end = None
+    return start, end
+
+
+def _epoch(word: str) -> float | None:
+    return float(word.replace(",", ".")) if _EPOCH_RE.fullmatch(word) else None
+
+
 @dataclass(frozen=True)
 class ElementMarkers:
-    """One array element's files: its own scheduler id ("" if it had none), exit status
-    and termination."""
+    """One array element's files: its own scheduler id ("" if it had none), exit status,
+    termination and when it started and ended running."""
 
     started: str | None = None
     exit_code: int | None = None
     terminated: Termination | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,12 +105,21 @@ class JobMarkers:
     terminated: Termination | None = None
     array: str | None = None  # the array spec written at submit
     elements: Mapping[int, ElementMarkers] = field(default_factory=dict)
+    started_at: float | None = None  # from `times`: the job's own clock
+    ended_at: float | None = None
 
     def element(self, index: int) -> JobMarkers:
         """The markers that decide one element's end: its own, and the job's cancel."""
         own = self.elements.get(index, ElementMarkers())
         # No native id: the job's was checked against the array's, and elements have others.
-        return JobMarkers(None, own.exit_code, self.cancelled, own.terminated)
+        return JobMarkers(
+            None,
+            own.exit_code,
+            self.cancelled,
+            own.terminated,
+            started_at=own.started_at,
+            ended_at=own.ended_at,
+        )
 
     def indices(self) -> list[int]:
         """The indices the array spec names, or [] if there is none (or it is unreadable)."""
@@ -115,13 +143,20 @@ def markers_command(
 def all_markers_command(root: str, gateway_ids: Sequence[str]) -> tuple[str, bytes]:
     """Like `markers_command`, for every marker file of each job, elements' included
     (whose names depend on the array spec, so they are found, not listed). The
-    gateway ids travel on stdin; `find` batches them into few `grep` runs."""
+    gateway ids travel on stdin; `find` batches them into few `grep` runs. The times
+    are read last: job.sh writes its end before its exit status, so a read that finds
+    the exit status finds the end too."""
     names = [*_JOB_MARKERS, *(f"{name}.*" for name in _ELEMENT_MARKERS)]
-    tests = " -o ".join(f'-name "{name}"' for name in names)
-    script = f'find "$@" -maxdepth 1 -type f \\( {tests} \\) -exec grep -s -H "" -- {{}} +'
+    first = [name for name in names if not name.startswith(TIMES)]
+    script = f"{_grep_found(first)}; {_grep_found([TIMES, TIMES + '.*'])}"
     jobs = quote(posixpath.join(root, "jobs"))
     command = f"cd {jobs} && xargs -r sh -c {quote(script)} sh 2>/dev/null"
     return command, "".join(f"{gid}\n" for gid in gateway_ids).encode()
+
+
+def _grep_found(names: Sequence[str]) -> str:
+    tests = " -o ".join(f'-name "{name}"' for name in names)
+    return f'find "$@" -maxdepth 1 -type f \\( {tests} \\) -exec grep -s -H "" -- {{}} +'
 
 
 def _exit_code(text: str) -> int | None:
@@ -144,6 +179,7 @@ def parse_markers(text: str) -> dict[str, JobMarkers]:
             if match.group(2):
                 elements.setdefault(int(match.group(3)), {})[match.group(2)] = content
         terminated = files.get(TERMINATED)
+        started_at, ended_at = parse_times(files.get(TIMES, ""))
         markers[gid] = JobMarkers(
             native_id=files.get(NATIVE_ID, "").split(";")[0] or None,  # sbatch: "id;cluster"
             exit_code=_exit_code(files.get(EXIT_CODE, "")),
@@ -152,17 +188,36 @@ def parse_markers(text: str) -> dict[str, JobMarkers]:
             array=files.get(ARRAY) or None,
             elements={
                 index: ElementMarkers(
-                    started=own.get(STARTED),
-                    exit_code=_exit_code(own.get(EXIT_CODE, "")),
-                    terminated=Termination.parse(own[TERMINATED]) if TERMINATED in own else None,
+                    own.get(STARTED),
+                    _exit_code(own.get(EXIT_CODE, "")),
+                    Termination.parse(own[TERMINATED]) if TERMINATED in own else None,
+                    *parse_times(own.get(TIMES, "")),
                 )
                 for index, own in sorted(elements.items())
             },
+            started_at=started_at,
+            ended_at=ended_at,
         )
     return markers
 
 
 # ------------------------------------------------------------ settling one job
+
+
+#: States in which a job is not running and has not run since it last waited: no start.
+_NOT_STARTED = frozenset({JobState.SUBMITTING, JobState.QUEUED, JobState.HELD})
+
+
+def with_times(
+    status: NativeStatus, started_at: float | None, ended_at: float | None
+) -> NativeStatus:
+    """`status` with the times its state allows: a start once it runs or has run, an end
+    once it has ended (a running job's end is only the scheduler's forecast)."""
+    return replace(
+        status,
+        started_at=None if status.state in _NOT_STARTED else started_at,
+        ended_at=ended_at if status.state.is_terminal else None,
+    )
 
 
 def _terminated(native_id: str, t: Termination, code: int | None) -> NativeStatus:
@@ -179,10 +234,14 @@ def _terminated(native_id: str, t: Termination, code: int | None) -> NativeStatu
 
 
 def status_from_markers(native_id: str, markers: JobMarkers | None) -> NativeStatus:
-    """A job's final state as its directory tells it."""
+    """A job's final state as its directory tells it, with the times it recorded."""
     m = markers or JobMarkers()
     if m.native_id is not None and m.native_id != native_id:
         m = JobMarkers(cancelled=m.cancelled)  # the files belong to another submission
+    return with_times(_end_from_markers(native_id, m), m.started_at, m.ended_at)
+
+
+def _end_from_markers(native_id: str, m: JobMarkers) -> NativeStatus:
     if m.exit_code is not None:
         # A cancel explains only an end by a signal: an array's elements that had
         # ended on their own before their array was cancelled keep their own end.
@@ -214,6 +273,8 @@ def needs_job_dir(status: NativeStatus | None) -> bool:
         return True
     if status.elements:  # an array: elements that left the queue are known only there
         return True
+    if status.state.is_terminal and status.ended_at is None:
+        return True  # ended, but not when: job.sh recorded it
     if status.state is JobState.COMPLETED:
         return status.exit_code is None  # "finished", but not how (Torque's C)
     if status.state is JobState.FAILED:  # killed by a signal: perhaps by our own cancel
@@ -223,10 +284,28 @@ def needs_job_dir(status: NativeStatus | None) -> bool:
 
 
 def settle(native_id: str, seen: NativeStatus | None, markers: JobMarkers | None) -> NativeStatus:
-    """Combine what the scheduler reports with what the job directory holds."""
+    """Combine what the scheduler reports with what the job directory holds. The times
+    job.sh recorded come first; the scheduler's fill what it did not record."""
     from_dir = status_from_markers(native_id, markers)
     if seen is None:
         return from_dir
+    settled = _settle_end(seen, from_dir)
+    started = from_dir.started_at if from_dir.started_at is not None else seen.started_at
+    ended = from_dir.ended_at if from_dir.ended_at is not None else seen.ended_at
+    if settled.state is JobState.CANCELLED and from_dir.started_at is None:
+        started = never_started(seen.started_at, seen.ended_at)
+    return with_times(settled, started, ended)
+
+
+def never_started(started_at: float | None, ended_at: float | None) -> float | None:
+    """The start of a cancelled job as Slurm (and its Torque wrapper) tells it: a job
+    cancelled before it started gets the cancel as its start and its end, so a start
+    equal to the end is none (a run cancelled within its first second bills nothing
+    either way)."""
+    return None if started_at is not None and started_at == ended_at else started_at
+
+
+def _settle_end(seen: NativeStatus, from_dir: NativeStatus) -> NativeStatus:
     if seen.state is JobState.COMPLETED and seen.exit_code is None:
         return replace(from_dir, native_state=seen.native_state)
     if not seen.state.is_terminal and from_dir.exit_code is not None:
@@ -277,17 +356,34 @@ def aggregate(
     reason = ", ".join(f"{n} {s.value}" for s, n in counts.items()) or None
     natives = sorted({e.native_state for e in elements})
     native_state = ",".join(natives) if natives else (seen.native_state if seen else LEFT_QUEUE)
-    return NativeStatus(native_id, state, native_state, reason, code, tuple(elements))
+    whole = NativeStatus(native_id, state, native_state, reason, code, tuple(elements))
+    if not elements and seen is not None:
+        return with_times(whole, seen.started_at, seen.ended_at)
+    # The whole array ran from its first element's start to its last one's end.
+    starts = [e.started_at for e in elements if e.started_at is not None]
+    ends = [e.ended_at for e in elements if e.ended_at is not None]
+    return with_times(whole, min(starts, default=None), max(ends, default=None))
 
 
 def _as_status(element: ArrayElement) -> NativeStatus:
     e = element
-    return NativeStatus(e.native_id, e.state, e.native_state, e.reason, e.exit_code)
+    return NativeStatus(
+        e.native_id,
+        e.state,
+        e.native_state,
+        e.reason,
+        e.exit_code,
+        started_at=e.started_at,
+        ended_at=e.ended_at,
+    )
 
 
-def _as_element(index: int, status: NativeStatus) -> ArrayElement:
+def as_element(index: int, status: NativeStatus) -> ArrayElement:
+    """An array element with what a status of it says, times included."""
     s = status
-    return ArrayElement(index, s.native_id, s.state, s.native_state, s.reason, s.exit_code)
+    return ArrayElement(
+        index, s.native_id, s.state, s.native_state, s.reason, s.exit_code, s.started_at, s.ended_at
+    )
 
 
 def settle_array(
@@ -329,8 +425,9 @@ def settle_array(
             if waiting and own.started is None:
                 status = NativeStatus(eid, JobState.QUEUED, "PENDING", "not started yet", None)
             elif waiting and not own.started:  # started, without an id to ask about
-                status = NativeStatus(eid, JobState.RUNNING, "STARTED", "started", None)
+                running = NativeStatus(eid, JobState.RUNNING, "STARTED", "started", None)
+                status = with_times(running, own.started_at, None)
             else:
                 status = status_from_markers(eid, m.element(index))
-        elements.append(_as_element(index, status))
+        elements.append(as_element(index, status))
     return aggregate(native_id, elements, seen)

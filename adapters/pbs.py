@@ -45,8 +45,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
-from adapters.base import ArrayElement, CenterUnavailable, JobRequest, NativeStatus
+from adapters.base import (
+    ArrayElement,
+    CenterLoad,
+    CenterUnavailable,
+    CommandFailed,
+    JobRequest,
+    NativeStatus,
+)
 from adapters.batch import JobDirAdapter
 from adapters.jobdir import (
     STARTED,
@@ -59,7 +67,8 @@ from adapters.jobdir import (
     reserved_directive,
     submit_command,
 )
-from adapters.markers import SEPARATOR, JobMarkers
+from adapters.markers import SEPARATOR, JobMarkers, as_element
+from adapters.pbs_load import build_load_command, parse_load
 from adapters.pbs_parse import (
     DIALECTS,
     match_ids,
@@ -229,11 +238,16 @@ def build_pbs_script(
 # ------------------------------------------------------------ commands
 
 
+#: qstat prints times in its local time, the center's zone, unknown here: ask for UTC,
+#: which `adapters.pbs_parse.pbs_epoch` reads.
+_QSTAT = "TZ=UTC0 qstat"
+
+
 def build_qstat_command(native_ids: Sequence[str], dialect: str) -> str:
     ids = " ".join(quote(i) for i in native_ids)
     if dialect == "pbspro":
-        return f"qstat -f -F json -x -t {ids}"  # -x: finished jobs too; -t: array elements
-    return f"qstat -f {ids}"
+        return f"{_QSTAT} -f -F json -x -t {ids}"  # -x: finished jobs too; -t: array elements
+    return f"{_QSTAT} -f {ids}"
 
 
 def build_element_query() -> str:
@@ -244,7 +258,7 @@ def build_element_query() -> str:
     pattern = rf"s/^[0-9a-f-]*\/{STARTED}\.[0-9]*:\([][0-9A-Za-z._-]\{{1,128\}}\)$/\1/p"
     return (
         f'sed -n {quote(pattern)} | {{ set -f; ids=$(cat); if [ -n "$ids" ]; then '
-        f'qstat -f $ids 2>/dev/null; echo "{SEPARATOR} $?"; else echo "{SEPARATOR} 0"; fi; }}'
+        f'{_QSTAT} -f $ids 2>/dev/null; echo "{SEPARATOR} $?"; else echo "{SEPARATOR} 0"; fi; }}'
     )
 
 
@@ -351,10 +365,7 @@ class PbsAdapter(JobDirAdapter):
         for index, own in markers.elements.items():
             s = queried.get(own.started or "") or by_short.get(short_id(own.started or ""))
             if own.started and s is not None:
-                eid = own.started
-                found.append(
-                    ArrayElement(index, eid, s.state, s.native_state, s.reason, s.exit_code)
-                )
+                found.append(replace(as_element(index, s), native_id=own.started))
         return found
 
     def cancel_command(self, native_id: str, jobdir: JobDir) -> str:
@@ -362,3 +373,20 @@ class PbsAdapter(JobDirAdapter):
 
     def already_gone(self, result: CommandResult) -> bool:
         return qdel_refused_because_finished(result)
+
+    def load_command(self) -> str | None:
+        return build_load_command(self.dialect)
+
+    def parse_load(self, result: CommandResult, queried_at: float) -> CenterLoad:
+        try:
+            return parse_load(
+                result.stdout.decode(errors="replace"), queried_at, self.dialect, self.default_queue
+            )
+        except ValueError as exc:  # PBS Pro's JSON, broken
+            raise CommandFailed(
+                f"center {self.center_id}: unreadable {self.dialect} load output: {exc}",
+                command=build_load_command(self.dialect),
+                exit_status=result.exit_status,
+                stderr=result.stderr.decode(errors="replace"),
+                center=self.center_id,
+            ) from None

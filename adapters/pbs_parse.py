@@ -7,6 +7,12 @@ answers in JSON and, with `-x`, keeps finished jobs as `F` with their
 `Exit_status`. Array ids: `123[].server` for the array, `123[4].server` for an
 element (Torque and PBS Pro); Slurm's wrapper prints plain numbers for both, with
 nothing to tell an element from any other job.
+
+When a job ran: Torque prints `start_time` and `comp_time`; PBS Pro `stime` and
+`obittime` (when the server learned of its end); Slurm's wrapper puts the job's
+start in `mtime` and its end in `ctime` (for a running job, the end its time
+limit forecasts). All as ctime(3) text ("Tue Dec  1 17:06:12 2026") in the local
+time of qstat, which the status commands set to UTC (`adapters.pbs`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from adapters.base import ArrayElement, JobState, NativeStatus
-from adapters.markers import aggregate
+from adapters.markers import aggregate, as_element, with_times
 
 DIALECTS = ("torque", "pbspro")
 
@@ -68,6 +75,40 @@ PBS_EXIT_STATUSES: dict[str, dict[int, tuple[JobState, str]]] = {
     },
 }
 _ELEMENT_ID_RE = re.compile(r"^([^.\[\]]+)\[(\d+)\](.*)$")
+#: Torque and PBS Pro print every id with its server ("123.server"); Slurm's wrapper
+#: prints bare Slurm ids, and its own meaning of mtime and ctime.
+_SLURM_WRAPPER_ID_RE = re.compile(r"^\d+$")
+#: (start, end) attributes per front end.
+TIME_ATTRIBUTES = {
+    "torque": ("start_time", "comp_time"),
+    "slurm-wrapper": ("mtime", "ctime"),
+    "pbspro": ("stime", "obittime"),
+}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_CTIME_RE = re.compile(r"^\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d{2}):(\d{2}) +(\d{4})$")
+
+
+def pbs_epoch(value: object) -> float | None:
+    """A qstat time -> epoch seconds: ctime(3) text read as UTC (the status commands
+    ask qstat for UTC), or epoch digits; None for anything else. Month names are
+    matched here, not by strptime, whose names follow the gateway's locale."""
+    text = str(value).strip()
+    if text.isdigit():
+        return float(text)
+    match = _CTIME_RE.match(text)
+    if match is None or match.group(1) not in _MONTHS:
+        return None
+    month = _MONTHS.index(match.group(1)) + 1
+    day, hour, minute, second, year = (int(g) for g in match.groups()[1:])
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
+    except ValueError:  # no such day
+        return None
+
+
+def _timed(status: NativeStatus, attrs: Mapping[str, object], kind: str) -> NativeStatus:
+    start, end = TIME_ATTRIBUTES[kind]
+    return with_times(status, pbs_epoch(attrs.get(start, "")), pbs_epoch(attrs.get(end, "")))
 
 
 def pbs_exit_code(exit_status: int) -> int:
@@ -121,9 +162,9 @@ def parse_torque_qstat(text: str) -> dict[str, NativeStatus]:
     for job_id, attrs in parse_qstat_blocks(text).items():
         exit_status = _int_or_none(attrs.get("exit_status", ""))
         reason = attrs.get("comment") or None
-        statuses[job_id] = pbs_status(
-            job_id, attrs.get("job_state", ""), exit_status, reason, "torque"
-        )
+        status = pbs_status(job_id, attrs.get("job_state", ""), exit_status, reason, "torque")
+        kind = "slurm-wrapper" if _SLURM_WRAPPER_ID_RE.match(job_id) else "torque"
+        statuses[job_id] = _timed(status, attrs, kind)
     return statuses
 
 
@@ -136,9 +177,8 @@ def parse_pbspro_json(text: str) -> dict[str, NativeStatus]:
     for job_id, attrs in jobs.items():
         exit_status = _int_or_none(attrs.get("Exit_status", ""))
         reason = attrs.get("comment") or None
-        statuses[job_id] = pbs_status(
-            job_id, str(attrs.get("job_state", "")), exit_status, reason, "pbspro"
-        )
+        status = pbs_status(job_id, str(attrs.get("job_state", "")), exit_status, reason, "pbspro")
+        statuses[job_id] = _timed(status, attrs, "pbspro")
     return statuses
 
 
@@ -164,9 +204,7 @@ def match_ids(
     for element_id, s in reported.items():
         if (found := element_index(element_id)) is not None:
             array, index = found
-            element = ArrayElement(
-                index, element_id, s.state, s.native_state, s.reason, s.exit_code
-            )
+            element = replace(as_element(index, s), native_id=element_id)
             elements.setdefault(array, []).append(element)
     statuses = {}
     for native_id in wanted:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from adapters.base import (
     ArrayElement,
+    CenterLoad,
     CenterUnavailable,
     JobRequest,
     JobState,
@@ -37,8 +39,9 @@ from adapters.jobdir import (
     reserved_directive,
     submit_command,
 )
-from adapters.markers import aggregate
+from adapters.markers import aggregate, as_element, never_started, with_times
 from adapters.rejections import SLURM_REJECTIONS, rejected_field, scheduler_message
+from adapters.slurm_load import build_load_command, parse_load
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
 #: Every Slurm job state (squeue %T / sacct State) -> the normalized state.
@@ -76,9 +79,16 @@ HOLD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 _EXIT_CODE_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 #: JobArrayID: "123" for a plain job, "123_4" for an element, "123_[5-7%2]" for pending
-#: elements. The comment comes last: it is free text.
-SQUEUE_FIELDS = "JobArrayID:|,State:|,Reason:|,exit_code:|,Comment:"
-SACCT_FIELDS = "JobID,State,ExitCode,Reason"
+#: elements. StartTime/EndTime: when it started and ended running (a pending job's start
+#: and a running one's end are forecasts). The comment comes last: it is free text.
+SQUEUE_FIELDS = "JobArrayID:|,State:|,Reason:|,exit_code:|,StartTime:|,EndTime:|,Comment:"
+SACCT_FIELDS = "JobID,State,ExitCode,Reason,Start,End"
+#: Slurm prints times ("2026-12-01T17:00:00") in the local time of the command, the
+#: center's zone, which the gateway does not know. The status commands ask for epoch
+#: seconds instead (as `adapters.slurm_load` does), so no zone is ever guessed, neither
+#: the center's nor that of the gateway's machine.
+_TIME_ENV = "SLURM_TIME_FORMAT=%s"
+_EPOCH_RE = re.compile(r"[0-9]{1,12}")
 GATEWAY_COMMENT = "hpcfed:"
 _SLURM_ID_RE = re.compile(r"^\d+(?:_\d+)?$")
 #: A job id as squeue and sacct print it; the bracket holds pending elements.
@@ -116,6 +126,21 @@ def wait_status_exit_code(raw: int) -> int:
     """A wait(2) status as squeue prints it -> a shell-style exit code."""
     signal = raw & 0x7F
     return 128 + signal if signal else (raw >> 8) & 0xFF
+
+
+def slurm_epoch(text: str) -> float | None:
+    """A time squeue or sacct printed under `_TIME_ENV` -> epoch seconds; None for
+    "N/A", "Unknown", "None" and anything else (a local time the format was not
+    applied to is not read in some guessed zone)."""
+    text = text.strip()
+    return float(text) if _EPOCH_RE.fullmatch(text) and int(text) > 0 else None
+
+
+def _with_slurm_times(status: NativeStatus, start: str, end: str) -> NativeStatus:
+    started, ended = slurm_epoch(start), slurm_epoch(end)
+    if status.state is JobState.CANCELLED:
+        started = never_started(started, ended)  # Slurm's stamp on a cancel while pending
+    return with_times(status, started, ended)
 
 
 def slurm_time(seconds: int) -> str:
@@ -197,7 +222,7 @@ def build_sbatch_script(
 
 
 def build_squeue_command(login: str) -> str:
-    return f"squeue -h -t all -u {quote(login)} -O {quote(SQUEUE_FIELDS)}"
+    return f"{_TIME_ENV} squeue -h -t all -u {quote(login)} -O {quote(SQUEUE_FIELDS)}"
 
 
 def _pending_indices(ranges: str) -> list[int]:
@@ -223,10 +248,7 @@ def _group(rows: list[tuple[str, NativeStatus]]) -> dict[str, NativeStatus]:
             continue
         found = elements.setdefault(job_id, {})
         for i in [int(index)] if index is not None else _pending_indices(pending):
-            s = status
-            found[i] = ArrayElement(
-                i, f"{job_id}_{i}", s.state, s.native_state, s.reason, s.exit_code
-            )
+            found[i] = replace(as_element(i, status), native_id=f"{job_id}_{i}")
     for job_id, found in elements.items():
         statuses[job_id] = aggregate(job_id, [found[i] for i in sorted(found)])
     return statuses
@@ -235,16 +257,17 @@ def _group(rows: list[tuple[str, NativeStatus]]) -> dict[str, NativeStatus]:
 def parse_squeue(text: str) -> dict[str, NativeStatus]:
     rows = []
     for line in text.splitlines():
-        fields = line.split("|", 4)
-        if len(fields) < 4:
+        fields = line.split("|", 6)
+        if len(fields) < 6:
             continue
-        listed_id, native, reason, raw_exit = (f.strip() for f in fields[:4])
+        listed_id, native, reason, raw_exit, start, end = (f.strip() for f in fields[:6])
         reason_or_none = None if reason in ("", "None", "(null)") else reason
         state = slurm_state(native, reason_or_none)
         code = None
         if state in _EXIT_CODE_STATES and raw_exit.isdigit():
             code = wait_status_exit_code(int(raw_exit))
-        rows.append((listed_id, NativeStatus(listed_id, state, native, reason_or_none, code)))
+        status = NativeStatus(listed_id, state, native, reason_or_none, code)
+        rows.append((listed_id, _with_slurm_times(status, start, end)))
     return _group(rows)
 
 
@@ -253,16 +276,16 @@ def parse_squeue_comments(text: str) -> dict[str, str]:
     every job of ours carries."""
     found: dict[str, str] = {}
     for line in text.splitlines():
-        fields = line.split("|", 4)
+        fields = line.split("|", 6)
         match = _LISTED_ID_RE.match(fields[0].strip())
-        if match and len(fields) == 5 and fields[4].strip().startswith(GATEWAY_COMMENT):
-            found[fields[4].strip()[len(GATEWAY_COMMENT) :]] = match.group(1)
+        if match and len(fields) == 7 and fields[6].strip().startswith(GATEWAY_COMMENT):
+            found[fields[6].strip()[len(GATEWAY_COMMENT) :]] = match.group(1)
     return found
 
 
 def build_sacct_command(native_ids: Sequence[str]) -> str:
     ids = ",".join(quote(i) for i in native_ids)
-    return f"sacct -X --parsable2 --noheader --format={SACCT_FIELDS} -j {ids}"
+    return f"{_TIME_ENV} sacct -X --parsable2 --noheader --format={SACCT_FIELDS} -j {ids}"
 
 
 def parse_sacct(text: str) -> dict[str, NativeStatus]:
@@ -279,7 +302,9 @@ def parse_sacct(text: str) -> dict[str, NativeStatus]:
         if match and state in _EXIT_CODE_STATES:
             status, signal = int(match.group(1)), int(match.group(2))
             code = 128 + signal if signal else status
-        rows.append((listed_id, NativeStatus(listed_id, state, native.split()[0], reason, code)))
+        start, end = (fields[i] if len(fields) > i else "" for i in (4, 5))
+        found = NativeStatus(listed_id, state, native.split()[0], reason, code)
+        rows.append((listed_id, _with_slurm_times(found, start, end)))
     return _group(rows)
 
 
@@ -366,3 +391,9 @@ class SlurmAdapter(JobDirAdapter):
 
     def parse_listing(self, text: str) -> dict[str, str]:
         return parse_squeue_comments(text)
+
+    def load_command(self) -> str | None:
+        return build_load_command()
+
+    def parse_load(self, result: CommandResult, queried_at: float) -> CenterLoad:
+        return parse_load(result.stdout.decode(errors="replace"), queried_at)

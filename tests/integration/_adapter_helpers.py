@@ -7,7 +7,9 @@ testbed cannot start, fails under CI).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -172,3 +174,21 @@ async def check_bad_queue_is_rejected_naming_it(adapter: JobDirAdapter) -> Submi
     assert "invalid partition" in error.stderr.lower()  # the scheduler's own words
     assert error.stderr in error.message
     return error
+
+
+async def check_sleep_is_timed(adapter: JobDirAdapter) -> NativeStatus:
+    """A job running `sleep 2` ends COMPLETED with when it started and ended, both inside
+    the window this test saw from before the submission to after the final state."""
+    spec = job("sleep 2")
+    before = time.time()
+    native_id = await adapter.submit(spec)
+    status = await wait_for_status(adapter, native_id, spec.gateway_id, finished)
+    after = time.time()
+    assert (status.state, status.exit_code) == (JobState.COMPLETED, 0), status
+    started, ended = status.started_at, status.ended_at
+    assert started is not None and ended is not None, status
+    # A scheduler's times are whole seconds (job.sh's finer): the start may read as the
+    # second the test's window began in.
+    assert math.floor(before) <= started < ended <= after, (before, status, after)
+    assert 2.0 <= ended - started <= 6.0, status
+    return status

@@ -10,12 +10,14 @@ import pytest
 
 from adapters.base import JobState
 from adapters.jobdir import JobDir
-from adapters.pbs import PbsAdapter
+from adapters.pbs import PbsAdapter, build_qstat_command
+from adapters.pbs_parse import parse_torque_qstat
 from adapters.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     check_array_of_four,
     check_bad_queue_is_rejected_naming_it,
     check_dependent_job_waits_for_its_parent,
+    check_sleep_is_timed,
     check_walltime_kill_is_timeout,
     finished,
     job,
@@ -175,3 +177,20 @@ async def test_job_past_its_walltime_ends_in_timeout(centerc: PbsAdapter) -> Non
     assert status.native_state in ("C", "LEFT_QUEUE")
     assert "terminated by the scheduler" in (status.reason or "")
     assert "walltime of 60 s exceeded" in (status.reason or "")
+
+
+async def test_a_finished_job_says_when_it_started_and_ended(centerc: PbsAdapter) -> None:
+    # The wrapper's `C` says neither how nor exactly when: job.sh's `times` tell.
+    status = await check_sleep_is_timed(centerc)
+    command = build_qstat_command([status.native_id], "torque")
+    listed = parse_torque_qstat((await centerc.run(command)).stdout.decode())[status.native_id]
+    # qstat's own mtime/ctime (whole seconds, the wrapper's start and end) agree.
+    assert listed.started_at is not None and listed.ended_at is not None
+    assert abs(listed.started_at - status.started_at) <= 1.5  # type: ignore[operator]
+    assert abs(listed.ended_at - status.ended_at) <= 1.5  # type: ignore[operator]
+    # Read as UTC because the command asks qstat for UTC, whatever the login's zone.
+    elsewhere = "export TZ=Asia/Shanghai; "
+    shifted = (await centerc.run(f"{elsewhere}qstat -f {status.native_id}")).stdout.decode()
+    assert parse_torque_qstat(shifted)[status.native_id].started_at == listed.started_at + 8 * 3600
+    pinned = (await centerc.run(elsewhere + command)).stdout.decode()
+    assert parse_torque_qstat(pinned)[status.native_id].started_at == listed.started_at

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from adapters.base import JobState, SubmitRejected
-from adapters.jobdir import JobDir
-from adapters.slurm import SlurmAdapter
+from adapters.jobdir import JobDir, quote
+from adapters.slurm import SQUEUE_FIELDS, SlurmAdapter, build_squeue_command, parse_squeue
 from adapters.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     check_array_of_four,
     check_bad_queue_is_rejected_naming_it,
     check_dependent_job_waits_for_its_parent,
+    check_sleep_is_timed,
     check_walltime_kill_is_timeout,
     finished,
     job,
@@ -247,3 +250,31 @@ async def test_gpu_job_gets_its_gres(testbed: Testbed, pool: SSHPool) -> None:
     assert status.state is JobState.COMPLETED
     out = await centerb.read_output(native_id, spec.gateway_id, "stdout")
     assert len(out.data.decode().strip().split(",")) == 2
+
+
+async def test_a_finished_job_says_when_it_started_and_ended(slurm: SlurmAdapter) -> None:
+    status = await check_sleep_is_timed(slurm)
+    # squeue still lists it COMPLETED with its exit code and times: no job dir read.
+    listed = parse_squeue((await slurm.run(build_squeue_command("alice"))).stdout.decode())
+    assert (listed[status.native_id].started_at, listed[status.native_id].ended_at) == (
+        status.started_at,
+        status.ended_at,
+    )
+    # squeue's own format is the local time of the login's zone, which the gateway does
+    # not know; the command asks for epoch seconds, the same in any zone.
+    elsewhere = "export TZ=Asia/Shanghai; "
+    plain = f"squeue -h -t all -u alice -O {quote(SQUEUE_FIELDS)}"
+    local = (await slurm.run(elsewhere + plain)).stdout.decode()
+    assert status.started_at is not None
+    shanghai = datetime.fromtimestamp(status.started_at, ZoneInfo("Asia/Shanghai"))
+    assert f"|{shanghai:%Y-%m-%dT%H:%M:%S}|" in local
+    assert parse_squeue(local)[status.native_id].started_at is None  # not misread
+    epochs = (await slurm.run(elsewhere + build_squeue_command("alice"))).stdout.decode()
+    assert parse_squeue(epochs)[status.native_id].started_at == status.started_at
+
+
+async def test_a_job_that_left_squeue_at_once_still_says_when_it_ran(
+    testbed: Testbed, pool: SSHPool
+) -> None:
+    # centerb forgets finished jobs within seconds (MinJobAge=2): job.sh's `times` tell.
+    await check_sleep_is_timed(SlurmAdapter(target(testbed, "centerb"), pool))

@@ -4,6 +4,7 @@ settling of elements from what the scheduler lists and what the job directory ho
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,14 @@ def elements(status: NativeStatus) -> list[tuple[int, str, JobState, int | None]
     return [(e.index, e.native_id, e.state, e.exit_code) for e in status.elements]
 
 
+def element_times(status: NativeStatus) -> list[tuple[float | None, float | None]]:
+    return [(e.started_at, e.ended_at) for e in status.elements]
+
+
+def utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
 async def test_slurm_array_while_it_runs_lists_every_element_in_two_commands() -> None:
     recorded = flow("slurm/array_flow.json")["running"]
     adapter = replaying(ReplaySlurm, "centera", recorded["exchanges"])
@@ -77,14 +86,23 @@ async def test_slurm_array_while_it_runs_lists_every_element_in_two_commands() -
     status = (await adapter.status_many(recorded["jobs"]))[native_id]
     assert adapter.remote_commands == 2  # squeue, then the job directory
     assert elements(status) == [
-        (0, "149_0", C, 0),
-        (1, "149_1", F, 3),
-        (2, "149_2", R, None),
-        (3, "149_3", R, None),
-        (4, "149_4", Q, None),  # pending behind the %2 limit, from "149_4" (or "149_[4]")
+        (0, "1776_0", C, 0),
+        (1, "1776_1", F, 3),
+        (2, "1776_2", R, None),
+        (3, "1776_3", R, None),
+        (4, "1776_4", Q, None),  # pending behind the %2 limit, from "1776_4" (or "1776_[4]")
     ]
     assert (status.state, status.exit_code) == (R, None)
     assert status.elements[4].reason == "JobArrayTaskLimit"
+    # Each element's own times.<index>; the running ones' start only, the waiting one none.
+    assert element_times(status) == [
+        (1796146673.486118, 1796146673.491070),
+        (1796146673.484036, 1796146673.488123),
+        (1796146673.570246, None),
+        (1796146673.570898, None),
+        (None, None),
+    ]
+    assert (status.started_at, status.ended_at) == (1796146673.484036, None)
 
 
 async def test_slurm_array_cancelled_keeps_the_ends_its_elements_had_before() -> None:
@@ -93,13 +111,22 @@ async def test_slurm_array_cancelled_keeps_the_ends_its_elements_had_before() ->
     (native_id,) = recorded["jobs"]
     status = (await adapter.status_many(recorded["jobs"]))[native_id]
     assert elements(status) == [
-        (0, "149_0", C, 0),
-        (1, "149_1", F, 3),  # failed on its own before the cancel
-        (2, "149_2", X, 143),  # running when cancelled: SIGTERM, then its exit status
-        (3, "149_3", X, 143),
-        (4, "149_4", X, None),  # never started
+        (0, "1776_0", C, 0),
+        (1, "1776_1", F, 3),  # failed on its own before the cancel
+        (2, "1776_2", X, 143),  # running when cancelled: SIGTERM, then its exit status
+        (3, "1776_3", X, 143),
+        (4, "1776_4", X, None),  # never started
     ]
     assert (status.state, status.exit_code) == (F, 143)  # the worst end, the highest code
+    cancelled_at = 1796146674.0  # squeue: "1776_4|CANCELLED|...|<start>|<end>|"
+    assert element_times(status) == [
+        (1796146673.486118, 1796146673.491070),
+        (1796146673.484036, 1796146673.488123),
+        (1796146673.570246, 1796146674.032031),  # the end job.sh's TERM trap wrote
+        (1796146673.570898, 1796146674.030815),
+        (None, cancelled_at),  # Slurm's start = end stamp of a cancel before it started
+    ]
+    assert (status.started_at, status.ended_at) == (1796146673.484036, 1796146674.032031)
 
 
 async def test_torque_wrapper_array_is_known_by_its_marker_and_elements_by_their_ids() -> None:
@@ -111,13 +138,20 @@ async def test_torque_wrapper_array_is_known_by_its_marker_and_elements_by_their
     # and the markers again, in one command.
     assert adapter.remote_commands == 2
     assert elements(status) == [
-        (0, "69", C, 0),  # Slurm's qstat: plain ids of their own, recorded in started.<i>
-        (1, "70", F, 3),
-        (2, "71", R, None),
-        (3, "72", R, None),
-        (4, "67", Q, None),  # not started: waits under the array's id while it is queued
+        (0, "397", C, 0),  # Slurm's qstat: plain ids of their own, recorded in started.<i>
+        (1, "398", F, 3),
+        (2, "399", R, None),
+        (3, "400", R, None),
+        (4, "396", Q, None),  # not started: waits under the array's id while it is queued
     ]
     assert status.state is R
+    assert element_times(status) == [
+        (1796145204.411354, 1796145204.427598),
+        (1796145204.408133, 1796145204.424545),
+        (1796145204.548136, None),  # running: the qstat's ctime is a forecast, not an end
+        (1796145204.561829, None),
+        (None, None),
+    ]
 
 
 async def test_torque_wrapper_array_cancelled_by_qdel_ends_cancelled() -> None:
@@ -135,6 +169,13 @@ async def test_torque_wrapper_array_cancelled_by_qdel_ends_cancelled() -> None:
         (4, X, None),
     ]
     assert status.state is F and status.exit_code == 143
+    assert element_times(status) == [
+        (1796145204.411354, 1796145204.427598),
+        (1796145204.408133, 1796145204.424545),
+        (1796145204.548136, 1796145205.314011),
+        (1796145204.561829, 1796145205.306812),
+        (None, None),  # never ran, and qstat's record of the array is no element's
+    ]
 
 
 async def test_torque_wrapper_job_killed_at_its_walltime_is_timeout() -> None:
@@ -145,6 +186,9 @@ async def test_torque_wrapper_job_killed_at_its_walltime_is_timeout() -> None:
     assert (status.state, status.native_state, status.exit_code) == (T, "C", 143)
     assert "terminated by the scheduler" in (status.reason or "")
     assert "walltime of 60 s exceeded" in (status.reason or "")
+    # job.sh's times (qstat's mtime/ctime say 17:13:27 and 17:14:52 of the same run).
+    assert (status.started_at, status.ended_at) == (1796145207.402650, 1796145292.545009)
+    assert status.ended_at - utc("2026-12-01T17:14:52") < 1  # type: ignore[operator]
 
 
 async def test_a_failing_element_query_is_an_unavailable_center_not_vanished_elements() -> None:
@@ -210,6 +254,38 @@ def test_a_listed_element_that_ended_after_the_listing_takes_its_end_from_its_fi
     seen = aggregate("7", [listed(0, R, "RUNNING"), listed(1, Q, "PENDING")])
     status = settle_array("7", seen, markers, element_id, lists_pending=True)
     assert [(e.state, e.exit_code) for e in status.elements] == [(R, None), (C, 0)]
+
+
+def test_each_element_keeps_its_own_times_and_the_array_spans_them() -> None:
+    markers = JobMarkers(
+        native_id="7",
+        array="0-2",
+        elements={
+            0: ElementMarkers("8", 0, started_at=100.0, ended_at=110.0),
+            1: ElementMarkers("", started_at=105.0),  # running, without an id to ask about
+        },
+    )
+    # The array still at the scheduler, which lists element 2 with its own times (the
+    # files have none).
+    two = ArrayElement(2, "7_2", C, "COMPLETED", None, 0, 103.0, 120.0)
+    seen = NativeStatus("7", R, "R", elements=(two,))
+    status = settle_array("7", seen, markers, element_id, lists_pending=False)
+    assert [(e.index, e.state, e.started_at, e.ended_at) for e in status.elements] == [
+        (0, C, 100.0, 110.0),
+        (1, R, 105.0, None),
+        (2, C, 103.0, 120.0),
+    ]
+    assert (status.state, status.started_at, status.ended_at) == (R, 100.0, None)
+    ended = JobMarkers(
+        native_id="7",
+        array="0-1",
+        elements={
+            0: ElementMarkers("8", 0, started_at=100.0, ended_at=110.0),
+            1: ElementMarkers("9", 0, started_at=105.0, ended_at=130.0),
+        },
+    )
+    whole = settle_array("7", None, ended, element_id, lists_pending=True)
+    assert (whole.state, whole.started_at, whole.ended_at) == (C, 100.0, 130.0)
 
 
 def test_files_of_another_submission_are_not_read_as_this_arrays() -> None:

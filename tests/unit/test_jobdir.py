@@ -31,7 +31,9 @@ from adapters.markers import (
     markers_command,
     needs_job_dir,
     parse_markers,
+    parse_times,
     settle,
+    settle_array,
     status_from_markers,
 )
 from adapters.slurm import _SLURM_ID_RE
@@ -205,9 +207,14 @@ def test_an_array_element_without_an_index_fails_saying_so(tmp_path: Path) -> No
     assert not list(Path(jobdir.path).glob("exit_code*"))
 
 
-def test_sigterm_from_the_scheduler_leaves_a_terminated_marker(tmp_path: Path) -> None:
-    script = "touch started-here\nsleep 30\n"
-    job = JobRequest(gateway_id=GID, name="t", script=script, walltime_seconds=60)
+def marker_lines(jobdir: JobDir, *names: str) -> str:
+    """The marker read's lines for these files of the job dir."""
+    return "".join(f"{GID}/{n}:{Path(jobdir.file(n)).read_text()}" for n in names)
+
+
+def start_and_signal(tmp_path: Path, job: JobRequest) -> tuple[JobDir, str]:
+    """Run job.sh until the user script is running, then SIGTERM every process of the
+    job as a scheduler does; returns the `times` marker as it was while the job ran."""
     jobdir = lay_out(tmp_path, job)
     with open(jobdir.file("stdout"), "wb") as out:
         proc = subprocess.Popen(
@@ -217,18 +224,103 @@ def test_sigterm_from_the_scheduler_leaves_a_terminated_marker(tmp_path: Path) -
     while not Path(jobdir.file("started-here")).exists():
         assert time.monotonic() < deadline and proc.poll() is None, "the job did not start"
         time.sleep(0.05)
+    while_running = Path(jobdir.file("times")).read_text()
     os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler signals every process of the job
     assert proc.wait(timeout=20) == 143
+    return jobdir, while_running
+
+
+def test_sigterm_from_the_scheduler_leaves_a_terminated_marker(tmp_path: Path) -> None:
+    script = "touch started-here\nsleep 30\n"
+    job = JobRequest(gateway_id=GID, name="t", script=script, walltime_seconds=60)
+    jobdir, _ = start_and_signal(tmp_path, job)
     elapsed, limit = Path(jobdir.file("terminated")).read_text().split()
     assert (int(elapsed) < 10, limit) == (True, "60")
     assert Path(jobdir.file("exit_code")).read_text() == "143\n"
-    markers = parse_markers(
-        "".join(
-            f"{GID}/{n}:{Path(jobdir.file(n)).read_text()}" for n in ("exit_code", "terminated")
-        )
-    )
+    markers = parse_markers(marker_lines(jobdir, "exit_code", "terminated"))
     # Terminated within seconds of a 60 s walltime: not the walltime.
     assert status_from_markers("42", markers[GID]).state is JobState.FAILED
+
+
+def test_the_job_records_when_it_started_and_when_its_script_returned(tmp_path: Path) -> None:
+    job = JobRequest(gateway_id=GID, name="t", script="sleep 1\nexit 3\n")
+    before = time.time()
+    code, jobdir = run_job(tmp_path, job)
+    after = time.time()
+    assert code == 3
+    words = Path(jobdir.file("times")).read_text().split()
+    assert len(words) == 2 and not Path(jobdir.file("times.tmp")).exists()
+    started, ended = parse_times(" ".join(words))
+    assert started is not None and ended is not None
+    assert before <= started and ended <= after  # bash 5: EPOCHREALTIME, this clock's
+    assert 1.0 <= ended - started < after - before
+    markers = parse_markers(marker_lines(jobdir, "exit_code", "times"))[GID]
+    status = status_from_markers("42", markers)
+    assert (status.state, status.started_at, status.ended_at) == (
+        JobState.FAILED,
+        started,
+        ended,
+    )
+
+
+def test_without_epochrealtime_the_times_are_whole_seconds_from_date(tmp_path: Path) -> None:
+    # bash 4 has no EPOCHREALTIME; unsetting it in bash 5 makes it an ordinary variable.
+    jobdir = lay_out(tmp_path, JobRequest(gateway_id=GID, name="t", script="true"))
+    before = int(time.time())
+    proc = subprocess.run(
+        ["bash", "-c", 'unset EPOCHREALTIME; . "$0"', jobdir.file("job.sh")],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    words = Path(jobdir.file("times")).read_text().split()
+    assert [w.isdigit() for w in words] == [True, True]
+    assert before <= int(words[0]) <= int(words[1]) <= time.time()
+
+
+def test_a_job_killed_at_its_walltime_has_an_end(tmp_path: Path) -> None:
+    script = "touch started-here\nsleep 30\n"
+    job = JobRequest(gateway_id=GID, name="t", script=script, walltime_seconds=2)
+    jobdir, while_running = start_and_signal(tmp_path, job)
+    running_start, running_end = parse_times(while_running)
+    assert running_start is not None and running_end is None  # the start alone, while it ran
+    markers = parse_markers(marker_lines(jobdir, "exit_code", "terminated", "times"))[GID]
+    status = status_from_markers("42", markers)
+    assert status.state is JobState.TIMEOUT
+    assert status.started_at == running_start
+    assert status.ended_at is not None and 0 <= status.ended_at - status.started_at < 20
+    # The trap writes the end first: a SIGKILL soon after the SIGTERM cannot lose it.
+    body = Path(jobdir.file("job.sh")).read_text()
+    assert "hpcfed_terminated() { hpcfed_ended; " in body
+    assert body.index("\nhpcfed_ended\n") < body.index("exit_code.tmp && mv")
+
+
+def test_each_array_element_records_its_own_times(tmp_path: Path) -> None:
+    slow = JobRequest(
+        gateway_id=GID,
+        name="arr",
+        script='[ "$HPCFED_ARRAY_INDEX" = 5 ] && sleep 1\nexit 0\n',
+        array="3,5",
+    )
+    for index in ("3", "5"):
+        code, jobdir, _ = run_element(tmp_path, slow, {"SLURM_ARRAY_TASK_ID": index})
+        assert code == 0
+    assert not Path(jobdir.file("times")).exists()
+    text = "".join(
+        marker_lines(jobdir, f"started.{i}", f"exit_code.{i}", f"times.{i}") for i in (3, 5)
+    )
+    markers = parse_markers(text + f"{GID}/array:3,5\n")[GID]
+    three, five = markers.elements[3], markers.elements[5]
+    assert None not in (three.started_at, three.ended_at, five.started_at, five.ended_at)
+    assert three.ended_at <= five.started_at  # type: ignore[operator] # ran one after the other
+    assert five.ended_at - five.started_at >= 1.0  # type: ignore[operator]
+    status = settle_array("7", None, markers, lambda i, s: f"7_{i}", lists_pending=True)
+    assert [(e.index, e.started_at, e.ended_at) for e in status.elements] == [
+        (3, three.started_at, three.ended_at),
+        (5, five.started_at, five.ended_at),
+    ]
+    assert (status.started_at, status.ended_at) == (three.started_at, five.ended_at)
 
 
 def test_every_marker_file_is_read_in_one_command_elements_included(tmp_path: Path) -> None:
@@ -242,10 +334,12 @@ def test_every_marker_file_is_read_in_one_command_elements_included(tmp_path: Pa
             "exit_code.1.tmp": "9\n",  # half-written: not read as an exit status
             "started.1": "43\n",
             "terminated.1": "3600 3600\n",
+            "times.1": "1796141163 1796144763\n",
+            "times.1.tmp": "1796141163 9\n",  # half-written
             "stdout.0": "not a marker\n",
             "cancelled": "cancelled\n",
         },
-        other: {"exit_code": "7\n", "native_id": "44\n"},
+        other: {"exit_code": "7\n", "native_id": "44\n", "times": "1796144763.5 1796144765\n"},
     }
     for d, names in files.items():
         Path(d.path).mkdir(parents=True)
@@ -264,10 +358,17 @@ def test_every_marker_file_is_read_in_one_command_elements_included(tmp_path: Pa
             array="0-3%2",
             elements={
                 0: ElementMarkers(exit_code=0),
-                1: ElementMarkers(started="43", terminated=Termination(3600, 3600)),
+                1: ElementMarkers(
+                    started="43",
+                    terminated=Termination(3600, 3600),
+                    started_at=1796141163.0,
+                    ended_at=1796144763.0,
+                ),
             },
         ),
-        other.gateway_id: JobMarkers("44", 7, False),
+        other.gateway_id: JobMarkers(
+            "44", 7, False, started_at=1796144763.5, ended_at=1796144765.0
+        ),
     }
     assert markers[GID].indices() == [0, 1, 2, 3]
 
@@ -342,9 +443,15 @@ def test_markers_command_sends_the_file_list_on_stdin() -> None:
 def test_recorded_marker_output_parses_per_job() -> None:
     markers = parse_markers((FIXTURES / "jobdir" / "markers.txt").read_text())
     assert markers == {
-        "e97dc3b2-f892-4298-a577-babdffe073ca": JobMarkers("10", 0, True),
-        "2490d85f-a475-4d40-aaaf-f1b4c977af36": JobMarkers("11", 7, False),
-        "ca05de7a-0e52-4d49-8ddb-e447b4ba3cd4": JobMarkers("12", None, True),
+        "2b7bce65-1db8-4784-bf4f-4bda412e955b": JobMarkers(
+            "1755", 0, True, started_at=1796146595.509070, ended_at=1796146595.525094
+        ),
+        "fa12ce99-ea54-4295-ab46-2d78ba3111db": JobMarkers(
+            "1756", 7, False, started_at=1796146595.495619, ended_at=1796146595.504129
+        ),
+        "147270c8-e370-4bfd-9019-9ed8f85e9bbc": JobMarkers("1757", None, True),  # never ran
+        "8ab87c1c-8644-4928-9c56-6de0b476011d": JobMarkers("1758", started_at=1796146595.520892),
+        "ef1a97d5-e8ad-4937-8f2c-8fbe5d208ea3": JobMarkers("1759"),  # held
     }
 
 
@@ -396,28 +503,115 @@ def test_termination_marker_is_read_leniently() -> None:
     assert Termination.parse("") == Termination(None, None)
 
 
-def ns(state: JobState, native: str = "X", code: int | None = None) -> NativeStatus:
-    return NativeStatus("42", state, native, None, code)
+def ns(
+    state: JobState,
+    native: str = "X",
+    code: int | None = None,
+    times: tuple[float | None, float | None] = (None, None),
+) -> NativeStatus:
+    return NativeStatus("42", state, native, None, code, started_at=times[0], ended_at=times[1])
+
+
+RAN = (1000.0, 1060.0)  # the scheduler's start and end of a job
 
 
 @pytest.mark.parametrize(
     "status,needed",
     [
         (None, True),
-        (ns(JobState.RUNNING), False),
+        (ns(JobState.RUNNING), False),  # not every poll of a running job reads its files
+        (ns(JobState.RUNNING, times=(RAN[0], None)), False),
         (ns(JobState.QUEUED), False),
-        (ns(JobState.COMPLETED, code=0), False),
-        (ns(JobState.COMPLETED), True),
-        (ns(JobState.FAILED, code=3), False),
-        (ns(JobState.FAILED, code=143), True),
-        (ns(JobState.FAILED), True),
-        (ns(JobState.CANCELLED), False),
-        (ns(JobState.TIMEOUT), False),
+        (ns(JobState.COMPLETED, code=0, times=RAN), False),
+        (ns(JobState.COMPLETED, code=0), True),  # ended, but the scheduler did not say when
+        (ns(JobState.COMPLETED, times=RAN), True),
+        (ns(JobState.FAILED, code=3, times=RAN), False),
+        (ns(JobState.FAILED, code=143, times=RAN), True),
+        (ns(JobState.FAILED, times=RAN), True),
+        (ns(JobState.CANCELLED, times=RAN), False),
+        (ns(JobState.CANCELLED, times=(None, RAN[1])), False),  # cancelled before it started
+        (ns(JobState.CANCELLED), True),
+        (ns(JobState.TIMEOUT, times=RAN), False),
+        (ns(JobState.TIMEOUT), True),
         (ns(JobState.UNKNOWN), True),
     ],
 )
 def test_which_statuses_the_job_dir_must_complete(status, needed: bool) -> None:
     assert needs_job_dir(status) is needed
+
+
+@pytest.mark.parametrize(
+    "text,times",
+    [
+        ("1796144763", (1796144763.0, None)),  # running: the start alone
+        ("1796144763 1796144765", (1796144763.0, 1796144765.0)),  # `date +%s`
+        ("1796144763.146183 1796144765.5", (1796144763.146183, 1796144765.5)),  # EPOCHREALTIME
+        ("1796144763,25 1796144765,5", (1796144763.25, 1796144765.5)),  # a comma locale's
+        ("1796144765 1796144763", (1796144765.0, None)),  # the clock went back: no end
+        ("soon later", (None, None)),
+        ("", (None, None)),
+    ],
+)
+def test_times_marker_is_read_leniently(text: str, times: tuple) -> None:
+    assert parse_times(text) == times
+
+
+def test_times_markers_are_parsed_per_job_and_per_element() -> None:
+    text = (
+        f"{GID}/native_id:42\n{GID}/exit_code:0\n{GID}/times:1796144763.5 1796144765.25\n"
+        f"{GID}/array:0-1\n{GID}/times.0:1796144770 1796144771\n{GID}/times.1:1796144772\n"
+    )
+    markers = parse_markers(text)[GID]
+    assert (markers.started_at, markers.ended_at) == (1796144763.5, 1796144765.25)
+    assert markers.elements == {
+        0: ElementMarkers(started_at=1796144770.0, ended_at=1796144771.0),
+        1: ElementMarkers(started_at=1796144772.0),
+    }
+    assert markers.element(1).started_at == 1796144772.0
+
+
+def test_a_scheduler_status_without_times_gets_them_from_the_job_dir() -> None:
+    done = JobMarkers("42", 0, False, started_at=1001.5, ended_at=1059.5)
+    # Torque's C, and a COMPLETED whose end the scheduler did not print: the files tell.
+    for seen in (ns(JobState.COMPLETED, "C"), ns(JobState.COMPLETED, "COMPLETED", 0)):
+        settled = settle("42", seen, done)
+        assert (settled.state, settled.started_at, settled.ended_at) == (
+            JobState.COMPLETED,
+            1001.5,
+            1059.5,
+        )
+    # Both tell: the job's own record first. Only the scheduler tells: its times stand.
+    assert settle("42", ns(JobState.COMPLETED, code=0, times=RAN), done).started_at == 1001.5
+    no_times = JobMarkers("42", 0, False)
+    assert settle("42", ns(JobState.COMPLETED, code=0, times=RAN), no_times).ended_at == RAN[1]
+    # A running job: its start, never an end (a scheduler's end of it is a forecast).
+    running = settle("42", ns(JobState.RUNNING, "R", times=RAN), JobMarkers("42"))
+    assert (running.state, running.started_at, running.ended_at) == (
+        JobState.RUNNING,
+        RAN[0],
+        None,
+    )
+    # Files of another submission say nothing of this one's times.
+    other = JobMarkers("41", 0, False, started_at=1.0, ended_at=2.0)
+    assert settle("42", ns(JobState.COMPLETED, code=0, times=RAN), other).started_at == RAN[0]
+
+
+def test_a_job_cancelled_before_it_started_has_an_end_but_no_start() -> None:
+    # Slurm (and its Torque wrapper) stamps such a job with the cancel as start and end.
+    stamped = ns(JobState.COMPLETED, "C", times=(1030.0, 1030.0))
+    settled = settle("42", stamped, JobMarkers("42", None, True))
+    assert (settled.state, settled.started_at, settled.ended_at) == (
+        JobState.CANCELLED,
+        None,
+        1030.0,
+    )
+    ran = JobMarkers("42", 143, True, Termination(5, 60), started_at=1025.0, ended_at=1030.0)
+    settled = settle("42", ns(JobState.COMPLETED, "C", times=(1025.0, 1030.0)), ran)
+    assert (settled.state, settled.started_at, settled.ended_at) == (
+        JobState.CANCELLED,
+        1025.0,
+        1030.0,
+    )
 
 
 def test_settling_combines_scheduler_and_job_dir() -> None:

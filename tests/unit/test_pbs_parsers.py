@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ from adapters.pbs_parse import (
     parse_pbspro_json,
     parse_qstat_blocks,
     parse_torque_qstat,
+    pbs_epoch,
     pbs_exit_code,
     pbs_status,
 )
@@ -71,6 +73,14 @@ def summary(statuses: dict) -> dict:
     return {k: (s.state, s.native_state, s.exit_code) for k, s in statuses.items()}
 
 
+def utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
+
+
+def times(statuses: dict) -> dict:
+    return {k: (s.started_at, s.ended_at) for k, s in statuses.items()}
+
+
 @pytest.mark.parametrize(
     "table,expected", [(TORQUE_STATES, TORQUE_EXPECTED), (PBSPRO_STATES, PBSPRO_EXPECTED)]
 )
@@ -94,6 +104,62 @@ def test_recorded_slurm_torque_wrapper_output() -> None:
         "20": (JobState.COMPLETED, "C", None),
         "21": (JobState.RUNNING, "R", None),
     }
+
+
+def test_slurms_wrapper_tells_start_in_mtime_and_end_in_ctime() -> None:
+    # Recorded under the testbed's UTC; the status command asks for UTC anyway.
+    assert times(parse_torque_qstat(read("torque_slurm_qstat_f_mixed.txt"))) == {
+        "16": (utc(2026, 11, 22, 3, 8, 3), None),  # running: its ctime is a forecast
+        "17": (None, None),  # queued
+        "18": (utc(2026, 11, 22, 3, 8, 3), utc(2026, 11, 22, 3, 8, 3)),
+        "19": (utc(2026, 11, 22, 3, 8, 6), utc(2026, 11, 22, 3, 8, 7)),
+        "20": (utc(2026, 11, 22, 3, 8, 6), utc(2026, 11, 22, 3, 8, 6)),
+        "21": (utc(2026, 11, 22, 3, 8, 6), None),
+    }
+
+
+def test_torque_tells_start_time_and_comp_time() -> None:
+    found = times(parse_torque_qstat(read("torque_qstat_f_server.txt")))
+    # ctime and mtime are the job's creation and last change on a real Torque: not used.
+    assert found["4242.head.cluster.example"] == (
+        utc(2024, 3, 4, 10, 0, 2),
+        utc(2024, 3, 4, 10, 10, 7),
+    )
+    assert found["4243.head.cluster.example"] == (None, utc(2024, 3, 4, 10, 1, 4))
+    assert found["4245.head.cluster.example"] == (None, None)
+    assert found["4246.head.cluster.example"] == (None, None)
+
+
+def test_pbspro_tells_stime_and_obittime() -> None:
+    found = times(parse_pbspro_json(read("pbspro_qstat_f_json.json")))
+    assert found["5101.pbs01"] == (utc(2024, 3, 4, 10, 0, 2), utc(2024, 3, 4, 10, 10, 7))
+    assert found["5102.pbs01"] == (None, None)  # finished without times: the job dir tells
+    assert found["5106.pbs01"] == (utc(2024, 3, 4, 9, 30, 0), None)
+    assert found["5110[1].pbs01"] == (utc(2024, 3, 4, 10, 20, 0), utc(2024, 3, 4, 10, 20, 31))
+    array = match_ids(["5110[].pbs01"], parse_pbspro_json(read("pbspro_qstat_f_json.json")))
+    status = array["5110[].pbs01"]
+    assert [(e.index, e.started_at, e.ended_at) for e in status.elements] == [
+        (1, utc(2024, 3, 4, 10, 20, 0), utc(2024, 3, 4, 10, 20, 31)),
+        (2, utc(2024, 3, 4, 10, 20, 31), None),
+    ]
+    assert (status.started_at, status.ended_at) == (utc(2024, 3, 4, 10, 20, 0), None)
+
+
+@pytest.mark.parametrize(
+    "text,epoch",
+    [
+        ("Tue Dec  1 17:06:12 2026", utc(2026, 12, 1, 17, 6, 12)),
+        ("Mon Mar 4 10:00:02 2024", utc(2024, 3, 4, 10, 0, 2)),
+        ("1709546400", 1709546400.0),
+        (1709546400, 1709546400.0),  # PBS Pro JSON may hold numbers
+        ("", None),
+        ("Mon Mrz  4 10:00:02 2024", None),  # not qstat's English month names
+        ("Mon Feb 30 10:00:02 2024", None),
+        ("yesterday", None),
+    ],
+)
+def test_qstat_times_are_read_as_utc(text: object, epoch: float | None) -> None:
+    assert pbs_epoch(text) == epoch
 
 
 def test_qstat_blocks_keep_attributes_and_join_wrapped_values() -> None:
@@ -159,11 +225,12 @@ def test_ids_match_whatever_server_suffix_qstat_prints() -> None:
     assert found["4250[1].head"].exit_code == 0
 
 
-def test_status_commands_per_dialect() -> None:
-    assert build_qstat_command(["1", "2"], "torque") == "qstat -f 1 2"
+def test_status_commands_per_dialect_ask_for_utc_times() -> None:
+    assert build_qstat_command(["1", "2"], "torque") == "TZ=UTC0 qstat -f 1 2"
     assert build_qstat_command(["5110[].pbs01"], "pbspro") == (
-        "qstat -f -F json -x -t '5110[].pbs01'"
+        "TZ=UTC0 qstat -f -F json -x -t '5110[].pbs01'"
     )
+    assert "TZ=UTC0 qstat -f $ids" in build_element_query()
 
 
 def adapter(dialect: str) -> PbsAdapter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from adapters.slurm import (
     parse_squeue,
     parse_squeue_comments,
     sbatch_rejection,
+    slurm_epoch,
     slurm_state,
     slurm_time,
     wait_status_exit_code,
@@ -65,6 +67,10 @@ def read(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
+def utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
 @pytest.mark.parametrize("native,state", sorted(EXPECTED.items()))
 def test_every_slurm_state_maps_to_exactly_one_state(native: str, state: JobState) -> None:
     assert SLURM_STATES[native] is state
@@ -96,24 +102,61 @@ def test_a_pending_job_held_by_someone_is_held() -> None:
 def test_recorded_squeue_output_parses_to_each_jobs_state() -> None:
     statuses = parse_squeue(read("squeue_mixed.txt"))
     seen = {nid: (s.state, s.native_state, s.reason, s.exit_code) for nid, s in statuses.items()}
-    assert seen["13"] == (JobState.RUNNING, "RUNNING", None, None)
-    assert seen["14"] == (JobState.HELD, "PENDING", "JobHeldUser", None)
-    assert seen["15"] == (JobState.QUEUED, "PENDING", "BeginTime", None)
-    assert seen["16"] == (JobState.COMPLETED, "COMPLETED", None, 0)
-    assert seen["17"] == (JobState.FAILED, "FAILED", "NonZeroExitCode", 3)
-    assert seen["11"] == (JobState.FAILED, "FAILED", "NonZeroExitCode", 7)
-    assert seen["18"] == (JobState.CANCELLED, "CANCELLED", "BeginTime", None)
-    assert seen["19"] == (JobState.TIMEOUT, "TIMEOUT", "TimeLimit", None)
-    assert seen["20"] == (JobState.FAILED, "FAILED", "JobLaunchFailure", 137)  # SIGKILL
+    assert seen["1758"] == (JobState.RUNNING, "RUNNING", None, None)
+    assert seen["1759"] == (JobState.HELD, "PENDING", "JobHeldUser", None)
+    assert seen["1760"] == (JobState.QUEUED, "PENDING", "BeginTime", None)
+    assert seen["1761"] == (JobState.COMPLETED, "COMPLETED", None, 0)
+    assert seen["1762"] == (JobState.FAILED, "FAILED", "NonZeroExitCode", 3)
+    assert seen["1756"] == (JobState.FAILED, "FAILED", "NonZeroExitCode", 7)
+    assert seen["1764"] == (JobState.CANCELLED, "CANCELLED", None, None)
+    assert seen["1765"] == (JobState.CANCELLED, "CANCELLED", "BeginTime", None)
+    assert seen["1766"] == (JobState.TIMEOUT, "TIMEOUT", "TimeLimit", None)
+    assert seen["1763"] == (JobState.FAILED, "FAILED", "JobLaunchFailure", 137)  # SIGKILL
     assert len(statuses) == len(read("squeue_mixed.txt").splitlines())
+
+
+def test_recorded_squeue_output_says_when_each_job_ran() -> None:
+    statuses = parse_squeue(read("squeue_mixed.txt"))
+    ran = {nid: (s.started_at, s.ended_at) for nid, s in statuses.items()}
+    assert ran["1761"] == (1796146595.0, 1796146596.0)
+    assert ran["1766"] == (1796146595.0, 1796146661.0)  # TIMEOUT
+    assert ran["1764"] == (1796146595.0, 1796146598.0)  # cancelled
+    # Running: its start; the end squeue prints is what its time limit forecasts.
+    assert ran["1758"] == (1796146595.0, None)
+    # Pending: squeue's StartTime is a forecast (1760's), or N/A (1759, held).
+    assert ran["1760"] == ran["1759"] == (None, None)
+    # Cancelled before they started: Slurm stamps the cancel as start and end.
+    assert ran["1765"] == (None, 1796146598.0)
+    assert ran["1757"] == (None, 1796146595.0)
+
+
+@pytest.mark.parametrize(
+    "text,epoch",
+    [
+        ("1796144400", 1796144400.0),  # SLURM_TIME_FORMAT=%s: epoch seconds, no zone
+        (" 1796144400 ", 1796144400.0),
+        ("N/A", None),
+        ("Unknown", None),
+        ("None", None),
+        ("", None),
+        ("0", None),
+        # A local time the format was not applied to: in a zone the gateway cannot know.
+        ("2026-12-01T17:00:00", None),
+        ("Tomorr 17:00", None),
+        ("\u00b2", None),  # a digit to str.isdigit, not to float
+    ],
+)
+def test_slurm_times_are_epoch_seconds(text: str, epoch: float | None) -> None:
+    assert slurm_epoch(text) == epoch
 
 
 def test_squeue_comments_give_gateway_ids() -> None:
     found = parse_squeue_comments(read("squeue_mixed.txt"))
-    assert found["11111111-1111-4111-8111-111111111111"] == "13"
-    assert found["22222222-2222-4222-8222-222222222222"] == "14"
-    assert found["e97dc3b2-f892-4298-a577-babdffe073ca"] == "10"
+    assert found["8ab87c1c-8644-4928-9c56-6de0b476011d"] == "1758"
+    assert found["ef1a97d5-e8ad-4937-8f2c-8fbe5d208ea3"] == "1759"
+    assert found["2b7bce65-1db8-4784-bf4f-4bda412e955b"] == "1755"
     assert "(null)" not in "".join(found)
+    assert len(found) == 5
 
 
 def test_sacct_output_parses_states_and_exit_codes() -> None:
@@ -130,6 +173,12 @@ def test_sacct_output_parses_states_and_exit_codes() -> None:
     assert [(e.index, e.native_id) for e in statuses["108"].elements] == [(3, "108_3")]
     assert seen["109"] == (JobState.FAILED, "FAILED", 137)
     assert statuses["104"].reason == "TimeLimit"
+    ran = {nid: (s.started_at, s.ended_at) for nid, s in statuses.items()}
+    assert ran["101"] == (utc("2024-03-04T10:00:02"), utc("2024-03-04T10:10:07"))
+    assert ran["104"] == (utc("2024-03-04T09:00:00"), utc("2024-03-04T10:00:31"))
+    assert ran["107"] == (None, None)  # Unknown
+    assert ran["110"] == (None, utc("2024-03-04T10:09:00"))  # cancelled while pending
+    assert statuses["108"].elements[0].ended_at == utc("2024-03-04T10:07:01")
 
 
 def test_sacct_without_accounting_storage_yields_nothing() -> None:
@@ -150,13 +199,15 @@ def test_walltime_format(seconds: int, text: str) -> None:
     assert slurm_time(seconds) == text
 
 
-def test_status_and_history_commands() -> None:
+def test_status_and_history_commands_ask_for_epoch_times() -> None:
     assert build_squeue_command("alice") == (
-        "squeue -h -t all -u alice -O 'JobArrayID:|,State:|,Reason:|,exit_code:|,Comment:'"
+        "SLURM_TIME_FORMAT=%s squeue -h -t all -u alice "
+        "-O 'JobArrayID:|,State:|,Reason:|,exit_code:|,StartTime:|,EndTime:|,Comment:'"
     )
-    assert build_squeue_command("a b").startswith("squeue -h -t all -u 'a b' ")
+    assert build_squeue_command("a b").startswith("SLURM_TIME_FORMAT=%s squeue -h -t all -u 'a b' ")
     assert build_sacct_command(["1", "2_3"]) == (
-        "sacct -X --parsable2 --noheader --format=JobID,State,ExitCode,Reason -j 1,2_3"
+        "SLURM_TIME_FORMAT=%s sacct -X --parsable2 --noheader "
+        "--format=JobID,State,ExitCode,Reason,Start,End -j 1,2_3"
     )
 
 
@@ -181,21 +232,35 @@ def test_recorded_squeue_arrays_give_one_status_per_array_with_its_elements() ->
         nid: [(e.index, e.native_id, e.state, e.reason, e.exit_code) for e in s.elements]
         for nid, s in statuses.items()
     }
-    assert summary["132"] == [
-        (0, "132_0", JobState.COMPLETED, None, 0),
-        (1, "132_1", JobState.FAILED, "NonZeroExitCode", 3),
-        (2, "132_2", JobState.RUNNING, None, None),
-        (3, "132_3", JobState.CANCELLED, None, None),
-        (4, "132_4", JobState.RUNNING, None, None),
-        (5, "132_5", JobState.QUEUED, "JobArrayTaskLimit", None),  # one left: "132_5"
+    assert summary["1767"] == [
+        (0, "1767_0", JobState.COMPLETED, None, 0),
+        (1, "1767_1", JobState.FAILED, "NonZeroExitCode", 3),
+        (2, "1767_2", JobState.RUNNING, None, None),
+        (3, "1767_3", JobState.CANCELLED, None, None),
+        (4, "1767_4", JobState.RUNNING, None, None),
+        (5, "1767_5", JobState.QUEUED, "JobArrayTaskLimit", None),  # one left: "1767_5"
     ]
-    # Pending ranges, expanded: "133_[1,3,6-7]" (5 was cancelled) and "134_[0-14:2%3]".
-    assert [e.index for e in statuses["133"].elements] == [1, 3, 6, 7]
-    assert [e.index for e in statuses["134"].elements] == list(range(0, 15, 2))
-    assert {e.state for e in statuses["134"].elements} == {JobState.HELD}
-    assert statuses["134"].state is JobState.HELD
-    assert statuses["132"].state is JobState.RUNNING
-    assert (statuses["135"].state, statuses["135"].elements) == (JobState.RUNNING, ())
+    # Pending ranges, expanded: "1768_[1,3,6-7]" (5 was cancelled) and "1769_[0-14:2%3]".
+    assert [e.index for e in statuses["1768"].elements] == [1, 3, 6, 7]
+    assert [e.index for e in statuses["1769"].elements] == list(range(0, 15, 2))
+    assert {e.state for e in statuses["1769"].elements} == {JobState.HELD}
+    assert statuses["1769"].state is JobState.HELD
+    assert statuses["1767"].state is JobState.RUNNING
+    assert (statuses["1770"].state, statuses["1770"].elements) == (JobState.RUNNING, ())
+
+
+def test_recorded_squeue_arrays_give_each_element_its_own_times() -> None:
+    array = parse_squeue(read("squeue_arrays.txt"))["1767"]
+    assert [(e.index, e.started_at, e.ended_at) for e in array.elements] == [
+        (0, 1796146664.0, 1796146664.0),
+        (1, 1796146664.0, 1796146664.0),
+        (2, 1796146667.0, None),
+        (3, 1796146667.0, 1796146670.0),  # cancelled, ran 3 s
+        (4, 1796146670.0, None),
+        (5, None, None),
+    ]
+    # Running still: since its first element started, and no end yet.
+    assert (array.started_at, array.ended_at) == (1796146664.0, None)
 
 
 @pytest.mark.parametrize(
@@ -209,16 +274,17 @@ def test_recorded_squeue_arrays_give_one_status_per_array_with_its_elements() ->
     ],
 )
 def test_pending_element_ranges_are_expanded(listed: str, indices: list[int]) -> None:
-    status = parse_squeue(f"{listed}|PENDING|JobArrayTaskLimit|0|hpcfed:x\n")["123"]
+    status = parse_squeue(f"{listed}|PENDING|JobArrayTaskLimit|0|N/A|N/A|hpcfed:x\n")["123"]
     assert [e.index for e in status.elements] == indices
     assert all(e.native_id == f"123_{e.index}" for e in status.elements)
 
 
 def test_an_arrays_comment_gives_the_arrays_own_id() -> None:
     found = parse_squeue_comments(read("squeue_arrays.txt"))
-    assert found["44444444-4444-4444-8444-444444444444"] == "132"
-    assert found["66666666-6666-4666-8666-666666666666"] == "134"
-    assert found["77777777-7777-4777-8777-777777777777"] == "135"
+    assert found["f7bbc024-de6c-47da-a3cd-506f8e2c5bf0"] == "1767"
+    assert found["d24f1030-8b36-47ec-b996-fb8416bb9b08"] == "1768"
+    assert found["3a861a7d-9136-4305-89d3-b4ff5edd3e2e"] == "1769"
+    assert found["0820450d-7d85-4244-890e-53edcb593f6f"] == "1770"
 
 
 def test_sacct_lists_array_elements_and_pending_ranges() -> None:
