@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -104,6 +105,9 @@ class LocalAdapter(Adapter):
         self.max_running = max_running
         self.remote_commands = 0
         self._procs: dict[tuple[str, int | None], subprocess.Popen[bytes]] = {}
+        # Submissions and status ticks run in threads of their own; one at a time may
+        # start queued jobs, or two would both see a job queued and start it twice.
+        self._starting = threading.Lock()
 
     def _dir(self, gateway_id: str) -> Path:
         return Path(JobDir(str(self.work_root), gateway_id).path)
@@ -151,6 +155,10 @@ class LocalAdapter(Adapter):
         return sum(1 for p in self._procs.values() if p.poll() is None)
 
     def _start_queued(self) -> None:
+        with self._starting:
+            self._start_queued_locked()
+
+    def _start_queued_locked(self) -> None:
         queued = sorted(
             (self.work_root / "jobs").glob(f"*/{QUEUED}*"), key=lambda p: p.stat().st_mtime_ns
         )
