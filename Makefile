@@ -49,3 +49,4 @@ lint: install
 
 schema: install
 	$(BIN)/hpcfed center schema > configs/schema/center.schema.json
+	$(BIN)/hpcfed center descriptor-schema > configs/schema/computing-power.schema.json

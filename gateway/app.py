@@ -15,9 +15,11 @@ from gateway.api.keys import (
     AUDIT,
     CENTERS,
     CONFIG,
+    EVALUATIONS,
     ISSUER,
     KEYRING,
     POLLER,
+    POWER,
     SERVICE,
     STORE,
     TRANSFERS,
@@ -33,13 +35,18 @@ from gateway.auth import (
     rate_limit_key,
 )
 from gateway.centers import build_registry
+from gateway.computing_power import PowerService
 from gateway.config import LoadedConfig
 from gateway.errors import error_middleware
+from gateway.evaluation.service import EvaluationService
 from gateway.keyring import Keyring
 from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middleware
+from gateway.placement import Placer
 from gateway.poller import Poller
 from gateway.service import JobService
 from gateway.store import SQLiteJobStore
+from gateway.store.evaluations import SQLiteEvaluationStore
+from gateway.store.probes import SQLiteProbeStore
 from gateway.store.transfers import SQLiteTransferStore
 from gateway.tokens import TokenIssuer, TokenVerifier
 from gateway.transfers import TransferService
@@ -102,7 +109,18 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     store = SQLiteJobStore(config.data_path(config.gateway.store.path))
     await store.open()
     centers = build_registry(config, app[VAULT])
-    service = JobService(store, centers, submit_timeout=config.gateway.submit_timeout)
+    probe_store = SQLiteProbeStore(config.data_path(config.gateway.store.path))
+    await probe_store.open()
+    power = PowerService(
+        centers, probe_store, config.gateway.computing_power, config.gateway.admission
+    )
+    app[POWER] = power
+    service = JobService(
+        store,
+        centers,
+        submit_timeout=config.gateway.submit_timeout,
+        placer=Placer(centers, power, config.gateway.placement),
+    )
     poller = Poller(
         service,
         interval=config.gateway.poll_interval,
@@ -114,6 +132,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[STORE], app[CENTERS], app[SERVICE], app[POLLER] = store, centers, service, poller
     app[TRANSFERS] = transfers
     await transfers.start()
+    evaluation_store = SQLiteEvaluationStore(config.data_path(config.gateway.store.path))
+    await evaluation_store.open()
+    evaluations = EvaluationService(evaluation_store, centers, power, config.gateway.admission)
+    await evaluations.start_service()
+    power.evaluations = evaluations  # admission and measured figures come from it
+    app[EVALUATIONS] = evaluations
     poll_task = asyncio.create_task(poller.run(), name="poller")
     try:
         yield
@@ -122,8 +146,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await poll_task
         await service.close()
+        await evaluations.close()  # before the centers: its runs cancel their jobs
+        await evaluation_store.close()
         await transfers.close()
         await transfer_store.close()
+        await probe_store.close()
         await centers.close()
         await store.close()
         await app[VERIFIER].close()

@@ -50,12 +50,18 @@ _RESEARCHER = {
     "files.write": Scope.OWN,
     "transfers.create": Scope.OWN,
     "transfers.read": Scope.OWN,
+    "usage.read": Scope.OWN,
 }
 #: Role -> permission -> scope. docs/security.md renders this table; keep both in step.
 ROLE_GRANTS: dict[str, dict[str, Scope]] = {
     "researcher": _RESEARCHER,
     # Metadata of every job and the federation's health; no outputs, no changes.
-    "operator": {"jobs.read": Scope.ALL, "centers.read": Scope.ALL, "health.read": Scope.ALL},
+    "operator": {
+        "jobs.read": Scope.ALL,
+        "centers.read": Scope.ALL,
+        "health.read": Scope.ALL,
+        "usage.read": Scope.ALL,
+    },
     # Their own center's configuration, evaluations and descriptor.
     "center-admin": {"centers.read": Scope.ALL, "centers.admin": Scope.CENTER},
     "admin": {

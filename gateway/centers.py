@@ -75,6 +75,31 @@ class Center:
             )
         return login
 
+    def service_login(self) -> str | None:
+        """The login the gateway itself uses here (load queries, evaluations): the
+        config's `ssh.login`, else the shared login, else the first mapped one.
+        None at a local center."""
+        if self.is_local:
+            return None
+        cfg = self.config
+        if cfg.ssh is not None and cfg.ssh.login:
+            return cfg.ssh.login
+        if "*" in cfg.users:
+            return cfg.users["*"].login
+        if cfg.users:
+            return next(iter(cfg.users.values())).login
+        raise ApiError(
+            409,
+            "no_service_login",
+            f"center {self.id} has no login for the gateway: set ssh.login in its config",
+            field="ssh.login",
+            center=self.id,
+        )
+
+    def files_as(self, login: str | None) -> CenterFiles:
+        """The files of `login` here (the gateway's own use: evaluations)."""
+        return self._files_of_login(None if self.is_local else login)
+
     def adapter_for(self, login: str | None) -> Adapter:
         key = None if self.is_local else login
         if key is None and not self.is_local:

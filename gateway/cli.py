@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from gateway.cli_admin import ADMIN_COMMANDS, add_admin_parsers
+from gateway.cli_evaluate import EVALUATE_COMMANDS, add_evaluate_parsers
 from gateway.cli_files import (
     FILE_COMMANDS,
     add_file_parsers,
@@ -59,6 +60,14 @@ def _describe(job: dict[str, Any]) -> None:
     for key in fields:
         if job.get(key) is not None:
             print(f"{key + ':':14} {job[key]}")
+    if job.get("placement"):
+        print(f"{'placement:':14} {job['placement']['explanation']}")
+    if job.get("usage"):
+        u = job["usage"]
+        print(
+            f"{'usage:':14} {u['core_hours']:g} core-hours, {u['gpu_hours']:g} GPU-hours, "
+            f"{u['cost']:g} {u['price']['currency']}"
+        )
 
 
 # ---------------------------------------------------------------- serve
@@ -137,6 +146,8 @@ def _load_spec(path: str, center: str | None) -> dict[str, Any]:
 async def cmd_submit(client: HpcfedClient, args: argparse.Namespace) -> int:
     spec, uploads = prepare_local_inputs(_load_spec(args.file, args.center), args.file)
     job = await client.submit(spec, idempotency_key=args.key)
+    if job.get("placement") and not args.json:
+        print(f"placed: {job['placement']['explanation']}", file=sys.stderr)
     await upload_local_inputs(client, job, uploads, progress=show_progress(args))
     if not args.wait:
         _print_json(job) if args.json else print(job["id"])
@@ -187,7 +198,91 @@ async def cmd_cancel(client: HpcfedClient, args: argparse.Namespace) -> int:
 
 async def cmd_centers(client: HpcfedClient, args: argparse.Namespace) -> int:
     centers = await client.centers()
-    _print_json(centers) if args.json else _table(centers, ["id", "type", "region", "name"])
+    if args.json:
+        _print_json(centers)
+        return EXIT_OK
+    rows = [{**c, "admitted": "yes" if c["admission"]["admitted"] else "no"} for c in centers]
+    _table(rows, ["id", "type", "region", "admitted", "name"])
+    return EXIT_OK
+
+
+async def cmd_power(client: HpcfedClient, args: argparse.Namespace) -> int:
+    doc = await client.computing_power(args.center, refresh=args.refresh)
+    if args.json:
+        _print_json(doc)
+        return EXIT_OK
+    live, peak = doc["live"], doc["peak"]
+    print(f"{doc['center']['id']} ({doc['center']['type']}, region {doc['center']['region']})")
+    print(
+        f"  admitted: {'yes' if doc['admission']['admitted'] else 'no'}"
+        f" - {doc['admission']['reason']}"
+    )
+    print(f"  peak: {peak['gflops']:g} GFLOP/s{'' if peak['complete'] else ' (incomplete)'}")
+    if doc.get("measured"):
+        m = doc["measured"]
+        print(f"  measured: {m['gflops_per_core']:g} GFLOP/s per core ({m['kernel']})")
+    if live["status"] != "ok":
+        print(f"  live: {live['status']}: {live.get('error')}")
+    if live.get("cores"):
+        cores, jobs = live["cores"], live["jobs"]
+        print(
+            f"  cores: {cores['idle']} idle, {cores['allocated']} allocated, "
+            f"{cores['down']} down of {cores['total']}; jobs: {jobs['queued']} queued, "
+            f"{jobs['running']} running"
+        )
+    for g in live.get("gpus", []):
+        print(f"  gpus {g['model']}: {g['allocated']} of {g['total']} allocated")
+    price, energy = doc["price"], doc["energy"]
+    print(
+        f"  price: {price['core_hour']:g} {price['currency']}/core-hour, "
+        f"{price['gpu_hour']:g} {price['currency']}/GPU-hour"
+    )
+    print(
+        f"  energy: PUE {energy['pue']:g}, {energy['green_share']:.0%} green, "
+        f"{energy['carbon_intensity_g_per_kwh']:g} gCO2e/kWh"
+    )
+    rows = [
+        {
+            "partition": p["name"] + ("*" if p["default"] else ""),
+            "nodes": p["nodes"],
+            "cores": p["cores"],
+            "mem/node": f"{p['memory_per_node_mib']}MiB",
+            "gpus": ", ".join(f"{g['count']}x{g['model']}" for g in p["gpus"]) or "-",
+            "max walltime": p["max_walltime_seconds"] or "unlimited",
+        }
+        for p in doc["partitions"]
+    ]
+    if rows:
+        _table(rows, ["partition", "nodes", "cores", "mem/node", "gpus", "max walltime"])
+    return EXIT_OK
+
+
+def _figures(row: dict[str, Any]) -> dict[str, Any]:
+    """Usage figures as people read them: hours to 4 decimals, cost to 4."""
+    return {
+        **row,
+        **{k: f"{row[k]:.4f}" for k in ("core_hours", "gpu_hours", "cost") if k in row},
+    }
+
+
+async def cmd_usage(client: HpcfedClient, args: argparse.Namespace) -> int:
+    report = await client.usage(
+        user=args.user,
+        center=args.center,
+        since=args.since,
+        until=args.until,
+        group_by=args.by,
+        jobs=args.jobs or None,
+    )
+    if args.json:
+        _print_json(report)
+        return EXIT_OK
+    columns = [*report["group_by"], "jobs", "core_hours", "gpu_hours", "cost", "currency"]
+    _table([_figures(r) for r in report["totals"]], columns)
+    if args.jobs:
+        print()
+        rows = [_figures(j) for j in report["jobs"]]
+        _table(rows, ["id", "user", "center", "state", "core_hours", "gpu_hours", "cost"])
     return EXIT_OK
 
 
@@ -199,6 +294,11 @@ def cmd_center(args: argparse.Namespace) -> int:
 
     if args.center_cmd == "schema":
         sys.stdout.write(center_schema())
+        return EXIT_OK
+    if args.center_cmd == "descriptor-schema":
+        from gateway.descriptor import descriptor_schema
+
+        sys.stdout.write(descriptor_schema())
         return EXIT_OK
     status = EXIT_OK
     for path in args.files:
@@ -217,7 +317,10 @@ CLIENT_COMMANDS = {
     "logs": cmd_logs,
     "cancel": cmd_cancel,
     "centers": cmd_centers,
+    "power": cmd_power,
+    "usage": cmd_usage,
     **FILE_COMMANDS,
+    **EVALUATE_COMMANDS,
 }
 
 
@@ -258,14 +361,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("centers", help="list the federation's centers")
 
+    p = sub.add_parser("power", help="a center's computing-power descriptor")
+    p.add_argument("center")
+    p.add_argument("--refresh", action="store_true", help="ask the scheduler now")
+
+    p = sub.add_parser("usage", help="core-hours, GPU-hours and cost of finished jobs")
+    p.add_argument("--user", help="an operator may name any user; default: all they may see")
+    p.add_argument("--center")
+    p.add_argument("--since", help="ISO date or time, e.g. 2026-12-01")
+    p.add_argument("--until", help="ISO date or time (exclusive)")
+    p.add_argument("--by", default="user,center", help="group by: user, center, or both")
+    p.add_argument("--jobs", action="store_true", help="list each job too")
+
     p = sub.add_parser("center", help="center configuration tools")
     csub = p.add_subparsers(dest="center_cmd", required=True)
     c = csub.add_parser("check", help="validate center YAML files")
     c.add_argument("files", nargs="+")
     csub.add_parser("schema", help="print the JSON Schema of a center file")
+    csub.add_parser(
+        "descriptor-schema", help="print the JSON Schema of the computing-power descriptor"
+    )
 
     add_admin_parsers(sub)
     add_file_parsers(sub)
+    add_evaluate_parsers(sub)
     return parser
 
 

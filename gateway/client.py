@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
+from gateway.client_centers import CentersClientMixin
 from gateway.client_errors import ClientError, raise_for
 from gateway.client_files import FilesClientMixin
 
@@ -45,7 +47,7 @@ def discover(url: str | None = None, token: str | None = None) -> tuple[str, str
     return (url or DEFAULT_URL).rstrip("/"), token
 
 
-class HpcfedClient(FilesClientMixin):
+class HpcfedClient(FilesClientMixin, CentersClientMixin):
     def __init__(self, url: str, token: str | None, *, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -186,3 +188,18 @@ class HpcfedClient(FilesClientMixin):
         result = await self._request("GET", "/v1/centers")
         centers: list[dict[str, Any]] = result["centers"]
         return centers
+
+    async def computing_power(self, center: str, refresh: bool = False) -> dict[str, Any]:
+        """The center's standard computing-power descriptor."""
+        path = f"/v1/centers/{quote(center, safe='')}/computing-power"
+        return await self.request("GET", path, params={"refresh": "true"} if refresh else None)
+
+    async def usage(self, **filters: Any) -> dict[str, Any]:
+        """Core-hours, GPU-hours and cost of finished jobs: user, center, since, until,
+        group_by, jobs."""
+        params = {
+            k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in filters.items()
+            if v is not None
+        }
+        return await self.request("GET", "/v1/usage", params=params)

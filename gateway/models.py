@@ -229,6 +229,38 @@ class StageOut(_Verbatim):
         return _path_form(value)
 
 
+Preference = Literal["fastest", "cheapest", "greenest", "near_data"]
+PREFERENCES: tuple[str, ...] = ("fastest", "cheapest", "greenest", "near_data")
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class PlacementSpec(_Verbatim):
+    """How `center: auto` chooses: what matters most first, and where it may go."""
+
+    prefer: Annotated[list[Preference], BeforeValidator(_as_list)] = Field(
+        default_factory=list,
+        max_length=4,
+        description="fastest (earliest start), cheapest, greenest (least CO2e), near_data "
+        "(where the inputs are); most important first",
+    )
+    regions: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=64, description="allowed regions; empty: any"
+    )
+    exclude: list[Annotated[str, Field(pattern=CENTER_ID_PATTERN)]] = Field(
+        default_factory=list, max_length=64, description="centers never to use"
+    )
+
+    @field_validator("prefer")
+    @classmethod
+    def _no_repeats(cls, prefer: list[str]) -> list[str]:
+        if len(set(prefer)) != len(prefer):
+            raise ValueError("names a preference twice")
+        return prefer
+
+
 class JobSpec(_Verbatim):
     """What a researcher asks for, the same for every center."""
 
@@ -250,6 +282,7 @@ class JobSpec(_Verbatim):
     center: str = Field("auto", pattern=r"^(auto|[a-z][a-z0-9_-]{0,31})$")
     inputs: list[StageIn] = Field(default_factory=list, max_length=256)
     outputs: list[StageOut] = Field(default_factory=list, max_length=256)
+    placement: PlacementSpec | None = Field(None, description="how `center: auto` chooses")
 
     @field_validator("array")
     @classmethod
@@ -313,6 +346,8 @@ class ElementRecord(BaseModel):
     native_state: str | None = None
     reason: str | None = None
     exit_code: int | None = None
+    started_at: datetime | None = None  # as the center tells it
+    ended_at: datetime | None = None
 
 
 class StagedFile(BaseModel):
@@ -335,6 +370,54 @@ class Staging(BaseModel):
     collected: bool = False  # outputs collected (or none to collect)
 
 
+class CandidateScore(BaseModel):
+    """How one center fared in a placement decision."""
+
+    center: str
+    eligible: bool
+    #: Why it could not take the job (each naming the spec field), when not eligible.
+    refused: list[str] = Field(default_factory=list)
+    partition: str | None = None
+    estimated_wait_seconds: float | None = None
+    cost: float | None = None  # of the whole request at its walltime, in `currency`
+    currency: str | None = None
+    carbon_g: float | None = None  # estimated gCO2e of the whole request
+    inputs_here: int | None = None  # how many of the job's inputs are already there
+    score: float | None = None  # 0..1, higher is better
+
+
+class PlacementDecision(BaseModel):
+    """Why `center: auto` chose where the job went."""
+
+    chosen: str
+    prefer: list[str]
+    explanation: str
+    candidates: list[CandidateScore] = Field(default_factory=list)
+    decided_at: datetime
+
+
+class Price(BaseModel):
+    currency: str
+    core_hour: float
+    gpu_hour: float
+
+
+class JobUsage(BaseModel):
+    """What a job used and cost, at the price in force when it ran."""
+
+    cores: int
+    gpus: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    wall_seconds: float = 0.0
+    core_hours: float = 0.0
+    gpu_hours: float = 0.0
+    price: Price
+    cost: float = 0.0
+    #: "center": times the center reported; "gateway": times the gateway saw.
+    source: Literal["center", "gateway"] = "center"
+
+
 class JobRecord(BaseModel):
     """A job as the gateway stores and serves it."""
 
@@ -352,6 +435,11 @@ class JobRecord(BaseModel):
     idempotency_key: str | None = None
     elements: list[ElementRecord] = Field(default_factory=list)
     staging: Staging = Field(default_factory=Staging)
+    placement: PlacementDecision | None = None
+    #: The price of the center when the job was sent there (billed at it).
+    price: Price | None = None
+    usage: JobUsage | None = None
+    started_at: datetime | None = None
     cancel_requested: bool = False
     submit_attempts: int = 0
     created_at: datetime
@@ -499,6 +587,54 @@ class FilesConfig(_Strict):
         return roots
 
 
+class CpuHardware(_Strict):
+    """Figures of a partition's CPU cores, for its theoretical peak."""
+
+    model: str = Field("", max_length=200)
+    clock_ghz: float = Field(gt=0, le=20, description="sustained clock of a core")
+    flops_per_cycle: float = Field(
+        gt=0, le=1024, description="double-precision FLOP per core per cycle (e.g. 16 for AVX2 FMA)"
+    )
+
+
+class GpuHardware(_Strict):
+    """Figures of one GPU model, for the theoretical peak."""
+
+    peak_tflops: float = Field(gt=0, le=10_000, description="double-precision peak of one GPU")
+    memory: MemoryMiB | None = Field(None, description="memory of one GPU, e.g. '40GiB'")
+
+
+class HardwareConfig(_Strict):
+    """What the scheduler cannot tell: the speed of the hardware it runs."""
+
+    cpu: CpuHardware | None = Field(None, description="every partition's cores, unless named")
+    partitions: dict[str, CpuHardware] = Field(
+        default_factory=dict, description="partition (queue) name -> its cores' figures"
+    )
+    gpus: dict[str, GpuHardware] = Field(
+        default_factory=dict, description="GPU model as the scheduler names it -> its figures"
+    )
+
+    def cpu_of(self, partition: str) -> CpuHardware | None:
+        return self.partitions.get(partition) or self.cpu
+
+
+class PriceConfig(_Strict):
+    """What the center charges; a job is billed at the price in force when it ran."""
+
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+    core_hour: float = Field(0.0, ge=0, description="per CPU core per hour")
+    gpu_hour: float = Field(0.0, ge=0, description="per GPU per hour")
+
+
+class EnergyConfig(_Strict):
+    pue: float = Field(1.5, ge=1.0, le=5.0, description="power usage effectiveness")
+    green_share: float = Field(0.0, ge=0.0, le=1.0, description="share of renewable power, 0-1")
+    carbon_intensity: float = Field(
+        500.0, ge=0, le=2000, description="gCO2e per kWh of the power the center draws"
+    )
+
+
 class CenterConfig(_Strict):
     id: str = Field(pattern=CENTER_ID_PATTERN)
     name: str = Field("", max_length=200)
@@ -512,6 +648,9 @@ class CenterConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    price: PriceConfig = Field(default_factory=PriceConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
 
     @field_validator("users")
     @classmethod
@@ -604,6 +743,30 @@ class LimitsConfig(_Strict):
     burst: int = Field(100, ge=1, description="requests a user may make at once")
 
 
+class AdmissionConfig(_Strict):
+    """When an access evaluation admits a center (see docs/evaluation.md)."""
+
+    required: bool = Field(
+        True, description="placed jobs go only to admitted centers (local centers need none)"
+    )
+    min_score: float = Field(80.0, ge=0, le=100, description="weighted share of checks passed")
+    max_ssh_latency_ms: float = Field(250.0, gt=0, description="median SSH command round trip")
+    min_bandwidth_mb_s: float = Field(5.0, ge=0, description="upload and download, MB/s")
+    min_gflops_per_core: float = Field(0.01, ge=0, description="the compute probe's figure")
+    job_timeout: Seconds = Field(180.0, description="how long a probe job may take to end")
+
+
+class PlacementConfig(_Strict):
+    default_preference: Literal["fastest", "cheapest", "greenest", "near_data"] = "fastest"
+
+
+class ComputingPowerConfig(_Strict):
+    cache_ttl: Seconds = Field(10.0, description="how long a center's live load is reused")
+    availability_window: Seconds = Field(
+        7 * 86400.0, description="how far back availability counts probe outcomes"
+    )
+
+
 class GatewayConfig(_Strict):
     data_dir: str = Field("~/.local/share/hpcfed", description="overridden by HPCFED_DATA_DIR")
     listen: ListenConfig = Field(default_factory=ListenConfig)
@@ -617,4 +780,12 @@ class GatewayConfig(_Strict):
     center_files: list[str] = Field(
         default_factory=list, description="center YAML files or globs, relative to this file"
     )
-    default_center: str | None = Field(None, pattern=CENTER_ID_PATTERN)
+    default_center: str | None = Field(
+        None,
+        pattern=CENTER_ID_PATTERN,
+        description="where `center: auto` goes when the spec has no `placement` and this "
+        "center can take the job; unset: placement chooses",
+    )
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
+    computing_power: ComputingPowerConfig = Field(default_factory=ComputingPowerConfig)

@@ -20,6 +20,7 @@ from gateway.errors import ApiError
 from gateway.models import ElementRecord, JobRecord, JobState, array_indices, utcnow
 from gateway.service import JobService, SubmitRejectedError
 from gateway.staging import STAGING_OUTPUTS, waits_for_upload
+from gateway.usage import epoch, job_usage
 
 log = logging.getLogger("hpcfed.poller")
 
@@ -128,6 +129,19 @@ class Poller:
             state, exit_code = aggregate(elements)
             changed.update(state=state, exit_code=exit_code, elements=elements)
         final = changed["state"]
+        if job.started_at is None and final not in (JobState.QUEUED, JobState.HELD):
+            if status.started_at is not None or final is JobState.RUNNING:
+                changed["started_at"] = epoch(status.started_at) or utcnow()
+        if final in TERMINAL_STATES and job.usage is None:
+            seen = job.model_copy(update={"finished_at": job.finished_at or utcnow()})
+            if "started_at" in changed:
+                seen.started_at = changed["started_at"]  # type: ignore[assignment]
+            changed["usage"] = job_usage(
+                seen,
+                epoch(status.started_at),
+                epoch(status.ended_at),
+                changed.get("elements", ()),  # type: ignore[arg-type]
+            )
         hold = isinstance(final, JobState) and self.service.staging.holds(job, final)
         if hold:
             # Ended at the center; ours once its outputs are collected.
@@ -207,6 +221,8 @@ def merge_elements(job: JobRecord, status: NativeStatus) -> list[ElementRecord]:
                     native_state=now.native_state,
                     reason=now.reason,
                     exit_code=now.exit_code,
+                    started_at=epoch(now.started_at),
+                    ended_at=epoch(now.ended_at),
                 )
             )
         elif index in previous:

@@ -24,8 +24,16 @@ from adapters.base import (
 from gateway.centers import CenterRegistry
 from gateway.dependencies import check_center, load_parents, native_dependencies
 from gateway.errors import ApiError, adapter_error
-from gateway.models import JobRecord, JobSpec, JobState, array_indices, utcnow
-from gateway.placement import choose_center
+from gateway.models import (
+    JobRecord,
+    JobSpec,
+    JobState,
+    PlacementDecision,
+    Price,
+    array_indices,
+    utcnow,
+)
+from gateway.placement import Placer
 from gateway.staging import Stager, StagingFailed
 from gateway.store import JobPage, JobStore
 from gateway.store.base import DuplicateIdempotencyKey
@@ -70,9 +78,16 @@ class SubmitOutcome:
 
 
 class JobService:
-    def __init__(self, store: JobStore, centers: CenterRegistry, submit_timeout: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        centers: CenterRegistry,
+        submit_timeout: float,
+        placer: Placer,
+    ) -> None:
         self.store = store
         self.centers = centers
+        self.placer = placer
         self.submit_timeout = submit_timeout
         # Gateway ids whose submission is under way; the poller leaves them alone.
         self.in_flight: set[str] = set()
@@ -85,14 +100,16 @@ class JobService:
         self, owner: str, spec: JobSpec, idempotency_key: str | None = None
     ) -> SubmitOutcome:
         parents = await load_parents(self.store, owner, spec)
+        decision: PlacementDecision | None = None
         if spec.center != "auto":
             center_id = self.centers.get(spec.center).id
         elif parents:
             center_id = parents[0].center  # a job goes where the jobs it waits for are
         else:
-            active = [] if self.centers.default else await self.store.active()
-            center_id = choose_center(self.centers, active, owner)
-        login = self.centers.get(center_id).login_for(owner)  # 403 when unmapped there
+            decision = await self.placer.place(owner, spec, await self.store.active())
+            center_id = decision.chosen
+        center = self.centers.get(center_id)
+        login = center.login_for(owner)  # 403 when unmapped there
         check_center(parents, center_id)
         self.staging.check(spec, owner)
         native_dependencies(spec, parents)  # refuses what can never run, before storing
@@ -105,6 +122,8 @@ class JobService:
             spec=spec,
             state=JobState.SUBMITTING,
             idempotency_key=idempotency_key,
+            placement=decision,
+            price=Price(**center.config.price.model_dump()),
             created_at=now,
             updated_at=now,
         )

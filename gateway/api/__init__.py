@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.api import centers, files, health, jobs, tokens, transfers
+from gateway.api import centers, evaluations, files, health, jobs, tokens, transfers, usage
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,3 +12,5 @@ def setup_routes(app: web.Application) -> None:
     files.setup_routes(app)
     tokens.setup_routes(app)
     transfers.setup_routes(app)
+    usage.setup_routes(app)
+    evaluations.setup_routes(app)

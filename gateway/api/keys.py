@@ -4,7 +4,9 @@ from aiohttp import web
 
 from gateway.audit import AuditLog
 from gateway.centers import CenterRegistry
+from gateway.computing_power import PowerService
 from gateway.config import LoadedConfig
+from gateway.evaluation.service import EvaluationService
 from gateway.keyring import Keyring
 from gateway.poller import Poller
 from gateway.service import JobService
@@ -24,3 +26,5 @@ ISSUER = web.AppKey("issuer", TokenIssuer)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 AUDIT = web.AppKey("audit", AuditLog)
 TRANSFERS = web.AppKey("transfers", TransferService)
+POWER = web.AppKey("power", PowerService)
+EVALUATIONS = web.AppKey("evaluations", EvaluationService)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gateway.models import JobRecord, JobState
@@ -59,6 +60,17 @@ class JobStore(abc.ABC):
         cursor: str | None = None,
     ) -> JobPage:
         """Newest first; `owner=None` lists every owner's jobs."""
+
+    @abc.abstractmethod
+    async def finished(
+        self,
+        *,
+        owner: str | None,
+        center: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[JobRecord]:
+        """Jobs in a terminal state that ended in [since, until), oldest first."""
 
     @abc.abstractmethod
     async def active(self) -> list[JobRecord]:

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     elements TEXT NOT NULL DEFAULT '[]',
     staging TEXT NOT NULL DEFAULT '{}',
+    placement TEXT,
+    price TEXT,
+    usage TEXT,
+    started_at TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     submit_attempts INTEGER NOT NULL DEFAULT 0,
     spec TEXT NOT NULL,
@@ -50,13 +54,15 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
     ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 """
 
 _COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
-    "staging cancel_requested submit_attempts spec created_at updated_at submitted_at finished_at"
+    "staging placement price usage started_at cancel_requested submit_attempts spec created_at "
+    "updated_at submitted_at finished_at"
 ).split()
 # Column names are the fixed tuple above, never user input.
 _INSERT = (
@@ -71,7 +77,13 @@ _ADDED_COLUMNS = {
     "elements": "TEXT NOT NULL DEFAULT '[]'",
     "login": "TEXT",
     "staging": "TEXT NOT NULL DEFAULT '{}'",
+    "placement": "TEXT",
+    "price": "TEXT",
+    "usage": "TEXT",
+    "started_at": "TEXT",
 }
+#: Columns holding a JSON document (or NULL).
+_JSON_COLUMNS = ("placement", "price", "usage")
 
 
 def _to_row(record: JobRecord) -> dict[str, Any]:
@@ -79,6 +91,8 @@ def _to_row(record: JobRecord) -> dict[str, Any]:
     row["spec"] = record.spec.model_dump_json(exclude_none=True)
     row["elements"] = json.dumps(row["elements"])
     row["staging"] = json.dumps(row["staging"])
+    for column in _JSON_COLUMNS:
+        row[column] = json.dumps(row[column]) if row[column] is not None else None
     row["cancel_requested"] = int(record.cancel_requested)
     return row
 
@@ -88,6 +102,8 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
     data["spec"] = JobSpec.model_validate_json(data["spec"])
     data["elements"] = json.loads(data["elements"])
     data["staging"] = json.loads(data["staging"] or "{}")
+    for column in _JSON_COLUMNS:
+        data[column] = json.loads(data[column]) if data[column] else None
     data["cancel_requested"] = bool(data["cancel_requested"])
     return JobRecord.model_validate(data)
 
@@ -99,7 +115,7 @@ def _column_value(value: Any) -> Any:
         return value.value
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, BaseModel):  # staging
+    if isinstance(value, BaseModel):  # staging, placement, price, usage
         return value.model_dump_json()
     if isinstance(value, list):  # elements
         return json.dumps(
@@ -262,6 +278,30 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         jobs = [_from_row(r) for r in rows[:limit]]
         next_cursor = _encode_cursor(jobs[-1]) if len(rows) > limit and jobs else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    async def finished(
+        self,
+        *,
+        owner: str | None,
+        center: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[JobRecord]:
+        where = [f"state IN ({', '.join('?' for _ in _TERMINAL)})"]
+        args: list[Any] = list(_TERMINAL)
+        for column, value in (("owner", owner), ("center", center)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("finished_at >= ?")
+            args.append(since.isoformat())
+        if until is not None:
+            where.append("finished_at < ?")
+            args.append(until.isoformat())
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at"  # noqa: S608
+        rows = await self._call(lambda db: db.execute(sql, args).fetchall())
+        return [_from_row(r) for r in rows]
 
     async def active(self) -> list[JobRecord]:
         marks = ", ".join("?" for _ in _TERMINAL)

@@ -32,6 +32,8 @@ ROUTE_SAMPLES: dict[str, tuple[str, str]] = {
     "jobs.output": ("GET", f"/v1/jobs/{uuid.UUID(int=1)}/output/stdout"),
     "centers.list": ("GET", "/v1/centers"),
     "centers.get": ("GET", "/v1/centers/local"),
+    "centers.computing_power": ("GET", "/v1/centers/local/computing-power"),
+    "usage.read": ("GET", "/v1/usage"),
     "tokens.issue": ("POST", "/v1/tokens"),
     "jobs.upload_input": ("PUT", f"/v1/jobs/{uuid.UUID(int=1)}/inputs/0"),
     "files.roots": ("GET", "/v1/centers/local/files/roots"),
@@ -48,6 +50,9 @@ ROUTE_SAMPLES: dict[str, tuple[str, str]] = {
     "transfers.list": ("GET", "/v1/transfers"),
     "transfers.get": ("GET", f"/v1/transfers/{uuid.UUID(int=1)}"),
     "transfers.cancel": ("DELETE", f"/v1/transfers/{uuid.UUID(int=1)}"),
+    "evaluations.start": ("POST", "/v1/centers/local/evaluations"),
+    "evaluations.list": ("GET", "/v1/centers/local/evaluations"),
+    "evaluations.get": ("GET", f"/v1/centers/local/evaluations/{uuid.UUID(int=1)}"),
 }
 
 

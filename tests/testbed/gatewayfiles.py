@@ -21,6 +21,31 @@ from tests.testbed.procs import write_if_changed
 HEADER = "# Written by the hpcfed testbed (python -m tests.testbed up); edits are lost.\n"
 
 
+#: What each center publishes beside its scheduler's figures: hardware speed (for the
+#: theoretical peak), prices and energy. centerc is the greenest and cheapest per
+#: core-hour, centerb the only one with GPUs.
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "centera": {
+        "hardware": {"cpu": {"model": "x86-64 (AVX2)", "clock_ghz": 2.6, "flops_per_cycle": 16}},
+        "price": {"currency": "CNY", "core_hour": 0.05, "gpu_hour": 0.0},
+        "energy": {"pue": 1.5, "green_share": 0.2, "carbon_intensity": 600},
+    },
+    "centerb": {
+        "hardware": {
+            "cpu": {"model": "x86-64 (AVX-512)", "clock_ghz": 2.4, "flops_per_cycle": 32},
+            "gpus": {"a100": {"peak_tflops": 9.7, "memory": "40GiB"}},
+        },
+        "price": {"currency": "CNY", "core_hour": 0.08, "gpu_hour": 6.0},
+        "energy": {"pue": 1.2, "green_share": 0.6, "carbon_intensity": 350},
+    },
+    "centerc": {
+        "hardware": {"cpu": {"model": "aarch64 (NEON)", "clock_ghz": 2.2, "flops_per_cycle": 8}},
+        "price": {"currency": "CNY", "core_hour": 0.03, "gpu_hour": 0.0},
+        "energy": {"pue": 1.3, "green_share": 0.9, "carbon_intensity": 120},
+    },
+}
+
+
 def center_document(center: CenterInfo, host_key: str) -> dict[str, Any]:
     scheduler: dict[str, Any] = {"work_root": "~/.hpcfed"}
     if center.kind == "pbs":
@@ -38,6 +63,7 @@ def center_document(center: CenterInfo, host_key: str) -> dict[str, Any]:
         },
         "users": {user: {"login": user} for user in USERS},
         "scheduler": scheduler,
+        **PUBLISHED.get(center.id, {}),
     }
 
 

@@ -1,0 +1,86 @@
+"""Probe outcomes per center, beside the jobs (the same database file).
+
+Every time the gateway asks a center something on its own behalf (a load
+query, a health probe) the outcome is kept here; a center's availability is
+the share of them it answered.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.models import utcnow
+from gateway.store.sqlite import SQLiteFile
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS probes (
+    center TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    latency_ms REAL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS probes_center_at ON probes (center, at);
+"""
+#: Outcomes older than this are deleted as new ones arrive.
+KEEP = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    probes: int
+    successes: int
+    last_probe_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.successes / self.probes if self.probes else None
+
+
+class SQLiteProbeStore(SQLiteFile):
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        db.executescript(_SCHEMA)
+
+    async def record(
+        self, center: str, kind: str, ok: bool, latency_ms: float | None, error: str | None
+    ) -> None:
+        now = utcnow()
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO probes (center, kind, at, ok, latency_ms, error) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (center, kind, now.isoformat(), int(ok), latency_ms, error),
+            )
+            db.execute("DELETE FROM probes WHERE at < ?", ((now - KEEP).isoformat(),))
+
+        await self._call(write)
+
+    async def stats(self, center: str, since: datetime) -> ProbeStats:
+        def read(db: sqlite3.Connection) -> ProbeStats:
+            row = db.execute(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(ok), 0) AS good, MAX(at) AS last, "
+                "MAX(CASE WHEN ok THEN at END) AS last_good "
+                "FROM probes WHERE center = ? AND at >= ?",
+                (center, since.isoformat()),
+            ).fetchone()
+            error = db.execute(
+                "SELECT error FROM probes WHERE center = ? AND NOT ok ORDER BY at DESC LIMIT 1",
+                (center,),
+            ).fetchone()
+            return ProbeStats(
+                probes=row["n"],
+                successes=row["good"],
+                last_probe_at=datetime.fromisoformat(row["last"]) if row["last"] else None,
+                last_success_at=(
+                    datetime.fromisoformat(row["last_good"]) if row["last_good"] else None
+                ),
+                last_error=error["error"] if error else None,
+            )
+
+        return await self._call(read)

@@ -1,0 +1,344 @@
+"""Access evaluations of the testbed's centers through a real gateway: who is admitted,
+who is refused and why, the report in both forms, and `hpcfed evaluate` as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.files import FileNotFound
+from adapters.ssh import fingerprint, parse_pinned_key
+from gateway.api.keys import CENTERS, EVALUATIONS, POWER
+from gateway.client import ClientError, HpcfedClient
+from gateway.config import LoadedConfig
+from gateway.evaluation.models import EvaluationRecord
+from gateway.evaluation.suite import new_record
+from gateway.models import CenterConfig
+from gateway.store.evaluations import SQLiteEvaluationStore
+from tests.conftest import Gateway, GatewayFactory, config_with
+from tests.testbed import Testbed
+from tests.testbed.procs import wait_until
+from tests.testbed.slurm import wait_serving
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"root": ("admin",), "alice": ("researcher",)}
+SUITE_1 = [
+    "ssh.connect",
+    "ssh.host_key",
+    "ssh.login",
+    "scheduler.responding",
+    "descriptor.valid",
+    "descriptor.complete",
+    "jobs.round_trip",
+    "jobs.exit_codes",
+    "files.staging",
+    "jobs.output",
+    "compute.probe",
+    "ssh.latency",
+    "files.bandwidth",
+]
+#: The whole suite should take this long at most at a testbed center.
+TARGET_SECONDS = 25.0
+
+
+def completed(center: CenterConfig) -> CenterConfig:
+    """The center with hardware figures, price and energy configured, as descriptor.complete
+    asks (only the fields the file set are kept as set)."""
+    doc = center.model_dump(exclude_unset=True)
+    doc["hardware"] = {
+        "cpu": {"model": "testbed core", "clock_ghz": 2.5, "flops_per_cycle": 16},
+        "gpus": {"a100": {"peak_tflops": 9.7, "memory": "40GiB"}},
+    }
+    doc["price"] = {"currency": "CNY", "core_hour": 0.12, "gpu_hour": 6.5}
+    doc["energy"] = {"pue": 1.3, "green_share": 0.4, "carbon_intensity": 420}
+    return CenterConfig.model_validate(doc)
+
+
+def evaluated_config(testbed_config: LoadedConfig, **extra: CenterConfig) -> LoadedConfig:
+    centers = {cid: completed(c) for cid, c in testbed_config.centers.items() if c.type != "local"}
+    return config_with(testbed_config, testbed_config.data_dir, centers={**centers, **extra})
+
+
+async def evaluate(client: HpcfedClient, center: str, timeout: float = 120) -> dict[str, Any]:
+    started = await client.evaluate(center)
+    assert started["state"] == "RUNNING" and started["center"] == center
+    return await client.wait_evaluation(center, started["id"], timeout=timeout, interval=0.3)
+
+
+def states(record: dict[str, Any]) -> dict[str, str]:
+    return {c["name"]: c["state"] for c in record["checks"]}
+
+
+def check(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in record["checks"] if c["name"] == name)
+
+
+def took(record: dict[str, Any]) -> float:
+    start, end = (datetime.fromisoformat(record[k]) for k in ("created_at", "finished_at"))
+    return (end - start).total_seconds()
+
+
+@pytest.mark.parametrize("center", ["centera", "centerb", "centerc"])
+async def test_each_testbed_center_is_evaluated_and_admitted(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed, center: str
+) -> None:
+    gw = await start_gateway(evaluated_config(testbed_config), ADMIN)
+    async with gw.client("root") as admin:
+        started = await admin.evaluate(center)
+        with pytest.raises(ClientError) as second:
+            await admin.evaluate(center)  # one at a time per center
+        assert (second.value.status, second.value.code) == (409, "evaluation_running")
+        record = await admin.wait_evaluation(center, started["id"], timeout=120, interval=0.3)
+        print(f"{center}: one evaluation took {took(record):.1f}s")
+
+        assert (record["state"], record["verdict"], record["reasons"]) == ("DONE", "admit", [])
+        assert record["score"] == 100
+        assert [c["name"] for c in record["checks"]] == SUITE_1
+        assert set(states(record).values()) == {"passed"}, record["checks"]
+        assert record["thresholds"] == gw.config.gateway.admission.model_dump(mode="json")
+        EvaluationRecord.model_validate(record)
+        assert took(record) < TARGET_SECONDS
+
+        figures = record["figures"]
+        assert 0 < figures["ssh_latency_ms_p50"] <= figures["ssh_latency_ms_p95"] < 250
+        assert figures["upload_mb_s"] > 0 and figures["download_mb_s"] > 0
+        assert figures["gflops_per_core"] > 0 and figures["kernel"]
+
+        pinned = fingerprint(parse_pinned_key(testbed.host_key(center))[1])
+        assert check(record, "ssh.host_key")["evidence"]["presented"] == pinned
+        round_trip = check(record, "jobs.round_trip")["evidence"]["jobs"][0]
+        assert round_trip["native_id"] and round_trip["states"][-1] == "CANCELLED"
+        assert check(record, "files.bandwidth")["evidence"]["copy"] == "openssh"
+
+        report = await admin.evaluation_report(center, record["id"])
+        assert report.splitlines()[0] == f"# Access evaluation of {center}: ADMIT, score 100/100"
+        for name in SUITE_1:
+            assert f"| {name} | passed |" in report
+        listed = await admin.evaluations(center)
+        assert listed[0]["id"] == record["id"]
+
+        # The latest finished evaluation is what admits the center.
+        power = await admin.request("GET", f"/v1/centers/{center}/computing-power")
+        assert power["admission"]["admitted"] is True
+        assert power["admission"]["evaluation_id"] == record["id"]
+
+    async with gw.client("alice") as researcher:
+        with pytest.raises(ClientError) as refused:
+            await researcher.evaluate(center)
+        assert refused.value.status == 403
+        assert (await researcher.evaluation(center, record["id"]))["verdict"] == "admit"
+
+
+async def test_a_center_presenting_an_unpinned_host_key_is_refused_and_nothing_else_runs(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
+) -> None:
+    doc = testbed_config.centers["centera"].model_dump(exclude_unset=True)
+    doc["id"] = "badkey"
+    doc["ssh"]["host_keys"] = [testbed.host_key("centerb")]
+    gw = await start_gateway(
+        evaluated_config(testbed_config, badkey=CenterConfig.model_validate(doc)), ADMIN
+    )
+    async with gw.client("root") as admin:
+        record = await evaluate(admin, "badkey")
+        assert (record["state"], record["verdict"]) == ("DONE", "refuse")
+        got = states(record)
+        assert (got["ssh.connect"], got["ssh.host_key"]) == ("passed", "failed")
+        later = SUITE_1[2:]
+        assert {got[name] for name in later} == {"skipped"}
+        for name in later:
+            assert check(record, name)["message"] == "skipped: ssh.host_key failed"
+        evidence = check(record, "ssh.host_key")["evidence"]
+        assert evidence["presented"] == fingerprint(
+            parse_pinned_key(testbed.host_key("centera"))[1]
+        )
+        assert evidence["pinned"] == [fingerprint(parse_pinned_key(testbed.host_key("centerb"))[1])]
+        assert record["reasons"][0].startswith("ssh.host_key: center badkey: host key SHA256:")
+        assert "not pinned" in record["reasons"][0]
+        report = await admin.evaluation_report("badkey", record["id"])
+        assert "REFUSE" in report.splitlines()[0] and "## Reasons" in report
+
+
+def scheduler_healthy(gw: Gateway, testbed: Testbed, center: str) -> None:
+    """Wait until the center's scheduler serves again and its node is idle."""
+    wait_until(lambda: testbed.status()[center]["slurmctld"], 20, f"slurmctld of {center} to run")
+    wait_serving(testbed.center(center), "slurmd", 30)
+
+
+async def test_a_stopped_scheduler_refuses_the_center_naming_the_checks_it_failed(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
+) -> None:
+    gw = await start_gateway(evaluated_config(testbed_config), ADMIN)
+    testbed.stop_daemon("centerc", "slurmctld")
+    try:
+        async with gw.client("root") as admin:
+            record = await evaluate(admin, "centerc", timeout=150)
+    finally:
+        await asyncio.to_thread(testbed.start_daemon, "centerc", "slurmctld")
+        await asyncio.to_thread(scheduler_healthy, gw, testbed, "centerc")
+    assert (record["state"], record["verdict"]) == ("DONE", "refuse")
+    got = states(record)
+    assert got["ssh.login"] == "passed" and got["scheduler.responding"] == "failed"
+    responding = check(record, "scheduler.responding")
+    assert responding["message"] and responding["evidence"]["failed_command"]["stderr"]
+    job_checks = ["jobs.round_trip", "jobs.exit_codes", "files.staging", "jobs.output"]
+    assert {got[name] for name in job_checks} <= {"failed", "skipped"}
+    named = {reason.split(":")[0] for reason in record["reasons"]}
+    assert {"scheduler.responding", *job_checks} <= named
+    # Back again: the scheduler answers the gateway, as later tests need.
+    load = await gw.app[POWER].load("centerc", max_age=0)
+    assert load.partitions
+
+
+async def test_hpcfed_evaluate_writes_report_and_record_and_exits_0_when_admitted(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, tmp_path: Path
+) -> None:
+    gw = await start_gateway(evaluated_config(testbed_config), ADMIN)
+    env = {
+        **os.environ,
+        "HPCFED_URL": gw.url,
+        "HPCFED_TOKEN": gw.tokens["root"],
+        "HPCFED_DATA_DIR": str(tmp_path / "no-data-dir"),
+    }
+    report, record_file = tmp_path / "f.md", tmp_path / "f.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "evaluate",
+        "centera",
+        "--report",
+        str(report),
+        "--json",
+        str(record_file),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    async with asyncio.timeout(120):
+        out, err = await proc.communicate()
+    shown = out.decode()
+    assert proc.returncode == 0, (shown, err.decode())
+    record = EvaluationRecord.model_validate(json.loads(record_file.read_text()))
+    assert (record.center, record.verdict, record.state) == ("centera", "admit", "DONE")
+    assert "verdict: admit (score 100/100)" in shown
+    for name in SUITE_1:  # one progress line per check
+        assert sum(f" {name} " in line for line in shown.splitlines()) == 1
+    text = report.read_text()
+    assert text.startswith("# Access evaluation of centera: ADMIT")
+    assert record.id in text
+
+
+async def test_hpcfed_evaluate_exits_1_when_refused_and_2_for_an_unknown_center(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed, tmp_path: Path
+) -> None:
+    doc = testbed_config.centers["centera"].model_dump(exclude_unset=True)
+    doc["id"], doc["ssh"]["host_keys"] = "badkey", [testbed.host_key("centerb")]
+    gw = await start_gateway(
+        evaluated_config(testbed_config, badkey=CenterConfig.model_validate(doc)), ADMIN
+    )
+    env = {**os.environ, "HPCFED_URL": gw.url, "HPCFED_TOKEN": gw.tokens["root"]}
+
+    async def hpcfed(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            *args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        async with asyncio.timeout(120):
+            out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, _ = await hpcfed("evaluate", "badkey")
+    assert code == 1
+    assert "verdict: refuse" in out and "  - ssh.host_key: " in out
+    code, _, err = await hpcfed("evaluate", "nowhere")
+    assert code == 2 and "unknown_center" in err
+
+
+async def test_stopping_the_gateway_mid_evaluation_cancels_its_jobs_and_stores_error(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
+) -> None:
+    config = evaluated_config(testbed_config)
+    gw = await start_gateway(config, ADMIN)
+    service = gw.app[EVALUATIONS]
+    started = await service.start("centera", "root")
+
+    def in_flight() -> list[str]:
+        """Job checks running with a job at the center now."""
+        return [c.name for c in started.checks if c.state == "running" and c.evidence.get("jobs")]
+
+    async with asyncio.timeout(60):
+        while not in_flight():  # the live record, as checks update it
+            await asyncio.sleep(0.01)
+    interrupted = in_flight()
+    await service.close()  # what the gateway's shutdown does first
+    store = SQLiteEvaluationStore(config.data_path(config.gateway.store.path))
+    await store.open()
+    try:
+        record = await store.get(started.id)
+    finally:
+        await store.close()
+    assert record is not None
+    assert (record.state, record.error) == ("ERROR", "the gateway stopped during the evaluation")
+    assert record.verdict is None and record.finished_at is not None
+    assert all(c.state in ("passed", "failed", "skipped") for c in record.checks)
+    for name in interrupted:
+        assert check(record.public(), name)["message"].startswith("interrupted: ")
+    native_ids = [
+        job["native_id"]
+        for name in interrupted
+        for job in check(record.public(), name)["evidence"]["jobs"]
+    ]
+    queue = subprocess.run(
+        ["squeue", "-h", "-o", "%i %T", "-j", ",".join(native_ids)],
+        env=testbed.scheduler_env("centera"),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    alive = [
+        line for line in queue.stdout.splitlines() if line.split()[1] in ("PENDING", "RUNNING")
+    ]
+    assert alive == [], alive
+    files = gw.app[CENTERS].get("centera").files_as("alice")
+    with pytest.raises(FileNotFound):  # the evaluation directory went too
+        await files.stat(f"hpcfed-eval-{started.id}")
+
+
+async def test_an_evaluation_left_running_by_a_previous_gateway_becomes_error(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    store = SQLiteEvaluationStore(local_config.data_path(local_config.gateway.store.path))
+    local_config.data_dir.mkdir(parents=True, exist_ok=True)
+    await store.open()
+    left = new_record(str(uuid.uuid4()), "local", "root")
+    left.checks[0].state = "running"
+    await store.save(left)
+    await store.close()
+    gw = await start_gateway(local_config, ADMIN)
+    async with gw.client("root") as admin:
+        record = await admin.evaluation("local", left.id)
+        assert (record["state"], record["error"]) == (
+            "ERROR",
+            "the gateway stopped during the evaluation",
+        )
+        assert check(record, "ssh.connect")["state"] == "skipped"
+        latest = await gw.app[EVALUATIONS].latest("local")
+        assert latest is not None and latest.id == left.id
