@@ -320,7 +320,7 @@ def _score(options: list[_Option], order: list[str]) -> None:
 
 def _figures(o: _Option) -> str:
     return (
-        f"wait {o.wait:.0f} s ({o.wait_basis}), cost {o.cost:.2f} {o.currency}, "
+        f"wait {o.wait:.0f} s ({o.wait_basis}), cost {o.cost:.4g} {o.currency}, "
         f"{o.carbon:.0f} gCO2e, {o.inputs_here} input(s) there"
     )
 
