@@ -4,8 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque
-SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque chromium
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/bin/chromium
 
 .PHONY: install demo test system-deps testbed-up testbed-down testbed-status lint schema
 
@@ -20,7 +20,8 @@ install: $(BIN)/hpcfed
 demo: install
 	BIN=$(BIN) bash examples/demo.sh
 
-# Debian packages for the testbed's real Slurm, PBS-dialect commands, munge and sshd.
+# Debian packages for the testbed's real Slurm, PBS-dialect commands, munge and sshd,
+# and Chromium for the dashboard's browser test.
 system-deps:
 	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \

@@ -333,6 +333,14 @@ class Adapter(abc.ABC):
             f"center {self.center_id} does not report its load", center=self.center_id
         )
 
+    async def ping(self) -> None:
+        """Whether the scheduler answers now, from one remote command; raises
+        CenterUnavailable / CommandFailed when it does not."""
+        raise AdapterError(
+            f"center {self.center_id} cannot be asked whether its scheduler answers",
+            center=self.center_id,
+        )
+
     async def job_workdir(self, gateway_id: str, working_dir: str | None) -> str:
         """The absolute directory the job runs in: `working_dir` resolved at the center,
         or the job's own directory there. Staged inputs go here."""

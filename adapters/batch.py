@@ -400,3 +400,15 @@ def _split_status(result: CommandResult) -> tuple[CommandResult, str]:
     status, _, tail = rest.partition("\n")
     code = int(status) if status.strip().isdigit() else result.exit_status
     return CommandResult(code, head.encode(), result.stderr), tail
+
+
+def ping_failed(center_id: str, command: str, result: CommandResult) -> CommandFailed:
+    """A scheduler ping that failed, with what it said (Slurm's on stdout, PBS's on stderr)."""
+    said = " ".join(_text(result.stdout + result.stderr).split())[:300] or "no output"
+    return CommandFailed(
+        f"center {center_id}: '{command}' failed (exit {result.exit_status}): {said}",
+        command=command,
+        exit_status=result.exit_status,
+        stderr=_text(result.stderr),
+        center=center_id,
+    )

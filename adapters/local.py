@@ -382,6 +382,9 @@ class LocalAdapter(Adapter):
             return resolve_path(working_dir, os.path.expanduser("~"))  # noqa: ASYNC240 - no I/O
         return str(self._dir(gateway_id))
 
+    async def ping(self) -> None:
+        """No scheduler here: the gateway's own processes always answer."""
+
     async def close(self) -> None:
         # Jobs outlive the gateway; only forget the handles.
         self._procs.clear()

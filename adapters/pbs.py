@@ -55,7 +55,7 @@ from adapters.base import (
     JobRequest,
     NativeStatus,
 )
-from adapters.batch import JobDirAdapter
+from adapters.batch import JobDirAdapter, ping_failed
 from adapters.jobdir import (
     STARTED,
     JobDir,
@@ -276,6 +276,13 @@ def qdel_refused_because_finished(result: CommandResult) -> bool:
     )
 
 
+def ping_command(dialect: str) -> str:
+    """The health probe, exit 0 when the server answers. Slurm's Torque wrapper has no
+    `qstat -B` without an argument; its `qstat -Q` exits 8 ("Problem loading jobs.")
+    when slurmctld does not answer."""
+    return "qstat -B" if dialect == "pbspro" else "qstat -Q"
+
+
 def qsub_rejection(result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
     said = scheduler_message(result.stdout, result.stderr)
     return said, rejected_field(said, PBS_REJECTIONS, job)
@@ -373,6 +380,13 @@ class PbsAdapter(JobDirAdapter):
 
     def already_gone(self, result: CommandResult) -> bool:
         return qdel_refused_because_finished(result)
+
+    async def ping(self) -> None:
+        command = ping_command(self.dialect)
+        # Not counted in remote_commands: that counts the job and status traffic.
+        result = await self.connection.run(command)
+        if result.exit_status != 0:
+            raise ping_failed(self.center_id, command, result)
 
     def load_command(self) -> str | None:
         return build_load_command(self.dialect)

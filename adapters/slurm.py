@@ -24,7 +24,7 @@ from adapters.base import (
     JobState,
     NativeStatus,
 )
-from adapters.batch import JobDirAdapter
+from adapters.batch import JobDirAdapter, ping_failed
 from adapters.jobdir import (
     STDERR,
     STDOUT,
@@ -317,6 +317,15 @@ def cancel_refused_because_finished(stderr: str) -> bool:
     return "already completing or completed" in stderr or "Invalid job id" in stderr
 
 
+#: The health probe: "Slurmctld(primary) at host is UP" (or DOWN) per controller.
+PING_COMMAND = "scontrol ping"
+
+
+def slurmctld_up(text: str) -> bool:
+    """Whether `scontrol ping` says some controller is UP."""
+    return re.search(r"\bis UP\b", text) is not None
+
+
 def sbatch_rejection(result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
     said = scheduler_message(result.stdout, result.stderr)
     return said, rejected_field(said, SLURM_REJECTIONS, job)
@@ -394,6 +403,12 @@ class SlurmAdapter(JobDirAdapter):
 
     def load_command(self) -> str | None:
         return build_load_command()
+
+    async def ping(self) -> None:
+        # Not counted in remote_commands: that counts the job and status traffic.
+        result = await self.connection.run(PING_COMMAND)
+        if result.exit_status != 0 or not slurmctld_up(result.stdout.decode(errors="replace")):
+            raise ping_failed(self.center_id, PING_COMMAND, result)
 
     def parse_load(self, result: CommandResult, queried_at: float) -> CenterLoad:
         return parse_load(result.stdout.decode(errors="replace"), queried_at)

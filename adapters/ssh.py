@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import contextvars
 import hashlib
 import logging
 import select
@@ -28,6 +29,7 @@ from typing import TypeVar
 import paramiko
 
 from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
+from adapters.context import REQUEST_ID
 from adapters.sshkeys import Credential
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ HOST_KEY_ALGORITHMS = {
 _READ_SIZE = 1 << 16
 _CHANNEL_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 0.0)
 _SFTP_WINDOW = 1 << 26  # a large window keeps downloads from stalling on round trips
+#: Told of every command run: (center id, seconds, outcome "ok" / "failed" / "unavailable").
+CommandObserver = Callable[[str, float, str], None]
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,14 @@ class _NotSent(Exception):
 class SSHConnection:
     """One pooled login at one center. Belongs to one event loop."""
 
-    def __init__(self, target: SSHTarget, executor: concurrent.futures.Executor) -> None:
+    def __init__(
+        self,
+        target: SSHTarget,
+        executor: concurrent.futures.Executor,
+        observe: CommandObserver | None = None,
+    ) -> None:
         self.target = target
+        self._observe = observe
         # Commands started, one exec channel each; status economy is asserted on it.
         self.commands_run = 0
         self.connects = 0  # transports established over this connection's life
@@ -135,6 +145,43 @@ class SSHConnection:
     ) -> CommandResult:
         """Run `command` through the login shell; never re-run one that may have run."""
         limit = self.target.command_timeout if timeout is None else timeout
+        started = time.monotonic()
+        result: CommandResult | None = None
+        try:
+            result = await self._run(command, stdin, limit)
+            return result
+        finally:
+            if result is None:
+                self._record(command, time.monotonic() - started, "unavailable", None)
+            else:
+                outcome = "ok" if result.exit_status == 0 else "failed"
+                self._record(command, time.monotonic() - started, outcome, result.exit_status)
+
+    def _record(self, command: str, seconds: float, outcome: str, exit_status: int | None) -> None:
+        t = self.target
+        # The command line carries paths and ids only: scripts and secrets go on stdin.
+        log.debug(
+            "center %s: %s ran %s in %.3fs",
+            t.center_id,
+            t.login,
+            _head(command),
+            seconds,
+            extra={
+                "center": t.center_id,
+                "login": t.login,
+                "request_id": REQUEST_ID.get(),
+                "exit_status": exit_status,
+                "outcome": outcome,
+                "duration_seconds": round(seconds, 6),
+            },
+        )
+        if self._observe is not None:
+            try:
+                self._observe(t.center_id, seconds, outcome)
+            except Exception:  # an observer's failure never fails a command
+                log.exception("command observer failed")
+
+    async def _run(self, command: str, stdin: bytes | None, limit: float) -> CommandResult:
         for attempt in (1, 2):
             transport = await self._live_transport()
             try:
@@ -196,7 +243,8 @@ class SSHConnection:
         await self._sessions.acquire()
         loop = asyncio.get_running_loop()
         try:
-            cfut = self._executor.submit(fn)
+            # The worker sees the caller's context (the request id its logs carry).
+            cfut = self._executor.submit(contextvars.copy_context().run, fn)
         except BaseException:
             self._sessions.release()
             raise
@@ -461,6 +509,21 @@ class SSHPool:
             max_workers=max_threads, thread_name_prefix="hpcfed-ssh"
         )
         self._connections: dict[tuple[str, str, int, str], SSHConnection] = {}
+        #: Set by whoever wants to know of every command (the gateway's metrics).
+        self.observe: CommandObserver | None = None
+
+    def open_connections(self) -> dict[str, int]:
+        """Center id -> pooled connections whose transport is up now."""
+        counts: dict[str, int] = {}
+        for conn in self._connections.values():
+            transport = conn.transport
+            if transport is not None and transport.is_active():
+                counts[conn.target.center_id] = counts.get(conn.target.center_id, 0) + 1
+        return counts
+
+    def _observed(self, center_id: str, seconds: float, outcome: str) -> None:
+        if self.observe is not None:
+            self.observe(center_id, seconds, outcome)
 
     def connection(self, target: SSHTarget) -> SSHConnection:
         conn = self._connections.get(target.pool_key)
@@ -471,7 +534,7 @@ class SSHPool:
             transport = conn.transport
             if transport is not None:
                 self._executor.submit(transport.close)
-        conn = SSHConnection(target, self._executor)
+        conn = SSHConnection(target, self._executor, self._observed)
         self._connections[target.pool_key] = conn
         return conn
 
@@ -479,3 +542,9 @@ class SSHPool:
         connections, self._connections = list(self._connections.values()), {}
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
         self._executor.shutdown(wait=False)
+
+
+def _head(command: str, limit: int = 160) -> str:
+    """A command shortened for a log line."""
+    one_line = " ".join(command.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."

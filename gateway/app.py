@@ -16,6 +16,8 @@ from gateway.api.keys import (
     CENTERS,
     CONFIG,
     EVALUATIONS,
+    EVENTS,
+    HEALTH,
     ISSUER,
     KEYRING,
     POLLER,
@@ -39,10 +41,14 @@ from gateway.computing_power import PowerService
 from gateway.config import LoadedConfig
 from gateway.errors import error_middleware
 from gateway.evaluation.service import EvaluationService
+from gateway.events import EventBus, PublishingJobStore
+from gateway.health import HealthMonitor
 from gateway.keyring import Keyring
 from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middleware
+from gateway.metrics import METRICS, GatewayMetrics, metrics_middleware
 from gateway.placement import Placer
 from gateway.poller import Poller
+from gateway.request_id import request_id_middleware, setup_request_id
 from gateway.service import JobService
 from gateway.store import SQLiteJobStore
 from gateway.store.evaluations import SQLiteEvaluationStore
@@ -69,9 +75,12 @@ def create_app(config: LoadedConfig) -> web.Application:
     audit = AuditLog(config.data_path(gw.audit_log))
     max_body = gw.limits.max_body << 20
     limiter = RateLimiter(gw.limits.rate, gw.limits.burst)
+    metrics = GatewayMetrics()
     app = web.Application(
         middlewares=[
+            request_id_middleware,  # first: everything below logs with the request's id
             audit_middleware(audit, principal_of),  # outermost: sees the final answer
+            metrics_middleware(metrics),
             error_middleware,
             body_limit_middleware(max_body, exempt=STREAMED_UPLOADS),
             auth_middleware(verifier),
@@ -89,6 +98,9 @@ def create_app(config: LoadedConfig) -> web.Application:
         audit,
     )
     app[ISSUER] = TokenIssuer(keyring, gw.auth)
+    app[METRICS] = metrics
+    setup_request_id(app)
+    app[EVENTS] = EventBus()
     app.cleanup_ctx.append(_resources)
     setup_routes(app)
     return app
@@ -106,7 +118,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             auth.bootstrap_roles,
             min(CLIENT_TOKEN_TTL, auth.max_ttl),
         )
-    store = SQLiteJobStore(config.data_path(config.gateway.store.path))
+    # Every job write passes the publishing wrapper: that is where job events are born.
+    store = PublishingJobStore(
+        SQLiteJobStore(config.data_path(config.gateway.store.path)), app[EVENTS]
+    )
     await store.open()
     centers = build_registry(config, app[VAULT])
     probe_store = SQLiteProbeStore(config.data_path(config.gateway.store.path))
@@ -131,6 +146,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     transfers = TransferService(transfer_store, centers)
     app[STORE], app[CENTERS], app[SERVICE], app[POLLER] = store, centers, service, poller
     app[TRANSFERS] = transfers
+    app[METRICS].watch(centers, poller, transfers)
     await transfers.start()
     evaluation_store = SQLiteEvaluationStore(config.data_path(config.gateway.store.path))
     await evaluation_store.open()
@@ -139,9 +155,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     power.evaluations = evaluations  # admission and measured figures come from it
     app[EVALUATIONS] = evaluations
     poll_task = asyncio.create_task(poller.run(), name="poller")
+    health = HealthMonitor(centers, probe_store, config.gateway.health, store, poller)
+    app[HEALTH] = health
+    await health.start()
     try:
         yield
     finally:
+        await health.close()
         poll_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poll_task

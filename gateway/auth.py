@@ -61,6 +61,7 @@ ROLE_GRANTS: dict[str, dict[str, Scope]] = {
         "centers.read": Scope.ALL,
         "health.read": Scope.ALL,
         "usage.read": Scope.ALL,
+        "metrics.read": Scope.ALL,
     },
     # Their own center's configuration, evaluations and descriptor.
     "center-admin": {"centers.read": Scope.ALL, "centers.admin": Scope.CENTER},
@@ -69,6 +70,7 @@ ROLE_GRANTS: dict[str, dict[str, Scope]] = {
         for permission in (
             *_RESEARCHER,
             "health.read",
+            "metrics.read",
             "centers.admin",
             "tokens.issue",
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from adapters import openssh
 from adapters.base import Adapter
@@ -39,6 +40,8 @@ class Center:
         self._make_files = make_files
         self._adapters: dict[str | None, Adapter] = {}
         self._files: dict[str | None, CenterFiles] = {}
+        #: Set by the health monitor while the center is down: (since, last error).
+        self.down: tuple[datetime, str] | None = None
 
     @property
     def id(self) -> str:
@@ -55,6 +58,19 @@ class Center:
             "type": self.config.type,
             "region": self.config.region,
         }
+
+    def down_reason(self) -> str | None:
+        """Why the center is refused now (None while it is not down)."""
+        if self.down is None:
+            return None
+        since, error = self.down
+        return f"center {self.id} is down (since {since.isoformat()}): {error}"
+
+    def require_available(self) -> None:
+        """The circuit breaker: 503 at once while the health monitor says down."""
+        reason = self.down_reason()
+        if reason is not None:
+            raise ApiError(503, "center_unavailable", reason, center=self.id)
 
     def serves(self, user: str) -> bool:
         return self.is_local or self.config.login_for(user) is not None
@@ -159,6 +175,11 @@ class CenterRegistry:
 
     def __iter__(self) -> Iterator[Center]:
         return iter(self._centers.values())
+
+    @property
+    def ssh_pool(self) -> SSHPool | None:
+        """The SSH pool the remote centers share (None without one)."""
+        return self._pool
 
     def __len__(self) -> int:
         return len(self._centers)

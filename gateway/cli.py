@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -25,6 +24,7 @@ from gateway.cli_files import (
     show_progress,
     upload_local_inputs,
 )
+from gateway.cli_watch import watch
 from gateway.client import URL_FILE, ClientError, HpcfedClient, discover
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -78,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     from gateway.config import ConfigError, load_config
+    from gateway.logs import setup_logging
     from gateway.vault import VaultError
 
     try:
@@ -87,11 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"hpcfed: configuration refused:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.log_level, args.log_format, sys.stderr)
     host = args.host or config.gateway.listen.host
     port = config.gateway.listen.port if args.port is None else args.port
 
@@ -164,6 +161,8 @@ async def cmd_submit(client: HpcfedClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_status(client: HpcfedClient, args: argparse.Namespace) -> int:
+    if args.watch:
+        return await watch(client, args.id, as_json=args.json)
     if args.id:
         job = await client.get(args.id)
         _print_json(job) if args.json else _describe(job)
@@ -336,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int, help="0 picks a free port")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format", default="json", choices=["json", "text"], help="log lines (default json)"
+    )
 
     p = sub.add_parser("submit", help="submit a job spec (YAML or JSON file, - for stdin)")
     p.add_argument("file")
@@ -349,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="comma-separated states, e.g. RUNNING,QUEUED")
     p.add_argument("--center")
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument(
+        "--watch", action="store_true", help="print changes as they happen (one job: until it ends)"
+    )
 
     p = sub.add_parser("logs", help="print a job's output")
     p.add_argument("id")

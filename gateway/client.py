@@ -8,7 +8,6 @@ async with HpcfedClient("http://127.0.0.1:8750", token) as client:
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import aiohttp
 
 from gateway.client_centers import CentersClientMixin
 from gateway.client_errors import ClientError, raise_for
+from gateway.client_events import EventsClientMixin
 from gateway.client_files import FilesClientMixin
 
 DEFAULT_URL = "http://127.0.0.1:8750"
@@ -47,7 +47,7 @@ def discover(url: str | None = None, token: str | None = None) -> tuple[str, str
     return (url or DEFAULT_URL).rstrip("/"), token
 
 
-class HpcfedClient(FilesClientMixin, CentersClientMixin):
+class HpcfedClient(EventsClientMixin, FilesClientMixin, CentersClientMixin):
     def __init__(self, url: str, token: str | None, *, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -142,21 +142,6 @@ class HpcfedClient(FilesClientMixin, CentersClientMixin):
                 await raise_for(resp)
             async for chunk in resp.content.iter_any():
                 yield chunk
-
-    async def wait(
-        self,
-        job_id: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - callers think in deadlines
-        interval: float = 0.5,
-    ) -> dict[str, Any]:
-        """Poll until the job reaches a terminal state; return its record."""
-        async with asyncio.timeout(timeout):
-            while True:
-                job = await self.get(job_id)
-                if job["terminal"]:
-                    return job
-                await asyncio.sleep(interval)
 
     # ------------------------------------------------------------ tokens
 

@@ -76,6 +76,7 @@ async def copy_file(
     dst_full: str,
     item: CopiedFile,
     progress: Progress = lambda n: None,
+    moved: Progress = lambda n: None,
 ) -> str:
     """Copy one file; returns its verified sha256.
 
@@ -83,6 +84,8 @@ async def copy_file(
     a destination that is the source itself (two centers sharing a file system) or a
     file a reader is using is never seen half written. A part file left by an earlier
     attempt is continued; a copy that breaks off is retried from what the part holds.
+    `progress` follows the bytes the destination holds; `moved` is told of every chunk
+    sent, resent ones included.
     """
     part = part_path(dst_full)
     offset = await _held(dst, part, item.size)
@@ -99,6 +102,7 @@ async def copy_file(
                     digest.update(chunk)  # noqa: B023 - consumed within this attempt
                     passed += len(chunk)
                     progress(len(chunk))
+                    moved(len(chunk))
                     yield chunk
 
         try:
@@ -171,6 +175,7 @@ async def copy_tree(
     planned: tuple[str, list[str], list[CopiedFile]] | None = None,
     progress: Progress = lambda n: None,
     on_file: Callable[[CopiedFile], None] = lambda f: None,
+    moved: Progress = lambda n: None,
 ) -> list[CopiedFile]:
     """Copy a file or a directory tree; files already `done` in `planned` are kept."""
     src_full, dirs, files = planned or await plan(src, src_path)
@@ -199,7 +204,7 @@ async def copy_tree(
         target = posixpath.join(dst_full, item.path) if item.path else dst_full
         try:
             await dst.open_write(target, 0, True, "destination.path")
-            item.sha256 = await copy_file(src, source, dst, target, item, progress)
+            item.sha256 = await copy_file(src, source, dst, target, item, progress, moved)
             item.state, item.error = "done", None
         except AdapterError as exc:
             item.state, item.error = "failed", exc.message

@@ -767,6 +767,17 @@ class ComputingPowerConfig(_Strict):
     )
 
 
+class HealthConfig(_Strict):
+    probe_interval: Seconds = Field(15.0, description="how often every center is probed")
+    probe_timeout: Seconds = Field(10.0, description="how long one center's probe may take")
+    down_after: int = Field(2, ge=1, description="consecutive failed probes before down")
+    up_after: int = Field(1, ge=1, description="consecutive good probes before up again")
+    degraded_latency_ms: float = Field(
+        1000.0, gt=0, description="SSH p50 above this (or an unreadable root): degraded"
+    )
+    window: Seconds = Field(900.0, description="for error rate and latency percentiles")
+
+
 class GatewayConfig(_Strict):
     data_dir: str = Field("~/.local/share/hpcfed", description="overridden by HPCFED_DATA_DIR")
     listen: ListenConfig = Field(default_factory=ListenConfig)
@@ -789,3 +800,4 @@ class GatewayConfig(_Strict):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
     computing_power: ComputingPowerConfig = Field(default_factory=ComputingPowerConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)

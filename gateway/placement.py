@@ -94,6 +94,10 @@ class Placer:
         for center in serving:
             if prefs and center.id in prefs.exclude:
                 refused[center.id] = ["placement.exclude: excluded by the spec"]
+            elif center.down is not None:
+                since, error = center.down
+                refused[center.id] = [f"center: down since {since.isoformat()} ({error})"]
+                unavailable.add(center.id)
             elif prefs and prefs.regions and center.config.region not in prefs.regions:
                 region = center.config.region or "(none)"
                 refused[center.id] = [

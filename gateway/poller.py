@@ -10,8 +10,11 @@ timeout, so a hung center never delays the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from adapters.base import TERMINAL_STATES, Adapter, AdapterError, NativeStatus
@@ -36,22 +39,31 @@ class Poller:
         self.interval = interval
         self.timeout = timeout
         self.failures: dict[str, int] = defaultdict(int)
+        #: Center id -> epoch seconds when a status query there last succeeded.
+        self.last_polled: dict[str, float] = {}
+        self._deadlines: dict[str, set[asyncio.Timeout]] = defaultdict(set)
         self.ticks = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one tick at a time, whoever runs it
+        #: Told how long each group's poll took: (center id, seconds); set by the metrics.
+        self.observe_poll: Callable[[str, float], None] | None = None
 
     def wake(self) -> None:
         """Run the next tick now (e.g. after a submission or cancel)."""
         self._wake.set()
 
     async def run(self) -> None:
+        """Tick every `interval` seconds (counted from the start of the last tick, so
+        a slow query does not stretch the period), or at once when woken."""
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self.tick()
             except Exception:
                 log.exception("poll tick failed")
             try:
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout_at(started + self.interval):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -74,6 +86,10 @@ class Poller:
                 # Removed from the config: keep the jobs, say why they no longer move.
                 await self._mark_unknown(jobs, f"center {center_id} is no longer configured")
                 continue
+            if (down := center.down_reason()) is not None:
+                # The health monitor's breaker: no query that would only hang or fail.
+                await self._mark_unknown(jobs, down)
+                continue
             by_adapter: dict[int, tuple[Adapter, list[JobRecord]]] = {}
             for job in jobs:
                 try:
@@ -82,14 +98,22 @@ class Poller:
                     await self._mark_unknown([job], exc.message)
                     continue
                 by_adapter.setdefault(id(adapter), (adapter, []))[1].append(job)
-            polls += [self._poll(center, a, group) for a, group in by_adapter.values()]
+            polls += [self._timed_poll(center, a, group) for a, group in by_adapter.values()]
         await asyncio.gather(*polls)
         self.ticks += 1
+
+    async def _timed_poll(self, center: Center, adapter: Adapter, jobs: list[JobRecord]) -> None:
+        started = time.monotonic()
+        try:
+            await self._poll(center, adapter, jobs)
+        finally:
+            if self.observe_poll is not None:
+                self.observe_poll(center.id, time.monotonic() - started)
 
     async def _poll(self, center: Center, adapter: Adapter, jobs: list[JobRecord]) -> None:
         key = f"{center.id}/{jobs[0].login}" if jobs[0].login else center.id
         try:
-            async with asyncio.timeout(self.timeout):
+            async with self._deadline(center.id):
                 await self._reconcile_submitting(
                     center, adapter, [j for j in jobs if j.native_id is None]
                 )
@@ -102,6 +126,8 @@ class Poller:
                         status = statuses.get(job.native_id or "")
                         if status is not None:
                             await self._apply(job, status)
+                    await self._send_deferred_cancels(adapter, tracked, statuses)
+                self.last_polled[center.id] = time.time()
         except (TimeoutError, AdapterError) as exc:
             self.failures[key] += 1
             log.warning(
@@ -116,6 +142,23 @@ class Poller:
                 )
             return
         self.failures[key] = 0
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, center_id: str) -> AsyncIterator[None]:
+        """The poll's timeout, which `interrupt` may bring forward."""
+        async with asyncio.timeout(self.timeout) as deadline:
+            self._deadlines[center_id].add(deadline)
+            try:
+                yield
+            finally:
+                self._deadlines[center_id].discard(deadline)
+
+    def interrupt(self, center_id: str) -> None:
+        """End the polls under way at a center now (it went down): no tick hangs on it."""
+        now = asyncio.get_running_loop().time()
+        for deadline in list(self._deadlines.get(center_id, ())):
+            deadline.reschedule(now)
+        self.wake()
 
     async def _apply(self, job: JobRecord, status: NativeStatus) -> None:
         changed: dict[str, object] = {
@@ -153,6 +196,24 @@ class Poller:
         if hold:
             assert isinstance(final, JobState)
             self.service.staging.collect(job, final)
+
+    async def _send_deferred_cancels(
+        self, adapter: Adapter, tracked: list[JobRecord], statuses: dict[str, NativeStatus]
+    ) -> None:
+        """Cancels asked for while the center was down (or before a restart) go now."""
+        for job in tracked:
+            status = statuses.get(job.native_id or "")
+            if not job.cancel_requested or job.id in self.service.cancels_sent:
+                continue
+            if job.native_id is None or (status is not None and status.state in TERMINAL_STATES):
+                continue
+            log.info("job %s: sending the cancel asked for while it was unreachable", job.id)
+            try:
+                await adapter.cancel(job.native_id, job.id)
+            except AdapterError as exc:  # tried again next tick
+                log.warning("job %s: cancel at %s failed: %s", job.id, adapter.center_id, exc)
+                continue
+            self.service.cancels_sent.add(job.id)
 
     async def _mark_unknown(self, jobs: list[JobRecord], reason: str) -> None:
         for job in jobs:

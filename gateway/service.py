@@ -91,6 +91,9 @@ class JobService:
         self.submit_timeout = submit_timeout
         # Gateway ids whose submission is under way; the poller leaves them alone.
         self.in_flight: set[str] = set()
+        # Jobs whose cancel reached their center in this process; the poller sends the
+        # others (a cancel asked for while the center was down) once it answers again.
+        self.cancels_sent: set[str] = set()
         self._tasks: set[asyncio.Task[JobRecord]] = set()
         self.staging = Stager(store, centers)
 
@@ -109,6 +112,7 @@ class JobService:
             decision = await self.placer.place(owner, spec, await self.store.active())
             center_id = decision.chosen
         center = self.centers.get(center_id)
+        center.require_available()  # 503 at once while the center is down
         login = center.login_for(owner)  # 403 when unmapped there
         check_center(parents, center_id)
         self.staging.check(spec, owner)
@@ -283,6 +287,8 @@ class JobService:
             # Not at the center yet: the submission (or the poller's reconciliation)
             # sees cancel_requested and cancels it there.
             return record
+        if self.centers.get(record.center).down is not None:
+            return record  # stored as requested: the poller sends it when the center is back
         await self._cancel_at_center(record)
         return record
 
@@ -290,6 +296,7 @@ class JobService:
         assert record.native_id is not None
         center = self.centers.get(record.center)
         await center.adapter_for_job(record).cancel(record.native_id, record.id)
+        self.cancels_sent.add(record.id)
 
     # ------------------------------------------------------------ output
 
@@ -318,6 +325,7 @@ class JobService:
         if record.native_id is None:
             return record, OutputChunk(b"", offset, None, exists=False)
         center = self.centers.get(record.center)
+        center.require_available()
         chunk = await center.adapter_for_job(record).read_output(
             record.native_id, record.id, stream, offset=offset, limit=limit, element=element
         )

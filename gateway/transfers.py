@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from adapters.base import AdapterError
 from adapters.files import FileNotFound
@@ -39,6 +40,8 @@ class TransferService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_RUNNING)
         self._saving: set[asyncio.Task[TransferRecord]] = set()
+        #: Told of the bytes each copy moves: (direction "copied", count); set by the metrics.
+        self.on_bytes: Callable[[str, int], None] | None = None
 
     async def start(self) -> None:
         """Take up the transfers a previous run left unfinished."""
@@ -190,5 +193,6 @@ class TransferService:
             planned=(src_full, dirs, items),
             progress=progress,
             on_file=on_file,
+            moved=lambda n: self.on_bytes("copied", n) if self.on_bytes else None,
         )
         record.bytes_done = record.bytes_total

@@ -22,6 +22,7 @@ from gateway.api.params import bool_query, int_query, json_body
 from gateway.audit import AUDIT_TARGET
 from gateway.auth import PRINCIPAL, add_route
 from gateway.errors import ApiError, validation_error
+from gateway.metrics import METRICS
 
 log = logging.getLogger("hpcfed.files")
 
@@ -50,6 +51,7 @@ class RenameRequest(BaseModel):
 
 def files_of(request: web.Request) -> CenterFiles:
     center = request.app[CENTERS].get(request.match_info["center"])
+    center.require_available()
     return center.files_for(request[PRINCIPAL].user)
 
 
@@ -194,6 +196,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         async with contextlib.aclosing(files.read(full, start, end - start)) as chunks:
             async for chunk in chunks:
                 await response.write(chunk)
+                request.app[METRICS].count_bytes("download", len(chunk))
     except (AdapterError, OSError) as exc:
         # The status line is sent: all that is left is to cut the answer short, so the
         # client sees fewer bytes than announced and resumes with a Range.
@@ -234,6 +237,7 @@ async def upload(request: web.Request) -> web.Response:
     written = await files.write(
         full, body_chunks(request), offset, request.content_length, shown=path
     )
+    request.app[METRICS].count_bytes("upload", written)
     body: dict[str, object] = {"path": full, "size": offset + written}
     if expected is not None:
         digest, size = await check_sha256(files, full, expected)

@@ -7,6 +7,8 @@ from gateway.centers import CenterRegistry
 from gateway.computing_power import PowerService
 from gateway.config import LoadedConfig
 from gateway.evaluation.service import EvaluationService
+from gateway.events import EventBus
+from gateway.health import HealthMonitor
 from gateway.keyring import Keyring
 from gateway.poller import Poller
 from gateway.service import JobService
@@ -28,3 +30,5 @@ AUDIT = web.AppKey("audit", AuditLog)
 TRANSFERS = web.AppKey("transfers", TransferService)
 POWER = web.AppKey("power", PowerService)
 EVALUATIONS = web.AppKey("evaluations", EvaluationService)
+EVENTS = web.AppKey("events", EventBus)
+HEALTH = web.AppKey("health", HealthMonitor)

@@ -75,3 +75,7 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def active(self) -> list[JobRecord]:
         """Every job not yet in a terminal state, for the poller."""
+
+    @abc.abstractmethod
+    async def count_by_center_state(self) -> dict[tuple[str, str], int]:
+        """(center, state) -> how many jobs, terminal and not, for the metrics."""

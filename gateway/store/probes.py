@@ -8,6 +8,7 @@ the share of them it answered.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -84,3 +85,65 @@ class SQLiteProbeStore(SQLiteFile):
             )
 
         return await self._call(read)
+
+    async def window(self, center: str, kinds: Sequence[str], since: datetime) -> ProbeWindow:
+        """The outcomes of `kinds` since `since`: counts, latencies, the latest errors."""
+        marks = ", ".join("?" for _ in kinds)
+
+        def read(db: sqlite3.Connection) -> ProbeWindow:
+            where = f"center = ? AND kind IN ({marks}) AND at >= ?"
+            args = (center, *kinds, since.isoformat())
+            row = db.execute(
+                f"SELECT COUNT(*) AS n, COALESCE(SUM(1 - ok), 0) AS bad FROM probes WHERE {where}",  # noqa: S608
+                args,
+            ).fetchone()
+            latencies = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT latency_ms FROM probes WHERE {where} AND ok "  # noqa: S608
+                    "AND kind = 'ssh' AND latency_ms IS NOT NULL",
+                    args,
+                ).fetchall()
+            ]
+            errors = [
+                ProbeError(datetime.fromisoformat(r["at"]), r["kind"], r["error"] or "")
+                for r in db.execute(
+                    f"SELECT at, kind, error FROM probes WHERE center = ? AND kind IN ({marks}) "  # noqa: S608
+                    "AND NOT ok ORDER BY at DESC, rowid DESC LIMIT ?",
+                    (center, *kinds, RECENT_ERRORS),
+                ).fetchall()
+            ]
+            return ProbeWindow(row["n"], row["bad"], sorted(latencies), errors)
+
+        return await self._call(read)
+
+
+#: How many failed probes a window lists.
+RECENT_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class ProbeError:
+    at: datetime
+    kind: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ProbeWindow:
+    probes: int
+    failures: int
+    ssh_latencies_ms: list[float]  # of good ssh probes, ascending
+    recent_errors: list[ProbeError]  # newest first
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failures / self.probes if self.probes else None
+
+    def ssh_percentile(self, share: float) -> float | None:
+        """The nearest-rank percentile of the good SSH round trips (share in 0..1)."""
+        values = self.ssh_latencies_ms
+        if not values:
+            return None
+        rank = max(0, min(len(values) - 1, round(share * len(values) + 0.5) - 1))
+        return round(values[rank], 3)

@@ -308,3 +308,8 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         sql = f"SELECT * FROM jobs WHERE state NOT IN ({marks}) ORDER BY created_at"  # noqa: S608
         rows = await self._call(lambda db: db.execute(sql, _TERMINAL).fetchall())
         return [_from_row(r) for r in rows]
+
+    async def count_by_center_state(self) -> dict[tuple[str, str], int]:
+        sql = "SELECT center, state, COUNT(*) FROM jobs GROUP BY center, state"
+        rows = await self._call(lambda db: db.execute(sql).fetchall())
+        return {(r[0], r[1]): r[2] for r in rows}

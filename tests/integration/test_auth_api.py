@@ -24,12 +24,18 @@ from tests.conftest import Gateway, GatewayFactory, config_with
 #: A concrete request for every route; a test below fails when a route is missing here.
 ROUTE_SAMPLES: dict[str, tuple[str, str]] = {
     "healthz": ("GET", "/healthz"),
+    "readyz": ("GET", "/readyz"),
+    "health": ("GET", "/v1/health"),
     "auth.jwks": ("GET", "/v1/auth/jwks.json"),
     "jobs.submit": ("POST", "/v1/jobs"),
     "jobs.list": ("GET", "/v1/jobs"),
     "jobs.get": ("GET", f"/v1/jobs/{uuid.UUID(int=1)}"),
     "jobs.cancel": ("DELETE", f"/v1/jobs/{uuid.UUID(int=1)}"),
     "jobs.output": ("GET", f"/v1/jobs/{uuid.UUID(int=1)}/output/stdout"),
+    # No such job: 404 at once. The user stream answers 200 and stays open; the sample
+    # reads only its status and hangs up.
+    "jobs.events": ("GET", f"/v1/jobs/{uuid.UUID(int=1)}/events"),
+    "events.list": ("GET", "/v1/events"),
     "centers.list": ("GET", "/v1/centers"),
     "centers.get": ("GET", "/v1/centers/local"),
     "centers.computing_power": ("GET", "/v1/centers/local/computing-power"),
@@ -53,6 +59,9 @@ ROUTE_SAMPLES: dict[str, tuple[str, str]] = {
     "evaluations.start": ("POST", "/v1/centers/local/evaluations"),
     "evaluations.list": ("GET", "/v1/centers/local/evaluations"),
     "evaluations.get": ("GET", f"/v1/centers/local/evaluations/{uuid.UUID(int=1)}"),
+    "metrics": ("GET", "/metrics"),
+    "dashboard.page": ("GET", "/dashboard"),
+    "dashboard.file": ("GET", "/dashboard/dashboard.js"),
 }
 
 
