@@ -37,6 +37,8 @@ STDOUT = "stdout"
 STDERR = "stderr"
 EXIT_CODE = "exit_code"
 NATIVE_ID = "native_id"
+#: Held while a submission runs, so two attempts never both reach the scheduler.
+SUBMIT_LOCK = "submit.lock"
 CANCELLED = "cancelled"
 TERMINATED = "terminated"
 ARRAY = "array"
@@ -224,10 +226,21 @@ def render_body(
 def submit_command(jobdir: JobDir, submit: str) -> str:
     """Submit job.sh from the job dir. The id lands in `native_id` (so a lost reply
     is reconciled from it) and is printed too; the scheduler's exit status is kept.
-    A refusal leaves no `native_id` (some front ends print their errors on stdout)."""
+    A refusal leaves no `native_id` (some front ends print their errors on stdout).
+
+    Attempts are serialized by a lock on the job dir, and one that finds `native_id`
+    set prints it instead of submitting: a scheduler call orphaned by a gateway that
+    died (it may still be waiting on a busy scheduler when the gateway, restarted,
+    tries again) can never make a second job."""
+    part = f"{NATIVE_ID}.part"
     return (
-        f"cd {quote(jobdir.path)} && {{ {submit} {JOB_SCRIPT} > {NATIVE_ID}; rc=$?; "
-        f'cat {NATIVE_ID}; [ "$rc" -eq 0 ] || rm -f {NATIVE_ID}; exit "$rc"; }}'
+        f"cd {quote(jobdir.path)} && {{ "
+        f"if command -v flock >/dev/null 2>&1; then exec 9>>{SUBMIT_LOCK}; "
+        f"flock -w 300 9 || {{ echo 'hpcfed: job dir locked' >&2; exit 75; }}; fi; "
+        f"if [ -s {NATIVE_ID} ]; then cat {NATIVE_ID}; exit 0; fi; "
+        f"{submit} {JOB_SCRIPT} > {part}; rc=$?; cat {part}; "
+        f'if [ "$rc" -eq 0 ]; then mv -f {part} {NATIVE_ID}; else rm -f {part}; fi; '
+        f'exit "$rc"; }}'
     )
 
 

@@ -17,6 +17,7 @@ import concurrent.futures
 import contextvars
 import hashlib
 import logging
+import random
 import select
 import socket
 import struct
@@ -47,6 +48,9 @@ HOST_KEY_ALGORITHMS = {
 _READ_SIZE = 1 << 16
 _CHANNEL_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 0.0)
 _SFTP_WINDOW = 1 << 26  # a large window keeps downloads from stalling on round trips
+# After a failed connect the next attempt waits base * 2**(n-1) seconds (jittered, capped);
+# calls in between fail at once, so an outage costs no burst of handshakes.
+_RECONNECT_BASE, _RECONNECT_CAP = 0.25, 5.0
 #: Told of every command run: (center id, seconds, outcome "ok" / "failed" / "unavailable").
 CommandObserver = Callable[[str, float, str], None]
 
@@ -119,8 +123,15 @@ class SSHConnection:
         target: SSHTarget,
         executor: concurrent.futures.Executor,
         observe: CommandObserver | None = None,
+        center_threads: asyncio.Semaphore | None = None,
     ) -> None:
         self.target = target
+        # Shared by every login at this center: the bulkhead that keeps a hung center
+        # from taking every worker thread of the pool.
+        self._center_threads = center_threads
+        self._connect_failures = 0
+        self._retry_at = 0.0  # monotonic time before which no new connect is tried
+        self._connect_error = ""  # the last failed connect's message
         self._observe = observe
         # Commands started, one exec channel each; status economy is asserted on it.
         self.commands_run = 0
@@ -243,8 +254,7 @@ class SSHConnection:
         await self._sessions.acquire()
         loop = asyncio.get_running_loop()
         try:
-            # The worker sees the caller's context (the request id its logs carry).
-            cfut = self._executor.submit(contextvars.copy_context().run, fn)
+            cfut = await self._submit(fn)
         except BaseException:
             self._sessions.release()
             raise
@@ -257,6 +267,30 @@ class SSHConnection:
 
         cfut.add_done_callback(release)
         return await asyncio.wait_for(asyncio.wrap_future(cfut), guard)
+
+    async def _submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Hand `fn` to a worker thread once this center has one of its threads free."""
+        slots = self._center_threads
+        if slots is not None:
+            await slots.acquire()
+        try:
+            # The worker sees the caller's context (the request id its logs carry).
+            cfut = self._executor.submit(contextvars.copy_context().run, fn)
+        except BaseException:
+            if slots is not None:
+                slots.release()
+            raise
+        if slots is not None:
+            loop = asyncio.get_running_loop()
+
+            def release(_: object) -> None:
+                try:
+                    loop.call_soon_threadsafe(slots.release)
+                except RuntimeError:  # the loop is gone; nobody is left to wait
+                    pass
+
+            cfut.add_done_callback(release)
+        return cfut
 
     async def _guarded(self, fn: Callable[[], T], transport: paramiko.Transport, limit: float) -> T:
         # The thread enforces the command deadline itself; this guard catches a
@@ -277,7 +311,13 @@ class SSHConnection:
                 return transport
             if transport is not None:
                 self._forget(transport)
-            pending = self._executor.submit(self._connect)
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                raise CenterUnavailable(
+                    f"{self._connect_error} (next connect attempt in {wait:.1f}s)",
+                    center=self.target.center_id,
+                )
+            pending = await self._submit(self._connect)
             try:
                 # Each step (TCP, handshake, auth) has its own timeout; this bounds the sum.
                 transport = await asyncio.wait_for(
@@ -285,10 +325,24 @@ class SSHConnection:
                 )
             except TimeoutError:
                 pending.add_done_callback(_close_late_transport)
-                raise self._unavailable("connecting timed out") from None
+                error = self._unavailable("connecting timed out")
+                self._connect_failed(error.message)
+                raise error from None
+            except CenterUnavailable as exc:
+                self._connect_failed(exc.message)
+                raise
+            self._connect_failures, self._retry_at = 0, 0.0
             self._transport = transport
             self.connects += 1
             return transport
+
+    def _connect_failed(self, error: str) -> None:
+        """Back off before the next connect: exponential, jittered (half to all of it), capped."""
+        self._connect_failures += 1
+        ceiling = min(_RECONNECT_CAP, _RECONNECT_BASE * 2 ** (self._connect_failures - 1))
+        jitter = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - spreads retries, no secret
+        self._retry_at = time.monotonic() + jitter
+        self._connect_error = error
 
     def _forget(self, transport: paramiko.Transport) -> None:
         if self._transport is transport:
@@ -341,6 +395,10 @@ class SSHConnection:
             raise self._unavailable(f"SSH negotiation failed: {exc}") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._unavailable(f"SSH handshake failed: {exc or type(exc).__name__}") from None
+        # start_client returns quietly when its timeout passes mid-negotiation (a server
+        # that accepts and never answers): no key was exchanged, the center is not there.
+        if not transport.is_active() or not transport.initial_kex_done:
+            raise self._unavailable(f"SSH handshake timed out after {t.connect_timeout:g}s")
         server_key = transport.get_remote_server_key()
         blob = server_key.asbytes()
         if not any(blob == pinned for _, pinned in self._pinned):
@@ -502,12 +560,19 @@ class SSHConnection:
 
 
 class SSHPool:
-    """Connections keyed by (center, host, port, login), reused across calls."""
+    """Connections keyed by (center, host, port, login), reused across calls.
 
-    def __init__(self, *, max_threads: int = 64) -> None:
+    Every center may hold at most `per_center_threads` of the `max_threads` worker
+    threads at once (half of them by default), whatever its number of logins: a
+    center that hangs leaves threads for the others.
+    """
+
+    def __init__(self, *, max_threads: int = 64, per_center_threads: int | None = None) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_threads, thread_name_prefix="hpcfed-ssh"
         )
+        self.per_center_threads = per_center_threads or max(1, max_threads // 2)
+        self._center_threads: dict[str, asyncio.Semaphore] = {}
         self._connections: dict[tuple[str, str, int, str], SSHConnection] = {}
         #: Set by whoever wants to know of every command (the gateway's metrics).
         self.observe: CommandObserver | None = None
@@ -534,7 +599,10 @@ class SSHPool:
             transport = conn.transport
             if transport is not None:
                 self._executor.submit(transport.close)
-        conn = SSHConnection(target, self._executor, self._observed)
+        slots = self._center_threads.setdefault(
+            target.center_id, asyncio.Semaphore(self.per_center_threads)
+        )
+        conn = SSHConnection(target, self._executor, self._observed, slots)
         self._connections[target.pool_key] = conn
         return conn
 

@@ -11,6 +11,7 @@ from gateway.api import (
     health,
     jobs,
     metrics,
+    openapi,
     tokens,
     transfers,
     usage,
@@ -29,3 +30,4 @@ def setup_routes(app: web.Application) -> None:
     evaluations.setup_routes(app)
     metrics.setup_routes(app)
     dashboard.setup_routes(app)
+    openapi.setup_routes(app)

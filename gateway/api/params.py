@@ -48,6 +48,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise ApiError(
             400, "invalid_json", f"(body): not valid JSON: {exc}", field="(body)"
         ) from None
+    except RecursionError:
+        # json.loads recurses per nesting level; no request of ours nests this deep.
+        raise ApiError(
+            400, "invalid_json", "(body): nested too deeply to be a request", field="(body)"
+        ) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "(body): must be a JSON object", field="(body)")
     return data

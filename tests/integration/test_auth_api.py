@@ -27,6 +27,7 @@ ROUTE_SAMPLES: dict[str, tuple[str, str]] = {
     "readyz": ("GET", "/readyz"),
     "health": ("GET", "/v1/health"),
     "auth.jwks": ("GET", "/v1/auth/jwks.json"),
+    "openapi": ("GET", "/v1/openapi.json"),
     "jobs.submit": ("POST", "/v1/jobs"),
     "jobs.list": ("GET", "/v1/jobs"),
     "jobs.get": ("GET", f"/v1/jobs/{uuid.UUID(int=1)}"),
