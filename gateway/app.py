@@ -61,6 +61,8 @@ from gateway.vault import Vault
 #: Routes whose handlers stream their bodies, so no body cap applies to them.
 STREAMED_UPLOADS = (CONTENT_ROUTE, "/v1/jobs/{id}/inputs/{index}")
 UPLOAD_READ_BUFFER = 1 << 20
+#: The longest request line and header field the HTTP parser takes (aiohttp's is 8190).
+MAX_REQUEST_LINE = 64 << 10
 #: Bootstrap client tokens live this long at most; they are renewed at start.
 CLIENT_TOKEN_TTL = 30 * 86400.0
 
@@ -88,7 +90,13 @@ def create_app(config: LoadedConfig) -> web.Application:
         ],
         client_max_size=max_body,
         # Streamed uploads are read in up to 1 MiB pieces rather than 64 KiB ones.
-        handler_args={"read_bufsize": UPLOAD_READ_BUFFER},
+        handler_args={
+            "read_bufsize": UPLOAD_READ_BUFFER,
+            # Long paths and headers reach the app, which refuses them in the error
+            # shape naming the field; only beyond these does aiohttp's parser answer.
+            "max_line_size": MAX_REQUEST_LINE,
+            "max_field_size": MAX_REQUEST_LINE,
+        },
     )
     app[CONFIG], app[VAULT], app[KEYRING], app[VERIFIER], app[AUDIT] = (
         config,
