@@ -20,8 +20,6 @@ from gateway.config import LoadedConfig
 from tests.conftest import IN_CI, REPO, Gateway, GatewayFactory, config_with
 from tests.integration._browser import Browser, chromium_path
 from tests.testbed import Testbed
-from tests.testbed.procs import wait_until
-from tests.testbed.slurm import wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -90,12 +88,6 @@ def border_colour(center: str) -> str:
 def fast_probes(config: LoadedConfig) -> LoadedConfig:
     health = config.gateway.health.model_copy(update={"probe_interval": 1.0})
     return config_with(config, config.data_dir, health=health)
-
-
-def scheduler_serving(testbed: Testbed, center: str) -> None:
-    testbed.start_daemon(center, "slurmctld")
-    wait_until(lambda: testbed.status()[center]["slurmctld"], 20, f"slurmctld of {center} to run")
-    wait_serving(testbed.center(center), "slurmd", 30)
 
 
 # ------------------------------------------------------------ serving the files
@@ -204,4 +196,4 @@ async def test_a_stopped_scheduler_turns_its_center_red_on_the_dashboard(
         print(f"centerb turned red {red_after:.1f} s after its slurmctld stopped")
         assert not [line for line in browser.console if line.startswith("exception")]
     finally:
-        await asyncio.to_thread(scheduler_serving, testbed, "centerb")
+        await asyncio.to_thread(testbed.start_daemon, "centerb", "slurmctld")

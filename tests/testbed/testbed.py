@@ -226,7 +226,8 @@ class Testbed:
     # ------------------------------------------------------------ single daemons
 
     def start_daemon(self, cid: str, name: str) -> None:
-        """Start one daemon if it is not running, and wait until it serves."""
+        """Start one daemon if it is not running, and wait until it serves (for
+        slurmctld: until its node is back and idle, so jobs can run at once)."""
         center, name = self.center(cid), self._daemon_name(name)
         with self._locked():
             fresh = self._pid(center, name) is None
@@ -240,6 +241,8 @@ class Testbed:
                 slurm.wait_serving(center, name, timeout, since if name == "slurmd" else None)
                 if fresh and name == "slurmctld":
                     self._reregister(center)
+                if name == "slurmctld":
+                    slurm.wait_serving(center, "slurmd", SLURMD_TIMEOUT)
 
     def stop_daemon(self, cid: str, name: str) -> None:
         """Stop one daemon (SIGTERM, then SIGKILL); running jobs survive a slurmd stop."""
