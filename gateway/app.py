@@ -45,6 +45,7 @@ from gateway.events import EventBus, PublishingJobStore
 from gateway.health import HealthMonitor
 from gateway.keyring import Keyring
 from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middleware
+from gateway.logs import AccessLog
 from gateway.metrics import METRICS, GatewayMetrics, metrics_middleware
 from gateway.placement import Placer
 from gateway.poller import Poller
@@ -96,6 +97,8 @@ def create_app(config: LoadedConfig) -> web.Application:
             # shape naming the field; only beyond these does aiohttp's parser answer.
             "max_line_size": MAX_REQUEST_LINE,
             "max_field_size": MAX_REQUEST_LINE,
+            # aiohttp's access log line, made without its general-purpose formatter.
+            "access_log_class": AccessLog,
         },
     )
     app[CONFIG], app[VAULT], app[KEYRING], app[VERIFIER], app[AUDIT] = (

@@ -120,12 +120,33 @@ class GatewayMetrics:
             ["direction"],
             registry=r,
         )
+        #: Label values -> child metric, so a request skips the labels() lookup.
+        self._http_durations: dict[tuple[str, str], Histogram] = {}
+        self._http_counts: dict[tuple[str, str, int], Counter] = {}
         self.jobs = _JobsCollector()
         r.register(self.jobs)
         self._pools: list[SSHPool] = []
         r.register(_PoolCollector(lambda: self._pools))
 
     # ------------------------------------------------------------ hooks
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its duration."""
+        durations, counts = self._http_durations, self._http_counts
+        duration = durations.get((route, method))
+        if duration is None:
+            if len(durations) >= _HTTP_CHILDREN:  # methods come from clients: keep it bounded
+                durations.clear()
+            duration = durations[route, method] = self.http_duration.labels(route, method)
+        duration.observe(seconds)
+        count = counts.get((route, method, status))
+        if count is None:
+            if len(counts) >= _HTTP_CHILDREN:
+                counts.clear()
+            count = counts[route, method, status] = self.http_requests.labels(
+                route, method, str(status)
+            )
+        count.inc()
+
     def observe_ssh(self, center: str, seconds: float, outcome: str) -> None:
         self.ssh_commands.labels(center, outcome).inc()
         self.ssh_duration.labels(center).observe(seconds)
@@ -154,6 +175,8 @@ class GatewayMetrics:
 
 
 METRICS = web.AppKey("metrics", GatewayMetrics)
+#: At most this many label combinations of the HTTP metrics are looked up from a dict.
+_HTTP_CHILDREN = 1024
 
 
 def metrics_middleware(metrics: GatewayMetrics) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -170,7 +193,6 @@ def metrics_middleware(metrics: GatewayMetrics) -> Callable[..., Awaitable[web.S
             status = exc.status
             raise
         finally:
-            metrics.http_duration.labels(route, request.method).observe(time.monotonic() - started)
-            metrics.http_requests.labels(route, request.method, str(status)).inc()
+            metrics.observe_http(route, request.method, status, time.monotonic() - started)
 
     return middleware

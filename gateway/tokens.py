@@ -12,6 +12,15 @@ Only asymmetric algorithms are accepted: a token with alg "none" or HS* is
 refused before any key is looked at, so a public key can never be used as an
 HMAC secret. Refusals raise `TokenError` with a reason fit for a 401 response;
 neither reasons nor logs hold a token or key material.
+
+The gateway's own tokens, once verified, are remembered in a bounded LRU cache
+keyed by the exact token string, so that a client sending the same token again
+skips the signature check. A cached token is still checked on every request:
+its signing key must still be in the keyring (the vault file is re-checked, so
+a retired key refuses its tokens at once) and be the very key it was verified
+with, and exp, nbf and iat must still hold with the configured leeway. When any
+of these fails the entry is dropped and the token is verified afresh, so the
+answer (and the reason of a refusal) is the one an uncached check gives.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import math
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +64,9 @@ _BAD_ALGORITHM = "token is not signed with an accepted algorithm"
 _BAD_SIGNATURE = "token signature does not verify"
 _UNKNOWN_KID = "token key id is unknown"
 _UNTRUSTED_ISSUER = "token issuer is not trusted"
+
+#: How many verified tokens of the gateway's own the verifier remembers.
+TOKEN_CACHE_SIZE = 4096
 
 
 class TokenError(Exception):
@@ -257,14 +270,39 @@ def _valid_centers(value: object) -> frozenset[str]:
     return frozenset(c for c in _string_list(value) if _matches(CENTER_ID_PATTERN, c))
 
 
+@dataclass(frozen=True)
+class _CachedToken:
+    """A verified token of the gateway's own and what must still hold for it."""
+
+    verified: VerifiedToken
+    kid: str
+    key: Ed25519PublicKey
+    #: Integer claims, as PyJWT compares them.
+    expires: int
+    not_before: int | None
+    issued_at: int | None
+
+
+def _int_claim(claims: dict[str, Any], name: str) -> int | None:
+    value = claims.get(name)
+    return None if value is None else int(value)
+
+
 class TokenVerifier:
     """Verifies the gateway's own tokens and those of configured OIDC providers."""
 
     def __init__(
-        self, keyring: Keyring, auth: AuthConfig, data_path: Callable[[str], Path]
+        self,
+        keyring: Keyring,
+        auth: AuthConfig,
+        data_path: Callable[[str], Path],
+        *,
+        cache_size: int = TOKEN_CACHE_SIZE,
     ) -> None:
         self._keyring = keyring
         self._auth = auth
+        self._cache: OrderedDict[str, _CachedToken] = OrderedDict()
+        self._cache_size = cache_size
         self._http: aiohttp.ClientSession | None = None
         self._providers: dict[str, tuple[OIDCProvider, KeySource]] = {}
         for provider in auth.oidc:
@@ -287,6 +325,9 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> VerifiedToken:
         """Who the token is for and what it grants; TokenError when it is refused."""
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
         header, issuer = _route(token)
         if issuer == self._auth.issuer:
             return self._verify_own(token, header)
@@ -295,6 +336,35 @@ class TokenVerifier:
             raise TokenError(_UNTRUSTED_ISSUER)
         provider, source = entry
         return await self._verify_oidc(token, header, provider, source)
+
+    def _cached(self, token: str) -> VerifiedToken | None:
+        """The cached verification of `token` if everything it rests on still holds."""
+        entry = self._cache.get(token)
+        if entry is None:
+            return None
+        # public_keys() re-reads the keyring when the vault file changed: a retired
+        # (or replaced) key no longer yields the key object the token was verified with.
+        if self._keyring.public_keys().get(entry.kid) is not entry.key or not self._in_time(entry):
+            del self._cache[token]
+            return None
+        self._cache.move_to_end(token)
+        return entry.verified
+
+    def _in_time(self, entry: _CachedToken) -> bool:
+        """The time checks PyJWT makes on exp, nbf and iat, with the same leeway."""
+        now = time.time()
+        leeway = self._auth.leeway
+        if entry.expires <= now - leeway:
+            return False
+        if entry.not_before is not None and entry.not_before > now + leeway:
+            return False
+        return entry.issued_at is None or entry.issued_at <= now + leeway
+
+    def _remember(self, token: str, entry: _CachedToken) -> None:
+        self._cache[token] = entry
+        self._cache.move_to_end(token)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def _verify_own(self, token: str, header: dict[str, Any]) -> VerifiedToken:
         if header["alg"] != GATEWAY_ALGORITHM:
@@ -317,7 +387,7 @@ class TokenVerifier:
         user = claims["sub"]
         if not _matches(USER_PATTERN, user):
             raise TokenError("token subject is not a valid user name")
-        return VerifiedToken(
+        verified = VerifiedToken(
             user=user,
             roles=_known_roles(claims.get("roles")),
             centers=_valid_centers(claims.get("centers")),
@@ -325,6 +395,19 @@ class TokenVerifier:
             issuer=self._auth.issuer,
             expires_at=_expiry(claims),
         )
+        if self._cache_size > 0:
+            self._remember(
+                token,
+                _CachedToken(
+                    verified=verified,
+                    kid=kid,
+                    key=key,
+                    expires=int(claims["exp"]),
+                    not_before=_int_claim(claims, "nbf"),
+                    issued_at=_int_claim(claims, "iat"),
+                ),
+            )
+        return verified
 
     async def _verify_oidc(
         self,
