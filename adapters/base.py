@@ -9,6 +9,7 @@ HTTP in one place.
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -292,6 +293,18 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     async def submit(self, job: JobRequest) -> str:
         """Submit and return the native job id."""
+
+    async def submit_many(self, jobs: Sequence[JobRequest]) -> list[str | Exception]:
+        """Submit several jobs; per job its native id or the error `submit` would raise.
+
+        Adapters that can send many jobs in few remote commands override this."""
+        outcomes = await asyncio.gather(*(self.submit(j) for j in jobs), return_exceptions=True)
+        out: list[str | Exception] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancellation, KeyboardInterrupt: not a job's outcome
+            out.append(outcome)
+        return out
 
     @abc.abstractmethod
     async def status_many(self, jobs: Mapping[str, str]) -> dict[str, NativeStatus]:

@@ -8,11 +8,14 @@ parsers for its scheduler, and this class runs them over the pooled connection.
 from __future__ import annotations
 
 import abc
+import asyncio
+import collections
 import functools
 import posixpath
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from adapters.base import (
     GATEWAY_ID_RE,
@@ -20,6 +23,7 @@ from adapters.base import (
     AdapterError,
     ArrayElement,
     CenterLoad,
+    CenterUnavailable,
     CommandFailed,
     JobRequest,
     NativeStatus,
@@ -28,17 +32,23 @@ from adapters.base import (
 )
 from adapters.jobdir import (
     ARRAY,
+    JOB_DIR_FAILED,
     NATIVE_ID,
     STDERR,
     STDOUT,
     JobDir,
+    JobFile,
     SpecRefused,
+    batch_submit_command,
+    batch_submit_input,
     check_request,
     element_file,
+    job_files,
+    parse_batch_output,
     read_chunk,
     render_user_script,
     resolve_path,
-    write_job_files,
+    submit_command,
 )
 from adapters.markers import (
     SEPARATOR,
@@ -53,6 +63,16 @@ from adapters.markers import (
 from adapters.ssh import CommandResult, SSHConnection, SSHPool, SSHTarget
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A job of a `submit_many` call, ready to send."""
+
+    index: int  # in the call's list
+    job: JobRequest
+    jobdir: JobDir
+    files: list[JobFile]
+
+
 class JobDirAdapter(Adapter):
     """Submit, poll, cancel and read output of batch jobs kept in job directories."""
 
@@ -65,6 +85,12 @@ class JobDirAdapter(Adapter):
     #: The status command cannot tell an array job from others: it also reads each
     #: tracked job's `array` marker (in the same remote command).
     reads_array_markers = False
+    #: Jobs one submission command carries, and how many such commands run at once.
+    batch_size = 40
+    batch_parallel = 6
+    #: Commands under way beyond which a command is started only for a full batch: jobs
+    #: that come one by one from many clients wait for one to end and share the next.
+    eager_commands = 2
 
     def __init__(
         self,
@@ -79,6 +105,12 @@ class JobDirAdapter(Adapter):
         self.work_root = work_root
         self.default_queue = default_queue
         self.remote_commands = 0
+        # Prepared jobs waiting for a submission command, and the commands under way.
+        self._queue: collections.deque[tuple[_Prepared, asyncio.Future[str | Exception]]] = (
+            collections.deque()
+        )
+        self._sending = 0
+        self._senders: set[asyncio.Task[None]] = set()
         self._pool = pool
 
     # ---------------------------------------------------- subclass hooks (pure)
@@ -89,8 +121,13 @@ class JobDirAdapter(Adapter):
     @abc.abstractmethod
     def render_job_script(self, job: JobRequest, jobdir: JobDir, home: str) -> str: ...
 
-    @abc.abstractmethod
-    def submit_command(self, jobdir: JobDir) -> str: ...
+    #: The scheduler's submit command, given the job script's name (`sbatch --parsable`).
+    submit_tool = ""
+
+    def submit_command(self, jobdir: JobDir) -> str:
+        """Submit a laid-out job dir (what a submission runs for each job, as messages
+        show it)."""
+        return submit_command(jobdir, self.submit_tool)
 
     @abc.abstractmethod
     def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
@@ -209,26 +246,143 @@ class JobDirAdapter(Adapter):
 
     # ---------------------------------------------------- the Adapter contract
     async def submit(self, job: JobRequest) -> str:
+        (outcome,) = await self.submit_many([job])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def submit_many(self, jobs: Sequence[JobRequest]) -> list[str | Exception]:
+        """Each job's directory is laid out and the job submitted by one script; up to
+        `batch_size` jobs (of this call or of concurrent ones, see `_dispatch`) share one
+        remote command and `batch_parallel` such commands run at once over the pooled
+        connection. A command that fails as a whole (the connection lost, its time up)
+        leaves its jobs' outcome unknown: `CenterUnavailable` for each, for the caller
+        to reconcile by gateway id. A caller cancelled before its jobs were sent leaves
+        them unsent."""
+        results: list[str | Exception | None] = [None] * len(jobs)
+        for i, job in enumerate(jobs):
+            try:
+                self.check_job(job)  # refused before the center is reached
+            except SpecRefused as exc:
+                results[i] = self._refused(exc)
+        ready: list[_Prepared] = []
+        if any(r is None for r in results):
+            home = await self.connection.home()
+            root = await self.root()
+        for i, job in enumerate(jobs):
+            if results[i] is not None:
+                continue
+            jobdir = JobDir(root, job.gateway_id)
+            try:
+                job_script = self.render_job_script(job, jobdir, home)
+            except SpecRefused as exc:
+                results[i] = self._refused(exc)
+                continue
+            # The array spec tells the final-state read which elements to expect.
+            extra = {ARRAY: job.array + "\n"} if job.array is not None else {}
+            files = job_files(job_script, render_user_script(job), extra)
+            ready.append(_Prepared(i, job, jobdir, files))
+        loop = asyncio.get_running_loop()
+        waiting: list[tuple[int, asyncio.Future[str | Exception]]] = []
+        for prepared in ready:
+            future: asyncio.Future[str | Exception] = loop.create_future()
+            self._queue.append((prepared, future))
+            waiting.append((prepared.index, future))
+        self._dispatch()
         try:
-            self.check_job(job)
-        except SpecRefused as exc:
-            raise self._refused(exc) from None
-        home = await self.connection.home()
-        jobdir = JobDir(await self.root(), job.gateway_id)
+            for i, future in waiting:
+                results[i] = await future
+        except BaseException:
+            for _, future in waiting:
+                future.cancel()  # a job not yet sent is never sent
+            raise
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    def _dispatch(self) -> None:
+        """Send what is queued, `batch_size` jobs per command, while fewer than
+        `batch_parallel` commands are under way (fewer than `eager_commands` for a part
+        of a batch). A job that arrives when the center is idle goes at once, alone;
+        jobs that arrive meanwhile (a batch, or many clients at once) share the next
+        commands."""
+        # Leave sessions of the connection for the other calls meanwhile.
+        limit = min(self.batch_parallel, max(1, self.target.max_sessions - 2))
+        while self._queue and self._sending < limit:
+            if self._sending >= self.eager_commands and len(self._queue) < self.batch_size:
+                return  # the next command to end sends these, with those that come meanwhile
+            chunk: list[tuple[_Prepared, asyncio.Future[str | Exception]]] = []
+            while self._queue and len(chunk) < self.batch_size:
+                prepared, future = self._queue.popleft()
+                if not future.done():  # its caller gave up before it was sent
+                    chunk.append((prepared, future))
+            if not chunk:
+                return
+            self._sending += 1
+            task = asyncio.create_task(self._send(chunk))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+
+    async def _send(self, chunk: list[tuple[_Prepared, asyncio.Future[str | Exception]]]) -> None:
         try:
-            job_script = self.render_job_script(job, jobdir, home)
-        except SpecRefused as exc:
-            raise self._refused(exc) from None
-        user_script = render_user_script(job)
-        # The array spec tells the final-state read which elements to expect.
-        extra = {ARRAY: job.array + "\n"} if job.array is not None else {}
-        existing = await self.connection.sftp(
-            lambda s: write_job_files(s, jobdir, job_script, user_script, extra)
+            outcomes = await self._submit_chunk([p for p, _ in chunk])
+        except BaseException as exc:
+            unknown = CenterUnavailable(
+                f"center {self.center_id}: the submission was interrupted ({exc!r}); "
+                "its outcome is unknown",
+                center=self.center_id,
+            )
+            outcomes = [unknown] * len(chunk)
+            raise
+        finally:
+            self._sending -= 1
+            for (_, future), outcome in zip(chunk, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+            self._dispatch()
+
+    async def _submit_chunk(self, chunk: list[_Prepared]) -> list[str | Exception]:
+        command = batch_submit_command(
+            await self.root(), [p.jobdir for p in chunk], self.submit_tool
         )
-        if existing and self._NATIVE_ID_RE.match(existing):
-            return existing  # a lost reply: the job is already at the center
-        command = self.submit_command(jobdir)
-        return self.parse_submit(await self.run(command), command, job)
+        stdin = batch_submit_input([(p.jobdir, p.files) for p in chunk])
+        try:
+            result = await self.run(command, stdin=stdin)
+        except AdapterError as exc:
+            return [exc] * len(chunk)
+        answers = parse_batch_output(result.stdout)
+        return [
+            self._submit_outcome(p.job, p.jobdir, answers.get(p.job.gateway_id), result)
+            for p in chunk
+        ]
+
+    def _submit_outcome(
+        self,
+        job: JobRequest,
+        jobdir: JobDir,
+        answer: tuple[int, bytes, bytes] | None,
+        whole: CommandResult,
+    ) -> str | Exception:
+        command = self.submit_command(jobdir)  # what ran for this job, as messages show it
+        if answer is None:
+            return CenterUnavailable(
+                f"center {self.center_id}: the submission (exit {whole.exit_status}) gave "
+                f"no answer for this job; its outcome is unknown: {_text(whole.stderr)[:300]}",
+                center=self.center_id,
+            )
+        rc, stdout, stderr = answer
+        if rc in JOB_DIR_FAILED:
+            return CommandFailed(
+                f"center {self.center_id}: could not write the job directory {jobdir.path}: "
+                f"{_text(stderr)[:500]}",
+                command=command,
+                exit_status=rc,
+                stderr=_text(stderr),
+                center=self.center_id,
+            )
+        try:
+            return self.parse_submit(CommandResult(rc, stdout, stderr), command, job)
+        except AdapterError as exc:
+            return exc
 
     async def status_many(self, jobs: Mapping[str, str]) -> dict[str, NativeStatus]:
         tracked = {

@@ -20,10 +20,13 @@ rendering and the file transfers, `adapters.markers` reads the files back.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 import shlex
 import stat
+import tarfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -223,25 +226,120 @@ def render_body(
     return "\n".join(lines) + "\n"
 
 
-def submit_command(jobdir: JobDir, submit: str) -> str:
-    """Submit job.sh from the job dir. The id lands in `native_id` (so a lost reply
-    is reconciled from it) and is printed too; the scheduler's exit status is kept.
-    A refusal leaves no `native_id` (some front ends print their errors on stdout).
+#: Left by an attempt that never ran (an array's elements never started either).
+LEFTOVERS = (EXIT_CODE, CANCELLED, TERMINATED, TIMES, STDOUT, STDERR)
+#: The exit statuses of a submission that could not make or write its job dir.
+JOB_DIR_FAILED = (73, 74)
 
-    Attempts are serialized by a lock on the job dir, and one that finds `native_id`
-    set prints it instead of submitting: a scheduler call orphaned by a gateway that
-    died (it may still be waiting on a busy scheduler when the gateway, restarted,
-    tries again) can never make a second job."""
-    part = f"{NATIVE_ID}.part"
-    return (
-        f"cd {quote(jobdir.path)} && {{ "
-        f"if command -v flock >/dev/null 2>&1; then exec 9>>{SUBMIT_LOCK}; "
+
+@dataclass(frozen=True)
+class JobFile:
+    """A file of the job directory, written before the job is submitted."""
+
+    name: str
+    text: str
+    mode: int
+
+
+def job_files(
+    job_script: str, user_script: str, extra: Mapping[str, str] | None = None
+) -> list[JobFile]:
+    files = [JobFile(JOB_SCRIPT, job_script, 0o700), JobFile(USER_SCRIPT, user_script, 0o700)]
+    return files + [JobFile(name, text, 0o600) for name, text in (extra or {}).items()]
+
+
+def submit_command(jobdir: JobDir, submit: str) -> str:
+    """What a job's submission runs, as messages show it (see `batch_submit_command`)."""
+    return f"cd {quote(jobdir.path)} && {submit} {JOB_SCRIPT}"
+
+
+def batch_submit_command(root: str, jobdirs: Sequence[JobDir], submit: str) -> str:
+    """One remote command that lays out and submits several jobs. Its stdin is
+    `batch_submit_input` (a tar of the job files); its stdout a tar of `out/<gateway
+    id>.rc`, `.o` and `.e` per job (the submit tool's exit status and output), read
+    by `parse_batch_output`. The command line carries paths and ids only; the
+    scripts travel on stdin.
+
+    Each job's id lands in `native_id` in its job dir, so a lost reply is reconciled
+    from it. A refusal leaves no `native_id` (some front ends print their errors on
+    stdout). Attempts for one job dir are serialized by a lock on it, and one that
+    finds `native_id` set prints it and neither writes nor submits anything (the job
+    may be running): a scheduler call orphaned by a gateway that died (it may still
+    be waiting on a busy scheduler when the gateway, restarted, tries again) can
+    never make a second job.
+
+    Few processes start per job (the lock, one `mv` of its files, the scheduler), so
+    the center's time goes to its scheduler."""
+    leftovers = " ".join(LEFTOVERS)
+    per_job = (
+        'cd "$2" || exit 73; '
+        f'if [ -n "$lock" ]; then exec 9>>{SUBMIT_LOCK}; '
         f"flock -w 300 9 || {{ echo 'hpcfed: job dir locked' >&2; exit 75; }}; fi; "
         f"if [ -s {NATIVE_ID} ]; then cat {NATIVE_ID}; exit 0; fi; "
-        f"{submit} {JOB_SCRIPT} > {part}; rc=$?; cat {part}; "
-        f'if [ "$rc" -eq 0 ]; then mv -f {part} {NATIVE_ID}; else rm -f {part}; fi; '
-        f'exit "$rc"; }}'
+        # Left by an attempt that never ran; tested first, so nothing starts for none.
+        f'for f in {leftovers}; do if [ -e "$f" ]; then rm -f "$f" || exit 74; fi; done; '
+        'mv -f "$t/in/$1/"* . || exit 74; '
+        f"{submit} {JOB_SCRIPT}; rc=$?; "
+        f'if [ "$rc" -eq 0 ] && read -r id <"$t/out/$1.o"; then '
+        f"printf '%s\\n' \"$id\" >{NATIVE_ID}; fi; "
+        'exit "$rc"'
     )
+    dirs = " ".join(quote(d.path) for d in jobdirs)
+    lines = [
+        "umask 077",
+        f"mkdir -p {quote(root)} && t=$(mktemp -d {quote(root)}/.submit.XXXXXX) || exit 73",
+        "trap 'rm -rf \"$t\"' EXIT",
+        'cd "$t" && mkdir out && tar -xf - || exit 74',
+        f"mkdir -p {dirs} 2>/dev/null",
+        "if command -v flock >/dev/null 2>&1; then lock=1; else lock=; fi",
+        "one() {",
+        f'  ( {per_job} ) </dev/null >"$t/out/$1.o" 2>"$t/out/$1.e"',
+        '  echo "$?" >"$t/out/$1.rc"',
+        "}",
+    ]
+    lines += [f"one {d.gateway_id} {quote(d.path)}" for d in jobdirs]
+    lines.append('cd "$t" && tar -cf - out')
+    return "\n".join(lines) + "\n"
+
+
+def batch_submit_input(jobs: Sequence[tuple[JobDir, Sequence[JobFile]]]) -> bytes:
+    """The tar `batch_submit_command` reads: `in/<gateway id>/<file>` with its mode."""
+    buf = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for jobdir, files in jobs:
+            for f in files:
+                data = f.text.encode()
+                info = tarfile.TarInfo(f"in/{jobdir.gateway_id}/{f.name}")
+                info.size, info.mode, info.mtime = len(data), f.mode, now
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def parse_batch_output(stdout: bytes) -> dict[str, tuple[int, bytes, bytes]]:
+    """`batch_submit_command`'s stdout -> {gateway id: (exit status, stdout, stderr)}.
+    Read in memory, never extracted. A cut or garbled archive gives {}: every job's
+    outcome is then unknown."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(stdout), mode="r:") as tar:
+            files: dict[str, bytes] = {}
+            for member in tar.getmembers():
+                body = tar.extractfile(member) if member.isfile() else None
+                if body is not None:
+                    files[member.name] = body.read()
+    except (tarfile.TarError, EOFError, OSError):
+        return {}
+    out: dict[str, tuple[int, bytes, bytes]] = {}
+    for name, data in files.items():
+        gateway_id = name.removeprefix("out/").removesuffix(".rc")
+        if name == f"out/{gateway_id}.rc" and GATEWAY_ID_RE.match(gateway_id):
+            try:
+                rc = int(data.strip())
+            except ValueError:
+                continue
+            o, e = files.get(f"out/{gateway_id}.o", b""), files.get(f"out/{gateway_id}.e", b"")
+            out[gateway_id] = (rc, o, e)
+    return out
 
 
 def check_request(job: JobRequest, native_id_re: re.Pattern[str], scheduler: str) -> None:
@@ -288,53 +386,6 @@ def cancelled_marker_command(jobdir: JobDir) -> str:
 
 
 # ------------------------------------------------------------ SFTP work (worker thread)
-
-
-def _makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
-    parts = path.strip("/").split("/")
-    current = ""
-    for part in parts:
-        current += "/" + part
-        try:
-            sftp.stat(current)
-        except FileNotFoundError:
-            sftp.mkdir(current, 0o700)
-
-
-def _read_small(sftp: paramiko.SFTPClient, path: str) -> str:
-    try:
-        with sftp.open(path, "r") as f:
-            return f.read(4096).decode(errors="replace").strip()
-    except FileNotFoundError:
-        return ""
-
-
-def write_job_files(
-    sftp: paramiko.SFTPClient,
-    jobdir: JobDir,
-    job_script: str,
-    user_script: str,
-    extra: Mapping[str, str] | None = None,
-) -> str | None:
-    """Lay out the job directory (job.sh, the user's script and `extra` files such as
-    the array spec); return what `native_id` holds if this job was already submitted."""
-    _makedirs(sftp, jobdir.path)
-    existing = _read_small(sftp, jobdir.file(NATIVE_ID))
-    if existing:
-        return existing.splitlines()[0].split(";")[0]  # sbatch --parsable: "id[;cluster]"
-    # Left by an attempt that never ran (an array's elements never started either).
-    for name in (EXIT_CODE, CANCELLED, TERMINATED, TIMES, STDOUT, STDERR):
-        try:
-            sftp.remove(jobdir.file(name))
-        except FileNotFoundError:
-            pass
-    files = [(JOB_SCRIPT, job_script, 0o700), (USER_SCRIPT, user_script, 0o700)]
-    files += [(name, text, 0o600) for name, text in (extra or {}).items()]
-    for name, text, mode in files:
-        with sftp.open(jobdir.file(name), "w") as f:
-            f.write(text.encode())
-        sftp.chmod(jobdir.file(name), mode)
-    return None
 
 
 def read_chunk(sftp: paramiko.SFTPClient, path: str, offset: int, limit: int) -> OutputChunk:

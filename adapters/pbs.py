@@ -65,7 +65,6 @@ from adapters.jobdir import (
     quote,
     render_body,
     reserved_directive,
-    submit_command,
 )
 from adapters.markers import SEPARATOR, JobMarkers, as_element
 from adapters.pbs_load import build_load_command, parse_load
@@ -292,6 +291,7 @@ class PbsAdapter(JobDirAdapter):
     """A PBS center (Torque or PBS Pro dialect) reached over SSH."""
 
     scheduler = "qsub"
+    submit_tool = "qsub"
     family = "pbs"
 
     def __init__(
@@ -318,9 +318,6 @@ class PbsAdapter(JobDirAdapter):
 
     def render_job_script(self, job: JobRequest, jobdir: JobDir, home: str) -> str:
         return build_pbs_script(job, jobdir, home, self.dialect, self.default_queue)
-
-    def submit_command(self, jobdir: JobDir) -> str:
-        return submit_command(jobdir, "qsub")
 
     def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
         return qsub_rejection(result, job)

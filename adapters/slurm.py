@@ -37,7 +37,6 @@ from adapters.jobdir import (
     quote,
     render_body,
     reserved_directive,
-    submit_command,
 )
 from adapters.markers import aggregate, as_element, never_started, with_times
 from adapters.rejections import SLURM_REJECTIONS, rejected_field, scheduler_message
@@ -335,6 +334,7 @@ class SlurmAdapter(JobDirAdapter):
     """A Slurm center reached over SSH."""
 
     scheduler = "sbatch"
+    submit_tool = "sbatch --parsable"
     family = "slurm"
     _NATIVE_ID_RE = _SLURM_ID_RE
 
@@ -355,9 +355,6 @@ class SlurmAdapter(JobDirAdapter):
 
     def render_job_script(self, job: JobRequest, jobdir: JobDir, home: str) -> str:
         return build_sbatch_script(job, jobdir, home, self.default_queue)
-
-    def submit_command(self, jobdir: JobDir) -> str:
-        return submit_command(jobdir, "sbatch --parsable")
 
     def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
         return sbatch_rejection(result, job)

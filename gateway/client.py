@@ -95,6 +95,16 @@ class HpcfedClient(EventsClientMixin, FilesClientMixin, CentersClientMixin):
         result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=spec, headers=headers)
         return result
 
+    async def submit_batch(
+        self, specs: list[dict[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """`POST /v1/jobs/batch`: each job's {index, status, job and/or error}."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        body = {"jobs": specs}
+        result = await self._request("POST", "/v1/jobs/batch", json=body, headers=headers)
+        results: list[dict[str, Any]] = result["results"]
+        return results
+
     async def get(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job_id}")
         return result

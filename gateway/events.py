@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.models import JobRecord, JobState
-from gateway.store.base import JobPage, JobStore
+from gateway.store.base import DuplicateIdempotencyKey, JobPage, JobStore
 
 #: Events a subscriber may have pending before they are coalesced.
 DEFAULT_QUEUE_SIZE = 64
@@ -209,6 +209,15 @@ class PublishingJobStore(JobStore):
         await self.inner.insert(record)
         self.bus.publish(record)
 
+    async def insert_many(
+        self, records: Sequence[JobRecord]
+    ) -> list[DuplicateIdempotencyKey | None]:
+        outcomes = await self.inner.insert_many(records)
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome is None:
+                self.bus.publish(record)
+        return outcomes
+
     async def get(self, job_id: str) -> JobRecord | None:
         return await self.inner.get(job_id)
 
@@ -216,6 +225,12 @@ class PublishingJobStore(JobStore):
         record = await self.inner.update(job_id, **fields)
         self.bus.publish(record)
         return record
+
+    async def update_many(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> list[JobRecord]:
+        records = await self.inner.update_many(changes)
+        for record in records:
+            self.bus.publish(record)
+        return records
 
     async def list(
         self,

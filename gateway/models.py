@@ -453,9 +453,30 @@ class JobRecord(BaseModel):
         data["terminal"] = self.state.is_terminal
         return data
 
+    def public_json(self) -> bytes:
+        """`public()` as JSON text (UTF-8), serialized by pydantic in one pass."""
+        body = self.model_dump_json(exclude=_PRIVATE_JOB_FIELDS)
+        # A model's JSON is an object: `terminal` goes last, as in public().
+        return body[:-1].encode() + (_TERMINAL_TRUE if self.state.is_terminal else _TERMINAL_FALSE)
+
+
+_PRIVATE_JOB_FIELDS: set[str] = {"submit_attempts"}
+_TERMINAL_TRUE = b',"terminal":true}'
+_TERMINAL_FALSE = b',"terminal":false}'
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: The most jobs one `POST /v1/jobs/batch` may carry.
+MAX_BATCH = 1000
+
+
+class JobBatch(_Verbatim):
+    """`POST /v1/jobs/batch`: independent jobs submitted together."""
+
+    jobs: list[JobSpec] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 # ---------------------------------------------------------------- transfers

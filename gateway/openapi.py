@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from gateway.api.files import MkdirRequest, RenameRequest
 from gateway.api.tokens import TokenRequest
 from gateway.auth import ROUTE_PERMISSIONS
-from gateway.models import JobSpec, TransferRequest
+from gateway.models import JobBatch, JobSpec, TransferRequest
 
 OPENAPI_VERSION = "3.1.0"
 _PATH_PARAM = re.compile(r"\{([^}/]+)\}")
@@ -93,6 +93,21 @@ ROUTES: dict[str, RouteDoc] = {
             200: "the job of this Idempotency-Key, submitted before",
             201: "submitted to its center",
             202: "stored; the center's answer is pending",
+        },
+    ),
+    "jobs.batch": RouteDoc(
+        "Submit independent jobs at once (up to 1000)",
+        params=(
+            Param(
+                "Idempotency-Key",
+                where="header",
+                description="1-200 printable ASCII characters; job i gets the key <key>#<i>",
+            ),
+        ),
+        body=JobBatch,
+        responses={
+            201: "every job submitted to its center",
+            207: "each job's own status, record or error in `results`",
         },
     ),
     "jobs.list": RouteDoc(
@@ -262,6 +277,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 _BODY_MODELS: tuple[type[BaseModel], ...] = (
     JobSpec,
+    JobBatch,
     TransferRequest,
     TokenRequest,
     MkdirRequest,

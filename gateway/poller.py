@@ -29,6 +29,8 @@ log = logging.getLogger("hpcfed.poller")
 
 #: Consecutive failed ticks before a center's jobs are shown as UNKNOWN.
 UNREACHABLE_TICKS = 3
+#: A woken tick after a woken tick starts no sooner than this (seconds) after it began.
+WOKEN_GAP = 0.5
 #: A SUBMITTING job whose submission failed is retried no sooner than this.
 RESUBMIT_AFTER = timedelta(seconds=5)
 
@@ -54,8 +56,12 @@ class Poller:
 
     async def run(self) -> None:
         """Tick every `interval` seconds (counted from the start of the last tick, so
-        a slow query does not stretch the period), or at once when woken."""
+        a slow query does not stretch the period), or at once when woken; a woken tick
+        right after another woken one waits until `WOKEN_GAP` after that one began: a
+        stream of submissions wakes it for every job, and each tick queries every
+        center that has active jobs."""
         loop = asyncio.get_running_loop()
+        woken = False
         while True:
             started = loop.time()
             try:
@@ -65,8 +71,11 @@ class Poller:
             try:
                 async with asyncio.timeout_at(started + self.interval):
                     await self._wake.wait()
+                    if woken:  # a second woken tick in a row: what wakes it meanwhile
+                        await asyncio.sleep(max(0.0, started + WOKEN_GAP - loop.time()))
+                woken = True
             except TimeoutError:
-                pass
+                woken = False
             self._wake.clear()
 
     async def tick(self) -> None:

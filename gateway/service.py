@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from adapters.base import (
+    Adapter,
     AdapterError,
     CenterUnavailable,
     JobRequest,
     OutputChunk,
-    SubmitRejected,
 )
 from gateway.centers import CenterRegistry
 from gateway.dependencies import check_center, load_parents, native_dependencies
@@ -39,6 +40,7 @@ from gateway.store import JobPage, JobStore
 from gateway.store.base import DuplicateIdempotencyKey
 
 log = logging.getLogger("hpcfed.jobs")
+T = TypeVar("T")
 
 
 def to_request(
@@ -68,6 +70,49 @@ def to_request(
         array=spec.array,
         dependencies=tuple(dependencies),
         extra_directives=tuple(extra.get(center_type, ())),
+    )
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One job's outcome in a batch: `status` as a single submission would answer."""
+
+    index: int
+    status: int  # 201 sent, 202 stored and sent later, 200 an earlier job, 4xx/5xx
+    record: JobRecord | None = None
+    error: ApiError | None = None
+
+
+@dataclass
+class _Group:
+    """The jobs of a batch that go to one center as one login."""
+
+    center: str
+    adapter: Adapter
+    jobs: list[tuple[int, JobRecord]]
+
+
+def _sent_fields(native_id: str) -> dict[str, Any]:
+    """What a job's record takes when its center has it."""
+    return {
+        "native_id": native_id,
+        "state": JobState.QUEUED,
+        "native_state": "SUBMITTED",
+        "reason": None,
+        "submitted_at": utcnow(),
+    }
+
+
+def _sent_status(record: JobRecord) -> int:
+    return 202 if record.state is JobState.SUBMITTING else 201
+
+
+def _internal(job_id: str) -> ApiError:
+    return ApiError(
+        500,
+        "internal",
+        "internal error while submitting; see the gateway log",
+        job_id=job_id,
     )
 
 
@@ -103,13 +148,41 @@ class JobService:
         self, owner: str, spec: JobSpec, idempotency_key: str | None = None
     ) -> SubmitOutcome:
         parents = await load_parents(self.store, owner, spec)
+        record = await self._new_record(owner, spec, idempotency_key, parents)
+        try:
+            await self.store.insert(record)
+        except DuplicateIdempotencyKey as dup:
+            return SubmitOutcome(dup.existing, created=False)
+        # The submission goes on even if the client goes away mid-request.
+        task = self.resume(record)
+        if spec.inputs:
+            return SubmitOutcome(record, created=True)  # staging may take long: 202 now
+        try:
+            record = await asyncio.shield(task)
+        except SubmitRejectedError as exc:
+            raise exc.api from None
+        return SubmitOutcome(record, created=True)
+
+    async def _new_record(
+        self,
+        owner: str,
+        spec: JobSpec,
+        idempotency_key: str | None,
+        parents: list[JobRecord],
+        active: list[JobRecord] | None = None,
+    ) -> JobRecord:
+        """A SUBMITTING record for `spec`, placed and checked (ApiError if it cannot go
+        anywhere or may not), not yet stored. `active`: the jobs not yet ended, when the
+        caller has them (placement weighs them)."""
         decision: PlacementDecision | None = None
         if spec.center != "auto":
             center_id = self.centers.get(spec.center).id
         elif parents:
             center_id = parents[0].center  # a job goes where the jobs it waits for are
         else:
-            decision = await self.placer.place(owner, spec, await self.store.active())
+            if active is None:
+                active = await self.store.active()
+            decision = await self.placer.place(owner, spec, active)
             center_id = decision.chosen
         center = self.centers.get(center_id)
         center.require_available()  # 503 at once while the center is down
@@ -132,19 +205,113 @@ class JobService:
             updated_at=now,
         )
         record.staging = self.staging.initial(record)
+        return record
+
+    async def submit_batch(
+        self, owner: str, specs: Sequence[JobSpec], idempotency_key: str | None = None
+    ) -> list[BatchItem]:
+        """Submit independent jobs; each has its own outcome, in the order given.
+
+        Every job is stored (one commit for all) before any center is contacted, like
+        a single submission. The jobs that need no staging and wait for no job go to
+        their center together: per (center, login) one `submit_many`, which sends many
+        jobs per remote command. With an idempotency key, job i has the key
+        `<key>#<i>`."""
+        items: list[BatchItem | None] = [None] * len(specs)
+        active: list[JobRecord] | None = None
+        new: list[tuple[int, JobRecord]] = []
+        for i, spec in enumerate(specs):
+            key = f"{idempotency_key}#{i}" if idempotency_key is not None else None
+            try:
+                parents = await load_parents(self.store, owner, spec)
+                if spec.center == "auto" and not parents and active is None:
+                    active = await self.store.active()  # once: placement weighs them
+                record = await self._new_record(owner, spec, key, parents, active)
+            except ApiError as exc:
+                items[i] = BatchItem(i, exc.status, error=exc)
+                continue
+            if not spec.inputs and not spec.dependencies:
+                # Sent right after the commit below: counted as sent from the start, so
+                # after a crash in between it is looked up at its center before it is
+                # sent again. The poller leaves it to this request meanwhile.
+                record.submit_attempts = 1
+                self.in_flight.add(record.id)
+            new.append((i, record))
         try:
-            await self.store.insert(record)
-        except DuplicateIdempotencyKey as dup:
-            return SubmitOutcome(dup.existing, created=False)
-        # The submission goes on even if the client goes away mid-request.
-        task = self.resume(record)
-        if spec.inputs:
-            return SubmitOutcome(record, created=True)  # staging may take long: 202 now
+            duplicates = await self.store.insert_many([r for _, r in new])
+        except BaseException:
+            self.in_flight.difference_update(r.id for _, r in new)
+            raise
+        groups: dict[int, _Group] = {}
+        alone: list[tuple[int, JobRecord, asyncio.Task[JobRecord]]] = []
+        for (i, record), dup in zip(new, duplicates, strict=True):
+            if dup is not None:
+                self.in_flight.discard(record.id)
+                items[i] = BatchItem(i, 200, record=dup.existing)
+            elif record.spec.inputs:
+                self.resume(record)
+                items[i] = BatchItem(i, 202, record=record)  # staging may take long
+            elif record.spec.dependencies:
+                alone.append((i, record, self.resume(record)))
+            else:
+                center = self.centers.get(record.center)
+                adapter = center.adapter_for_job(record)
+                group = groups.setdefault(id(adapter), _Group(center.id, adapter, []))
+                group.jobs.append((i, record))
+        # The sending goes on even if the client goes away mid-request.
+        sends = [self._track(self._send_group(g)) for g in groups.values()]
+        for task in sends:
+            for i, item in await asyncio.shield(task):
+                items[i] = item
+        for i, record, task in alone:
+            try:
+                sent = await asyncio.shield(task)
+                items[i] = BatchItem(i, _sent_status(sent), record=sent)
+            except SubmitRejectedError as exc:
+                items[i] = BatchItem(i, exc.api.status, error=exc.api, record=exc.record)
+            except Exception:  # logged and FAILED by the submission itself
+                items[i] = BatchItem(i, 500, error=_internal(record.id))
+        return [item for item in items if item is not None]
+
+    async def _send_group(self, group: _Group) -> list[tuple[int, BatchItem]]:
+        """Send a group's jobs (already in `in_flight`) and store each outcome."""
+        center = self.centers.get(group.center)
+        records = [r for _, r in group.jobs]
         try:
-            record = await asyncio.shield(task)
-        except SubmitRejectedError as exc:
-            raise exc.api from None
-        return SubmitOutcome(record, created=True)
+            requests = [to_request(r, center.config.type, []) for r in records]
+            # As long as one submission may take, and a little per job.
+            async with asyncio.timeout(self.submit_timeout + 0.1 * len(requests)):
+                outcomes: list[str | Exception] = await group.adapter.submit_many(requests)
+        except Exception as exc:  # TimeoutError, CenterUnavailable: unknown; others: ours
+            outcomes = [exc] * len(records)
+        finally:
+            self.in_flight.difference_update(r.id for r in records)
+        out: list[tuple[int, BatchItem]] = []
+        sent = [(r, o) for r, o in zip(records, outcomes, strict=True) if isinstance(o, str)]
+        # The jobs the center took, stored together (one commit).
+        stored = await self.store.update_many([(r.id, _sent_fields(o)) for r, o in sent])
+        by_id = {r.id: r for r in stored}
+        for (i, record), outcome in zip(group.jobs, outcomes, strict=True):
+            if isinstance(outcome, str):
+                settled = by_id[record.id]
+                if settled.cancel_requested:
+                    await self._cancel_at_center(settled)
+                out.append((i, BatchItem(i, _sent_status(settled), record=settled)))
+                continue
+            try:
+                settled = await self._settle(record, center.id, outcome)
+                out.append((i, BatchItem(i, _sent_status(settled), record=settled)))
+            except SubmitRejectedError as exc:
+                out.append((i, BatchItem(i, exc.api.status, error=exc.api, record=exc.record)))
+            except Exception:  # logged and FAILED by _settle
+                out.append((i, BatchItem(i, 500, error=_internal(record.id))))
+        return out
+
+    def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        return task
 
     def resume(self, record: JobRecord) -> asyncio.Task[JobRecord]:
         """Go on with a stored SUBMITTING record in the background."""
@@ -189,61 +356,52 @@ class JobService:
             record = await self.store.update(record.id, submit_attempts=record.submit_attempts + 1)
             request = to_request(record, center.config.type, dependencies)
             async with asyncio.timeout(self.submit_timeout):
-                native_id = await center.adapter_for_job(record).submit(request)
-        except (TimeoutError, CenterUnavailable) as exc:
+                outcome: str | Exception = await center.adapter_for_job(record).submit(request)
+        except Exception as exc:
+            outcome = exc
+        finally:
+            self.in_flight.discard(record.id)
+        return await self._settle(record, center.id, outcome)
+
+    async def _settle(
+        self, record: JobRecord, center_id: str, outcome: str | Exception
+    ) -> JobRecord:
+        """Store what became of one submission to its center: the native id (QUEUED); an
+        unknown outcome (stays SUBMITTING for the poller); or a refusal (FAILED, and
+        SubmitRejectedError raised for the submitting request)."""
+        if isinstance(outcome, str):
+            updated = await self.store.update(record.id, **_sent_fields(outcome))
+            if updated.cancel_requested:
+                await self._cancel_at_center(updated)
+            return updated
+        if isinstance(outcome, (TimeoutError, CenterUnavailable)):
             reason = (
-                f"center {center.id} did not answer: {exc}"
-                if str(exc)
-                else (f"center {center.id} did not answer within {self.submit_timeout:g}s")
+                f"center {center_id} did not answer: {outcome}"
+                if str(outcome)
+                else (f"center {center_id} did not answer within {self.submit_timeout:g}s")
             )
             log.warning("job %s: submission outcome unknown: %s", record.id, reason)
             return await self.store.update(record.id, reason=reason)
-        except StagingFailed as exc:
-            failed = await self.store.update(
-                record.id, state=JobState.FAILED, reason=str(exc), finished_at=utcnow()
-            )
-            raise SubmitRejectedError(
-                ApiError(422, "staging_failed", str(exc), field="inputs"), failed
-            ) from None
-        except SubmitRejected as exc:
-            api = adapter_error(exc)
-            failed = await self.store.update(
-                record.id,
-                state=JobState.FAILED,
-                reason=api.message,
-                finished_at=utcnow(),
-            )
-            raise SubmitRejectedError(api, failed) from None
-        except AdapterError as exc:
-            # Host key or credential problems: the job cannot go there as configured.
-            api = adapter_error(exc)
-            failed = await self.store.update(
-                record.id, state=JobState.FAILED, reason=api.message, finished_at=utcnow()
-            )
-            raise SubmitRejectedError(api, failed) from None
-        except Exception:
+        if isinstance(outcome, StagingFailed):
+            api = ApiError(422, "staging_failed", str(outcome), field="inputs")
+        elif isinstance(outcome, AdapterError):
+            # SubmitRejected: the scheduler refused. Others: host key or credential
+            # problems; the job cannot go there as configured.
+            api = adapter_error(outcome)
+        else:
             # A fault of ours: fail this job visibly rather than retry it forever.
-            log.exception("job %s: submission to %s failed", record.id, center.id)
+            log.error("job %s: submission to %s failed", record.id, center_id, exc_info=outcome)
             await self.store.update(
                 record.id,
                 state=JobState.FAILED,
                 reason="internal error while submitting; see the gateway log",
                 finished_at=utcnow(),
             )
-            raise
-        finally:
-            self.in_flight.discard(record.id)
-        updated = await self.store.update(
-            record.id,
-            native_id=native_id,
-            state=JobState.QUEUED,
-            native_state="SUBMITTED",
-            reason=None,
-            submitted_at=utcnow(),
+            raise outcome
+        failed = await self.store.update(
+            record.id, state=JobState.FAILED, reason=api.message, finished_at=utcnow()
         )
-        if updated.cancel_requested:
-            await self._cancel_at_center(updated)
-        return updated
+        raise SubmitRejectedError(api, failed) from None
 
     async def close(self) -> None:
         """Let submissions under way finish (bounded by submit_timeout)."""

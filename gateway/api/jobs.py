@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from gateway.api.params import bool_query, int_query, json_body
 from gateway.audit import AUDIT_TARGET
 from gateway.auth import PRINCIPAL, add_route
 from gateway.errors import ApiError, validation_error
-from gateway.models import JobSpec
+from gateway.models import JobBatch, JobSpec
 
 MAX_OUTPUT_CHUNK = 4 << 20
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}\Z")
@@ -59,6 +60,39 @@ async def submit_job(request: web.Request) -> web.Response:
     )
 
 
+async def submit_batch(request: web.Request) -> web.Response:
+    """Independent jobs at once. A spec that is not valid refuses the whole batch
+    (nothing is stored); past that, each job has its own outcome: 201 when all were
+    sent, else 207 with each job's status, record or error."""
+    body = await json_body(request)
+    try:
+        batch = JobBatch.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    items = await request.app[SERVICE].submit_batch(
+        request[PRINCIPAL].user, batch.jobs, _idempotency_key(request)
+    )
+    request[AUDIT_TARGET] = {
+        "jobs": [item.record.id for item in items if item.record is not None],
+        "refused": sum(1 for item in items if item.record is None),
+    }
+    request.app[POLLER].wake()
+    results = []
+    for item in items:
+        entry: dict[str, object] = {"index": item.index, "status": item.status}
+        if item.record is not None:
+            entry["job"] = item.record.public()
+        if item.error is not None:
+            entry["error"] = {
+                "code": item.error.code,
+                "message": item.error.message,
+                **item.error.details,
+            }
+        results.append(entry)
+    status = 201 if all(item.status == 201 for item in items) else 207
+    return web.json_response({"results": results}, status=status)
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     states: list[JobState] = []
     for raw in filter(None, request.query.get("state", "").split(",")):
@@ -77,15 +111,17 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit=int_query(request, "limit", 100, 1, 1000),
         cursor=request.query.get("cursor") or None,
     )
-    return web.json_response(
-        {"jobs": [j.public() for j in page.jobs], "next_cursor": page.next_cursor}
+    body = b'{"jobs":[%s],"next_cursor":%s}' % (
+        b",".join(j.public_json() for j in page.jobs),
+        json.dumps(page.next_cursor).encode(),
     )
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def get_job(request: web.Request) -> web.Response:
     owner = request[PRINCIPAL].owner_filter("jobs.read")
     record = await request.app[SERVICE].get(owner, request.match_info["id"])
-    return web.json_response(record.public())
+    return web.Response(body=record.public_json(), content_type="application/json", charset="utf-8")
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -169,6 +205,9 @@ async def upload_input(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     add_route(app, "POST", "/v1/jobs", submit_job, name="jobs.submit", permission="jobs.submit")
+    add_route(
+        app, "POST", "/v1/jobs/batch", submit_batch, name="jobs.batch", permission="jobs.submit"
+    )
     add_route(app, "GET", "/v1/jobs", list_jobs, name="jobs.list", permission="jobs.read")
     add_route(app, "GET", "/v1/jobs/{id}", get_job, name="jobs.get", permission="jobs.read")
     add_route(

@@ -42,12 +42,30 @@ class JobStore(abc.ABC):
     async def insert(self, record: JobRecord) -> None:
         """Store a new record durably; raise DuplicateIdempotencyKey on a reused key."""
 
+    async def insert_many(
+        self, records: Sequence[JobRecord]
+    ) -> list[DuplicateIdempotencyKey | None]:
+        """Store new records durably, together where the store can (one commit); per
+        record None, or the DuplicateIdempotencyKey that `insert` would raise."""
+        out: list[DuplicateIdempotencyKey | None] = []
+        for record in records:
+            try:
+                await self.insert(record)
+                out.append(None)
+            except DuplicateIdempotencyKey as dup:
+                out.append(dup)
+        return out
+
     @abc.abstractmethod
     async def get(self, job_id: str) -> JobRecord | None: ...
 
     @abc.abstractmethod
     async def update(self, job_id: str, **fields: Any) -> JobRecord:
         """Change some fields (updated_at is set) and return the new record."""
+
+    async def update_many(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> list[JobRecord]:
+        """`update` of each (job id, fields), together where the store can (one commit)."""
+        return [await self.update(job_id, **fields) for job_id, fields in changes]
 
     @abc.abstractmethod
     async def list(

@@ -3,6 +3,13 @@
 Every call runs on one dedicated thread, so the event loop never blocks on
 disk and SQLite sees a single writer. WAL mode and synchronous=FULL: a record
 acknowledged to a client survives a crash of the process or the machine.
+
+The job store keeps a bounded LRU cache of job records by id, as the JSON text
+they are parsed from, so a point read of a recently seen job needs neither the
+database nor its thread. The gateway is the only writer of its jobs, through
+this store: an update drops the id's entry when it is issued and stores the
+re-read row when it is done, and a read fills the cache only if no write was
+issued while it ran, so a read that follows a write never sees the old record.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import asyncio
 import base64
 import json
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -84,6 +92,10 @@ _ADDED_COLUMNS = {
 }
 #: Columns holding a JSON document (or NULL).
 _JSON_COLUMNS = ("placement", "price", "usage")
+#: Columns holding a JSON document that is never NULL -> the text standing for an empty one.
+_DOCUMENT_COLUMNS = {"spec": "", "elements": "", "staging": "{}"}
+#: How many job records the store keeps parsed-ready in memory.
+RECORD_CACHE_SIZE = 4096
 
 
 def _to_row(record: JobRecord) -> dict[str, Any]:
@@ -95,6 +107,31 @@ def _to_row(record: JobRecord) -> dict[str, Any]:
         row[column] = json.dumps(row[column]) if row[column] is not None else None
     row["cancel_requested"] = int(record.cancel_requested)
     return row
+
+
+def _json_expression(column: str) -> str:
+    """The SQL giving `column` as a JSON value, as `_from_row` would read it."""
+    if column in _DOCUMENT_COLUMNS:
+        empty = _DOCUMENT_COLUMNS[column]
+        return f"json(coalesce(nullif({column}, ''), '{empty}'))" if empty else f"json({column})"
+    if column in _JSON_COLUMNS:
+        return f"json(nullif({column}, ''))"
+    if column == "cancel_requested":
+        return "json(CASE WHEN cancel_requested THEN 'true' ELSE 'false' END)"
+    return column
+
+
+#: Each selected row as the JSON text of its JobRecord, built by SQLite itself so
+#: that the event loop only has pydantic parse it, in one pass in Rust. Column names
+#: are the fixed tuple above, never user input.
+_RECORD = (
+    "json_object(" + ", ".join(f"'{c}', {_json_expression(c)}" for c in _COLUMNS) + ") AS record"
+)
+_GET = f"SELECT {_RECORD} FROM jobs WHERE id = ?"  # noqa: S608
+
+
+def _from_json(text: str) -> JobRecord:
+    return JobRecord.model_validate_json(text)
 
 
 def _from_row(row: sqlite3.Row) -> JobRecord:
@@ -192,6 +229,37 @@ class SQLiteFile:
 
 
 class SQLiteJobStore(SQLiteFile, JobStore):
+    def __init__(self, path: Path, *, cache_size: int = RECORD_CACHE_SIZE) -> None:
+        super().__init__(path)
+        #: id -> the JSON text of the record as last read from the database.
+        self._records: OrderedDict[str, str] = OrderedDict()
+        self._cache_size = cache_size
+        #: Counts the updates issued; a read fills the cache only if none began meanwhile.
+        self._writes = 0
+
+    def _remember(self, job_id: str, text: str) -> None:
+        if self._cache_size <= 0:
+            return
+        self._records[job_id] = text
+        self._records.move_to_end(job_id)
+        while len(self._records) > self._cache_size:
+            self._records.popitem(last=False)
+
+    def _parse(self, texts: Sequence[str], writes: int) -> list[JobRecord]:
+        """Records of `texts`, remembered unless an update was issued since `writes`."""
+        fill = writes == self._writes
+        records = []
+        for text in texts:
+            record = _from_json(text)
+            if fill:
+                self._remember(record.id, text)
+            records.append(record)
+        return records
+
+    async def close(self) -> None:
+        self._records.clear()
+        await super().close()
+
     def _prepare(self, db: sqlite3.Connection) -> None:
         existing = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
         if existing:
@@ -223,11 +291,46 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         if existing is not None:
             raise DuplicateIdempotencyKey(_from_row(existing))
 
+    async def insert_many(
+        self, records: Sequence[JobRecord]
+    ) -> list[DuplicateIdempotencyKey | None]:
+        rows = [_to_row(r) for r in records]
+
+        def write(db: sqlite3.Connection) -> list[sqlite3.Row | None]:
+            existing: list[sqlite3.Row | None] = []
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for record, row in zip(records, rows, strict=True):
+                    try:
+                        db.execute(_INSERT, row)
+                        existing.append(None)
+                    except sqlite3.IntegrityError:  # this row only; the others go on
+                        if record.idempotency_key is None:
+                            raise
+                        existing.append(
+                            db.execute(
+                                "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                                (record.owner, record.idempotency_key),
+                            ).fetchone()
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return existing
+
+        found = await self._call(write)
+        return [None if row is None else DuplicateIdempotencyKey(_from_row(row)) for row in found]
+
     async def get(self, job_id: str) -> JobRecord | None:
-        row = await self._call(
-            lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        )
-        return _from_row(row) if row else None
+        text = self._records.get(job_id)
+        if text is not None:
+            self._records.move_to_end(job_id)
+            # A fresh record each time: callers may change theirs.
+            return JobRecord.model_validate_json(text)
+        writes = self._writes
+        row = await self._call(lambda db: db.execute(_GET, (job_id,)).fetchone())
+        return self._parse([row[0]], writes)[0] if row else None
 
     async def update(self, job_id: str, **fields: Any) -> JobRecord:
         unknown = set(fields) - _UPDATABLE
@@ -237,15 +340,65 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         values = {k: _column_value(v) for k, v in fields.items()}
         assignments = ", ".join(f"{k} = :{k}" for k in values)
         values["_id"] = job_id
+        # Reads already under way must not put back what this changes.
+        self._writes += 1
+        writes = self._writes
+        self._records.pop(job_id, None)
 
         def write(db: sqlite3.Connection) -> sqlite3.Row:
             db.execute(f"UPDATE jobs SET {assignments} WHERE id = :_id", values)  # noqa: S608
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(_GET, (job_id,)).fetchone()
             if row is None:
                 raise StoreError(f"job {job_id} does not exist")
             return row
 
-        return _from_row(await self._call(write))
+        try:
+            row = await self._call(write)
+        except BaseException:
+            self._records.pop(job_id, None)
+            raise
+        # Only the last update issued for any job may fill the cache; the writes run
+        # in the order issued, on the one thread, so its row is the newest.
+        return self._parse([row[0]], writes)[0]
+
+    async def update_many(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> list[JobRecord]:
+        now = utcnow()
+        statements = []
+        for job_id, fields in changes:
+            unknown = set(fields) - _UPDATABLE
+            if unknown:
+                raise ValueError(f"cannot update {sorted(unknown)}")
+            values = {k: _column_value(v) for k, v in {**fields, "updated_at": now}.items()}
+            assignments = ", ".join(f"{k} = :{k}" for k in values)
+            statements.append((job_id, f"UPDATE jobs SET {assignments} WHERE id = :_id", values))  # noqa: S608
+        self._writes += 1
+        writes = self._writes
+        for job_id, _ in changes:
+            self._records.pop(job_id, None)
+
+        def write(db: sqlite3.Connection) -> list[str]:
+            texts = []
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for job_id, sql, values in statements:
+                    db.execute(sql, {**values, "_id": job_id})
+                    row = db.execute(_GET, (job_id,)).fetchone()
+                    if row is None:
+                        raise StoreError(f"job {job_id} does not exist")
+                    texts.append(row[0])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return texts
+
+        try:
+            texts = await self._call(write)
+        except BaseException:
+            for job_id, _ in changes:
+                self._records.pop(job_id, None)
+            raise
+        return self._parse(texts, writes)
 
     async def list(
         self,
@@ -272,10 +425,11 @@ class SQLiteJobStore(SQLiteFile, JobStore):
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
             args.extend([created, created, job_id])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        sql = f"SELECT * FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT ?"  # noqa: S608
+        sql = f"SELECT {_RECORD} FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT ?"  # noqa: S608
         args.append(limit + 1)
+        writes = self._writes
         rows = await self._call(lambda db: db.execute(sql, args).fetchall())
-        jobs = [_from_row(r) for r in rows[:limit]]
+        jobs = self._parse([r[0] for r in rows[:limit]], writes)
         next_cursor = _encode_cursor(jobs[-1]) if len(rows) > limit and jobs else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
@@ -299,15 +453,15 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         if until is not None:
             where.append("finished_at < ?")
             args.append(until.isoformat())
-        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at"  # noqa: S608
+        sql = f"SELECT {_RECORD} FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at"  # noqa: S608
         rows = await self._call(lambda db: db.execute(sql, args).fetchall())
-        return [_from_row(r) for r in rows]
+        return [_from_json(r[0]) for r in rows]
 
     async def active(self) -> list[JobRecord]:
         marks = ", ".join("?" for _ in _TERMINAL)
-        sql = f"SELECT * FROM jobs WHERE state NOT IN ({marks}) ORDER BY created_at"  # noqa: S608
+        sql = f"SELECT {_RECORD} FROM jobs WHERE state NOT IN ({marks}) ORDER BY created_at"  # noqa: S608
         rows = await self._call(lambda db: db.execute(sql, _TERMINAL).fetchall())
-        return [_from_row(r) for r in rows]
+        return [_from_json(r[0]) for r in rows]
 
     async def count_by_center_state(self) -> dict[tuple[str, str], int]:
         sql = "SELECT center, state, COUNT(*) FROM jobs GROUP BY center, state"

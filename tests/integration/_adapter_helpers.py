@@ -117,7 +117,7 @@ async def check_array_of_four(adapter: JobDirAdapter) -> None:
         await adapter.cancel(native_id, spec.gateway_id)  # a no-op once it has ended
     assert [(e.index, e.state, e.exit_code) for e in status.elements] == [
         (i, JobState.COMPLETED, 0) for i in range(4)
-    ]
+    ], status
     assert (status.native_id, status.state, status.exit_code) == (native_id, JobState.COMPLETED, 0)
     for i in range(4):
         out = await adapter.read_output(native_id, spec.gateway_id, "stdout", element=i)

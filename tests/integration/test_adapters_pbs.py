@@ -122,12 +122,14 @@ async def test_final_state_is_learned_after_the_job_left_qstat(centerc: PbsAdapt
 
 
 async def test_submission_is_found_by_gateway_id_and_never_repeated(centerc: PbsAdapter) -> None:
-    spec = job("true")
+    spec = job("sleep 60")  # still listed when qstat is read twice
     native_id = await centerc.submit(spec)
     assert await centerc.find_by_gateway_id([spec.gateway_id]) == {spec.gateway_id: native_id}
-    before = centerc.remote_commands
+    jobs_before = (await centerc.run("qstat")).stdout.decode().count("\n")
     assert await centerc.submit(spec) == native_id
-    assert centerc.remote_commands == before
+    # No second qsub: the retry found `native_id` and the center has no more jobs.
+    assert (await centerc.run("qstat")).stdout.decode().count("\n") == jobs_before
+    await centerc.cancel(native_id, spec.gateway_id)
 
 
 async def test_bad_queue_is_rejected_naming_it_with_the_message_qsub_printed_on_stdout(

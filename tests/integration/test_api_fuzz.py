@@ -115,9 +115,18 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrate
     return st.one_of(_valid(schema, defs), _valid(schema, defs), _valid(schema, defs), _JSON)
 
 
+#: (id of the defs, name) -> the strategy of that component, built once: a component
+#: used in several places (a job spec alone and in a batch) is not built again.
+_COMPONENTS: dict[tuple[int, str], st.SearchStrategy[Any]] = {}
+
+
 def _valid(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy[Any]:
     if "$ref" in schema:
-        return from_schema(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+        name = schema["$ref"].rsplit("/", 1)[1]
+        key = (id(defs), name)
+        if key not in _COMPONENTS:
+            _COMPONENTS[key] = from_schema(defs[name], defs)
+        return _COMPONENTS[key]
     if "anyOf" in schema:
         return st.one_of([from_schema(s, defs) for s in schema["anyOf"]])
     if "enum" in schema:
@@ -297,6 +306,10 @@ def cases(
         value = draw(from_schema(schemas[name], schemas))
         if op.name == "jobs.submit":
             value = _harmless(value)
+        elif op.name == "jobs.batch" and isinstance(value, dict):
+            jobs = value.get("jobs")
+            if isinstance(jobs, list):
+                value = {**value, "jobs": [_harmless(j) for j in jobs]}
         shaped = json.dumps(value).encode()
         body = draw(st.one_of(st.just(shaped), st.just(shaped), _JUNK_BODIES))
         headers["Content-Type"] = "application/json"

@@ -29,6 +29,7 @@ ROUTE_SAMPLES: dict[str, tuple[str, str]] = {
     "auth.jwks": ("GET", "/v1/auth/jwks.json"),
     "openapi": ("GET", "/v1/openapi.json"),
     "jobs.submit": ("POST", "/v1/jobs"),
+    "jobs.batch": ("POST", "/v1/jobs/batch"),
     "jobs.list": ("GET", "/v1/jobs"),
     "jobs.get": ("GET", f"/v1/jobs/{uuid.UUID(int=1)}"),
     "jobs.cancel": ("DELETE", f"/v1/jobs/{uuid.UUID(int=1)}"),

@@ -200,3 +200,78 @@ async def test_gpu_job_at_gpu_center_sees_the_gpus_it_asked_for(
         done = await client.wait(job["id"], timeout=90)
         assert done["state"] == "COMPLETED"
         assert len((await client.output(job["id"])).decode().strip().split(",")) == 2
+
+
+async def test_a_batch_goes_in_one_command_per_center_and_each_job_has_its_outcome(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
+) -> None:
+    config = config_with(testbed_config, testbed_config.data_dir, poll_interval=3600)
+    gw = await start_gateway(config)
+    centers = gw.app[CENTERS]
+    sent: dict[str, list[str]] = {"centera": [], "centerc": []}
+    for center, commands in sent.items():
+        adapter = centers.get(center).adapter_for("alice")
+        run = adapter.run
+
+        async def recording(command: str, stdin: bytes | None = None, *, _run=run, _log=commands):
+            _log.append(command)
+            return await _run(command, stdin)
+
+        adapter.run = recording  # type: ignore[method-assign]
+    specs = [{"center": "centera", "command": "echo", "arguments": [f"a{i}"]} for i in range(20)]
+    specs += [{"center": "centerc", "command": "echo", "arguments": [f"c{i}"]} for i in range(5)]
+    specs.append({"center": "centera", "command": "true", "queue": "nosuchqueue"})
+
+    def submissions() -> dict[str, int]:
+        # A submission command reads its jobs' files as a tar on stdin.
+        return {c: sum(1 for cmd in cmds if "tar -xf -" in cmd) for c, cmds in sent.items()}
+
+    async with gw.client() as client:
+        results = await client.submit_batch(specs, idempotency_key="batch-1")
+        # 26 jobs at two centers: one submission command each (up to 25 jobs per command).
+        assert submissions() == {"centera": 1, "centerc": 1}
+        assert [r["index"] for r in results] == list(range(26))
+        assert [r["status"] for r in results] == [201] * 25 + [422]
+        refused = results[25]
+        assert refused["error"]["code"] == "rejected_by_center"
+        assert refused["error"]["field"] == "queue"
+        assert "nosuchqueue" in refused["error"]["message"]
+        assert refused["job"]["state"] == "FAILED"
+        natives = [r["job"]["native_id"] for r in results[:25]]
+        assert all(natives) and len(set(natives)) == 25
+        # The same batch again, same key: the same jobs, nothing sent again.
+        again = await client.submit_batch(specs, idempotency_key="batch-1")
+        assert [r["status"] for r in again] == [200] * 26
+        assert [r["job"]["id"] for r in again] == [r["job"]["id"] for r in results]
+        assert submissions() == {"centera": 1, "centerc": 1}
+        # Every job is the one asked for: its output is its own.
+        ids = [r["job"]["id"] for r in results[:25]]
+        async with asyncio.timeout(120):
+            while True:
+                await gw.app[POLLER].tick()
+                listed = {j["id"]: j for j in (await client.list(limit=100))["jobs"]}
+                jobs = [listed[i] for i in ids]
+                if all(j["terminal"] for j in jobs):
+                    break
+                await asyncio.sleep(0.5)
+        for job, spec in zip(jobs, specs, strict=False):
+            assert (job["state"], job["exit_code"]) == ("COMPLETED", 0)
+            assert await client.output(job["id"]) == f"{spec['arguments'][0]}\n".encode()
+
+
+async def test_an_invalid_spec_refuses_the_whole_batch_naming_it(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(testbed_config)
+    async with gw.client() as client:
+        before = (await client.list(limit=1000))["jobs"]
+        with pytest.raises(ClientError) as caught:
+            await client.submit_batch(
+                [{"center": "centera", "command": "true"}, {"center": "centera", "nodes": 2}]
+            )
+        assert caught.value.status == 422
+        assert caught.value.body["field"] == "jobs.1.nodes"
+        with pytest.raises(ClientError) as caught:
+            await client.submit_batch([])
+        assert (caught.value.status, caught.value.body["field"]) == (422, "jobs")
+        assert (await client.list(limit=1000))["jobs"] == before  # nothing stored

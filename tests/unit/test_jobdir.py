@@ -20,7 +20,6 @@ from adapters.jobdir import (
     render_user_script,
     reserved_directive,
     resolve_path,
-    submit_command,
 )
 from adapters.markers import (
     LEFT_QUEUE,
@@ -371,19 +370,6 @@ def test_every_marker_file_is_read_in_one_command_elements_included(tmp_path: Pa
         ),
     }
     assert markers[GID].indices() == [0, 1, 2, 3]
-
-
-def test_a_refused_submission_leaves_no_native_id(tmp_path: Path) -> None:
-    jobdir = JobDir(str(tmp_path), GID)
-    Path(jobdir.path).mkdir(parents=True)
-    # Slurm's qsub prints its refusal on stdout, where a job id would go.
-    refuse = "sh -c 'echo There was an error; exit 1' --"
-    proc = subprocess.run(["sh", "-c", submit_command(jobdir, refuse)], capture_output=True)
-    assert (proc.returncode, proc.stdout) == (1, b"There was an error\n")
-    assert not Path(jobdir.file("native_id")).exists()
-    accept = "sh -c 'echo 42' --"
-    proc = subprocess.run(["sh", "-c", submit_command(jobdir, accept)], capture_output=True)
-    assert (proc.returncode, Path(jobdir.file("native_id")).read_text()) == (0, "42\n")
 
 
 @pytest.mark.parametrize(
