@@ -1,13 +1,14 @@
 # The two commands a new user needs (see README.md):
 #   make demo   install, start the gateway on its embedded local center, run a job, stop
 #   make test   install everything the tests need, start the testbed, run all tests
+# Beyond those, `make bench` runs the performance benchmarks (benchmarks/README.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque chromium
-SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/bin/chromium
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque chromium wrk
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/bin/chromium /usr/bin/wrk
 
-.PHONY: install demo test system-deps testbed-up testbed-down testbed-status lint schema
+.PHONY: install demo test bench system-deps testbed-up testbed-down testbed-status lint schema
 
 $(BIN)/hpcfed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,7 @@ demo: install
 	BIN=$(BIN) bash examples/demo.sh
 
 # Debian packages for the testbed's real Slurm, PBS-dialect commands, munge and sshd,
-# and Chromium for the dashboard's browser test.
+# Chromium for the dashboard's browser test, and wrk for the benchmarks' load.
 system-deps:
 	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
@@ -43,6 +44,12 @@ test: install system-deps
 	$(BIN)/ruff check gateway adapters tests benchmarks
 	$(BIN)/python -m tests.testbed up
 	$(BIN)/python -m pytest -ra; rc=$$?; $(BIN)/python -m tests.testbed down; exit $$rc
+
+# The performance benchmarks on the testbed (as root, under 15 minutes); py-spy (the
+# `bench` extra) profiles the gateway. The results section of RESULTS.md is replaced.
+bench: install system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks --profile --markdown benchmarks/RESULTS.md
 
 lint: install
 	$(BIN)/ruff check gateway adapters tests benchmarks

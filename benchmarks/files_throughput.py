@@ -21,43 +21,44 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
-import platform
-import re
-import selectors
 import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-import yaml
 
+from benchmarks.harness import (
+    MIB,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    VENV_BIN,
+    BenchError,
+    Gateway,
+    Target,
+    cpu_seconds,
+    machine,
+    proc_status,
+    read_text,
+    reset_peak_rss,
+    summarize_profile,
+    target_of,
+)
 from tests.testbed import Testbed, TestbedError
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-MIB = 1 << 20
 CHUNK = MIB  # client read/write unit, both directions
 RATIO_TARGET = 0.8
 RSS_TARGET_MIB = 100.0
-START_TIMEOUT = 60.0  # gateway start, token issue
-STOP_TIMEOUT = 30.0
 SMALL_TIMEOUT = 120.0  # checksum, stat, delete requests
-LISTENING_RE = re.compile(rb"hpcfed gateway listening on (\S+)\s")
 GW_REMOTE = "bench.bin"  # paths relative to the login's first root (its home)
 SFTP_REMOTE = "bench-sftp.bin"
 PIPE_REMOTE = "bench-pipe.bin"
@@ -67,304 +68,12 @@ UPLOAD, DOWNLOAD = "upload", "download"
 GATEWAY, SFTP, PIPE = "gateway", "sftp", "ssh-pipe"
 
 
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
-
-
-# ------------------------------------------------------------ the machine
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def machine() -> dict[str, str]:
-    cpuinfo = _read("/proc/cpuinfo")
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    mem_kib = next(
-        (
-            int(line.split()[1])
-            for line in _read("/proc/meminfo").splitlines()
-            if line.startswith("MemTotal:")
-        ),
-        0,
-    )
-    try:
-        ssh = subprocess.run(
-            ["ssh", "-V"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
-        )
-        openssh = (ssh.stderr or ssh.stdout).strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        openssh = f"unknown ({exc})"
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": model,
-        "memory": f"{mem_kib / MIB:.1f} GiB",
-        "kernel": f"{platform.system()} {platform.release()}",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "aiohttp": aiohttp.__version__,
-        "openssh": openssh,
-        "load before run": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
-
-
-# ------------------------------------------------------------ /proc of the gateway
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM ... of a process, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if key.startswith("Vm") and len(parts) == 2 and parts[1] == "kB":
-            values[key] = int(parts[0]) * 1024
-    return values
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0, needs ptrace rights); True if done."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5", encoding="ascii")
-    except OSError:
-        return False
-    return True
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/<pid>/stat from field 3 (state) on; [1] is the ppid, [11:15] the CPU times."""
-    return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-
-
-def _live_children_cpu(pid: int) -> float:
-    """CPU ticks of the running children of `pid` (and of their reaped children)."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = _stat_fields(int(entry.name))
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if fields[1] == str(pid):
-            ticks += sum(int(x) for x in fields[11:15])
-    return ticks
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(CPU seconds of the process itself, of its children, running or reaped).
-
-    A child (`ssh`) may still be running or just reaped when a transfer ends, so the
-    running ones are counted too; read again if one was reaped meanwhile.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    for _ in range(10):
-        before = _stat_fields(pid)
-        live = _live_children_cpu(pid)
-        after = _stat_fields(pid)
-        if before[13:15] == after[13:15]:
-            break
-    utime, stime, cutime, cstime = (int(x) for x in after[11:15])
-    return (utime + stime) / tick, (cutime + cstime + live) / tick
-
-
-# ------------------------------------------------------------ the gateway process
-
-
-class Gateway:
-    """A real `hpcfed serve` process: started, given tokens, stopped."""
-
-    def __init__(self, config: Path, data_dir: Path, log: Path) -> None:
-        self.config = config
-        self.data_dir = data_dir
-        self.log_path = log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HPCFED_")}
-        self.env["HPCFED_DATA_DIR"] = str(data_dir)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self._log: IO[bytes] | None = None
-        self._drain: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def hpcfed(self, *args: str) -> list[str]:
-        return [str(VENV_BIN / "hpcfed"), *args]
-
-    def start(self, timeout: float = START_TIMEOUT) -> str:
-        """Start `hpcfed serve` and wait for its 'listening on URL' line; returns the URL."""
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.hpcfed("serve", "--config", str(self.config), "--port", "0"),
-            env=self.env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            bufsize=0,
-        )
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        seen = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while (match := LISTENING_RE.search(seen)) is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"the gateway did not start in {timeout:g} s{self.log_tail()}")
-                if not sel.select(left):
-                    continue
-                block = os.read(fd, 4096)
-                if not block:
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-                    raise BenchError(f"the gateway exited ({code}) at start{self.log_tail()}")
-                seen += block
-        self._log.write(seen)
-        # Whatever else it prints goes to the log, so the pipe never fills.
-        self._drain = threading.Thread(target=self._copy_stdout, daemon=True)
-        self._drain.start()
-        self.url = match.group(1).decode()
-        self._check_url()
-        self._check_process()
-        return self.url
-
-    def _copy_stdout(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None and self._log is not None
-        with contextlib.suppress(OSError, ValueError):
-            while block := self.proc.stdout.read(65536):
-                self._log.write(block)
-
-    def _check_url(self) -> None:
-        host = urllib.parse.urlsplit(self.url).hostname or ""
-        if not ipaddress.ip_address(host).is_loopback:
-            raise BenchError(f"the gateway listens on {self.url}, not on loopback")
-
-    def _check_process(self) -> None:
-        """The pid spawned must be the Python process that serves (no wrapper in between)."""
-        exe = Path(f"/proc/{self.pid}/exe").resolve().name
-        cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
-        if not exe.startswith("python") or b"serve" not in cmdline:
-            raise BenchError(f"pid {self.pid} is {exe} {cmdline!r}, not the serving Python")
-
-    def issue_token(self, user: str, role: str, ttl: str = "1h") -> str:
-        argv = self.hpcfed(
-            "--json", "token", "issue", "--config", str(self.config),
-            "--user", user, "--role", role, "--ttl", ttl,
-        )  # fmt: skip
-        done = subprocess.run(
-            argv,
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        if done.returncode != 0:
-            raise BenchError(f"hpcfed token issue failed ({done.returncode}): {done.stderr}")
-        token = json.loads(done.stdout)["token"]
-        assert isinstance(token, str)
-        return token
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = _read(str(self.log_path)).splitlines()[-lines:]
-        return "\n  gateway log:\n    " + "\n    ".join(text) if text else ""
-
-    def stop(self) -> int | None:
-        """SIGTERM, wait (bounded), SIGKILL if it would not stop; its exit status."""
-        code = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-            else:
-                code = self.proc.returncode
-        if self._drain is not None:
-            self._drain.join(timeout=5)
-        if self._log is not None:
-            self._log.close()
-        return code
-
-
-# ------------------------------------------------------------ the center, as sftp sees it
-
-
-@dataclass(frozen=True)
-class Target:
-    center: str
-    user: str  # the federation user (token)
-    login: str  # the login at the center
-    host: str
-    port: int
-    key: Path
-    known_hosts: Path
-
-    def _options(self) -> list[str]:
-        return [
-            "-F", "/dev/null", "-i", str(self.key),
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-        ]  # fmt: skip
-
-    def sftp_argv(self) -> list[str]:
-        return ["sftp", "-b", "-", *self._options(), "-P", str(self.port), self.destination]
-
-    def ssh_argv(self, command: str) -> list[str]:
-        """The shape of the gateway's own bulk `ssh` (adapters.openssh), without its agent."""
-        return [
-            "ssh", *self._options(), "-T", "-x", "-a", "-o", "Compression=no",
-            "-p", str(self.port), self.destination, "--", command,
-        ]  # fmt: skip
-
-    @property
-    def destination(self) -> str:
-        return f"{self.login}@{self.host}"
-
-
-def target_of(tb: Testbed, center: str, user: str) -> Target:
-    """The center's sshd and `user`'s login there, from the gateway's center file."""
-    doc = yaml.safe_load((tb.gateway_config.parent / "centers" / f"{center}.yaml").read_text())
-    ssh = doc["ssh"]
-    login = doc.get("users", {}).get(user, {}).get("login", user)
-    info = tb.center(center)
-    if int(ssh["port"]) != info.ssh_port:
-        raise BenchError(f"{center}: center file port {ssh['port']} != testbed {info.ssh_port}")
-    if not ipaddress.ip_address(ssh["host"]).is_loopback:
-        raise BenchError(f"{center}: sshd at {ssh['host']} is not on loopback")
-    return Target(
-        center=center,
-        user=user,
-        login=login,
-        host=ssh["host"],
-        port=info.ssh_port,
-        key=tb.user_key(login),
-        known_hosts=tb.known_hosts,
-    )
-
-
 # ------------------------------------------------------------ measurements
 
 
 def machine_cpu() -> tuple[float, float, int]:
     """(busy, stolen) CPU seconds and context switches of the machine since boot."""
-    lines = _read("/proc/stat").splitlines()
+    lines = read_text("/proc/stat").splitlines()
     fields = [int(x) for x in lines[0].split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     ctxt = next((int(x.split()[1]) for x in lines if x.startswith("ctxt ")), 0)
@@ -759,35 +468,6 @@ class Bench:
             if not ok:  # the gateway is gone or refused: remove it with sftp
                 with contextlib.suppress(BenchError):
                     await self._sftp("cleanup", f'-rm "{path}"\n')
-
-
-def summarize_profile(raw: Path, top: int = 8) -> str:
-    """Where the gateway's threads were (py-spy raw stacks, idle ones included).
-
-    The event loop is the thread whose stack starts at the module; it waits in the
-    selector's `select` when idle. Other threads (to_thread workers, the child watcher,
-    paramiko's reader) are shown apart: they mostly wait.
-    """
-    loop: Counter[str] = Counter()
-    others: Counter[str] = Counter()
-    for line in _read(str(raw)).splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.strip().split(";")
-        (loop if frames[0].startswith("<module>") else others)[frames[-1]] += int(count)
-    total = sum(loop.values())
-    if not total:
-        return "    (no samples of the event loop)"
-    idle = sum(n for leaf, n in loop.items() if leaf.startswith("EpollSelector.select"))
-    lines = [
-        f"    event loop: {total} samples, {100 * idle / total:.0f}% waiting in select; busiest:"
-    ]
-    busy = [(leaf, n) for leaf, n in loop.most_common() if not leaf.startswith("EpollSelector")]
-    lines += [f"      {100 * n / total:5.1f}%  {leaf}" for leaf, n in busy[:top]]
-    lines.append("    other threads (samples, mostly waiting):")
-    lines += [f"      {n:6}  {leaf}" for leaf, n in others.most_common(4)]
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------ report

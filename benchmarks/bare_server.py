@@ -1,0 +1,190 @@
+"""A bare aiohttp server answering the gateway's two read routes with fixed documents.
+
+It is benchmark 3's baseline (benchmarks/api_reads.py): the same JSON documents the
+gateway served for `GET /v1/jobs/{id}` and `GET /v1/jobs?limit=100`, with no
+authentication, no store and no middleware, serialised per request with aiohttp's
+`json_response` as the gateway's handlers do. What it reaches is what aiohttp itself
+allows on this machine.
+
+Run as a separate process (the benchmark does so)::
+
+    .venv/bin/python -m benchmarks.bare_server DOC.json
+
+DOC.json is `{"jobs": {id: record, ...}, "list": page}`. The server listens on
+127.0.0.1, port 0, prints `bare server listening on URL` and runs until SIGTERM or
+SIGINT. `BareServer` starts and stops it from a benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from benchmarks.harness import REPO, START_TIMEOUT, STOP_TIMEOUT, BenchError, read_text
+
+LISTENING_RE = re.compile(rb"bare server listening on (\S+)\s")
+HOST = "127.0.0.1"
+
+
+# ------------------------------------------------------------ the server
+
+
+def make_app(doc: dict[str, Any]) -> web.Application:
+    jobs: dict[str, Any] = doc["jobs"]
+    page: Any = doc["list"]
+
+    async def get_job(request: web.Request) -> web.Response:
+        record = jobs.get(request.match_info["id"])
+        if record is None:
+            return web.json_response({"error": "not_found"}, status=404)
+        return web.json_response(record)
+
+    async def list_jobs(request: web.Request) -> web.Response:
+        return web.json_response(page)
+
+    app = web.Application()
+    app.router.add_get("/v1/jobs/{id}", get_job)
+    app.router.add_get("/v1/jobs", list_jobs)
+    return app
+
+
+async def serve(doc: dict[str, Any]) -> None:
+    # The same runner and site as `hpcfed serve` (gateway/cli.py), defaults included.
+    runner = web.AppRunner(make_app(doc), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"bare server listening on http://{HOST}:{port} (pid {os.getpid()})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bare_server",
+        description="bare aiohttp server with fixed job documents (benchmark 3's baseline)",
+    )
+    p.add_argument("doc", type=Path, help='JSON file: {"jobs": {id: record}, "list": page}')
+    args = p.parse_args(argv)
+    doc = json.loads(args.doc.read_text(encoding="utf-8"))
+    asyncio.run(serve(doc))
+    return 0
+
+
+# ------------------------------------------------------------ the process, from a benchmark
+
+
+class BareServer:
+    """`python -m benchmarks.bare_server DOC` as a child process: started, stopped."""
+
+    def __init__(self, doc: Path, log: Path) -> None:
+        self.doc = doc
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._log: IO[bytes] | None = None
+        self._drain: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = START_TIMEOUT) -> str:
+        """Start it and wait (bounded) for its 'listening on URL' line; returns the URL."""
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bare_server", str(self.doc)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            bufsize=0,
+        )
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        seen = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while (match := LISTENING_RE.search(seen)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"the bare server did not start in {timeout:g} s{self.tail()}")
+                if not sel.select(left):
+                    continue
+                block = os.read(fd, 4096)
+                if not block:
+                    code = self.proc.wait(timeout=STOP_TIMEOUT)
+                    raise BenchError(f"the bare server exited ({code}) at start{self.tail()}")
+                seen += block
+        self._log.write(seen)
+        self._drain = threading.Thread(target=self._copy_stdout, daemon=True)
+        self._drain.start()
+        self.url = match.group(1).decode()
+        return self.url
+
+    def _copy_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None and self._log is not None
+        with contextlib.suppress(OSError, ValueError):
+            while block := self.proc.stdout.read(65536):
+                self._log.write(block)
+
+    def tail(self, lines: int = 20) -> str:
+        text = read_text(str(self.log_path)).splitlines()[-lines:]
+        return "\n  bare server log:\n    " + "\n    ".join(text) if text else ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, bounded wait, SIGKILL if it would not stop; its exit status."""
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    code = self.proc.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    code = self.proc.wait(timeout=STOP_TIMEOUT)
+            else:
+                code = self.proc.returncode
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+        if self._log is not None:
+            self._log.close()
+        return code
+
+    def __enter__(self) -> BareServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
