@@ -401,7 +401,9 @@ class JobDirAdapter(Adapter):
         if self.reads_array_markers:
             result, tail = _split_status(result)
             arrays = {gid for gid, m in parse_markers(tail).items() if m.array}
-        statuses = self.parse_status(result, list(tracked))
+        # Parsing a listing of thousands of jobs takes milliseconds: in a worker thread,
+        # so that requests are served meanwhile.
+        statuses = await asyncio.to_thread(self.parse_status, result, list(tracked))
         array_ids = {
             nid
             for nid, gid in tracked.items()

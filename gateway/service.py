@@ -149,12 +149,22 @@ class JobService:
     ) -> SubmitOutcome:
         parents = await load_parents(self.store, owner, spec)
         record = await self._new_record(owner, spec, idempotency_key, parents)
+        direct = not spec.inputs and not spec.dependencies
+        if direct:
+            # Sent right after it is stored: counted as sent from the start (after a
+            # crash in between it is looked up at its center before it is sent again),
+            # and left by the poller to this request meanwhile.
+            record.submit_attempts = 1
+            self.in_flight.add(record.id)
         try:
             await self.store.insert(record)
-        except DuplicateIdempotencyKey as dup:
-            return SubmitOutcome(dup.existing, created=False)
+        except BaseException as exc:
+            self.in_flight.discard(record.id)
+            if isinstance(exc, DuplicateIdempotencyKey):
+                return SubmitOutcome(exc.existing, created=False)
+            raise
         # The submission goes on even if the client goes away mid-request.
-        task = self.resume(record)
+        task = self.resume(record, counted=direct)
         if spec.inputs:
             return SubmitOutcome(record, created=True)  # staging may take long: 202 now
         try:
@@ -313,25 +323,27 @@ class JobService:
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
         return task
 
-    def resume(self, record: JobRecord) -> asyncio.Task[JobRecord]:
-        """Go on with a stored SUBMITTING record in the background."""
-        task = asyncio.create_task(self._submit_quietly(record))
+    def resume(self, record: JobRecord, *, counted: bool = False) -> asyncio.Task[JobRecord]:
+        """Go on with a stored SUBMITTING record in the background (`counted`: its
+        attempt is already counted in `submit_attempts`)."""
+        task = asyncio.create_task(self._submit_quietly(record, counted))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _submit_quietly(self, record: JobRecord) -> JobRecord:
+    async def _submit_quietly(self, record: JobRecord, counted: bool = False) -> JobRecord:
         try:
-            return await self.submit_at_center(record)
+            return await self.submit_at_center(record, counted=counted)
         except SubmitRejectedError as exc:
             if not record.spec.inputs:
                 raise  # the submitting request reports it
             log.warning("job %s: %s", record.id, exc)
             return exc.record
 
-    async def submit_at_center(self, record: JobRecord) -> JobRecord:
+    async def submit_at_center(self, record: JobRecord, *, counted: bool = False) -> JobRecord:
         """Contact the center for a stored SUBMITTING record; never raises for an
-        uncertain outcome (the record stays SUBMITTING for the poller)."""
+        uncertain outcome (the record stays SUBMITTING for the poller). `counted`:
+        this attempt is already counted in the record's `submit_attempts`."""
         center = self.centers.get(record.center)
         try:
             parents = await load_parents(self.store, record.owner, record.spec)
@@ -353,7 +365,10 @@ class JobService:
                 if not ready:
                     return record  # the last upload sends it on
             # Counted once staging is done: only a job that was sent can be at the center.
-            record = await self.store.update(record.id, submit_attempts=record.submit_attempts + 1)
+            if not counted:
+                record = await self.store.update(
+                    record.id, submit_attempts=record.submit_attempts + 1
+                )
             request = to_request(record, center.config.type, dependencies)
             async with asyncio.timeout(self.submit_timeout):
                 outcome: str | Exception = await center.adapter_for_job(record).submit(request)
