@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import ssh_economy
-from benchmarks.harness import REPO, Context, Figure, machine, markdown_table, text_table
+from benchmarks.harness import (
+    REPO,
+    Context,
+    Figure,
+    interrupt,
+    machine,
+    markdown_table,
+    text_table,
+)
 from tests.testbed import Testbed, TestbedError
 
 #: (number, name, module with `async def run(ctx) -> list[Figure]`)
@@ -87,10 +95,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     else:
         args.only = set(ALL)
     return args
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _first_line(text: str, limit: int = 160) -> str:
@@ -223,7 +227,7 @@ def write_section(path: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.geteuid() != 0:
         print("python -m benchmarks: run as root (the testbed needs it)", file=sys.stderr)

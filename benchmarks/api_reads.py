@@ -18,7 +18,6 @@ the end, also on errors.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -28,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +43,10 @@ from benchmarks.harness import (
     Context,
     Figure,
     Gateway,
-    machine,
+    bench_main,
     summarize_profile,
-    text_table,
 )
-from tests.testbed import Testbed, TestbedError
+from tests.testbed import Testbed
 
 BENCH = "3 API reads"
 CENTER = "centera"
@@ -503,54 +500,8 @@ async def run(ctx: Context) -> list[Figure]:
                 await cancel_jobs(session, ctx.tb, gw.url)
 
 
-# ------------------------------------------------------------ main
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.api_reads",
-        description="benchmark 3: job reads through the gateway vs a bare aiohttp server",
-    )
-    p.add_argument("--quick", action="store_true", help="smoke run: 20 jobs, 1 s + 3 s runs")
-    p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
-    args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tb = Testbed()
-    print("testbed: up ...", file=sys.stderr, flush=True)
-    try:
-        tb.up()
-    except (TestbedError, OSError) as exc:
-        print(f"benchmark failed: testbed: {exc}", file=sys.stderr)
-        return 1
-    work = Path(tempfile.mkdtemp(prefix="hpcfed-bench-"))
-    ctx = Context(tb=tb, work=work, quick=args.quick, profile_dir=args.profile)
-    try:
-        figures = asyncio.run(run(ctx))
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("benchmark interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"temp dir kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print(text_table(figures))
-    print()
-    for note in ctx.notes:
-        print(note)
-    print("\nmachine:")
-    for k, v in machine().items():
-        print(f"  {k:16} {v}")
-    return 1 if any(f.met is False for f in figures) else 0
+    return bench_main("benchmarks.api_reads", run, argv)
 
 
 if __name__ == "__main__":

@@ -19,22 +19,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
-import selectors
 import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aiohttp import web
 
-from benchmarks.harness import REPO, START_TIMEOUT, STOP_TIMEOUT, BenchError, read_text
+from benchmarks.harness import ListeningProcess
 
 LISTENING_RE = re.compile(rb"bare server listening on (\S+)\s")
 HOST = "127.0.0.1"
@@ -95,84 +90,15 @@ def main(argv: list[str] | None = None) -> int:
 # ------------------------------------------------------------ the process, from a benchmark
 
 
-class BareServer:
+class BareServer(ListeningProcess):
     """`python -m benchmarks.bare_server DOC` as a child process: started, stopped."""
 
+    what = "the bare server"
+    listening = LISTENING_RE
+
     def __init__(self, doc: Path, log: Path) -> None:
+        super().__init__([sys.executable, "-m", "benchmarks.bare_server", str(doc)], log)
         self.doc = doc
-        self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self._log: IO[bytes] | None = None
-        self._drain: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = START_TIMEOUT) -> str:
-        """Start it and wait (bounded) for its 'listening on URL' line; returns the URL."""
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.bare_server", str(self.doc)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            bufsize=0,
-        )
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        seen = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while (match := LISTENING_RE.search(seen)) is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"the bare server did not start in {timeout:g} s{self.tail()}")
-                if not sel.select(left):
-                    continue
-                block = os.read(fd, 4096)
-                if not block:
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-                    raise BenchError(f"the bare server exited ({code}) at start{self.tail()}")
-                seen += block
-        self._log.write(seen)
-        self._drain = threading.Thread(target=self._copy_stdout, daemon=True)
-        self._drain.start()
-        self.url = match.group(1).decode()
-        return self.url
-
-    def _copy_stdout(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None and self._log is not None
-        with contextlib.suppress(OSError, ValueError):
-            while block := self.proc.stdout.read(65536):
-                self._log.write(block)
-
-    def tail(self, lines: int = 20) -> str:
-        text = read_text(str(self.log_path)).splitlines()[-lines:]
-        return "\n  bare server log:\n    " + "\n    ".join(text) if text else ""
-
-    def stop(self) -> int | None:
-        """SIGTERM, bounded wait, SIGKILL if it would not stop; its exit status."""
-        code = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-            else:
-                code = self.proc.returncode
-        if self._drain is not None:
-            self._drain.join(timeout=5)
-        if self._log is not None:
-            self._log.close()
-        return code
 
     def __enter__(self) -> BareServer:
         try:

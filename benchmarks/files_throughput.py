@@ -46,6 +46,7 @@ from benchmarks.harness import (
     Gateway,
     Target,
     cpu_seconds,
+    interrupt,
     machine,
     proc_status,
     read_text,
@@ -693,14 +694,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM and SIGINT (even if inherited as ignored) unwind through the clean-up.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     command = shlex.join(
         [".venv/bin/python", "-m", "benchmarks.files_throughput", *(argv or sys.argv[1:])]

@@ -7,6 +7,8 @@ Run nothing from here; each benchmark module has its own entry point, and
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import functools
 import ipaddress
@@ -22,12 +24,13 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -35,7 +38,7 @@ from typing import IO
 import aiohttp
 import yaml
 
-from tests.testbed import Testbed
+from tests.testbed import Testbed, TestbedError
 from tests.testbed.centers import CENTER_IDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,15 +164,17 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 # ------------------------------------------------------------ the gateway process
 
 
-class Gateway:
-    """A real `hpcfed serve` process: started, given tokens, stopped."""
+class ListeningProcess:
+    """A server child process that prints `... listening on URL` once it serves:
+    started (bounded wait for that line), its output kept in a log, stopped."""
 
-    def __init__(self, config: Path, data_dir: Path, log: Path) -> None:
-        self.config = config
-        self.data_dir = data_dir
+    what = "the server"  # for messages
+    listening = LISTENING_RE  # its line once it serves; group 1 is the URL
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
         self.log_path = log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HPCFED_")}
-        self.env["HPCFED_DATA_DIR"] = str(data_dir)
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._log: IO[bytes] | None = None
@@ -180,14 +185,11 @@ class Gateway:
         assert self.proc is not None
         return self.proc.pid
 
-    def hpcfed(self, *args: str) -> list[str]:
-        return [str(VENV_BIN / "hpcfed"), *args]
-
     def start(self, timeout: float = START_TIMEOUT) -> str:
-        """Start `hpcfed serve` and wait for its 'listening on URL' line; returns the URL."""
+        """Start it and wait for its 'listening on URL' line; returns the URL."""
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            self.hpcfed("serve", "--config", str(self.config), "--port", "0"),
+            self.argv,
             env=self.env,
             cwd=REPO,
             stdin=subprocess.DEVNULL,
@@ -201,24 +203,22 @@ class Gateway:
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
-            while (match := LISTENING_RE.search(seen)) is None:
+            while (match := self.listening.search(seen)) is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise BenchError(f"the gateway did not start in {timeout:g} s{self.log_tail()}")
+                    raise BenchError(f"{self.what} did not start in {timeout:g} s{self.log_tail()}")
                 if not sel.select(left):
                     continue
                 block = os.read(fd, 4096)
                 if not block:
                     code = self.proc.wait(timeout=STOP_TIMEOUT)
-                    raise BenchError(f"the gateway exited ({code}) at start{self.log_tail()}")
+                    raise BenchError(f"{self.what} exited ({code}) at start{self.log_tail()}")
                 seen += block
         self._log.write(seen)
         # Whatever else it prints goes to the log, so the pipe never fills.
         self._drain = threading.Thread(target=self._copy_stdout, daemon=True)
         self._drain.start()
         self.url = match.group(1).decode()
-        self._check_url()
-        self._check_process()
         return self.url
 
     def _copy_stdout(self) -> None:
@@ -226,6 +226,52 @@ class Gateway:
         with contextlib.suppress(OSError, ValueError):
             while block := self.proc.stdout.read(65536):
                 self._log.write(block)
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = read_text(str(self.log_path)).splitlines()[-lines:]
+        return f"\n  {self.what}'s log:\n    " + "\n    ".join(text) if text else ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait (bounded), SIGKILL if it would not stop; its exit status."""
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    code = self.proc.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    code = self.proc.wait(timeout=STOP_TIMEOUT)
+            else:
+                code = self.proc.returncode
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+        if self._log is not None:
+            self._log.close()
+        return code
+
+
+class Gateway(ListeningProcess):
+    """A real `hpcfed serve` process: started, given tokens, stopped."""
+
+    what = "the gateway"
+
+    def __init__(self, config: Path, data_dir: Path, log: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HPCFED_")}
+        env["HPCFED_DATA_DIR"] = str(data_dir)
+        serve = self.hpcfed("serve", "--config", str(config), "--port", "0")
+        super().__init__(serve, log, env)
+
+    def hpcfed(self, *args: str) -> list[str]:
+        return [str(VENV_BIN / "hpcfed"), *args]
+
+    def start(self, timeout: float = START_TIMEOUT) -> str:
+        url = super().start(timeout)
+        self._check_url()
+        self._check_process()
+        return url
 
     def _check_url(self) -> None:
         host = urllib.parse.urlsplit(self.url).hostname or ""
@@ -258,29 +304,6 @@ class Gateway:
         token = json.loads(done.stdout)["token"]
         assert isinstance(token, str)
         return token
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = read_text(str(self.log_path)).splitlines()[-lines:]
-        return "\n  gateway log:\n    " + "\n    ".join(text) if text else ""
-
-    def stop(self) -> int | None:
-        """SIGTERM, wait (bounded), SIGKILL if it would not stop; its exit status."""
-        code = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    code = self.proc.wait(timeout=STOP_TIMEOUT)
-            else:
-                code = self.proc.returncode
-        if self._drain is not None:
-            self._drain.join(timeout=5)
-        if self._log is not None:
-            self._log.close()
-        return code
 
 
 # ------------------------------------------------------------ the center, as sftp sees it
@@ -690,3 +713,56 @@ class Context:
             if name == "hpcfed_ssh_pool_connections":
                 center = dict(labels).get("center", "")
                 self.pool_sizes[(label, center)] = int(value)
+
+
+# ------------------------------------------------------------ running one benchmark alone
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: unwind like Ctrl-C, so every process started is stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def bench_main(
+    prog: str, run_one: Callable[[Context], Awaitable[list[Figure]]], argv: list[str] | None
+) -> int:
+    """`python -m benchmarks.<module> [--quick] [--profile DIR] [--keep-temp]`: one
+    benchmark alone, its table, notes and the machine. Exit status as `python -m
+    benchmarks`: 1 if a target was not met or the benchmark failed, 130 if interrupted."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}")
+    p.add_argument("--quick", action="store_true", help="smoke run: small counts")
+    p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
+    p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (gateway logs)")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tb = Testbed()
+    print("testbed: up ...", file=sys.stderr, flush=True)
+    try:
+        tb.up()
+    except (TestbedError, OSError) as exc:
+        print(f"benchmark failed: testbed: {exc}", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="hpcfed-bench-"))
+    ctx = Context(tb, work, quick=args.quick, profile_dir=args.profile)
+    try:
+        figures = asyncio.run(run_one(ctx))
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("benchmark interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep_temp:
+            print(f"temp dir kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(text_table(figures))
+    for note in ctx.notes:
+        print()
+        print(note)
+    print("\nmachine:")
+    for k, v in machine().items():
+        print(f"  {k:16} {v}")
+    return 1 if any(f.met is False for f in figures) else 0

@@ -36,6 +36,7 @@ from benchmarks.harness import (
     Context,
     Figure,
     Gateway,
+    bench_main,
     proc_status,
     scrape,
 )
@@ -44,7 +45,6 @@ from benchmarks.submit_throughput import (
     USER,
     Created,
     Login,
-    bench_main,
     control_master,
     has_batch_endpoint,
     held_spec,

@@ -17,14 +17,13 @@ from __future__ import annotations
 import sys
 import time
 
-from benchmarks.harness import BenchError, Context, Figure
+from benchmarks.harness import BenchError, Context, Figure, bench_main
 from benchmarks.submit_throughput import (
     CENTER,
     SBATCH_HELD,
     USER,
     Created,
     Login,
-    bench_main,
     control_master,
     held_spec,
     percentile,

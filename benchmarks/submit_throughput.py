@@ -23,7 +23,6 @@ endpoint's client and the clean-up.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -54,13 +53,13 @@ from benchmarks.harness import (
     Context,
     Figure,
     Target,
+    bench_main,
     metric_sum,
     scrape,
     summarize_profile,
     target_of,
-    text_table,
 )
-from tests.testbed import Testbed, TestbedError
+from tests.testbed import Testbed
 
 BENCH = "1 submit throughput"
 USER = "alice"
@@ -629,53 +628,6 @@ def figures(rounds: list[Round], a: Round, b: Round, n: int, batch: bool) -> lis
             )
         )
     return out
-
-
-# ------------------------------------------------------------ running one module alone
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def bench_main(
-    prog: str, run_one: Callable[[Context], Awaitable[list[Figure]]], argv: list[str] | None
-) -> int:
-    """`python -m benchmarks.<module> [--quick] [--profile DIR] [--keep-temp]`."""
-    p = argparse.ArgumentParser(prog=f"python -m {prog}")
-    p.add_argument("--quick", action="store_true", help="smoke run: small counts")
-    p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
-    p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (gateway logs)")
-    args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tb = Testbed()
-    print("testbed: up ...", file=sys.stderr, flush=True)
-    try:
-        tb.up()
-    except (TestbedError, OSError) as exc:
-        print(f"benchmark failed: testbed: {exc}", file=sys.stderr)
-        return 1
-    work = Path(tempfile.mkdtemp(prefix="hpcfed-bench-"))
-    ctx = Context(tb, work, quick=args.quick, profile_dir=args.profile)
-    try:
-        figs = asyncio.run(run_one(ctx))
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("benchmark interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep_temp:
-            print(f"temp dir kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print(text_table(figs))
-    for note in ctx.notes:
-        print()
-        print(note)
-    return 0
 
 
 def percentile(values: list[float], q: float) -> float:
