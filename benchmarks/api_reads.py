@@ -23,8 +23,6 @@ import contextlib
 import json
 import os
 import resource
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -36,15 +34,12 @@ import aiohttp
 
 from benchmarks.bare_server import BareServer
 from benchmarks.harness import (
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    VENV_BIN,
     BenchError,
     Context,
     Figure,
     Gateway,
     bench_main,
-    summarize_profile,
+    py_spy,
 )
 from tests.testbed import Testbed
 
@@ -364,34 +359,15 @@ async def read_documents(
 
 async def profile(gw: Gateway, files: Files, out_dir: Path) -> str:
     """An unmeasured single-job run at 100 connections with py-spy on the gateway."""
-    spy = shutil.which("py-spy", path=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
-    if spy is None:
-        return "py-spy not installed; no profile"
-    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     raw = out_dir / "reads.txt"
-    proc = await asyncio.create_subprocess_exec(
-        spy, "record", "--pid", str(gw.pid), "--rate", "250", "--nonblocking",
-        "--format", "raw", "--output", str(raw),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        # py-spy announces itself once attached.
-        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-        if b"Sampling" not in line:
-            raise BenchError(f"py-spy did not start: {line.decode(errors='replace')}")
-        await wrk(gw.url, files, "job", CLIENTS[0], PROFILE_SECONDS)
-        proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+    summary = await py_spy(
+        gw.pid, raw, lambda: wrk(gw.url, files, "job", CLIENTS[0], PROFILE_SECONDS), idle=False
+    )
+    if summary is None:
+        return "py-spy not installed; no profile"
     return (
         f"3 API reads: py-spy of the gateway, GET /v1/jobs/{{id}} at {CLIENTS[0]} "
-        f"connections for {PROFILE_SECONDS:g} s (raw stacks: {raw}):\n" + summarize_profile(raw)
+        f"connections for {PROFILE_SECONDS:g} s (raw stacks: {raw}):\n" + summary
     )
 
 

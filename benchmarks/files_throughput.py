@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,9 +40,6 @@ import aiohttp
 
 from benchmarks.harness import (
     MIB,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    VENV_BIN,
     BenchError,
     Gateway,
     Target,
@@ -49,9 +47,9 @@ from benchmarks.harness import (
     interrupt,
     machine,
     proc_status,
+    py_spy,
     read_text,
     reset_peak_rss,
-    summarize_profile,
     target_of,
 )
 from tests.testbed import Testbed, TestbedError
@@ -426,36 +424,18 @@ class Bench:
 
     async def profile(self, session: aiohttp.ClientSession, out_dir: Path) -> None:
         """One more upload and download, untimed, with py-spy sampling the gateway."""
-        spy = shutil.which("py-spy", path=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
-        if spy is None:
-            print("  --profile: py-spy not found; skipped", file=sys.stderr)
-            return
-        await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
         for direction, transfer in (
             (UPLOAD, self.gateway_upload),
             (DOWNLOAD, self.gateway_download),
         ):
             raw = out_dir / f"gateway-{direction}.txt"
-            proc = await asyncio.create_subprocess_exec(
-                spy, "record", "--pid", str(self.gw.pid), "--rate", "250", "--idle",
-                "--nonblocking", "--format", "raw", "--output", str(raw),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            assert proc.stdout is not None
-            # py-spy announces itself once attached.
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-            if b"Sampling" not in line:
-                raise BenchError(f"py-spy did not start: {line.decode(errors='replace')}")
-            await transfer(session)
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+            summary = await py_spy(self.gw.pid, raw, partial(transfer, session))
+            if summary is None:
+                print("  --profile: py-spy not found; skipped", file=sys.stderr)
+                return
             self.run.samples.pop()  # the profiled transfer is not a measurement
             print(f"  profile of the gateway's {direction}: {raw}", file=sys.stderr)
-            print(summarize_profile(raw), file=sys.stderr)
+            print(summary, file=sys.stderr)
 
     async def cleanup(self, session: aiohttp.ClientSession) -> None:
         for path in (GW_REMOTE, SFTP_REMOTE, PIPE_REMOTE):

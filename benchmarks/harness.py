@@ -715,6 +715,41 @@ class Context:
                 self.pool_sizes[(label, center)] = int(value)
 
 
+async def py_spy(
+    pid: int, raw: Path, work: Callable[[], Awaitable[object]], *, idle: bool = True
+) -> str | None:
+    """Run `work` with py-spy sampling process `pid` into `raw` (raw stacks, idle ones
+    too unless `idle=False`); the summary of where the event loop was, or None when
+    py-spy is not installed (it is the `bench` extra, not a dependency)."""
+    spy = shutil.which("py-spy", path=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
+    if spy is None:
+        return None
+    await asyncio.to_thread(raw.parent.mkdir, parents=True, exist_ok=True)
+    argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    argv += ["--idle"] if idle else []
+    proc = await asyncio.create_subprocess_exec(
+        *argv, "--format", "raw", "--output", str(raw),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        # py-spy announces itself once attached.
+        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        if b"Sampling" not in line:
+            raise BenchError(f"py-spy did not start: {line.decode(errors='replace')}")
+        await work()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    return summarize_profile(raw)
+
+
 # ------------------------------------------------------------ running one benchmark alone
 
 

@@ -48,15 +48,14 @@ import yaml
 from benchmarks.harness import (
     START_TIMEOUT,
     STOP_TIMEOUT,
-    VENV_BIN,
     BenchError,
     Context,
     Figure,
     Target,
     bench_main,
     metric_sum,
+    py_spy,
     scrape,
-    summarize_profile,
     target_of,
 )
 from tests.testbed import Testbed
@@ -441,35 +440,6 @@ async def local_loop(login: Login, n: int, created: Created) -> float:
     if code != 0:
         raise BenchError(f"sbatch loop at the center failed ({code}): {err[-2000:]}")
     return seconds
-
-
-async def py_spy(pid: int, raw: Path, work: Callable[[], Awaitable[object]]) -> str | None:
-    """Run `work` with py-spy sampling process `pid` into `raw`; its summary, or None
-    without py-spy."""
-    spy = shutil.which("py-spy", path=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
-    if spy is None:
-        return None
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        spy, "record", "--pid", str(pid), "--rate", "250", "--idle", "--nonblocking",
-        "--format", "raw", "--output", str(raw),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-        if b"Sampling" not in line:
-            raise BenchError(f"py-spy did not start: {line.decode(errors='replace')}")
-        await work()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-    return summarize_profile(raw)
 
 
 @dataclass
