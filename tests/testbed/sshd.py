@@ -96,6 +96,10 @@ def authorize(user: pwd.struct_passwd, key: str) -> None:
 # ---------------------------------------------------------------- sshd
 
 
+#: PATH of a session at a center, after the center's own `bin` (OpenSSH's default).
+SESSION_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+
+
 def render_sshd_config(center: CenterInfo, users: Sequence[str]) -> str:
     return "\n".join(
         [
@@ -117,8 +121,10 @@ def render_sshd_config(center: CenterInfo, users: Sequence[str]) -> str:
             "X11Forwarding no",
             # Benchmarks open many connections at once; the default 10:30:100 would drop some.
             "MaxStartups 100:30:200",
-            # Every command run through this sshd talks to this center's cluster.
-            f"SetEnv SLURM_CONF={center.slurm_conf}",
+            # Every command run through this sshd talks to this center's cluster, and finds
+            # the status wrappers of `tests.testbed.status_filter` first (sshd takes only
+            # the first SetEnv line: both on one).
+            f"SetEnv SLURM_CONF={center.slurm_conf} PATH={center.dir / 'bin'}:{SESSION_PATH}",
             "Subsystem sftp internal-sftp",
             "LogLevel INFO",
             "",

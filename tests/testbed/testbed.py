@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.testbed import slurm, sshd
+from tests.testbed import slurm, sshd, status_filter
 from tests.testbed.centers import (
     CENTER_IDS,
     DAEMONS,
@@ -151,6 +151,7 @@ class Testbed:
             gres = write_if_changed(center.dir / "gres.conf", slurm.render_gres_conf(center))
             if conf or gres:
                 changed |= {(cid, "slurmctld"), (cid, "slurmd")}
+            status_filter.install(center)
             if write_if_changed(center.sshd_config, sshd.render_sshd_config(center, USERS), 0o600):
                 changed.add((cid, "sshd"))
         known_hosts = "".join(sshd.known_hosts_line(self.center(c)) + "\n" for c in CENTER_IDS)
@@ -271,6 +272,21 @@ class Testbed:
         victims = [pid, *descendants(pid)] if name == "sshd" else [pid]
         terminate(victims, timeout=10)
 
+    # ------------------------------------------------------------ status answers that lose jobs
+
+    def drop_from_status(self, cid: str, native_ids: list[str] | tuple[str, ...]) -> None:
+        """From now on `squeue` and `qstat` at `cid` leave these jobs out of their output
+        (`tests.testbed.status_filter`); the scheduler itself still runs them."""
+        status_filter.drop(self.center(cid), native_ids)
+
+    def drop_all_but_first(self, cid: str) -> None:
+        """`squeue` and `qstat` at `cid` list only the first job of their answer."""
+        status_filter.set_mode(self.center(cid), "all-but-first")
+
+    def restore_status(self, cid: str) -> None:
+        """`squeue` and `qstat` at `cid` answer in full again."""
+        status_filter.restore(self.center(cid))
+
     # ------------------------------------------------------------ down and status
 
     def down(self) -> None:
@@ -285,6 +301,7 @@ class Testbed:
             for cid in CENTER_IDS:
                 for name in ("sshd", "slurmd", "slurmctld"):
                     self._stop(self.center(cid), name)
+                status_filter.restore(self.center(cid))
             self._sweep()
             slurm.stop_munged(self._munge_marker)
 
