@@ -157,7 +157,11 @@ class JobDirAdapter(Adapter):
         """A command learning final states from the scheduler's history, if any."""
         return None
 
-    def parse_accounting(self, text: str, stderr: str) -> dict[str, NativeStatus]:
+    def parse_accounting(
+        self, text: str, stderr: str, native_ids: Sequence[str]
+    ) -> dict[str, NativeStatus]:
+        """`accounting_command(native_ids)`'s output: native id -> what the scheduler's
+        history (or a query of those jobs alone) says of it."""
         return {}
 
     def element_query_command(self) -> str | None:
@@ -448,7 +452,7 @@ class JobDirAdapter(Adapter):
         history: dict[str, NativeStatus] = {}
         if accounting is not None:
             head, _, out = out.partition(SEPARATOR + "\n")
-            history = self.parse_accounting(head, _text(result.stderr))
+            history = self.parse_accounting(head, _text(result.stderr), missing)
         queried: dict[str, NativeStatus] = {}
         if element_query is not None:
             head, _, rest = out.partition(SEPARATOR + " ")

@@ -72,6 +72,7 @@ from adapters.pbs_parse import (
     DIALECTS,
     match_ids,
     parse_pbspro_json,
+    parse_pbspro_qstat,
     parse_torque_qstat,
     short_id,
 )
@@ -242,11 +243,28 @@ def build_pbs_script(
 _QSTAT = "TZ=UTC0 qstat"
 
 
+#: PBS Pro keeps finished jobs for `qstat -x` only with job history on, and with it off
+#: (the default after install) `-x` makes qstat answer no job at all, live ones included
+#: ("PBS is not configured to maintain job history", exit 0): ask for `-x` only where
+#: the server keeps history. Without it a finished job is gone from every answer and
+#: its job directory tells how it ended.
+_PBSPRO_HISTORY = "h=; qstat -Bf 2>/dev/null | grep -q 'job_history_enable = True' && h=-x"
+
+
 def build_qstat_command(native_ids: Sequence[str], dialect: str) -> str:
     ids = " ".join(quote(i) for i in native_ids)
     if dialect == "pbspro":
-        return f"{_QSTAT} -f -F json -x -t {ids}"  # -x: finished jobs too; -t: array elements
+        # Text, not `-F json`: OpenPBS's JSON answer to several ids lists only the first.
+        # -w: one attribute a line; -t: array elements; $h: finished jobs, where kept.
+        return f"{_PBSPRO_HISTORY}; {_QSTAT} -f -w $h -t {ids}"
     return f"{_QSTAT} -f {ids}"
+
+
+def build_requery_command(native_ids: Sequence[str]) -> str:
+    """PBS Pro: the jobs a status answer left out, asked about one id at a time (in
+    JSON, which serves one id right), from its history where the server keeps one."""
+    ids = " ".join(quote(i) for i in native_ids)
+    return f'{_PBSPRO_HISTORY}; for id in {ids}; do {_QSTAT} -f -F json $h -t "$id"; done'
 
 
 def build_element_query() -> str:
@@ -326,7 +344,18 @@ class PbsAdapter(JobDirAdapter):
         return build_qstat_command(native_ids, self.dialect)
 
     def _parse(self, text: str) -> dict[str, NativeStatus]:
-        return parse_pbspro_json(text) if self.dialect == "pbspro" else parse_torque_qstat(text)
+        return parse_pbspro_qstat(text) if self.dialect == "pbspro" else parse_torque_qstat(text)
+
+    def accounting_command(self, native_ids: Sequence[str]) -> str | None:
+        return build_requery_command(native_ids) if self.dialect == "pbspro" else None
+
+    def parse_accounting(
+        self, text: str, stderr: str, native_ids: Sequence[str]
+    ) -> dict[str, NativeStatus]:
+        try:
+            return match_ids(native_ids, parse_pbspro_json(text))
+        except ValueError:  # a document cut short: no evidence either way
+            return {}
 
     def _check_qstat(self, exit_status: int, stderr: str) -> None:
         # 153 is PBS's "unknown job id": some asked-about jobs are gone, the rest are listed.

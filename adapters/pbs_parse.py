@@ -168,18 +168,40 @@ def parse_torque_qstat(text: str) -> dict[str, NativeStatus]:
     return statuses
 
 
+def _pbspro_status(job_id: str, attrs: Mapping[str, object]) -> NativeStatus:
+    exit_status = _int_or_none(attrs.get("Exit_status", ""))
+    reason = str(attrs.get("comment") or "") or None
+    status = pbs_status(job_id, str(attrs.get("job_state", "")), exit_status, reason, "pbspro")
+    return _timed(status, attrs, "pbspro")
+
+
+def parse_pbspro_qstat(text: str) -> dict[str, NativeStatus]:
+    """PBS Pro / OpenPBS `qstat -f -w` (one attribute a line): `Job Id:` blocks like
+    Torque's, with PBS Pro's attribute names. Unlike `-F json`, this form lists every
+    job asked about by id (OpenPBS's JSON output keeps only the first)."""
+    return {job_id: _pbspro_status(job_id, a) for job_id, a in parse_qstat_blocks(text).items()}
+
+
 def parse_pbspro_json(text: str) -> dict[str, NativeStatus]:
-    if not text.strip():
-        return {}
+    """PBS Pro / OpenPBS `qstat -f -F json`: one document, or several printed one after
+    another (one `qstat` per id, since a multi-id JSON answer lists only the first id).
+    A document without `Jobs` (job history off, or no such job) knows no job."""
+    statuses: dict[str, NativeStatus] = {}
     # strict=False: PBS Pro prints raw control characters inside some values.
-    jobs = json.loads(text, strict=False).get("Jobs") or {}
-    statuses = {}
-    for job_id, attrs in jobs.items():
-        exit_status = _int_or_none(attrs.get("Exit_status", ""))
-        reason = attrs.get("comment") or None
-        status = pbs_status(job_id, str(attrs.get("job_state", "")), exit_status, reason, "pbspro")
-        statuses[job_id] = _timed(status, attrs, "pbspro")
+    decoder = json.JSONDecoder(strict=False)
+    at = 0
+    while (at := _skip_space(text, at)) < len(text):
+        doc, at = decoder.raw_decode(text, at)
+        jobs = doc.get("Jobs") if isinstance(doc, dict) else None
+        for job_id, attrs in (jobs or {}).items():
+            statuses[job_id] = _pbspro_status(job_id, attrs)
     return statuses
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at
 
 
 def short_id(native_id: str) -> str:

@@ -381,7 +381,9 @@ class SlurmAdapter(JobDirAdapter):
             return None
         return build_sacct_command(native_ids)
 
-    def parse_accounting(self, text: str, stderr: str) -> dict[str, NativeStatus]:
+    def parse_accounting(
+        self, text: str, stderr: str, native_ids: Sequence[str]
+    ) -> dict[str, NativeStatus]:
         if "accounting storage is disabled" in stderr or "slurmdbd" in stderr:
             self._sacct_off_until = time.monotonic() + 600.0  # ask again in a while, not per tick
         return parse_sacct(text)

@@ -26,9 +26,9 @@ from adapters.pbs_parse import (
     element_index,
     match_ids,
     parse_pbspro_json,
+    parse_pbspro_qstat,
     parse_qstat_blocks,
     parse_torque_qstat,
-    pbs_epoch,
     pbs_exit_code,
     pbs_status,
 )
@@ -130,38 +130,6 @@ def test_torque_tells_start_time_and_comp_time() -> None:
     assert found["4246.head.cluster.example"] == (None, None)
 
 
-def test_pbspro_tells_stime_and_obittime() -> None:
-    found = times(parse_pbspro_json(read("pbspro_qstat_f_json.json")))
-    assert found["5101.pbs01"] == (utc(2024, 3, 4, 10, 0, 2), utc(2024, 3, 4, 10, 10, 7))
-    assert found["5102.pbs01"] == (None, None)  # finished without times: the job dir tells
-    assert found["5106.pbs01"] == (utc(2024, 3, 4, 9, 30, 0), None)
-    assert found["5110[1].pbs01"] == (utc(2024, 3, 4, 10, 20, 0), utc(2024, 3, 4, 10, 20, 31))
-    array = match_ids(["5110[].pbs01"], parse_pbspro_json(read("pbspro_qstat_f_json.json")))
-    status = array["5110[].pbs01"]
-    assert [(e.index, e.started_at, e.ended_at) for e in status.elements] == [
-        (1, utc(2024, 3, 4, 10, 20, 0), utc(2024, 3, 4, 10, 20, 31)),
-        (2, utc(2024, 3, 4, 10, 20, 31), None),
-    ]
-    assert (status.started_at, status.ended_at) == (utc(2024, 3, 4, 10, 20, 0), None)
-
-
-@pytest.mark.parametrize(
-    "text,epoch",
-    [
-        ("Tue Dec  1 17:06:12 2026", utc(2026, 12, 1, 17, 6, 12)),
-        ("Mon Mar 4 10:00:02 2024", utc(2024, 3, 4, 10, 0, 2)),
-        ("1709546400", 1709546400.0),
-        (1709546400, 1709546400.0),  # PBS Pro JSON may hold numbers
-        ("", None),
-        ("Mon Mrz  4 10:00:02 2024", None),  # not qstat's English month names
-        ("Mon Feb 30 10:00:02 2024", None),
-        ("yesterday", None),
-    ],
-)
-def test_qstat_times_are_read_as_utc(text: object, epoch: float | None) -> None:
-    assert pbs_epoch(text) == epoch
-
-
 def test_qstat_blocks_keep_attributes_and_join_wrapped_values() -> None:
     blocks = parse_qstat_blocks(read("torque_qstat_f_server.txt"))
     job = blocks["4242.head.cluster.example"]
@@ -187,26 +155,6 @@ def test_torque_server_output_with_exit_status_and_arrays() -> None:
     assert statuses["4246.head.cluster.example"].reason.startswith("Not Running:")
 
 
-def test_pbspro_json_with_history_and_arrays() -> None:
-    statuses = parse_pbspro_json(read("pbspro_qstat_f_json.json"))
-    assert summary(statuses) == {
-        "5101.pbs01": (JobState.COMPLETED, "F", 0),
-        "5102.pbs01": (JobState.FAILED, "F", 3),
-        "5103.pbs01": (JobState.TIMEOUT, "F", -29),  # JOB_EXEC_KILL_WALLTIME
-        "5104.pbs01": (JobState.FAILED, "F", 143),
-        "5105.pbs01": (JobState.COMPLETED, "F", None),  # never ran: the job dir decides
-        "5106.pbs01": (JobState.RUNNING, "R", None),
-        "5107.pbs01": (JobState.QUEUED, "Q", None),
-        "5108.pbs01": (JobState.HELD, "H", None),
-        "5109.pbs01": (JobState.QUEUED, "W", None),
-        "5110[].pbs01": (JobState.RUNNING, "B", None),
-        "5110[1].pbs01": (JobState.COMPLETED, "X", 0),
-        "5110[2].pbs01": (JobState.RUNNING, "R", None),
-        "5111.pbs01": (JobState.SUSPENDED, "S", None),
-    }
-    assert "Insufficient amount of resource" in statuses["5107.pbs01"].reason
-
-
 def test_empty_pbspro_answer_means_no_job_known() -> None:
     assert parse_pbspro_json("") == {}
     assert parse_pbspro_json('{"timestamp":1,"pbs_version":"x","pbs_server":"s"}') == {}
@@ -227,9 +175,10 @@ def test_ids_match_whatever_server_suffix_qstat_prints() -> None:
 
 def test_status_commands_per_dialect_ask_for_utc_times() -> None:
     assert build_qstat_command(["1", "2"], "torque") == "TZ=UTC0 qstat -f 1 2"
-    assert build_qstat_command(["5110[].pbs01"], "pbspro") == (
-        "TZ=UTC0 qstat -f -F json -x -t '5110[].pbs01'"
-    )
+    pbspro = build_qstat_command(["5110[].pbs01", "5111.pbs01"], "pbspro")
+    # Text for several ids (JSON lists only the first); -x only where history is kept.
+    assert pbspro.endswith("; TZ=UTC0 qstat -f -w $h -t '5110[].pbs01' 5111.pbs01")
+    assert "qstat -Bf" in pbspro and "job_history_enable = True' && h=-x" in pbspro
     assert "TZ=UTC0 qstat -f $ids" in build_element_query()
 
 
@@ -250,11 +199,11 @@ def test_pbspro_answer_with_one_unknown_id_still_reports_the_others() -> None:
     pbs = adapter("pbspro")
     result = CommandResult(
         153,
-        read("pbspro_qstat_f_json.json").encode(),
+        read("openpbs_qstat_f_w_x_t_multi.txt").encode(),
         read("pbspro_qstat_unknown.stderr.txt").encode(),
     )
-    statuses = pbs.parse_status(result, ["5101.pbs01", "5199.pbs01"])
-    assert list(statuses) == ["5101.pbs01"]
+    statuses = pbs.parse_status(result, ["4.pbshost", "5199.pbs01", "11.pbshost"])
+    assert list(statuses) == ["4.pbshost", "11.pbshost"]
 
 
 def test_dialect_is_checked() -> None:
@@ -284,13 +233,12 @@ def test_qdel_of_a_finished_job_is_not_an_error(stdout: str, stderr: str, gone: 
 
 
 def test_an_array_and_the_elements_qstat_lists_beside_it_are_one_status() -> None:
-    reported = parse_pbspro_json(read("pbspro_qstat_f_json.json"))
-    status = match_ids(["5110[].pbs01"], reported)["5110[].pbs01"]
+    reported = parse_pbspro_json(read("openpbs_array_job.qstat_f_F_json.json"))
+    status = match_ids(["10[].pbshost"], reported)["10[].pbshost"]
     assert [(e.index, e.native_id, e.state, e.exit_code) for e in status.elements] == [
-        (1, "5110[1].pbs01", JobState.COMPLETED, 0),
-        (2, "5110[2].pbs01", JobState.RUNNING, None),
+        (i, f"10[{i}].pbshost", JobState.COMPLETED, 0) for i in range(4)
     ]
-    assert status.state is JobState.RUNNING
+    assert status.state is JobState.COMPLETED
     torque = match_ids(["4250[].head"], parse_torque_qstat(read("torque_qstat_f_server.txt")))
     assert [e.index for e in torque["4250[].head"].elements] == [1, 2]
 
@@ -394,3 +342,92 @@ def test_torque_and_pbspro_refusals_name_the_field(case: dict) -> None:
     job = JobRequest(gateway_id=GID, name="r", command="true")
     said, field = qsub_rejection(CommandResult(1, b"", case["stderr"].encode()), job)
     assert (said, field) == (case["stderr"].strip(), PBS_WRITTEN_FIELDS[case["case"]])
+
+
+# ------------------------------------------------ real OpenPBS 23.06 output (fixtures README)
+
+OPENPBS_JOBS = {  # what the server said of each job: state letter, Exit_status, times (UTC)
+    "4.pbshost": (JobState.COMPLETED, "F", 0, (6, 20, 26), (6, 20, 32)),
+    "10[].pbshost": (JobState.COMPLETED, "F", 0, (6, 22, 20), (6, 22, 25)),
+    "10[0].pbshost": (JobState.COMPLETED, "F", 0, (6, 22, 20), (6, 22, 23)),
+    "10[1].pbshost": (JobState.COMPLETED, "F", 0, (6, 22, 20), (6, 22, 23)),
+    "10[2].pbshost": (JobState.COMPLETED, "F", 0, (6, 22, 23), (6, 22, 25)),
+    "10[3].pbshost": (JobState.COMPLETED, "F", 0, (6, 22, 23), (6, 22, 25)),
+    "11.pbshost": (JobState.TIMEOUT, "F", -29, (6, 22, 35), (6, 23, 36)),
+}
+
+
+def openpbs_summary(statuses: dict) -> dict:
+    def hms(t: float | None) -> tuple[int, int, int] | None:
+        return None if t is None else (int(t) // 3600 % 24, int(t) // 60 % 60, int(t) % 60)
+
+    return {
+        k: (s.state, s.native_state, s.exit_code, hms(s.started_at), hms(s.ended_at))
+        for k, s in statuses.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "name,ids",
+    [
+        ("openpbs_finished_job.qstat_f_F_json.json", ["4.pbshost"]),
+        ("openpbs_array_job.qstat_f_F_json.json", [f"10[{i}].pbshost" for i in ("", 0, 1, 2, 3)]),
+        ("openpbs_walltime_exceeded.qstat_f_F_json.json", ["11.pbshost"]),
+    ],
+)
+def test_real_openpbs_json_of_one_id(name: str, ids: list[str]) -> None:
+    found = openpbs_summary(parse_pbspro_json(read(name)))
+    assert found == {i: OPENPBS_JOBS[i] for i in ids}
+
+
+def test_real_openpbs_walltime_kill_says_so() -> None:
+    (status,) = parse_pbspro_json(read("openpbs_walltime_exceeded.qstat_f_F_json.json")).values()
+    assert status.reason == "walltime exceeded (JOB_EXEC_KILL_WALLTIME)"
+
+
+def test_real_openpbs_answer_with_history_off_knows_no_job() -> None:
+    # `qstat -x` with job_history_enable unset: a document without `Jobs`, exit 0.
+    assert parse_pbspro_json(read("openpbs_history_off_or_missing.qstat_f_F_json.json")) == {}
+
+
+def test_one_json_document_per_id_printed_one_after_another_are_all_read() -> None:
+    # The per-id re-query prints one document per qstat run, a history-off one included.
+    names = [
+        "openpbs_finished_job.qstat_f_F_json.json",
+        "openpbs_history_off_or_missing.qstat_f_F_json.json",
+        "openpbs_walltime_exceeded.qstat_f_F_json.json",
+    ]
+    found = parse_pbspro_json("".join(read(n) for n in names))
+    assert set(found) == {"4.pbshost", "11.pbshost"}
+
+
+def test_multi_id_text_answer_lists_every_job_as_the_json_of_each_does() -> None:
+    text = read("openpbs_qstat_f_w_x_t_multi.txt")
+    assert openpbs_summary(parse_pbspro_qstat(text)) == OPENPBS_JOBS
+    one_by_one = {}
+    for name in (
+        "openpbs_finished_job.qstat_f_F_json.json",
+        "openpbs_array_job.qstat_f_F_json.json",
+        "openpbs_walltime_exceeded.qstat_f_F_json.json",
+    ):
+        one_by_one.update(parse_pbspro_json(read(name)))
+    assert parse_pbspro_qstat(text) == one_by_one
+
+
+def test_multi_id_text_answer_makes_an_array_of_its_elements() -> None:
+    statuses = PbsAdapter.parse_status(
+        adapter("pbspro"),
+        CommandResult(0, read("openpbs_qstat_f_w_x_t_multi.txt").encode(), b""),
+        ["4.pbshost", "10[].pbshost", "11.pbshost"],
+    )
+    assert [e.index for e in statuses["10[].pbshost"].elements] == [0, 1, 2, 3]
+    assert (statuses["4.pbshost"].state, statuses["11.pbshost"].state) == (
+        JobState.COMPLETED,
+        JobState.TIMEOUT,
+    )
+
+
+def test_a_json_answer_cut_short_is_no_evidence() -> None:
+    text = read("openpbs_finished_job.qstat_f_F_json.json")
+    assert adapter("pbspro").parse_accounting(text[: len(text) // 2], "", ["4.pbshost"]) == {}
+    assert set(adapter("pbspro").parse_accounting(text, "", ["4.pbshost"])) == {"4.pbshost"}
