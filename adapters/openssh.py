@@ -2,7 +2,8 @@
 
 A single paramiko stream moves a fraction of what OpenSSH does on the same
 link (its ciphers and windows run in Python), so large copies are piped
-through `ssh <center> 'dd if=...'` or `'dd of=...'` (GNU dd) instead. Nothing of the
+through `ssh <center> 'dd if=...'` or `'dd of=...'` (GNU dd) instead, run under
+/bin/sh with framed answers like every remote command (`adapters.framing`). Nothing of the
 user's configuration is read (`-F /dev/null`); the host key must be one pinned
 in the center config (a known_hosts file written here, `StrictHostKeyChecking
 yes`); the login's private key is handed to a private `ssh-agent` on stdin and
@@ -22,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from adapters import framing
 from adapters.base import AuthenticationFailed, CenterUnavailable, CommandFailed, HostKeyRejected
 from adapters.jobdir import quote
 from adapters.ssh import HOST_KEY_ALGORITHMS, SSHTarget, parse_pinned_key
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 KEY_LIFETIME = 600  # seconds a key stays in the agent
 _READ = 1 << 20
-_STDERR_LIMIT = 4096
+_STDERR_LIMIT = 1 << 16
 
 
 def available() -> bool:
@@ -179,39 +181,79 @@ class OpenSSH:
     async def read(
         self, target: SSHTarget, path: str, offset: int, length: int
     ) -> AsyncIterator[bytes]:
-        """`length` bytes of `path` from `offset`, as they arrive."""
+        """Exactly `length` bytes of `path` from `offset`, as they arrive, or an error.
+
+        The answer is framed (`adapters.framing`): what the login's startup files print
+        is set aside, and the last bytes are held back until the end mark shows that dd
+        ended well and exactly `length` bytes came: a reader never gets all the bytes
+        it expects unless they are the file's."""
         # One process reading in 1 MiB blocks (GNU dd's byte-counted skip and count).
         command = (
-            f"exec dd if={quote(path)} bs=1M skip={offset} count={length} "
+            f"dd if={quote(path)} bs=1M skip={offset} count={length} "
             "iflag=skip_bytes,count_bytes status=none"
         )
-        proc, stdout, pipe = await self._start_reading(target, command)
+        mark = framing.new_mark()
+        proc, stdout, pipe = await self._start_reading(
+            target, framing.wrap(command, mark, stdin=False)
+        )
+        unframer = framing.StreamUnframer(mark)
         got = 0
+        held = b""  # the body's last bytes, given out once the end is verified
+
+        def take(body: bytes) -> bytes:
+            nonlocal got, held
+            got += len(body)
+            if got > length:
+                raise self._wrong_length(target, path, f"more than the {length} bytes asked")
+            held += body
+            # Everything but the last byte may go: the reader cannot take it for complete.
+            out, held = held[: max(0, len(held) - 1)], held[max(0, len(held) - 1) :]
+            return out
+
         try:
             while True:
                 block = await stdout.read(_READ)
                 if not block:
                     break
-                got += len(block)
-                yield block
-            await self._finish(target, proc, "read")
-            if got < length:
-                raise CenterUnavailable(
-                    f"center {target.center_id}: {path}: the file ended after {got} of "
-                    f"{length} bytes",
-                    center=target.center_id,
-                )
+                try:
+                    body = unframer.feed(block)
+                except ValueError:
+                    break  # no start mark in the first MiB: judged below
+                if body and (out := take(body)):
+                    yield out
+            rest = unframer.finish()
+            if rest and (out := take(rest)):
+                yield out
+            await self._finish(target, proc, "read", mark, unframer)
+            if got != length:
+                raise self._wrong_length(target, path, f"{got} of {length} bytes")
+            if held:
+                yield held
         finally:
             pipe.close()
             await _stop(proc)
 
+    @staticmethod
+    def _wrong_length(target: SSHTarget, path: str, what: str) -> CenterUnavailable:
+        return CenterUnavailable(
+            f"center {target.center_id}: {path}: the copy from the center gave {what}; "
+            "nothing of it is to be trusted",
+            center=target.center_id,
+        )
+
     async def write(
         self, target: SSHTarget, path: str, offset: int, chunks: AsyncIterator[bytes]
     ) -> int:
-        """Cut `path` at `offset` and write the chunks from there; bytes written."""
-        # dd without conv=notrunc cuts the file at the seek point, then writes.
-        command = f"exec dd of={quote(path)} bs=1M seek={offset} oflag=seek_bytes status=none"
-        proc, stdin = await self._start_writing(target, command)
+        """Cut `path` at `offset` and write the chunks from there; bytes written. The
+        file's size at the center afterwards must be `offset` + the bytes sent."""
+        # dd without conv=notrunc cuts the file at the seek point, then writes; the size
+        # it leaves is told back (wc -c of a regular file is a stat, not a read).
+        command = (
+            f"dd of={quote(path)} bs=1M seek={offset} oflag=seek_bytes status=none && "
+            f"wc -c < {quote(path)}"
+        )
+        mark = framing.new_mark()
+        proc, stdin = await self._start_writing(target, framing.wrap(command, mark, stdin=True))
         written = 0
         try:
             async for chunk in chunks:
@@ -219,9 +261,9 @@ class OpenSSH:
                 await stdin.drain()
                 written += len(chunk)
             stdin.close()
-            await self._finish(target, proc, "write")
+            said = await self._finish(target, proc, "write", mark)
         except (BrokenPipeError, ConnectionResetError):
-            await self._finish(target, proc, "write")
+            await self._finish(target, proc, "write", mark)
             raise CenterUnavailable(
                 f"center {target.center_id}: {path}: the copy stopped after {written} bytes",
                 center=target.center_id,
@@ -229,6 +271,13 @@ class OpenSSH:
         finally:
             stdin.close()
             await _stop(proc)
+        size = said.strip()
+        if not size.isdigit() or int(size) != offset + written:
+            raise CenterUnavailable(
+                f"center {target.center_id}: {path}: {offset + written} bytes were to be "
+                f"there after the copy, the center has {size.decode(errors='replace')[:20]!r}",
+                center=target.center_id,
+            )
         return written
 
     async def _spawn(
@@ -242,7 +291,7 @@ class OpenSSH:
             return await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=devnull if reading else theirs,
-                stdout=theirs if reading else devnull,
+                stdout=theirs if reading else asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=_base_env(),
             )
@@ -279,13 +328,24 @@ class OpenSSH:
         transport.set_write_buffer_limits(high=_READ)
         return proc, asyncio.StreamWriter(transport, protocol, None, loop)
 
-    async def _finish(self, target: SSHTarget, proc: asyncio.subprocess.Process, what: str) -> None:
+    async def _finish(
+        self,
+        target: SSHTarget,
+        proc: asyncio.subprocess.Process,
+        what: str,
+        mark: bytes,
+        unframer: framing.StreamUnframer | None = None,
+    ) -> bytes:
+        """Wait for `ssh` to end and judge its framed answer: the body of its stdout (of
+        a writer; a reader's went through `unframer`), or an error."""
         assert proc.stderr is not None
-        err = (await proc.stderr.read(_STDERR_LIMIT)).decode(errors="replace").strip()
+        reading = [_read_to_end(proc.stderr)]
+        if unframer is None and proc.stdout is not None:
+            reading.append(_read_to_end(proc.stdout))
+        raw_err, out = [*await asyncio.gather(*reading), b""][:2]
         code = await proc.wait()
-        if code == 0:
-            return
         cid = target.center_id
+        err = raw_err.decode(errors="replace").strip()
         if code == 255 and "Host key verification failed" in err:
             raise HostKeyRejected(
                 f"center {cid}: host key is not pinned in the center config; refusing to connect",
@@ -297,15 +357,44 @@ class OpenSSH:
                 f"{target.credential.label}",
                 center=cid,
             )
-        if code == 255:
-            raise CenterUnavailable(f"center {cid}: ssh failed: {err[:300]}", center=cid)
+        if unframer is not None:
+            started, status, noise = unframer.started, unframer.exit_status, unframer.noise
+            body = b""
+        else:
+            parts = framing.split_stdout(out, mark)
+            started = parts is not None
+            status = parts[2] if parts is not None else None
+            body = parts[1] if parts is not None else b""
+            noise = out
+        if not started:
+            if code == 255:
+                raise CenterUnavailable(f"center {cid}: ssh failed: {err[:300]}", center=cid)
+            raise framing.broken(cid, target.login, noise, raw_err, f"ssh exit {code}")
+        if status is None:
+            raise CenterUnavailable(
+                f"center {cid}: the {what} was cut off before its end (ssh exit {code}): "
+                f"{err[:300]}; its outcome is unknown",
+                center=cid,
+            )
+        if status == 0:
+            return body
+        said = framing.split_stderr(raw_err, mark)[1].decode(errors="replace").strip()
         raise CommandFailed(
-            f"center {cid}: {what} failed (exit {code}): {err[:300]}",
+            f"center {cid}: {what} failed (exit {status}): {said[:300]}",
             command=what,
-            exit_status=code,
-            stderr=err,
+            exit_status=status,
+            stderr=said,
             center=cid,
         )
+
+
+async def _read_to_end(stream: asyncio.StreamReader) -> bytes:
+    """A stream to its end, keeping its first `_STDERR_LIMIT` bytes."""
+    kept = b""
+    while block := await stream.read(_READ):
+        if len(kept) < _STDERR_LIMIT:
+            kept += block[: _STDERR_LIMIT - len(kept)]
+    return kept
 
 
 def _wide_pipe(reading: bool = True) -> tuple[int, int]:

@@ -2,7 +2,10 @@
 metadata and small copies, OpenSSH (`adapters.openssh`) for large ones.
 
 Checksums and recursive removal run as commands at the center (`sha256sum`,
-`rm -rf`) on paths that are already confined and quoted once.
+`rm -rf`) on paths that are already confined and quoted once; like every remote
+command they run under /bin/sh with framed answers (`adapters.framing`), so a
+login's chatty startup files change nothing. Reads give exactly the bytes asked
+for or an error.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import AsyncIterator
 
 import paramiko
 
-from adapters.base import CommandFailed
+from adapters.base import CenterUnavailable, CommandFailed
 from adapters.files import PIECE, FileEntry, entry_type
 from adapters.jobdir import quote
 from adapters.openssh import OpenSSH
@@ -156,8 +159,13 @@ class SFTPFS:
             block = await self.connection.sftp(
                 lambda s, o=offset, n=want: _read_piece(s, path, o, n)
             )
-            if not block:
-                break
+            if not block or len(block) > want:
+                # Fewer bytes than the size the caller was told: an error, never a short file.
+                raise CenterUnavailable(
+                    f"center {self.target.center_id}: {path}: the file gave "
+                    f"{length - (end - offset) + len(block)} of {length} bytes",
+                    center=self.target.center_id,
+                )
             offset += len(block)
             yield block
 

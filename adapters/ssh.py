@@ -29,6 +29,7 @@ from typing import TypeVar
 
 import paramiko
 
+from adapters import framing
 from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
 from adapters.context import REQUEST_ID
 from adapters.sshkeys import Credential
@@ -145,6 +146,10 @@ class SSHConnection:
         self._sessions = asyncio.Semaphore(target.max_sessions)
         self._count_lock = threading.Lock()
         self._home: str | None = None
+        #: What this login's startup files print around every command (an excerpt), if any.
+        self.login_noise: str | None = None
+        #: Why SFTP runs through /bin/sh instead of the sftp subsystem, once it must.
+        self.sftp_via_shell: str | None = None
 
     # ------------------------------------------------------------ public
     async def run(
@@ -154,7 +159,8 @@ class SSHConnection:
         stdin: bytes | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - enforced in the worker thread
     ) -> CommandResult:
-        """Run `command` through the login shell; never re-run one that may have run."""
+        """Run `command` (sh syntax) under /bin/sh, whatever the login shell and its startup
+        files print (`adapters.framing`); never re-run one that may have run."""
         limit = self.target.command_timeout if timeout is None else timeout
         started = time.monotonic()
         result: CommandResult | None = None
@@ -478,12 +484,11 @@ class SSHConnection:
         self, transport: paramiko.Transport, command: str, stdin: bytes | None, limit: float
     ) -> CommandResult:
         deadline = time.monotonic() + limit
-        if stdin is None:
-            # No EOF is sent after a command starts: paramiko may put it on the wire after
-            # its reply to the server's close of a quick command, and sshd drops the whole
-            # connection for an EOF on a freed channel. The shell gives stdin EOF instead.
-            command = f"exec </dev/null; {command}"
-        chan = self._start(transport, command)
+        mark = framing.new_mark()
+        # Without stdin the command reads /dev/null: no EOF is sent after a command starts,
+        # as paramiko may put it on the wire after its reply to the server's close of a
+        # quick command, and sshd drops the whole connection for an EOF on a freed channel.
+        chan = self._start(transport, framing.wrap(command, mark, stdin=stdin is not None))
         try:
             chan.settimeout(limit)
             try:
@@ -502,9 +507,41 @@ class SSHConnection:
             if not transport.is_active() and chan.exit_status == -1:
                 self._forget(transport)
                 raise self._unavailable("connection lost while a command ran; outcome unknown")
-            return CommandResult(chan.exit_status, stdout, stderr)
+            return self._unframed(command, mark, chan.exit_status, stdout, stderr)
         finally:
             chan.close()
+
+    def _unframed(
+        self, command: str, mark: bytes, exit_status: int, stdout: bytes, stderr: bytes
+    ) -> CommandResult:
+        """The command's own answer, cut out of what the login session printed."""
+        t = self.target
+        framed = framing.unframe(stdout, stderr, mark)
+        if framed is None:
+            why = f"the session ended with exit {exit_status} before it started"
+            raise framing.broken(t.center_id, t.login, stdout, stderr, why)
+        if framed.noise:
+            self._noticed(framed.noise)
+        if framed.exit_status is None:
+            raise self._unavailable(
+                f"{_head(command, 60)}: the answer was cut off before its end (session exit "
+                f"{exit_status}); the command's outcome is unknown"
+            )
+        return CommandResult(framed.exit_status, framed.stdout, framed.stderr)
+
+    def _noticed(self, noise: bytes) -> None:
+        """What the login environment prints around every answer: told once per login."""
+        said = framing.excerpt(noise.strip())
+        if said and said != self.login_noise:
+            self.login_noise = said
+            log.info(
+                "center %s: the login environment of %s prints %r around every command; "
+                "it is set aside",
+                self.target.center_id,
+                self.target.login,
+                said,
+                extra={"center": self.target.center_id, "login": self.target.login},
+            )
 
     @staticmethod
     def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
@@ -534,14 +571,7 @@ class SSHConnection:
     def _with_sftp(
         self, transport: paramiko.Transport, fn: Callable[[paramiko.SFTPClient], T]
     ) -> T:
-        chan = self._open_channel(transport, _SFTP_WINDOW)
-        try:
-            chan.settimeout(self.target.command_timeout)
-            chan.invoke_subsystem("sftp")
-            client = paramiko.SFTPClient(chan)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            chan.close()
-            raise self._unavailable(f"SFTP subsystem failed to start: {exc}") from None
+        client = self._sftp_client(transport)
         try:
             return fn(client)
         except TimeoutError:
@@ -557,6 +587,87 @@ class SSHConnection:
             raise self._unavailable(f"connection lost during SFTP: {exc}") from None
         finally:
             client.close()
+
+    def _sftp_client(self, transport: paramiko.Transport) -> paramiko.SFTPClient:
+        """An SFTP session: the sftp subsystem; or, once a login's startup files turn out
+        to print into it, the sftp-server started by /bin/sh behind a start mark."""
+        if self.sftp_via_shell is None:
+            chan = self._open_channel(transport, _SFTP_WINDOW)
+            try:
+                chan.settimeout(self.target.command_timeout)
+                chan.invoke_subsystem("sftp")
+                return paramiko.SFTPClient(chan)
+            except paramiko.sftp.SFTPError as exc:
+                # sshd starts an external sftp-server through the login shell: what a
+                # startup file prints on stdout lands in the SFTP stream ("Garbage packet").
+                printed = _drain(chan)
+                chan.close()
+                self.sftp_via_shell = framing.excerpt(printed) or str(exc)
+                log.warning(
+                    "center %s: the login environment of %s prints into the SFTP session "
+                    "(%r); SFTP runs through /bin/sh from now on",
+                    self.target.center_id,
+                    self.target.login,
+                    self.sftp_via_shell,
+                    extra={"center": self.target.center_id, "login": self.target.login},
+                )
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                chan.close()
+                raise self._unavailable(f"SFTP subsystem failed to start: {exc}") from None
+        return self._sftp_through_shell(transport)
+
+    def _sftp_through_shell(self, transport: paramiko.Transport) -> paramiko.SFTPClient:
+        mark = framing.new_mark()
+        chan = self._start(transport, framing.wrap_sftp_server(mark))
+        try:
+            chan.settimeout(self.target.connect_timeout)
+            # sftp-server says nothing before the client's INIT: the start mark is the
+            # last byte before the protocol, so everything up to it can be read and dropped.
+            seen = b""
+            while not seen.endswith(mark + b"\n"):
+                piece = chan.recv(_READ_SIZE)
+                if not piece:
+                    err = _drain(chan, stderr=True)
+                    why = f"the session ended (exit {chan.exit_status}) before an sftp-server ran"
+                    raise framing.broken(self.target.center_id, self.target.login, seen, err, why)
+                seen += piece
+                if len(seen) > framing.MAX_PREAMBLE:
+                    raise framing.broken(
+                        self.target.center_id, self.target.login, seen, b"", "no start mark"
+                    )
+            preamble = framing.excerpt(seen[: -len(mark) - 1].strip())
+            if preamble:  # the whole of it; the subsystem's failure showed it less its head
+                self.sftp_via_shell = preamble
+            chan.settimeout(self.target.command_timeout)
+            return paramiko.SFTPClient(chan)
+        except TimeoutError:
+            chan.close()
+            raise self._unavailable("SFTP through /bin/sh did not start in time") from None
+        except (paramiko.SSHException, paramiko.sftp.SFTPError, EOFError, OSError) as exc:
+            chan.close()
+            raise self._unavailable(
+                f"SFTP failed to start (the login environment prints "
+                f"{self.sftp_via_shell!r} into the sftp subsystem): {exc}"
+            ) from None
+        except BaseException:
+            chan.close()
+            raise
+
+
+def _drain(chan: paramiko.Channel, stderr: bool = False, wait: float = 0.2) -> bytes:
+    """What a channel has to say within `wait` seconds (for an error message)."""
+    got = b""
+    end = time.monotonic() + wait
+    ready = chan.recv_stderr_ready if stderr else chan.recv_ready
+    recv = chan.recv_stderr if stderr else chan.recv
+    while time.monotonic() < end and len(got) < 4096:
+        if ready():
+            got += recv(4096)
+        elif chan.closed or chan.eof_received:
+            break
+        else:
+            time.sleep(0.01)  # a worker thread, never the event loop
+    return got
 
 
 class SSHPool:
