@@ -5,8 +5,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque chromium wrk
-SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/bin/chromium /usr/bin/wrk
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server chromium wrk
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/bin/chromium /usr/bin/wrk
 
 .PHONY: install demo test bench system-deps testbed-up testbed-down testbed-status lint schema
 
@@ -21,7 +21,8 @@ install: $(BIN)/hpcfed
 demo: install
 	BIN=$(BIN) bash examples/demo.sh
 
-# Debian packages for the testbed's real Slurm, PBS-dialect commands, munge and sshd,
+# Debian packages for the testbed's real Slurm, PBS-dialect commands, munge, sshd, and
+# slurmdbd on MariaDB (the accounting center),
 # Chromium for the dashboard's browser test, and wrk for the benchmarks' load.
 system-deps:
 	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing=1; done; \

@@ -21,7 +21,6 @@ from tests.testbed import Testbed, TestbedError, TestbedUnavailable
 pytestmark = pytest.mark.integration
 
 JOB_TIMEOUT = 30.0
-DAEMONS = ("slurmctld", "slurmd", "sshd")
 T = TypeVar("T")
 
 
@@ -91,7 +90,12 @@ def wait_job_done(tb: Testbed, cid: str, job_id: str) -> str:
 
 
 def test_up_twice_is_harmless(testbed: Testbed) -> None:
-    pids = {(c, d): testbed.daemon_pid(c, d) for c in testbed.center_ids for d in DAEMONS}
+    pids = {
+        (c, d): testbed.daemon_pid(c, d)
+        for c in testbed.center_ids
+        for d in testbed.center(c).daemons
+    }
+    assert ("centerd", "mariadbd") in pids and ("centerd", "slurmdbd") in pids
     started = time.monotonic()
     testbed.up()
     assert time.monotonic() - started < 10, "a warm up should only check, not restart"
@@ -184,7 +188,7 @@ def test_gateway_files_validate_against_the_models(testbed: Testbed) -> None:
         config.id: config
         for config in (CenterConfig.model_validate(yaml.safe_load(p.read_text())) for p in files)
     }
-    assert set(centers) == {"centera", "centerb", "centerc", "local"}
+    assert set(centers) == {"centera", "centerb", "centerc", "centerd", "local"}
     vault = Vault.open(gateway.vault, Path)
     assert centers["local"].type == "local"
     known_hosts = testbed.known_hosts.read_text().splitlines()
@@ -194,11 +198,81 @@ def test_gateway_files_validate_against_the_models(testbed: Testbed) -> None:
         assert config.ssh is not None
         assert (config.ssh.host, config.ssh.port) == ("127.0.0.1", info.ssh_port)
         assert config.ssh.login == "alice"
-        assert {u: i.login for u, i in config.users.items()} == {"alice": "alice", "bob": "bob"}
-        for user in ("alice", "bob"):
+        assert {u: i.login for u, i in config.users.items()} == {u: u for u in info.logins}
+        for user in info.logins:
             stored = vault.get(ssh_key_name(cid, user))
             assert stored == testbed.user_key(user).read_bytes()
         assert config.ssh.host_keys == [testbed.host_key(cid)]
         assert config.scheduler.work_root == "~/.hpcfed"
         assert f"[127.0.0.1]:{info.ssh_port} {testbed.host_key(cid)}" in known_hosts
     assert centers["centerc"].scheduler.pbs_dialect == "torque"
+
+
+def sacctmgr(tb: Testbed, *args: str) -> str:
+    proc = subprocess.run(
+        ["sacctmgr", "-nP", *args],
+        env=tb.scheduler_env("centerd"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return proc.stdout
+
+
+def test_accounting_center_enforces_its_associations(testbed: Testbed) -> None:
+    center = testbed.center("centerd")
+    assert center.accounting and center.unassociated == ("dora",)
+    conf = center.slurm_conf.read_text()
+    assert "AccountingStorageEnforce=associations,limits,qos" in conf
+    assert "JobAcctGatherType=jobacct_gather/linux" in conf
+    dbd_conf = center.slurm_conf.with_name("slurmdbd.conf")
+    mode = dbd_conf.stat()
+    assert (mode.st_mode & 0o777, mode.st_uid) == (0o600, 0)
+    assocs = sacctmgr(testbed, "show", "assoc", "format=Cluster,Account,User,GrpTRES")
+    rows = {tuple(line.split("|")) for line in assocs.splitlines()}
+    assert ("centerd", "physics", "", "cpu=2") in rows
+    assert ("centerd", "physics", "alice", "") in rows
+    assert ("centerd", "chemistry", "bob", "") in rows
+    assert not [r for r in rows if r[2] == "dora"]
+    qos = sacctmgr(testbed, "show", "qos", "format=Name,MaxWall,Flags")
+    assert "short|00:10:00|DenyOnLimit" in qos.splitlines()
+    # The login exists and logs in, but sbatch refuses every job of hers.
+    assert ssh(testbed, "centerd", "whoami", user="dora").strip() == "dora"
+    refused = subprocess.run(
+        testbed.ssh_command("centerd", "sbatch --parsable --wrap true", user="dora"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1 and "Invalid account" in refused.stderr
+    job_id = ssh(testbed, "centerd", "sbatch --parsable --wrap 'exit 3'").strip()
+    assert wait_job_done(testbed, "centerd", job_id) == "FAILED"
+    record = wait_for(lambda: sacct_line(testbed, job_id), JOB_TIMEOUT, f"sacct to list {job_id}")
+    assert record == f"{job_id}|FAILED|3:0|physics"
+
+
+def sacct_line(tb: Testbed, job_id: str) -> str:
+    proc = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "--format=JobID,State,ExitCode,Account"],
+        env=tb.scheduler_env("centerd"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return proc.stdout.strip()
+
+
+def test_up_restores_a_killed_slurmdbd_and_keeps_the_associations(testbed: Testbed) -> None:
+    pid = testbed.daemon_pid("centerd", "slurmdbd")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not testbed.status()["centerd"]["slurmdbd"], 10, "slurmdbd to die")
+    assert not testbed.is_up()
+
+    testbed.up()
+
+    assert testbed.daemon_pid("centerd", "slurmdbd") not in (None, pid)
+    assert "physics|alice" in sacctmgr(testbed, "show", "assoc", "format=Account,User")

@@ -1,13 +1,15 @@
-"""The hpcfed testbed: three real HPC centers on loopback, for integration tests.
+"""The hpcfed testbed: four real HPC centers on loopback, for integration tests.
 
 - ``centera``: Slurm, CPU partitions ``debug`` (default) and ``long``;
 - ``centerb``: Slurm with four (fake) ``a100`` GPUs as GRES;
 - ``centerc``: the PBS dialect, i.e. a Slurm cluster driven through Slurm's
-  Torque-compatible ``qsub``/``qstat``/``qdel``.
+  Torque-compatible ``qsub``/``qstat``/``qdel``;
+- ``centerd``: Slurm with accounting (slurmdbd on its own MariaDB) and enforced
+  associations, limits and QoS; the login ``dora`` has no association there.
 
 Each center is its own slurmctld + slurmd (own ClusterName, ports, state) and its own
 sshd on 127.0.0.1 with a pinned host key; ``SetEnv SLURM_CONF=...`` in that sshd makes every
-command run through it reach that center's cluster. One munged serves all three. Job users
+command run through it reach that center's cluster. One munged serves all four. Job users
 ``alice`` and ``bob`` log in with keys from ``<base>/keys``.
 
 Run by hand from the repository root::

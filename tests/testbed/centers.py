@@ -1,4 +1,4 @@
-"""The three centers of the testbed: fixed ids, ports, node names and shapes.
+"""The four centers of the testbed: fixed ids, ports, node names and shapes.
 
 Other code (fixtures, benchmarks, docs) relies on these values; change them only together.
 """
@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Literal
 
 DAEMONS: tuple[str, ...] = ("slurmctld", "slurmd", "sshd")
+#: The accounting center's own daemons, started before its slurmctld.
+ACCOUNTING_DAEMONS: tuple[str, ...] = ("mariadbd", "slurmdbd")
 USERS: tuple[str, ...] = ("alice", "bob")
 #: The SSH login the gateway's center files use.
 GATEWAY_LOGIN = "alice"
+#: A login of the accounting center only, with no association there.
+NO_ASSOCIATION_USER = "dora"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,26 @@ class CenterInfo:
     name: str
     region: str
     min_job_age: int  # seconds a finished job stays visible to squeue/scontrol
+    #: slurmdbd's and MariaDB's loopback ports; None: the center has no accounting.
+    dbd_port: int | None = None
+    db_port: int | None = None
+    #: Logins that exist at this center (user, key, sshd) but have no association in
+    #: its accounting: what a center does to a user it never granted an account.
+    unassociated: tuple[str, ...] = ()
+
+    @property
+    def accounting(self) -> bool:
+        return self.dbd_port is not None
+
+    @property
+    def daemons(self) -> tuple[str, ...]:
+        """Every daemon of the center, in start order."""
+        return (ACCOUNTING_DAEMONS if self.accounting else ()) + DAEMONS
+
+    @property
+    def logins(self) -> tuple[str, ...]:
+        """The Unix users that may log in here."""
+        return USERS + self.unassociated
 
     @property
     def host_key_file(self) -> Path:
@@ -73,6 +97,9 @@ class _Shape:
     # centerb forgets finished jobs fast, as centers that purge aggressively do:
     # the gateway must still learn their final state (from the job directory).
     min_job_age: int = 300
+    dbd_port: int | None = None
+    db_port: int | None = None
+    unassociated: tuple[str, ...] = ()
 
 
 # CPUs are declared beyond the machine's cores (slurmd accepts that with
@@ -122,9 +149,41 @@ _SHAPES: dict[str, _Shape] = {
         name="Center C (PBS, Torque dialect)",
         region="east",
     ),
+    # Slurm with slurmdbd on MariaDB and enforced associations, limits and QoS
+    # (tests/testbed/accounting.py holds its accounts). 4 CPUs: more than the
+    # `physics` account's GrpTRES=cpu=2, so a job can fit the node but not the account.
+    "centerd": _Shape(
+        kind="slurm",
+        ssh_port=22204,
+        slurmctld_port=16847,
+        slurmd_port=16848,
+        node="noded",
+        partitions=("normal",),
+        cpus=4,
+        memory_mib=8192,
+        gpus=0,
+        gpu_type=None,
+        name="Center D (Slurm with accounting)",
+        region="west",
+        # Finished jobs leave squeue fast: sacct is then the scheduler's final record.
+        min_job_age=2,
+        dbd_port=16849,
+        db_port=16850,
+        unassociated=(NO_ASSOCIATION_USER,),
+    ),
 }
 
 CENTER_IDS: tuple[str, ...] = tuple(_SHAPES)
+#: The centers without accounting, all alike in how they treat users (benchmarks and
+#: tests that compare "every center" use these).
+PLAIN_CENTER_IDS: tuple[str, ...] = tuple(c for c, s in _SHAPES.items() if s.dbd_port is None)
+ACCOUNTING_CENTER_IDS: tuple[str, ...] = tuple(
+    c for c, s in _SHAPES.items() if s.dbd_port is not None
+)
+#: Every Unix user the testbed creates.
+ALL_LOGINS: tuple[str, ...] = USERS + tuple(
+    sorted({u for s in _SHAPES.values() for u in s.unassociated})
+)
 
 
 def make_centers(base: Path) -> dict[str, CenterInfo]:
@@ -148,5 +207,8 @@ def make_centers(base: Path) -> dict[str, CenterInfo]:
             name=shape.name,
             region=shape.region,
             min_job_age=shape.min_job_age,
+            dbd_port=shape.dbd_port,
+            db_port=shape.db_port,
+            unassociated=shape.unassociated,
         )
     return centers

@@ -2,7 +2,8 @@
 each job user's SSH key, and known_hosts.
 
 Every center maps the federation users alice and bob to the Unix users of the
-same names; a test that wants other names maps them in a center config of its own.
+same names; the accounting center also maps dora, whose login there has no
+association. A test that wants other names maps them in a center config of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 
 from gateway.models import VaultConfig
 from gateway.vault import Vault, ssh_key_name
-from tests.testbed.centers import GATEWAY_LOGIN, USERS, CenterInfo
+from tests.testbed.centers import GATEWAY_LOGIN, CenterInfo
 from tests.testbed.procs import write_if_changed
 
 HEADER = "# Written by the hpcfed testbed (python -m tests.testbed up); edits are lost.\n"
@@ -43,6 +44,11 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         "price": {"currency": "CNY", "core_hour": 0.03, "gpu_hour": 0.0},
         "energy": {"pue": 1.3, "green_share": 0.9, "carbon_intensity": 120},
     },
+    "centerd": {
+        "hardware": {"cpu": {"model": "x86-64 (AVX2)", "clock_ghz": 3.0, "flops_per_cycle": 16}},
+        "price": {"currency": "CNY", "core_hour": 0.04, "gpu_hour": 0.0},
+        "energy": {"pue": 1.4, "green_share": 0.5, "carbon_intensity": 400},
+    },
 }
 
 
@@ -61,7 +67,7 @@ def center_document(center: CenterInfo, host_key: str) -> dict[str, Any]:
             "login": GATEWAY_LOGIN,
             "host_keys": [host_key],
         },
-        "users": {user: {"login": user} for user in USERS},
+        "users": {user: {"login": user} for user in center.logins},
         "scheduler": scheduler,
         **PUBLISHED.get(center.id, {}),
     }
@@ -75,11 +81,14 @@ def vault_config(base: Path) -> VaultConfig:
     )
 
 
-def store_user_keys(base: Path, center_ids: Iterable[str], user_keys: dict[str, Path]) -> None:
-    """Each job user's private key in the vault, per center; rewritten only when it changed."""
+def store_user_keys(base: Path, centers: Iterable[CenterInfo], user_keys: dict[str, Path]) -> None:
+    """Each login's private key in the vault, per center where it logs in; rewritten only
+    when it changed."""
     vault = Vault.open(vault_config(base), lambda value: Path(value), create=True)
-    for cid in center_ids:
-        for user, key_file in user_keys.items():
+    for center in centers:
+        cid = center.id
+        for user in center.logins:
+            key_file = user_keys[user]
             name = ssh_key_name(cid, user)
             data = key_file.read_bytes()
             if not vault.has(name) or vault.get(name) != data:
@@ -120,7 +129,7 @@ def write_gateway_files(
     for center, host_key in centers:
         document = center_document(center, host_key)
         write_if_changed(centers_dir / f"{center.id}.yaml", _dump(document))
-    store_user_keys(base, [center.id for center, _ in centers], user_keys)
+    store_user_keys(base, [center for center, _ in centers], user_keys)
     write_if_changed(centers_dir / "local.yaml", _dump(local_document()))
     write_if_changed(base / "known_hosts", known_hosts)
     config = gateway_dir / "gateway.yaml"

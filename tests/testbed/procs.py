@@ -52,6 +52,13 @@ REQUIRED_BINARIES: dict[str, str] = {
     "qsub": "slurm-wlm-torque",
     "qstat": "slurm-wlm-torque",
     "qdel": "slurm-wlm-torque",
+    "slurmdbd": "slurmdbd",
+    "sacctmgr": "slurm-wlm (slurm-client)",
+    "mariadbd": "mariadb-server",
+    "mariadb-install-db": "mariadb-server",
+    "mariadb": "mariadb-client",
+    "mariadb-admin": "mariadb-client",
+    "setsid": "util-linux",
     "useradd": "passwd",
     "usermod": "passwd",
 }
@@ -65,7 +72,8 @@ def which(name: str) -> str:
         package = REQUIRED_BINARIES.get(name, "?")
         raise TestbedUnavailable(
             f"{name} not found: install the Debian package {package} "
-            "(apt-get install -y slurm-wlm munge openssh-server slurm-wlm-torque)"
+            "(apt-get install -y slurm-wlm munge openssh-server slurm-wlm-torque "
+            "slurmdbd mariadb-server)"
         )
     return found
 
@@ -264,7 +272,11 @@ def ssh_banner(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def spawn(
-    argv: Sequence[str], env: Mapping[str, str], output: Path, as_ids: tuple[int, int] | None = None
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    output: Path,
+    as_ids: tuple[int, int] | None = None,
+    cwd: Path | None = None,
 ) -> int:
     """Start a self-daemonizing program and reap its launcher; returns the launcher's exit code.
 
@@ -281,6 +293,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # not killed with the caller's terminal or pytest's group
+            cwd=cwd,
             user=uid,
             group=gid,
             extra_groups=[] if as_ids else None,

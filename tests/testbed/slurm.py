@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.testbed import accounting
 from tests.testbed.centers import CenterInfo
 from tests.testbed.procs import (
     TestbedError,
@@ -45,7 +46,13 @@ MUNGE_PIDFILE = MUNGE_RUN / "munged.pid"
 MUNGE_LOG = Path("/var/log/munge/munged.log")
 
 # Partition limits, in the order of CenterInfo.partitions (the first is the default).
-_MAX_TIME = {"debug": "01:00:00", "long": "7-00:00:00", "gpu": "1-00:00:00", "batch": "2-00:00:00"}
+_MAX_TIME = {
+    "debug": "01:00:00",
+    "long": "7-00:00:00",
+    "gpu": "1-00:00:00",
+    "batch": "2-00:00:00",
+    "normal": "1-00:00:00",
+}
 _RESPONSIVE = {"idle", "mixed", "allocated", "completing"}
 _NEEDS_RESUME = {"drained", "draining", "down", "fail", "failing"}
 
@@ -163,8 +170,14 @@ def render_slurm_conf(center: CenterInfo, binding: Binding) -> str:
         # No cgroups and no systemd here: plain process tracking, no task confinement.
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
+        *(
+            accounting.slurm_conf_lines(center)
+            if center.accounting
+            else [
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+            ]
+        ),
         "SchedulerType=sched/backfill",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",

@@ -1,4 +1,4 @@
-"""The Testbed: brings the three centers up or down, idempotently, and reports on them."""
+"""The Testbed: brings the four centers up or down, idempotently, and reports on them."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.testbed import slurm, sshd, status_filter
+from tests.testbed import accounting, slurm, sshd, status_filter
 from tests.testbed.centers import (
+    ALL_LOGINS,
     CENTER_IDS,
-    DAEMONS,
     GATEWAY_LOGIN,
-    USERS,
     CenterInfo,
     make_centers,
 )
@@ -38,10 +37,13 @@ CTLD_TIMEOUT = 15.0
 SLURMD_TIMEOUT = 20.0
 SSHD_TIMEOUT = 10.0
 LOGIN_TIMEOUT = 20.0
+MARIADB_TIMEOUT = 30.0
+SLURMDBD_TIMEOUT = 20.0
 
 
 class Testbed:
-    """Three real centers on loopback: Slurm CPU, Slurm GPU, and Slurm behind PBS commands."""
+    """Four real centers on loopback: Slurm CPU, Slurm GPU, Slurm behind PBS commands, and
+    Slurm with accounting (slurmdbd on MariaDB)."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -83,8 +85,8 @@ class Testbed:
             raise ValueError(f"unknown center {cid!r}; the testbed has {CENTER_IDS}") from None
 
     def user_key(self, user: str) -> Path:
-        if user not in USERS:
-            raise ValueError(f"unknown user {user!r}; the testbed has {USERS}")
+        if user not in ALL_LOGINS:
+            raise ValueError(f"unknown user {user!r}; the testbed has {ALL_LOGINS}")
         return self.base / "keys" / f"{user}_key"
 
     def host_key(self, cid: str) -> str:
@@ -110,11 +112,20 @@ class Testbed:
             slurm.ensure_munged(self._munge_marker)
             centers = [self.center(cid) for cid in CENTER_IDS]
             for center in centers:
-                for name in DAEMONS:
+                for name in center.daemons:
                     if (center.id, name) in changed and self._pid(center, name) is not None:
                         self._stop(center, name)  # running on an outdated config
-            # Controllers first, so that each slurmd registers as soon as it starts.
-            fresh = self._launch_missing(centers, ("slurmctld",))
+            plain = [c for c in centers if not c.accounting]
+            with_accounting = [c for c in centers if c.accounting]
+            # Controllers first, so that each slurmd registers as soon as it starts. MariaDB
+            # is launched before them and waited for after; an accounting center's
+            # slurmctld starts only once its slurmdbd serves and holds the associations
+            # it enforces.
+            self._launch_missing(with_accounting, ("mariadbd",))
+            fresh = self._launch_missing(plain, ("slurmctld",))
+            for center in with_accounting:
+                self._start_accounting(center)
+            fresh |= self._launch_missing(with_accounting, ("slurmctld",))
             for center in centers:
                 slurm.wait_serving(center, "slurmctld", CTLD_TIMEOUT)
                 if (center.id, "slurmctld") in fresh:
@@ -127,13 +138,21 @@ class Testbed:
                 slurm.wait_serving(center, "slurmd", SLURMD_TIMEOUT, since)
             self._check_logins()
 
+    def _start_accounting(self, center: CenterInfo) -> None:
+        """MariaDB serving, slurmdbd's database and user, slurmdbd, and the associations."""
+        accounting.wait_mariadbd(center, MARIADB_TIMEOUT)
+        accounting.ensure_database(center)
+        self._launch_missing([center], ("slurmdbd",))
+        accounting.wait_slurmdbd(center, SLURMDBD_TIMEOUT)
+        accounting.ensure_associations(center)
+
     def _prepare(self) -> set[tuple[str, str]]:
         """Dirs, users, keys, config files; returns the (center, daemon) whose config changed."""
         self._make_dir(self.base, 0o755)
         self._check_reachable()
         keys = self._make_dir(self.base / "keys", 0o700)
         user_keys = {
-            u: sshd.ensure_keypair(keys / f"{u}_key", f"hpcfed-testbed-{u}") for u in USERS
+            u: sshd.ensure_keypair(keys / f"{u}_key", f"hpcfed-testbed-{u}") for u in ALL_LOGINS
         }
         for user, key in user_keys.items():
             sshd.authorize(sshd.ensure_user(user), key)
@@ -151,14 +170,17 @@ class Testbed:
             gres = write_if_changed(center.dir / "gres.conf", slurm.render_gres_conf(center))
             if conf or gres:
                 changed |= {(cid, "slurmctld"), (cid, "slurmd")}
+            if center.accounting:
+                changed |= {(cid, d) for d in accounting.write_configs(center, write_if_changed)}
             status_filter.install(center)
-            if write_if_changed(center.sshd_config, sshd.render_sshd_config(center, USERS), 0o600):
+            sshd_conf = sshd.render_sshd_config(center, center.logins)
+            if write_if_changed(center.sshd_config, sshd_conf, 0o600):
                 changed.add((cid, "sshd"))
         known_hosts = "".join(sshd.known_hosts_line(self.center(c)) + "\n" for c in CENTER_IDS)
         write_gateway_files(
             self.base,
             [(self.center(cid), self.host_key(cid)) for cid in CENTER_IDS],
-            {user: self.user_key(user) for user in USERS},
+            {user: self.user_key(user) for user in ALL_LOGINS},
             known_hosts,
         )
         return changed
@@ -204,7 +226,10 @@ class Testbed:
             "slurmctld": center.slurmctld_port,
             "slurmd": center.slurmd_port,
             "sshd": center.ssh_port,
+            "slurmdbd": center.dbd_port,
+            "mariadbd": center.db_port,
         }[name]
+        assert port is not None, f"{center.id} has no {name}"
         if not port_is_free(port):
             raise TestbedError(
                 f"cannot start {name} of {center.id}: port {port} is taken by another process "
@@ -213,6 +238,10 @@ class Testbed:
         self._launched_at[center.id, name] = time.time()
         if name == "sshd":
             sshd.launch_sshd(center)
+        elif name == "mariadbd":
+            accounting.launch_mariadbd(center)
+        elif name == "slurmdbd":
+            accounting.launch_slurmdbd(center, self.binding.prefix)
         else:
             slurm.launch(center, name, self.binding)
 
@@ -221,7 +250,7 @@ class Testbed:
         for cid in CENTER_IDS:
             center = self.center(cid)
             probe = ["qstat", "-Q"] if center.kind == "pbs" else ["sinfo", "-h"]
-            logins += [(center, self.ssh_command(cid, *probe, user=user)) for user in USERS]
+            logins += [(center, self.ssh_command(cid, *probe, user=user)) for user in center.logins]
         sshd.check_logins(logins, LOGIN_TIMEOUT)
 
     # ------------------------------------------------------------ single daemons
@@ -229,12 +258,17 @@ class Testbed:
     def start_daemon(self, cid: str, name: str) -> None:
         """Start one daemon if it is not running, and wait until it serves (for
         slurmctld: until its node is back and idle, so jobs can run at once)."""
-        center, name = self.center(cid), self._daemon_name(name)
+        center = self.center(cid)
+        name = self._daemon_name(center, name)
         with self._locked():
             fresh = self._pid(center, name) is None
             if fresh:
                 self._launch(center, name)
-            if name == "sshd":
+            if name == "mariadbd":
+                accounting.wait_mariadbd(center, MARIADB_TIMEOUT)
+            elif name == "slurmdbd":
+                accounting.wait_slurmdbd(center, SLURMDBD_TIMEOUT)
+            elif name == "sshd":
                 sshd.wait_sshd(center, SSHD_TIMEOUT)
             else:
                 timeout = CTLD_TIMEOUT if name == "slurmctld" else SLURMD_TIMEOUT
@@ -247,22 +281,30 @@ class Testbed:
 
     def stop_daemon(self, cid: str, name: str) -> None:
         """Stop one daemon (SIGTERM, then SIGKILL); running jobs survive a slurmd stop."""
-        center, name = self.center(cid), self._daemon_name(name)
+        center = self.center(cid)
+        name = self._daemon_name(center, name)
         with self._locked():
             self._stop(center, name)
 
     @staticmethod
-    def _daemon_name(name: str) -> str:
-        if name not in DAEMONS:
-            raise ValueError(f"unknown daemon {name!r}; one of {DAEMONS}")
+    def _daemon_name(center: CenterInfo, name: str) -> str:
+        if name not in center.daemons:
+            raise ValueError(f"unknown daemon {name!r} of {center.id}; one of {center.daemons}")
         return name
 
     def daemon_pid(self, cid: str, name: str) -> int | None:
         """The pid of a running daemon of `cid`, or None."""
-        return self._pid(self.center(cid), self._daemon_name(name))
+        center = self.center(cid)
+        return self._pid(center, self._daemon_name(center, name))
 
     def _pid(self, center: CenterInfo, name: str) -> int | None:
-        return sshd.sshd_pid(center) if name == "sshd" else slurm.daemon_pid(center, name)
+        if name == "sshd":
+            return sshd.sshd_pid(center)
+        if name == "mariadbd":
+            return accounting.mariadbd_pid(center)
+        if name == "slurmdbd":
+            return accounting.slurmdbd_pid(center)
+        return slurm.daemon_pid(center, name)
 
     def _stop(self, center: CenterInfo, name: str) -> None:
         pid = self._pid(center, name)
@@ -270,7 +312,8 @@ class Testbed:
             return
         # For sshd the open sessions go too, as when a login node goes away.
         victims = [pid, *descendants(pid)] if name == "sshd" else [pid]
-        terminate(victims, timeout=10)
+        # MariaDB flushes its buffers on SIGTERM, which may take a while.
+        terminate(victims, timeout=20 if name == "mariadbd" else 10)
 
     # ------------------------------------------------------------ status answers that lose jobs
 
@@ -299,7 +342,8 @@ class Testbed:
                 if self._pid(center, "slurmctld") is not None:
                     slurm.cancel_all_jobs(center)
             for cid in CENTER_IDS:
-                for name in ("sshd", "slurmd", "slurmctld"):
+                # The reverse of the start order: the database goes last.
+                for name in reversed(self.center(cid).daemons):
                     self._stop(self.center(cid), name)
                 status_filter.restore(self.center(cid))
             self._sweep()
@@ -324,7 +368,10 @@ class Testbed:
 
     def status(self) -> dict[str, dict[str, bool]]:
         return {
-            cid: {name: self._pid(self.center(cid), name) is not None for name in DAEMONS}
+            cid: {
+                name: self._pid(self.center(cid), name) is not None
+                for name in self.center(cid).daemons
+            }
             for cid in CENTER_IDS
         }
 
