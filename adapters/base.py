@@ -111,6 +111,12 @@ class ArrayElement:
     ended_at: float | None = None
 
 
+#: native_state of a job that the scheduler's answer left out and whose end nothing at the
+#: center confirms (no exit status in its job directory, no final record in the
+#: scheduler's history): not an end. The gateway keeps what it knew and asks again.
+NOT_LISTED = "NOT_LISTED"
+
+
 @dataclass(frozen=True)
 class NativeStatus:
     """What a center says about one job, normalized beside its native form.
@@ -130,6 +136,14 @@ class NativeStatus:
     #: it; None where it cannot be told. Usage and billing are computed from these.
     started_at: float | None = None
     ended_at: float | None = None
+
+    @property
+    def unlisted(self) -> bool:
+        """The center did not list the job (or some of its elements) and nothing there
+        confirms an end: what the gateway knew of it still holds."""
+        return self.native_state == NOT_LISTED or any(
+            e.native_state == NOT_LISTED for e in self.elements
+        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from adapters.base import (
     GATEWAY_ID_RE,
+    NOT_LISTED,
     TERMINAL_STATES,
     ArrayElement,
     JobState,
@@ -258,11 +259,30 @@ def _end_from_markers(native_id: str, m: JobMarkers) -> NativeStatus:
         return NativeStatus(native_id, JobState.CANCELLED, LEFT_QUEUE, "cancelled", None)
     if m.terminated is not None:  # SIGKILLed before it could write its exit status
         return _terminated(native_id, m.terminated, None)
+    # Not listed, and nothing at the center says it ended: a status answer that lost it
+    # (a front end's defect, a history setting) is no evidence of an end.
+    return unlisted(native_id)
+
+
+def unlisted(native_id: str) -> NativeStatus:
+    """A job the scheduler did not list and whose end nothing at the center confirms."""
+    return NativeStatus(
+        native_id,
+        JobState.UNKNOWN,
+        NOT_LISTED,
+        "not in the scheduler's answer, and its job directory records no end",
+        None,
+    )
+
+
+def ended_unrecorded(native_id: str, native_state: str) -> NativeStatus:
+    """The scheduler's own record says the job ended, and neither it nor the job
+    directory tells how: killed before job.sh could write its exit status."""
     return NativeStatus(
         native_id,
         JobState.FAILED,
-        LEFT_QUEUE,
-        "the job left the queue without an exit status (killed, timed out or lost)",
+        native_state,
+        "the scheduler reports it ended, without an exit status (killed or lost)",
         None,
     )
 
@@ -307,6 +327,8 @@ def never_started(started_at: float | None, ended_at: float | None) -> float | N
 
 def _settle_end(seen: NativeStatus, from_dir: NativeStatus) -> NativeStatus:
     if seen.state is JobState.COMPLETED and seen.exit_code is None:
+        if from_dir.native_state == NOT_LISTED:  # an end the scheduler saw, not how
+            return ended_unrecorded(seen.native_id, seen.native_state)
         return replace(from_dir, native_state=seen.native_state)
     if not seen.state.is_terminal and from_dir.exit_code is not None:
         return from_dir  # it ended after the scheduler was asked: the file is newer
@@ -355,7 +377,7 @@ def aggregate(
     counts = Counter(e.state for e in elements)
     reason = ", ".join(f"{n} {s.value}" for s, n in counts.items()) or None
     natives = sorted({e.native_state for e in elements})
-    native_state = ",".join(natives) if natives else (seen.native_state if seen else LEFT_QUEUE)
+    native_state = ",".join(natives) if natives else (seen.native_state if seen else NOT_LISTED)
     whole = NativeStatus(native_id, state, native_state, reason, code, tuple(elements))
     if not elements and seen is not None:
         return with_times(whole, seen.started_at, seen.ended_at)

@@ -151,6 +151,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         service,
         interval=config.gateway.poll_interval,
         timeout=max(config.gateway.submit_timeout, 30.0),
+        unaccounted_after=config.gateway.unaccounted_after,
     )
     transfer_store = SQLiteTransferStore(config.data_path(config.gateway.store.path))
     await transfer_store.open()

@@ -114,6 +114,13 @@ class GatewayMetrics:
             buckets=_POLL_BUCKETS,
             registry=r,
         )
+        self.jobs_unaccounted = Counter(
+            "hpcfed_jobs_unaccounted",
+            "Jobs shown as UNKNOWN (UNACCOUNTED) because their center stopped listing them "
+            "and nothing there confirmed their end",
+            ["center"],
+            registry=r,
+        )
         self.transfer_bytes = Counter(
             "hpcfed_transfer_bytes",
             "Bytes moved through the gateway: copied (center to center), upload, download",
@@ -168,6 +175,7 @@ class GatewayMetrics:
         if centers.ssh_pool is not None:
             self.watch_pool(centers.ssh_pool)
         poller.observe_poll = self.observe_poll
+        poller.observe_unaccounted = lambda center: self.jobs_unaccounted.labels(center).inc()
         transfers.on_bytes = self.count_bytes
 
     def render(self) -> bytes:

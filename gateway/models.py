@@ -808,6 +808,11 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     audit_log: str = Field("audit.log", description="JSON lines; relative to data_dir")
     poll_interval: Seconds = 2.0
+    unaccounted_after: Seconds = Field(
+        600.0,
+        description="a job its center stops listing, with nothing there confirming its end, "
+        "is shown as UNKNOWN (native state UNACCOUNTED) after this long; never as ended",
+    )
     submit_timeout: Seconds = Field(30.0, description="how long POST /v1/jobs waits for a center")
     center_files: list[str] = Field(
         default_factory=list, description="center YAML files or globs, relative to this file"

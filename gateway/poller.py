@@ -15,9 +15,10 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
-from adapters.base import TERMINAL_STATES, Adapter, AdapterError, NativeStatus
+from adapters.base import NOT_LISTED, TERMINAL_STATES, Adapter, AdapterError, NativeStatus
 from gateway.centers import Center
 from gateway.errors import ApiError
 from gateway.models import ElementRecord, JobRecord, JobState, array_indices, utcnow
@@ -33,13 +34,28 @@ UNREACHABLE_TICKS = 3
 WOKEN_GAP = 0.5
 #: A SUBMITTING job whose submission failed is retried no sooner than this.
 RESUBMIT_AFTER = timedelta(seconds=5)
+#: native_state of a job its center has not listed for `unaccounted_after` seconds, with
+#: nothing there confirming an end: UNKNOWN, never a silent FAILED; still asked about.
+UNACCOUNTED = "UNACCOUNTED"
 
 
 class Poller:
-    def __init__(self, service: JobService, interval: float, timeout: float) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        interval: float,
+        timeout: float,
+        unaccounted_after: float = 600.0,
+    ) -> None:
         self.service = service
         self.interval = interval
         self.timeout = timeout
+        self.unaccounted_after = unaccounted_after
+        #: Job id -> epoch seconds of the first answer of its center that did not list it
+        #: (without evidence of its end), while that lasts.
+        self._unlisted_since: dict[str, float] = {}
+        #: Told of every job that becomes unaccounted for: (center id); set by the metrics.
+        self.observe_unaccounted: Callable[[str], None] | None = None
         self.failures: dict[str, int] = defaultdict(int)
         #: Center id -> epoch seconds when a status query there last succeeded.
         self.last_polled: dict[str, float] = {}
@@ -134,6 +150,8 @@ class Poller:
                     for job in tracked:
                         status = statuses.get(job.native_id or "")
                         if status is not None:
+                            status = self._vouched(center.id, job, status)
+                        if status is not None:
                             await self._apply(job, status)
                     await self._send_deferred_cancels(adapter, tracked, statuses)
                 self.last_polled[center.id] = time.time()
@@ -151,6 +169,56 @@ class Poller:
                 )
             return
         self.failures[key] = 0
+
+    def _vouched(self, center_id: str, job: JobRecord, status: NativeStatus) -> NativeStatus | None:
+        """What of `status` may be stored. A job (or an array's element) the center did
+        not list, with nothing there confirming its end, keeps what the gateway knew:
+        None for a whole job (nothing to store), the element's previous record for an
+        element (`merge_elements`). Once that has lasted `unaccounted_after` seconds it
+        is shown as UNKNOWN (native state UNACCOUNTED) with the reason, once with a
+        warning; it is still asked about every tick, and anything the center says of it
+        later is taken as usual."""
+        if not status.unlisted:
+            self._unlisted_since.pop(job.id, None)
+            return status
+        now = time.time()
+        since = self._unlisted_since.setdefault(job.id, now)
+        if now - since < self.unaccounted_after:
+            return None if status.native_state == NOT_LISTED else status
+        at = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        reason = (
+            f"center {center_id} has not listed this job since {at} and nothing there "
+            "records its end (no exit status in its job directory, no final record of the "
+            "scheduler): it may be lost; still asked about every poll"
+        )
+        if job.native_state != UNACCOUNTED and not any(
+            e.native_state == UNACCOUNTED for e in job.elements
+        ):
+            log.warning(
+                "job %s: unaccounted for at %s (native id %s): not listed for %.0f s",
+                job.id,
+                center_id,
+                job.native_id,
+                now - since,
+                extra={"job_id": job.id, "center": center_id},
+            )
+            if self.observe_unaccounted is not None:
+                self.observe_unaccounted(center_id)
+        elements = tuple(
+            replace(e, state=JobState.UNKNOWN, native_state=UNACCOUNTED, reason=reason)
+            if e.native_state == NOT_LISTED
+            else e
+            for e in status.elements
+        )
+        if status.native_state != NOT_LISTED:
+            return replace(status, elements=elements)
+        return replace(
+            status,
+            state=JobState.UNKNOWN,
+            native_state=UNACCOUNTED,
+            reason=reason,
+            elements=elements,
+        )
 
     @contextlib.asynccontextmanager
     async def _deadline(self, center_id: str) -> AsyncIterator[None]:
@@ -278,7 +346,8 @@ def merge_elements(job: JobRecord, status: NativeStatus) -> list[ElementRecord]:
     """Every index the spec names: what the center reports now, else what it said
     last, else QUEUED (a pending element the center has not listed yet)."""
     assert job.spec.array is not None
-    reported = {e.index: e for e in status.elements}
+    # An element the center did not list, with no evidence of its end, keeps its record.
+    reported = {e.index: e for e in status.elements if e.native_state != NOT_LISTED}
     previous = {e.index: e for e in job.elements}
     merged = []
     for index in array_indices(job.spec.array):

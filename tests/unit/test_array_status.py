@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import ArrayElement, JobState, NativeStatus
+from adapters.base import NOT_LISTED, ArrayElement, JobState, NativeStatus
 from adapters.batch import JobDirAdapter
 from adapters.markers import (
     ElementMarkers,
@@ -220,7 +220,7 @@ def test_every_index_of_the_spec_is_reported_once_the_array_left_the_queue() -> 
             0: ElementMarkers(started="8", exit_code=0),
             2: ElementMarkers(started="9", exit_code=5),
             4: ElementMarkers(started="10", exit_code=143, terminated=Termination(3600, 3600)),
-            6: ElementMarkers(started="11"),  # killed before it could write an exit status
+            6: ElementMarkers(started="11", exit_code=0),
         },
     )
     status = settle_array("7", None, markers, element_id, lists_pending=True)
@@ -228,10 +228,24 @@ def test_every_index_of_the_spec_is_reported_once_the_array_left_the_queue() -> 
         (0, C, 0),
         (2, F, 5),
         (4, T, 143),
-        (6, F, None),
+        (6, C, 0),
     ]
     assert status.elements[2].native_state == "LEFT_QUEUE"
     assert (status.state, status.exit_code) == (F, 143)
+
+
+def test_an_element_gone_without_an_end_in_its_files_keeps_the_array_unended() -> None:
+    markers = JobMarkers(
+        native_id="7",
+        array="0-1",
+        elements={0: ElementMarkers(started="8", exit_code=0), 1: ElementMarkers(started="9")},
+    )
+    status = settle_array("7", None, markers, element_id, lists_pending=True)
+    assert [(e.state, e.native_state) for e in status.elements] == [
+        (C, "LEFT_QUEUE"),
+        (JobState.UNKNOWN, NOT_LISTED),
+    ]
+    assert status.unlisted and not status.state.is_terminal
 
 
 def test_elements_that_never_started_wait_only_while_the_array_is_queued() -> None:
@@ -240,8 +254,10 @@ def test_elements_that_never_started_wait_only_while_the_array_is_queued() -> No
     queued = NativeStatus("7", Q, "Q")
     waiting = settle_array("7", queued, markers, element_id, lists_pending=False)
     assert [e.state for e in waiting.elements] == [R, Q, Q]
+    # Gone from the scheduler with no end in the files: not ended, asked about again.
     gone = settle_array("7", None, markers, element_id, lists_pending=False)
-    assert [e.state for e in gone.elements] == [F, F, F]  # ended, never ran, never ran
+    assert [e.native_state for e in gone.elements] == [NOT_LISTED] * 3
+    assert not gone.state.is_terminal
     cancelled = JobMarkers(native_id="7", array="0-2", cancelled=True)
     assert {
         e.state

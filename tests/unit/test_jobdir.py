@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import JobRequest, JobState, NativeStatus
+from adapters.base import NOT_LISTED, JobRequest, JobState, NativeStatus
 from adapters.jobdir import (
     JobDir,
     SpecRefused,
@@ -454,9 +454,6 @@ def test_marker_lines_that_are_not_ours_are_ignored() -> None:
         (JobMarkers("42", 0, True), JobState.COMPLETED, 0),  # finished before the cancel
         (JobMarkers("42", 143, True), JobState.CANCELLED, 143),
         (JobMarkers("42", None, True), JobState.CANCELLED, None),
-        (JobMarkers("42", None, False), JobState.FAILED, None),
-        (None, JobState.FAILED, None),
-        (JobMarkers("41", 0, False), JobState.FAILED, None),  # files of another submission
         (JobMarkers("42", 143, False, Termination(75, 60)), JobState.TIMEOUT, 143),
         (JobMarkers("42", 143, False, Termination(58, 60)), JobState.TIMEOUT, 143),  # slack
         (JobMarkers("42", 143, False, Termination(20, 600)), JobState.FAILED, 143),  # preempted
@@ -472,8 +469,32 @@ def test_final_state_from_the_job_dir(markers: JobMarkers | None, state: JobStat
     assert (status.state, status.exit_code, status.native_state) == (state, code, LEFT_QUEUE)
 
 
-def test_job_gone_without_exit_status_says_so() -> None:
-    assert "left the queue without an exit status" in status_from_markers("42", None).reason
+@pytest.mark.parametrize(
+    "markers",
+    [
+        JobMarkers("42", None, False),
+        None,
+        JobMarkers("41", 0, False),  # the files of another submission tell nothing of this one
+    ],
+)
+def test_a_job_gone_from_the_listing_without_an_end_in_its_files_is_not_ended(
+    markers: JobMarkers | None,
+) -> None:
+    status = status_from_markers("42", markers)
+    assert (status.state, status.native_state, status.exit_code) == (
+        JobState.UNKNOWN,
+        NOT_LISTED,
+        None,
+    )
+    assert status.unlisted and not status.state.is_terminal
+    assert "records no end" in (status.reason or "")
+
+
+def test_an_end_the_scheduler_reports_without_exit_status_or_files_is_a_failure() -> None:
+    # Torque's `C` says it ended; nothing says how: killed before job.sh wrote its status.
+    status = settle("42", NativeStatus("42", JobState.COMPLETED, "C"), None)
+    assert (status.state, status.native_state, status.exit_code) == (JobState.FAILED, "C", None)
+    assert "without an exit status" in (status.reason or "")
 
 
 def test_a_walltime_kill_says_the_scheduler_terminated_it() -> None:

@@ -83,11 +83,11 @@ async def test_jobs_gone_from_squeue_are_settled_in_one_more_command() -> None:
         "1755": (JobState.COMPLETED, 0),
         "1756": (JobState.FAILED, 7),
         "1757": (JobState.CANCELLED, None),
-        "99": (JobState.FAILED, None),
+        "99": (JobState.UNKNOWN, None),  # gone, and nothing says it ended: not ended
         "1758": (JobState.RUNNING, None),
         "1762": (JobState.FAILED, 3),
     }
-    assert "without an exit status" in (statuses["99"].reason or "")
+    assert statuses["99"].unlisted and "records no end" in (statuses["99"].reason or "")
     ran = {nid: (s.started_at, s.ended_at) for nid, s in statuses.items()}
     assert ran == {
         "1755": (1796146595.509070, 1796146595.525094),  # job.sh's times, from its directory
