@@ -1,7 +1,8 @@
 """A refused submission: what the scheduler said, and which spec field it points at.
 
 The tables map the schedulers' own wording to spec fields. Slurm's were recorded
-from the testbed (tests/fixtures/slurm/sbatch_rejected.json); Slurm's
+from the testbed (tests/fixtures/slurm/sbatch_rejected.json, the accounting refusals on
+its center with slurmdbd and enforced associations); Slurm's
 Torque-compatible qsub passes sbatch's messages through
 (tests/fixtures/pbs/torque_slurm_qsub_rejected.json); Torque's and PBS Pro's are
 written after their documented messages (tests/fixtures/pbs/pbs_qsub_rejected.json).
@@ -19,8 +20,22 @@ from adapters.base import JobRequest
 #: None means "no one field".
 Rejections = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
+#: The cpu fields, for a refusal that says too many CPUs without saying how they were asked.
+_CPUS = ("resources.cpus_per_task", "resources.tasks_per_node", "resources.nodes")
+
 SLURM_REJECTIONS: Rejections = (
-    (r"violates accounting/QOS policy", None),  # association limits: no one field
+    # "Job violates accounting/QOS policy" comes after a line naming the limit: its
+    # reason code, (Assoc|QOS)(Grp|Max|Min)<what>[Per<scope>]Limit, e.g.
+    # QOSMaxWallDurationPerJobLimit, AssocMaxCpuPerJobLimit, AssocMaxSubmitJobLimit.
+    (r"\b(Assoc|QOS)\w*Wall\w*Limit\b", "resources.walltime"),
+    (r"\b(Assoc|QOS)\w*Cpu\w*Limit\b", _CPUS),
+    (r"\b(Assoc|QOS)\w*Node\w*Limit\b", "resources.nodes"),
+    (r"\b(Assoc|QOS)\w*Mem\w*Limit\b", "resources.memory_per_node"),
+    (r"\b(Assoc|QOS)\w*Gres\w*Limit\b", "resources.gpus_per_node"),
+    # Too many jobs: the association's (the account it charges) or the QoS's limit.
+    (r"\bAssoc\w*(Submit|Jobs?)\w*Limit\b", "account"),
+    (r"\bQOS\w*(Submit|Jobs?)\w*Limit\b", "qos"),
+    (r"violates accounting/QOS policy", None),  # a limit of no one field
     (r"invalid account|account.*(not permitted|invalid)", "account"),
     (r"invalid qos|\bqos\b", "qos"),
     (r"partition", "queue"),
@@ -34,10 +49,7 @@ SLURM_REJECTIONS: Rejections = (
     ),
     (r"node count|--nodes", "resources.nodes"),
     # Said of too many CPUs per task, tasks per node, or (through qsub) nodes.
-    (
-        r"processors|\bcpus?\b|\btasks?\b",
-        ("resources.cpus_per_task", "resources.tasks_per_node", "resources.nodes"),
-    ),
+    (r"processors|\bcpus?\b|\btasks?\b", _CPUS),
     (r"dependency", "dependencies"),
     (r"array", "array"),
 )
@@ -90,6 +102,24 @@ def rejected_field(message: str, table: Rejections, job: JobRequest) -> str | No
                 return asked[0] if len(asked) == 1 else field[0]
             return field
     return None
+
+
+_INVALID_ACCOUNT_RE = re.compile(r"invalid account", re.IGNORECASE)
+
+
+def no_association(message: str, job: JobRequest, login: str, center: str | None) -> str | None:
+    """The refusal's message when it means the login has no association at the center:
+    with enforced associations, sbatch answers a job that names no account (so is
+    charged to the login's default account) with "Invalid account ..." only when the
+    login has no default account there, i.e. no association. None otherwise (a job
+    naming an account is refused for that account)."""
+    if job.account is not None or not _INVALID_ACCOUNT_RE.search(message):
+        return None
+    where = f" at {center}" if center else ""
+    return (
+        f"login {login} has no association{where}: no account to charge the job to "
+        f"(the center's administrators add one with sacctmgr); the scheduler said: {message}"
+    )
 
 
 #: Slurm's Torque-compatible qsub prints sbatch's refusal on stdout, inside its own text.

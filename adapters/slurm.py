@@ -39,7 +39,12 @@ from adapters.jobdir import (
     reserved_directive,
 )
 from adapters.markers import aggregate, as_element, never_started, with_times
-from adapters.rejections import SLURM_REJECTIONS, rejected_field, scheduler_message
+from adapters.rejections import (
+    SLURM_REJECTIONS,
+    no_association,
+    rejected_field,
+    scheduler_message,
+)
 from adapters.slurm_load import build_load_command, parse_load
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
@@ -325,8 +330,15 @@ def slurmctld_up(text: str) -> bool:
     return re.search(r"\bis UP\b", text) is not None
 
 
-def sbatch_rejection(result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
+def sbatch_rejection(
+    result: CommandResult, job: JobRequest, login: str = "", center: str | None = None
+) -> tuple[str, str | None]:
+    """What sbatch said and the spec field it points at; a login without an association
+    at the center gets a message saying so and the field `center` (the spec asked for
+    nothing wrong: the center has not granted this login an account)."""
     said = scheduler_message(result.stdout, result.stderr)
+    if login and (unassociated := no_association(said, job, login, center)) is not None:
+        return unassociated, "center"
     return said, rejected_field(said, SLURM_REJECTIONS, job)
 
 
@@ -357,7 +369,7 @@ class SlurmAdapter(JobDirAdapter):
         return build_sbatch_script(job, jobdir, home, self.default_queue)
 
     def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
-        return sbatch_rejection(result, job)
+        return sbatch_rejection(result, job, self.target.login, self.center_id)
 
     def status_command(self, native_ids: Sequence[str]) -> str:
         return build_squeue_command(self.target.login)

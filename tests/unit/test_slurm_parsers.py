@@ -299,7 +299,7 @@ def test_sacct_lists_array_elements_and_pending_ranges() -> None:
 
 
 REJECTED = json.loads((FIXTURES / "sbatch_rejected.json").read_text())["cases"]
-#: What each recorded (or, where the testbed cannot refuse, written) refusal points at.
+#: What each recorded refusal points at (centerd's: enforced associations, limits, QoS).
 REJECTED_FIELDS = {
     "bad_partition": "queue",
     "walltime_over_partition_max": "resources.walltime",
@@ -312,7 +312,13 @@ REJECTED_FIELDS = {
     "array_too_large": "array",
     "bad_qos": "qos",
     "bad_account": "account",
-    "association_limits": None,
+    # dora has no association at centerd: naming no account, her job has none to go to.
+    "no_association": "center",
+    "no_association_named_account": "account",
+    "qos_walltime_over_limit": "resources.walltime",
+    "qos_cpus_over_limit": "resources.tasks_per_node",
+    "assoc_cpus_over_limit": "resources.tasks_per_node",
+    "assoc_submit_limit": "account",
 }
 #: The job each case asked for (the directives recorded beside each case).
 REJECTED_JOBS = {
@@ -327,7 +333,12 @@ REJECTED_JOBS = {
     "array_too_large": {"array": "0-100000"},
     "bad_qos": {"qos": "nosuchqos"},
     "bad_account": {"account": "nosuchacct"},
-    "association_limits": {"walltime_seconds": 7 * 86400},
+    "no_association": {},
+    "no_association_named_account": {"account": "physics"},
+    "qos_walltime_over_limit": {"qos": "short", "walltime_seconds": 1200},
+    "qos_cpus_over_limit": {"qos": "short", "tasks_per_node": 2},
+    "assoc_cpus_over_limit": {"account": "chemistry", "qos": "short", "tasks_per_node": 2},
+    "assoc_submit_limit": {"account": "chemistry"},
 }
 
 
@@ -339,9 +350,31 @@ def test_every_recorded_refusal_has_an_expected_field() -> None:
 def test_sbatch_refusal_names_the_spec_field_it_points_at(case: dict) -> None:
     job = JobRequest(gateway_id=GID, name="r", command="true", **REJECTED_JOBS[case["case"]])
     result = CommandResult(case["exit_status"], case["stdout"].encode(), case["stderr"].encode())
-    said, field = sbatch_rejection(result, job)
+    login = case.get("login", "alice")
+    said, field = sbatch_rejection(result, job, login, case["center"])
     assert field == REJECTED_FIELDS[case["case"]]
-    assert said == case["stderr"].strip() and "\n\n" not in said
+    if field == "center":
+        assert said.startswith(f"login {login} has no association at {case['center']}: ")
+        assert said.endswith(case["stderr"].strip())
+    else:
+        assert said == case["stderr"].strip() and "\n\n" not in said
+
+
+def test_accounting_policy_refusals_name_the_limit_first() -> None:
+    """The policy line is the same for every limit; the line before it says which."""
+    policy = [c for c in REJECTED if "violates accounting/QOS policy" in c["stderr"]]
+    assert len(policy) == 4
+    for case in policy:
+        first = case["stderr"].splitlines()[0]
+        assert first.startswith("sbatch: error: ") and first.endswith("Limit"), first
+
+
+def test_invalid_account_of_a_named_account_is_not_called_a_missing_association() -> None:
+    case = next(c for c in REJECTED if c["case"] == "no_association_named_account")
+    result = CommandResult(1, b"", case["stderr"].encode())
+    job = JobRequest(gateway_id=GID, name="r", command="true", account="physics")
+    said, field = sbatch_rejection(result, job, "dora", "centerd")
+    assert (said, field) == (case["stderr"].strip(), "account")
 
 
 def test_refused_submission_raises_with_the_schedulers_message_and_field() -> None:
