@@ -256,22 +256,24 @@ async def cmd_get(client: HpcfedClient, args: argparse.Namespace) -> int:
             print("hpcfed get: --resume needs a local file, not stdout (-)", file=sys.stderr)
             return EXIT_USAGE
         out = sys.stdout.buffer
-        await client.download(remote.center, remote.path, out)
+        # Written as it comes; a mismatch found at the end still fails the command.
+        await client.download(remote.center, remote.path, out, verify=True)
         out.flush()
         return EXIT_OK
     offset = (
         await asyncio.to_thread(_local_file_size, target) if args.resume and target.exists() else 0
     )
     with progress_bar(show_progress(args), f"get {target.name}") as bar:
+        # The sha256 of the whole local file must be the center's, else the file is removed.
         result = await client.download(
-            remote.center, remote.path, target, offset=offset, progress=bar
+            remote.center, remote.path, target, offset=offset, progress=bar, verify=True
         )
     answer = {"center": remote.center, "local": str(target), **result}
     if args.json:
         _print_json(answer)
     else:
         resumed = f" (resumed at byte {result['offset']})" if result["offset"] else ""
-        print(f"{target}  {result['size']} bytes{resumed}")
+        print(f"{target}  {result['size']} bytes{resumed}  sha256 {result['sha256']}")
     return EXIT_OK
 
 

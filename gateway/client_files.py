@@ -139,17 +139,57 @@ class FilesClientMixin:
         dest_file: Path | BinaryIO,
         offset: int = 0,
         progress: Progress | None = None,
+        verify: bool = False,
     ) -> dict[str, Any]:
         """Stream a file at a center to `dest_file` (a path, or a binary file object
         written from where it stands). With `offset` > 0 the local file is cut there
         and only the rest is fetched (a Range request).
 
         Answers {"path", "size", "offset", "bytes"}: the remote size, where the
-        download started and how many bytes it wrote.
+        download started and how many bytes it wrote. With `verify` the sha256 of the
+        whole local file (for a resumed download: the part it had, then what came) is
+        compared with the one the center computes (`checksum`) and added as "sha256";
+        a mismatch raises ClientError `checksum_mismatch`, and a local file (a path)
+        is removed first: nobody finds a wrong copy under the file's name.
         """
         local = Path(dest_file) if isinstance(dest_file, (str, os.PathLike)) else None
         if offset and local is not None and not await asyncio.to_thread(local.exists):
             raise _error(0, "bad_offset", f"{dest_file}: no local file to resume")
+        digest = hashlib.sha256() if verify else None
+        if digest is not None and offset and local is not None:
+            await _hash_prefix(local, offset, digest)
+        answer = await self._download(center, path, dest_file, offset, progress, digest)
+        if digest is None:
+            return answer
+        remote = await self.checksum(center, path)
+        if offset and not answer["offset"] and local is not None:
+            # A 200 to the Range request: the file was written again from its start.
+            got = await sha256_file(local)
+        else:
+            got = digest.hexdigest()
+        if remote.get("sha256") != got or int(remote.get("size", -1)) != answer["size"]:
+            if local is not None:
+                await asyncio.to_thread(local.unlink, missing_ok=True)
+            raise _error(
+                0,
+                "checksum_mismatch",
+                f"the copy of {center}:{path} ({answer['size']} bytes, sha256 {got}) is not "
+                f"the file at the center ({remote.get('size')} bytes, sha256 "
+                f"{remote.get('sha256')})"
+                + (f"; {local} was removed" if local is not None else "")
+                + ": get it again",
+            )
+        return {**answer, "sha256": got}
+
+    async def _download(
+        self,
+        center: str,
+        path: str,
+        dest_file: Path | BinaryIO,
+        offset: int,
+        progress: Progress | None,
+        digest: Any,
+    ) -> dict[str, Any]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         url = self.url + _files(center, "/content")
         written = 0
@@ -181,6 +221,8 @@ class FilesClientMixin:
                 try:
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         await asyncio.to_thread(out.write, chunk)
+                        if digest is not None:
+                            digest.update(chunk)
                         written += len(chunk)
                         if progress:
                             progress(start + written, total)
@@ -347,6 +389,15 @@ class FilesClientMixin:
                 if transfer["state"] in TRANSFER_TERMINAL:
                     return transfer
                 await asyncio.sleep(interval)
+
+
+async def _hash_prefix(path: Path, length: int, digest: Any) -> None:
+    """Feed the first `length` bytes of a local file to `digest`."""
+    with path.open("rb") as f:
+        left = length
+        while left > 0 and (chunk := await asyncio.to_thread(f.read, min(CHUNK, left))):
+            digest.update(chunk)
+            left -= len(chunk)
 
 
 def _open_for_write(dest: Path | BinaryIO, start: int) -> tuple[BinaryIO, bool]:

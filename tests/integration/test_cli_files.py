@@ -154,6 +154,7 @@ async def test_put_ls_get_round_trip_keeps_every_byte(
     (tmp_path / "back").mkdir()
     got = await cli.json("get", f"centera:{workdir}/data.bin", str(tmp_path / "back"))
     assert (got["size"], got["offset"], got["bytes"]) == (3 * MiB + 17, 0, 3 * MiB + 17)
+    assert got["sha256"] == sha256(local)  # checked against the center's
     assert sha256(tmp_path / "back" / "data.bin") == sha256(local)
 
     remote = await cli.json("checksum", f"centera:{workdir}/data.bin")
