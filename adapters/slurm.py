@@ -79,6 +79,29 @@ SLURM_STATES: dict[str, JobState] = {
 }
 #: Pending reasons that mean somebody holds the job, not that it waits for resources.
 HOLD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
+#: Reasons a job waits for (squeue %r / sacct Reason). Slurm keeps the last one on the
+#: record of a job cancelled while pending ("CANCELLED" with "AssocGrpCpuLimit"), where it
+#: no longer applies. Reasons that explain an end (NonZeroExitCode, TimeLimit, NodeDown,
+#: DependencyNeverSatisfied, ...) are kept.
+_WAITING_REASON_RE = re.compile(
+    r"^(Assoc|QOS|Partition|Resv|ReqNodeNotAvail|BurstBuffer|Licenses|FrontEnd)"
+)
+_WAITING_REASONS = frozenset(
+    {
+        "Resources",
+        "Priority",
+        "Dependency",
+        "BeginTime",
+        "JobHeldUser",
+        "JobHeldAdmin",
+        "Reservation",
+        "JobArrayTaskLimit",
+        "PowerUpNode",
+        "InvalidAccount",
+        "InvalidQOS",
+        "AccountNotAllowed",
+    }
+)
 #: The job's exit code means something only when its script ran to an end.
 _EXIT_CODE_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 
@@ -124,6 +147,15 @@ def slurm_state(native: str, reason: str | None = None) -> JobState:
     if state is JobState.QUEUED and reason in HOLD_REASONS:
         return JobState.HELD
     return state
+
+
+def current_reason(state: JobState, reason: str | None) -> str | None:
+    """The reason as it applies to the job's state: none of waiting on an ended job."""
+    if reason is None or not state.is_terminal:
+        return reason
+    if reason in _WAITING_REASONS or _WAITING_REASON_RE.match(reason):
+        return None
+    return reason
 
 
 def wait_status_exit_code(raw: int) -> int:
@@ -270,7 +302,7 @@ def parse_squeue(text: str) -> dict[str, NativeStatus]:
         code = None
         if state in _EXIT_CODE_STATES and raw_exit.isdigit():
             code = wait_status_exit_code(int(raw_exit))
-        status = NativeStatus(listed_id, state, native, reason_or_none, code)
+        status = NativeStatus(listed_id, state, native, current_reason(state, reason_or_none), code)
         rows.append((listed_id, _with_slurm_times(status, start, end)))
     return _group(rows)
 
@@ -307,7 +339,9 @@ def parse_sacct(text: str) -> dict[str, NativeStatus]:
             status, signal = int(match.group(1)), int(match.group(2))
             code = 128 + signal if signal else status
         start, end = (fields[i] if len(fields) > i else "" for i in (4, 5))
-        found = NativeStatus(listed_id, state, native.split()[0], reason, code)
+        found = NativeStatus(
+            listed_id, state, native.split()[0], current_reason(state, reason), code
+        )
         rows.append((listed_id, _with_slurm_times(found, start, end)))
     return _group(rows)
 

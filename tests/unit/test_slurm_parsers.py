@@ -17,6 +17,7 @@ from adapters.slurm import (
     build_sacct_command,
     build_squeue_command,
     cancel_refused_because_finished,
+    current_reason,
     parse_sacct,
     parse_squeue,
     parse_squeue_comments,
@@ -109,7 +110,8 @@ def test_recorded_squeue_output_parses_to_each_jobs_state() -> None:
     assert seen["1762"] == (JobState.FAILED, "FAILED", "NonZeroExitCode", 3)
     assert seen["1756"] == (JobState.FAILED, "FAILED", "NonZeroExitCode", 7)
     assert seen["1764"] == (JobState.CANCELLED, "CANCELLED", None, None)
-    assert seen["1765"] == (JobState.CANCELLED, "CANCELLED", "BeginTime", None)
+    # Cancelled while it waited for its begin time: that reason no longer applies.
+    assert seen["1765"] == (JobState.CANCELLED, "CANCELLED", None, None)
     assert seen["1766"] == (JobState.TIMEOUT, "TIMEOUT", "TimeLimit", None)
     assert seen["1763"] == (JobState.FAILED, "FAILED", "JobLaunchFailure", 137)  # SIGKILL
     assert len(statuses) == len(read("squeue_mixed.txt").splitlines())
@@ -389,3 +391,38 @@ def test_refused_submission_raises_with_the_schedulers_message_and_field() -> No
     assert (error.field, error.exit_status, error.center) == ("queue", 1, "centera")
     assert error.stderr.startswith("sbatch: error: invalid partition specified: nosuchpartition")
     assert "Invalid partition name specified" in error.message
+
+
+def test_a_job_cancelled_while_pending_loses_its_pending_reason() -> None:
+    """Slurm keeps the last pending reason on the record of a job cancelled while it
+    waited (recorded at centerd: a job over its account's GrpTRES=cpu=2)."""
+    pending, cancelled = (FIXTURES / "squeue_cancelled_pending.txt").read_text().splitlines()
+    waiting = parse_squeue(pending)["8"]
+    assert (waiting.state, waiting.reason) == (JobState.QUEUED, "AssocGrpCpuLimit")
+    ended = parse_squeue(cancelled)["8"]
+    assert (ended.state, ended.native_state, ended.reason) == (
+        JobState.CANCELLED,
+        "CANCELLED",
+        None,
+    )
+    record = parse_sacct((FIXTURES / "sacct_cancelled_pending.txt").read_text())["8"]
+    assert (record.state, record.reason, record.exit_code) == (JobState.CANCELLED, None, None)
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "kept"),
+    [
+        (JobState.FAILED, "NonZeroExitCode", "NonZeroExitCode"),
+        (JobState.TIMEOUT, "TimeLimit", "TimeLimit"),
+        (JobState.FAILED, "NodeDown", "NodeDown"),
+        (JobState.CANCELLED, "DependencyNeverSatisfied", "DependencyNeverSatisfied"),
+        (JobState.CANCELLED, "QOSMaxWallDurationPerJobLimit", None),
+        (JobState.CANCELLED, "Priority", None),
+        (JobState.CANCELLED, "JobHeldUser", None),
+        (JobState.QUEUED, "AssocGrpCpuLimit", "AssocGrpCpuLimit"),
+    ],
+)
+def test_only_reasons_that_still_apply_are_kept(
+    state: JobState, reason: str, kept: str | None
+) -> None:
+    assert current_reason(state, reason) == kept
