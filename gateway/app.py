@@ -152,6 +152,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         interval=config.gateway.poll_interval,
         timeout=max(config.gateway.submit_timeout, 30.0),
         unaccounted_after=config.gateway.unaccounted_after,
+        submit_attempts=config.gateway.submit_attempts,
     )
     transfer_store = SQLiteTransferStore(config.data_path(config.gateway.store.path))
     await transfer_store.open()

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from adapters.base import AdapterError
@@ -30,6 +30,7 @@ from gateway.models import HealthConfig, JobState, utcnow
 from gateway.poller import Poller
 from gateway.store import JobStore
 from gateway.store.probes import SQLiteProbeStore
+from gateway.submissions import FailingSubmissions
 
 log = logging.getLogger("hpcfed.health")
 
@@ -99,8 +100,14 @@ class CenterHealth:
     last_error: str | None = None
     why: str | None = None  # what made it degraded or down
 
-    def observe(self, probe: Probe, ssh_p50_ms: float | None) -> str | None:
-        """Take one probe (and the window's SSH p50); the new state if it changed."""
+    def observe(
+        self,
+        probe: Probe,
+        ssh_p50_ms: float | None,
+        submissions: FailingSubmissions | None = None,
+    ) -> str | None:
+        """Take one probe (and the window's SSH p50, and the center's run of failed
+        submissions); the new state if it changed."""
         self.last_probe = probe
         if probe.error() is not None:
             self.last_error = probe.error()
@@ -114,6 +121,14 @@ class CenterHealth:
             if slow:
                 limit = self.config.degraded_latency_ms
                 why = f"ssh p50 {ssh_p50_ms:.1f} ms is above {limit:g} ms"
+                return self._enter(DEGRADED, probe.at, why)
+            failing = self.config.degraded_after_failed_submissions
+            if submissions is not None and submissions.count >= failing:
+                at = datetime.fromtimestamp(submissions.since, UTC).strftime("%H:%M:%SZ")
+                why = (
+                    f"{submissions.count} submissions in a row failed since {at}: "
+                    f"{submissions.last_error[:300]}"
+                )
                 return self._enter(DEGRADED, probe.at, why)
             return self._enter(UP, probe.at, None)
         self.successes, self.failures = 0, self.failures + 1
@@ -186,7 +201,8 @@ class HealthMonitor:
         window = await self.probes.window(center.id, KINDS, self._window_start())
         health = self.health.setdefault(center.id, CenterHealth(self.config))
         before = health.state
-        changed = health.observe(probe, window.ssh_percentile(0.5))
+        failing = self.poller.service.outcomes.failing(center.id) if self.poller else None
+        changed = health.observe(probe, window.ssh_percentile(0.5), failing)
         if changed is not None:
             level = logging.WARNING if changed in (DOWN, DEGRADED) else logging.INFO
             log.log(
@@ -295,6 +311,8 @@ class HealthMonitor:
                     **center.public(),
                     "state": health.state,
                     "since": health.since.isoformat() if health.since else None,
+                    "reason": health.why,
+                    "failing_submissions": _failing(self.poller, center.id),
                     "last_probe": health.last_probe.public() if health.last_probe else None,
                     "ssh_latency_ms": {
                         "p50": window.ssh_percentile(0.5),
@@ -320,6 +338,18 @@ class HealthMonitor:
             "store": store,
             "centers": centers,
         }
+
+
+def _failing(poller: Poller | None, center_id: str) -> dict[str, Any] | None:
+    """The center's run of failed submissions, for the report."""
+    failing = poller.service.outcomes.failing(center_id) if poller is not None else None
+    if failing is None:
+        return None
+    return {
+        "count": failing.count,
+        "since": datetime.fromtimestamp(failing.since, UTC).isoformat(),
+        "last_error": failing.last_error[:500],
+    }
 
 
 _QUEUED_STATES = frozenset({JobState.SUBMITTING, JobState.QUEUED, JobState.HELD})

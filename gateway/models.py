@@ -796,6 +796,9 @@ class HealthConfig(_Strict):
     degraded_latency_ms: float = Field(
         1000.0, gt=0, description="SSH p50 above this (or an unreadable root): degraded"
     )
+    degraded_after_failed_submissions: int = Field(
+        3, ge=1, description="this many failed submissions in a row (no answer): degraded"
+    )
     window: Seconds = Field(900.0, description="for error rate and latency percentiles")
 
 
@@ -814,6 +817,13 @@ class GatewayConfig(_Strict):
         "is shown as UNKNOWN (native state UNACCOUNTED) after this long; never as ended",
     )
     submit_timeout: Seconds = Field(30.0, description="how long POST /v1/jobs waits for a center")
+    submit_attempts: int = Field(
+        8,
+        ge=1,
+        description="a job whose submission's outcome stays unknown is sent again, 5 s after "
+        "the first failure and twice as long after each next one (at most 5 min); after "
+        "this many attempts, and once its center shows it does not have it, it is FAILED",
+    )
     center_files: list[str] = Field(
         default_factory=list, description="center YAML files or globs, relative to this file"
     )

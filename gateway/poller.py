@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from adapters.base import NOT_LISTED, TERMINAL_STATES, Adapter, AdapterError, NativeStatus
 from gateway.centers import Center
@@ -24,6 +24,7 @@ from gateway.errors import ApiError
 from gateway.models import ElementRecord, JobRecord, JobState, array_indices, utcnow
 from gateway.service import JobService, SubmitRejectedError
 from gateway.staging import STAGING_OUTPUTS, waits_for_upload
+from gateway.submissions import retry_delay
 from gateway.usage import epoch, job_usage
 
 log = logging.getLogger("hpcfed.poller")
@@ -32,8 +33,8 @@ log = logging.getLogger("hpcfed.poller")
 UNREACHABLE_TICKS = 3
 #: A woken tick after a woken tick starts no sooner than this (seconds) after it began.
 WOKEN_GAP = 0.5
-#: A SUBMITTING job whose submission failed is retried no sooner than this.
-RESUBMIT_AFTER = timedelta(seconds=5)
+#: native_state of a job that every attempt failed to send, which its center does not have.
+NOT_SUBMITTED = "NOT_SUBMITTED"
 #: native_state of a job its center has not listed for `unaccounted_after` seconds, with
 #: nothing there confirming an end: UNKNOWN, never a silent FAILED; still asked about.
 UNACCOUNTED = "UNACCOUNTED"
@@ -46,11 +47,14 @@ class Poller:
         interval: float,
         timeout: float,
         unaccounted_after: float = 600.0,
+        submit_attempts: int = 8,
     ) -> None:
         self.service = service
         self.interval = interval
         self.timeout = timeout
         self.unaccounted_after = unaccounted_after
+        #: Attempts to send a job, `retry_delay` apart, before it is failed as not submitted.
+        self.submit_attempts = submit_attempts
         #: Job id -> epoch seconds of the first answer of its center that did not list it
         #: (without evidence of its end), while that lasts.
         self._unlisted_since: dict[str, float] = {}
@@ -331,8 +335,25 @@ class Poller:
                     reason="cancelled before it reached the center",
                     finished_at=now,
                 )
+            elif job.submit_attempts >= self.submit_attempts and job.id in sent:
+                # Its center, asked by gateway id just now, does not have it: never sent.
+                log.warning(
+                    "job %s: not submitted to %s after %d attempts: %s",
+                    job.id,
+                    center.id,
+                    job.submit_attempts,
+                    job.reason,
+                )
+                await self.service.store.update(
+                    job.id,
+                    state=JobState.FAILED,
+                    native_state=NOT_SUBMITTED,
+                    reason=f"not submitted: {job.submit_attempts} attempts failed, the last: "
+                    f"{job.reason or 'no answer'}",
+                    finished_at=now,
+                )
             elif (
-                now - job.updated_at >= RESUBMIT_AFTER
+                now - job.updated_at >= retry_delay(job.submit_attempts)
                 and job.id not in self.service.in_flight
                 and not waits_for_upload(job)
             ):

@@ -21,6 +21,7 @@ from adapters.base import (
     CenterUnavailable,
     JobRequest,
     OutputChunk,
+    SubmitRejected,
 )
 from gateway.centers import CenterRegistry
 from gateway.dependencies import check_center, load_parents, native_dependencies
@@ -38,6 +39,7 @@ from gateway.placement import Placer
 from gateway.staging import Stager, StagingFailed
 from gateway.store import JobPage, JobStore
 from gateway.store.base import DuplicateIdempotencyKey
+from gateway.submissions import SubmissionOutcomes
 
 log = logging.getLogger("hpcfed.jobs")
 T = TypeVar("T")
@@ -141,6 +143,8 @@ class JobService:
         self.cancels_sent: set[str] = set()
         self._tasks: set[asyncio.Task[JobRecord]] = set()
         self.staging = Stager(store, centers)
+        #: Each center's run of failed submissions, for its health.
+        self.outcomes = SubmissionOutcomes()
 
     # ------------------------------------------------------------ submit
 
@@ -298,6 +302,8 @@ class JobService:
             self.in_flight.difference_update(r.id for r in records)
         out: list[tuple[int, BatchItem]] = []
         sent = [(r, o) for r, o in zip(records, outcomes, strict=True) if isinstance(o, str)]
+        if sent:
+            self.outcomes.succeeded(center.id)
         # The jobs the center took, stored together (one commit).
         stored = await self.store.update_many([(r.id, _sent_fields(o)) for r, o in sent])
         by_id = {r.id: r for r in stored}
@@ -385,6 +391,7 @@ class JobService:
         unknown outcome (stays SUBMITTING for the poller); or a refusal (FAILED, and
         SubmitRejectedError raised for the submitting request)."""
         if isinstance(outcome, str):
+            self.outcomes.succeeded(center_id)
             updated = await self.store.update(record.id, **_sent_fields(outcome))
             if updated.cancel_requested:
                 await self._cancel_at_center(updated)
@@ -395,8 +402,17 @@ class JobService:
                 if str(outcome)
                 else (f"center {center_id} did not answer within {self.submit_timeout:g}s")
             )
-            log.warning("job %s: submission outcome unknown: %s", record.id, reason)
+            self.outcomes.failed(center_id, reason)
+            log.warning(
+                "job %s: submission outcome unknown (attempt %d): %s",
+                record.id,
+                record.submit_attempts,
+                reason,
+            )
             return await self.store.update(record.id, reason=reason)
+        if isinstance(outcome, AdapterError) and not isinstance(outcome, SubmitRejected):
+            # The center, not the spec: its host key, the login's key, the job directory.
+            self.outcomes.failed(center_id, str(outcome))
         if isinstance(outcome, StagingFailed):
             api = ApiError(422, "staging_failed", str(outcome), field="inputs")
         elif isinstance(outcome, AdapterError):

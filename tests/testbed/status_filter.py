@@ -1,4 +1,4 @@
-"""A center whose status answers lose jobs, for tests of the gateway's final-state rule.
+"""Centers whose status answers lose jobs, or whose submissions hang, for tests.
 
 Every testbed center's sshd puts `<center dir>/bin` first on PATH. There `squeue` and
 `qstat` run the real commands untouched unless `<center dir>/drop-ids` (native ids, one a
@@ -6,6 +6,9 @@ line) or `<center dir>/drop-mode` exists; then this filter runs the real command
 removes from its output the jobs listed in `drop-ids` (an array's elements with it), or,
 with `drop-mode` holding `all-but-first`, every job after the first one (what OpenPBS's
 `qstat -f -F json ID1 ID2 ...` really does). Its exit status is the real command's.
+
+`sbatch` and `qsub` there hang for a while and fail, submitting nothing, while
+`<center dir>/submit-hangs` exists.
 
 Run as `python3 status_filter.py <center dir> <real command> [args...]`; standard library
 only, since it runs as the job user at the center.
@@ -25,6 +28,10 @@ if TYPE_CHECKING:
 
 #: The commands wrapped at every center (Slurm's and its Torque-dialect ones).
 WRAPPED = ("squeue", "qstat")
+#: Submit commands that hang (and then fail, submitting nothing) while
+#: `<center dir>/submit-hangs` exists: a center whose submissions never answer.
+SUBMIT_WRAPPED = ("sbatch", "qsub")
+SUBMIT_HANG_SECONDS = 6
 
 #: What squeue -O prints first on each line, and `Job Id:` blocks of `qstat -f`.
 _SQUEUE_ID_RE = re.compile(r"^(\d+)")
@@ -78,6 +85,15 @@ def _wrapper(center_dir: Path, real: str) -> str:
     )
 
 
+def _submit_wrapper(center_dir: Path, real: str) -> str:
+    return (
+        "#!/bin/sh\n"
+        "# The hpcfed testbed's submit wrapper (tests/testbed/status_filter.py). Generated.\n"
+        f"if [ -e {center_dir}/submit-hangs ]; then sleep {SUBMIT_HANG_SECONDS}; exit 1; fi\n"
+        f'exec {real} "$@"\n'
+    )
+
+
 def install(center: CenterInfo) -> None:
     """The wrappers in `<center dir>/bin`, which the center's sshd puts first on PATH."""
     from tests.testbed.procs import write_if_changed
@@ -89,6 +105,10 @@ def install(center: CenterInfo) -> None:
         real = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
         if real is not None:
             write_if_changed(bin_dir / name, _wrapper(center.dir, real), 0o755)
+    for name in SUBMIT_WRAPPED:
+        real = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
+        if real is not None:
+            write_if_changed(bin_dir / name, _submit_wrapper(center.dir, real), 0o755)
 
 
 def drop(center: CenterInfo, native_ids: list[str] | tuple[str, ...]) -> None:
@@ -104,8 +124,14 @@ def set_mode(center: CenterInfo, mode: str) -> None:
     path.chmod(0o644)
 
 
+def hang_submissions(center: CenterInfo) -> None:
+    path = center.dir / "submit-hangs"
+    path.write_text("")
+    path.chmod(0o644)
+
+
 def restore(center: CenterInfo) -> None:
-    for name in ("drop-ids", "drop-mode"):
+    for name in ("drop-ids", "drop-mode", "submit-hangs"):
         (center.dir / name).unlink(missing_ok=True)
 
 

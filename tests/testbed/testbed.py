@@ -326,8 +326,12 @@ class Testbed:
         """`squeue` and `qstat` at `cid` list only the first job of their answer."""
         status_filter.set_mode(self.center(cid), "all-but-first")
 
+    def hang_submissions(self, cid: str) -> None:
+        """`sbatch` and `qsub` at `cid` hang, then fail without submitting anything."""
+        status_filter.hang_submissions(self.center(cid))
+
     def restore_status(self, cid: str) -> None:
-        """`squeue` and `qstat` at `cid` answer in full again."""
+        """`squeue` and `qstat` at `cid` answer in full again, and its submissions work."""
         status_filter.restore(self.center(cid))
 
     # ------------------------------------------------------------ down and status

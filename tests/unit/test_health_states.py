@@ -18,6 +18,7 @@ from gateway.health import (
 )
 from gateway.models import HealthConfig
 from gateway.store.probes import ProbeWindow
+from gateway.submissions import FailingSubmissions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -114,3 +115,22 @@ def test_scheduler_ping_commands_and_their_reading() -> None:
     assert slurmctld_up("Slurmctld(primary) at vm is UP\n")
     assert not slurmctld_up("Slurmctld(primary) at vm is DOWN\n")
     assert (ping_command("torque"), ping_command("pbspro")) == ("qstat -Q", "qstat -B")
+
+
+def test_failing_submissions_degrade_a_center_whose_probes_pass() -> None:
+    h = health(degraded_after_failed_submissions=3)
+    assert h.observe(probe(0), 3.0) == "up"
+    two = FailingSubmissions(2, T0.timestamp(), "center centera did not answer within 30s")
+    assert h.observe(probe(1), 3.0, two) is None  # fewer than the threshold
+    three = FailingSubmissions(3, T0.timestamp(), "center centera did not answer within 30s")
+    assert h.observe(probe(2), 3.0, three) == "degraded"
+    assert h.why == (
+        "3 submissions in a row failed since 00:00:00Z: center centera did not answer within 30s"
+    )
+    assert h.observe(probe(3), 3.0, None) == "up"  # one went through
+
+
+def test_a_down_center_stays_down_whatever_its_submissions() -> None:
+    h = health(down_after=1)
+    failing = FailingSubmissions(5, T0.timestamp(), "no answer")
+    assert h.observe(probe(0, scheduler=False), None, failing) == "down"
