@@ -280,6 +280,9 @@ class LocalAdapter(Adapter):
             alive = bool(pid_text and pid_text.isdigit() and _process_alive(int(pid_text)))
         if alive:
             return NativeStatus(native_id, JobState.RUNNING, "running")
+        if _read(job_dir / element_file(EXIT_CODE, index)) is not None:
+            # It wrote its exit status and exited between the first read and this one.
+            return self._unit_end(native_id, job_dir, index)
         if cancelled:
             return NativeStatus(native_id, JobState.CANCELLED, "cancelled", _read(job_dir / REASON))
         return NativeStatus(
