@@ -150,6 +150,7 @@ class SSHConnection:
         self.login_noise: str | None = None
         #: Why SFTP runs through /bin/sh instead of the sftp subsystem, once it must.
         self.sftp_via_shell: str | None = None
+        self._sftp_warned = False
 
     # ------------------------------------------------------------ public
     async def run(
@@ -455,11 +456,13 @@ class SSHConnection:
             time.sleep(delay)  # a worker thread, never the event loop
         raise self._unavailable(f"session refused: {refused}")
 
-    def _start(self, transport: paramiko.Transport, command: str) -> paramiko.Channel:
+    def _start(
+        self, transport: paramiko.Transport, command: str, window_size: int | None = None
+    ) -> paramiko.Channel:
         """Open a channel and start `command` on it, asking again while the server declines."""
         declined: Exception | None = None
         for delay in _CHANNEL_RETRY_DELAYS:
-            chan = self._open_channel(transport)
+            chan = self._open_channel(transport, window_size)
             try:
                 chan.exec_command(command)
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -600,17 +603,10 @@ class SSHConnection:
             except paramiko.sftp.SFTPError as exc:
                 # sshd starts an external sftp-server through the login shell: what a
                 # startup file prints on stdout lands in the SFTP stream ("Garbage packet").
-                printed = _drain(chan)
+                # What it printed is quoted once SFTP through /bin/sh shows all of it.
                 chan.close()
-                self.sftp_via_shell = framing.excerpt(printed) or str(exc)
-                log.warning(
-                    "center %s: the login environment of %s prints into the SFTP session "
-                    "(%r); SFTP runs through /bin/sh from now on",
-                    self.target.center_id,
-                    self.target.login,
-                    self.sftp_via_shell,
-                    extra={"center": self.target.center_id, "login": self.target.login},
-                )
+                self.sftp_via_shell = f"SFTP subsystem: {exc}"
+                self._sftp_warned = False
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 chan.close()
                 raise self._unavailable(f"SFTP subsystem failed to start: {exc}") from None
@@ -618,7 +614,7 @@ class SSHConnection:
 
     def _sftp_through_shell(self, transport: paramiko.Transport) -> paramiko.SFTPClient:
         mark = framing.new_mark()
-        chan = self._start(transport, framing.wrap_sftp_server(mark))
+        chan = self._start(transport, framing.wrap_sftp_server(mark), _SFTP_WINDOW)
         try:
             chan.settimeout(self.target.connect_timeout)
             # sftp-server says nothing before the client's INIT: the start mark is the
@@ -635,9 +631,19 @@ class SSHConnection:
                     raise framing.broken(
                         self.target.center_id, self.target.login, seen, b"", "no start mark"
                     )
-            preamble = framing.excerpt(seen[: -len(mark) - 1].strip())
-            if preamble:  # the whole of it; the subsystem's failure showed it less its head
-                self.sftp_via_shell = preamble
+            if not self._sftp_warned:
+                self._sftp_warned = True
+                preamble = framing.excerpt(seen[: -len(mark) - 1].strip())
+                self.sftp_via_shell = preamble or self.sftp_via_shell
+                log.warning(
+                    "center %s: the login environment of %s prints %r into the sftp "
+                    "subsystem, which breaks SFTP; SFTP runs an sftp-server under /bin/sh "
+                    "from now on",
+                    self.target.center_id,
+                    self.target.login,
+                    self.sftp_via_shell,
+                    extra={"center": self.target.center_id, "login": self.target.login},
+                )
             chan.settimeout(self.target.command_timeout)
             return paramiko.SFTPClient(chan)
         except TimeoutError:

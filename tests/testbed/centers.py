@@ -15,6 +15,10 @@ ACCOUNTING_DAEMONS: tuple[str, ...] = ("mariadbd", "slurmdbd")
 USERS: tuple[str, ...] = ("alice", "bob")
 #: The SSH login the gateway's center files use.
 GATEWAY_LOGIN = "alice"
+#: Job users with the chatty login environments real centers give (tests/testbed/loginenv.py):
+#: carol's .bashrc and .profile print banners, dave's login shell is tcsh. At the centers
+#: without accounting.
+LOGIN_ENV_USERS: tuple[str, ...] = ("carol", "dave")
 #: A login of the accounting center only, with no association there.
 NO_ASSOCIATION_USER = "dora"
 
@@ -58,7 +62,7 @@ class CenterInfo:
     @property
     def logins(self) -> tuple[str, ...]:
         """The Unix users that may log in here."""
-        return USERS + self.unassociated
+        return USERS + (() if self.accounting else LOGIN_ENV_USERS) + self.unassociated
 
     @property
     def host_key_file(self) -> Path:
@@ -181,8 +185,8 @@ ACCOUNTING_CENTER_IDS: tuple[str, ...] = tuple(
     c for c, s in _SHAPES.items() if s.dbd_port is not None
 )
 #: Every Unix user the testbed creates.
-ALL_LOGINS: tuple[str, ...] = USERS + tuple(
-    sorted({u for s in _SHAPES.values() for u in s.unassociated})
+ALL_LOGINS: tuple[str, ...] = (
+    USERS + LOGIN_ENV_USERS + tuple(sorted({u for s in _SHAPES.values() for u in s.unassociated}))
 )
 
 

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tests.testbed import loginenv
 from tests.testbed.centers import CenterInfo
 from tests.testbed.procs import (
     TestbedError,
@@ -29,7 +30,8 @@ PRIVSEP_DIR = Path("/run/sshd")
 
 
 def ensure_user(name: str) -> pwd.struct_passwd:
-    """An ordinary login user with a home directory and a usable (not locked) account."""
+    """An ordinary login user with a home directory and a usable (not locked) account,
+    and the login shell and startup files of its login environment (`loginenv`)."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -43,7 +45,7 @@ def ensure_user(name: str) -> pwd.struct_passwd:
     if not home.is_dir():
         home.mkdir(mode=0o755, parents=True)
         os.chown(home, entry.pw_uid, entry.pw_gid)
-    return entry
+    return loginenv.apply(entry)
 
 
 def _shadow_password(name: str) -> str:
@@ -125,7 +127,14 @@ def render_sshd_config(center: CenterInfo, users: Sequence[str]) -> str:
             # the status wrappers of `tests.testbed.status_filter` first (sshd takes only
             # the first SetEnv line: both on one).
             f"SetEnv SLURM_CONF={center.slurm_conf} PATH={center.dir / 'bin'}:{SESSION_PATH}",
-            "Subsystem sftp internal-sftp",
+            # An external sftp-server is started through the login shell, as at many
+            # real centers: what a startup file prints lands in the SFTP stream.
+            "Subsystem sftp "
+            + (
+                loginenv.SFTP_SERVER
+                if center.id in loginenv.EXTERNAL_SFTP_CENTERS
+                else "internal-sftp"
+            ),
             "LogLevel INFO",
             "",
         ]

@@ -1,0 +1,215 @@
+"""Jobs, files and staging for job users with the login environments real centers give.
+
+carol's `.bashrc` and `.profile` print a banner on stdout and a notice on stderr for
+every shell; dave's login shell is tcsh, with a `.cshrc` that prints too
+(tests/testbed/loginenv.py). At centera (Slurm) and centerc (the PBS dialect, whose
+sftp subsystem is the external sftp-server that sshd starts through the login shell)
+every answer must be exactly what the center's commands said, every download exactly
+the file's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters import framing
+from adapters.ssh import SSHPool
+from adapters.sshkeys import KeyFile
+from gateway.client import HpcfedClient
+from gateway.config import LoadedConfig
+from tests.conftest import GatewayFactory
+from tests.integration._adapter_helpers import target
+from tests.testbed import Testbed
+from tests.testbed.loginenv import PRINTS
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+USERS = ("carol", "dave")
+CENTERS = ("centera", "centerc")
+CASES = [pytest.param(u, c, id=f"{u}-{c}") for u in USERS for c in CENTERS]
+
+
+@pytest.fixture
+def workdir(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh directory name in each chatty user's home (all centers share the homes)."""
+    name = f"loginenv-{uuid.uuid4().hex[:8]}"
+    yield name
+    for user in USERS:
+        shutil.rmtree(Path("/home") / user / name, ignore_errors=True)
+
+
+async def _client(start_gateway: GatewayFactory, config: LoadedConfig, user: str) -> HpcfedClient:
+    gw = await start_gateway(config, USERS)
+    return gw.client(user)
+
+
+@pytest.mark.parametrize(("user", "center"), CASES)
+async def test_the_login_environment_prints_and_commands_still_get_exact_answers(
+    testbed: Testbed, user: str, center: str
+) -> None:
+    pool = SSHPool()
+    try:
+        key = KeyFile(str(testbed.user_key(user)))
+        conn = pool.connection(target(testbed, center, login=user, credential=key))
+        result = await conn.run(
+            "trap 'echo trapped' EXIT; echo \"$0 $(id -un)\"; echo to-stderr >&2; exit 7"
+        )
+        assert (result.exit_status, result.stdout, result.stderr) == (
+            7,
+            f"/bin/sh {user}\ntrapped\n".encode(),
+            b"to-stderr\n",
+        )
+        # The startup files really do print: the answer above had it set aside.
+        assert conn.login_noise is not None and PRINTS[user] in conn.login_noise
+        assert await conn.home() == f"/home/{user}"
+        if center == "centerc":  # its sftp-server runs through the login shell
+            assert conn.sftp_via_shell is not None and PRINTS[user] in conn.sftp_via_shell
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(("user", "center"), CASES)
+async def test_jobs_complete_with_their_exit_codes_and_exact_output(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, user: str, center: str
+) -> None:
+    async with await _client(start_gateway, testbed_config, user) as client:
+        results = await client.submit_batch(
+            [
+                {
+                    "name": "chatty-ok",
+                    "center": center,
+                    "script": 'echo "ran as $(id -un)"\necho job-stderr >&2\n',
+                },
+                {
+                    "name": "chatty-fail",
+                    "center": center,
+                    "command": "sh",
+                    "arguments": ["-c", "exit 3"],
+                },
+            ]
+        )
+        assert [r["status"] for r in results] == [201, 201], [r.get("error") for r in results]
+        ok, failed = (r["job"] for r in results)
+        assert ok["native_id"] and failed["native_id"]
+        done = await client.wait(ok["id"], timeout=120)
+        assert (done["state"], done["exit_code"]) == ("COMPLETED", 0), done
+        assert await client.output(ok["id"]) == f"ran as {user}\n".encode()
+        assert await client.output(ok["id"], "stderr") == b"job-stderr\n"
+        ended = await client.wait(failed["id"], timeout=120)
+        assert (ended["state"], ended["exit_code"]) == ("FAILED", 3), ended
+
+
+@pytest.mark.parametrize(("user", "center"), CASES)
+async def test_files_up_and_down_are_byte_exact_on_both_paths(
+    start_gateway: GatewayFactory,
+    testbed_config: LoadedConfig,
+    tmp_path: Path,
+    workdir: str,
+    user: str,
+    center: str,
+) -> None:
+    async with await _client(start_gateway, testbed_config, user) as client:
+        await client.mkdir(center, workdir)
+        # 1000 bytes over SFTP; 20 MiB over the OpenSSH bulk path (above bulk_threshold).
+        for name, size in (("small.bin", 1000), ("big.bin", 20 * MiB)):
+            local = tmp_path / name
+            local.write_bytes(os.urandom(size))
+            digest = hashlib.sha256(local.read_bytes()).hexdigest()
+            put = await client.upload(center, f"{workdir}/{name}", local, sha256=digest)
+            assert (put["size"], put["sha256"]) == (size, digest)
+            assert (Path("/home") / user / workdir / name).read_bytes() == local.read_bytes()
+            copy = tmp_path / f"copy-{name}"
+            got = await client.download(center, f"{workdir}/{name}", copy, verify=True)
+            assert (got["size"], got["bytes"], got["sha256"]) == (size, size, digest)
+            assert copy.read_bytes() == local.read_bytes()
+            checked = await client.checksum(center, f"{workdir}/{name}")
+            assert (checked["size"], checked["sha256"]) == (size, digest)
+
+
+@pytest.mark.parametrize(("user", "center"), CASES)
+async def test_a_job_with_staged_inputs_and_outputs_completes_with_right_checksums(
+    start_gateway: GatewayFactory,
+    testbed_config: LoadedConfig,
+    tmp_path: Path,
+    workdir: str,
+    user: str,
+    center: str,
+) -> None:
+    async with await _client(start_gateway, testbed_config, user) as client:
+        await client.mkdir(center, workdir)
+        source = os.urandom(3 * MiB)
+        (tmp_path / "in.bin").write_bytes(source)
+        await client.upload(center, f"{workdir}/in.bin", tmp_path / "in.bin")
+        job = await client.submit(
+            {
+                "name": "chatty-staged",
+                "center": center,
+                "script": "cat in.bin params.txt > out.bin\n",
+                "inputs": [
+                    {
+                        "source": {"center": center, "path": f"{workdir}/in.bin"},
+                        "destination": "in.bin",
+                    },
+                    {"upload": True, "destination": "params.txt"},
+                ],
+                "outputs": [
+                    {
+                        "source": "out.bin",
+                        "destination": {"center": center, "path": f"{workdir}/out.bin"},
+                    }
+                ],
+            }
+        )
+        params = tmp_path / "params.txt"
+        params.write_bytes(b"params\n")
+        await client.upload_job_input(job["id"], 1, params)
+        done = await client.wait(job["id"], timeout=180)
+        assert (done["state"], done["exit_code"]) == ("COMPLETED", 0), done
+        assert done["staging"]["inputs"][0]["sha256"] == hashlib.sha256(source).hexdigest()
+        expected = hashlib.sha256(source + b"params\n").hexdigest()
+        output = done["staging"]["outputs"][0]
+        assert (output["state"], output["sha256"], output["size"]) == (
+            "done",
+            expected,
+            len(source) + 7,
+        )
+        assert (await client.checksum(center, f"{workdir}/out.bin"))["sha256"] == expected
+
+
+async def test_a_startup_file_that_ends_the_shell_gives_an_error_naming_it(
+    testbed: Testbed,
+) -> None:
+    """A login whose .bashrc exits before the command: a clear error quoting what it
+    printed, never a silent empty answer."""
+    home = Path("/home/carol")
+    bashrc = home / ".bashrc"
+    original = bashrc.read_bytes()
+    pool = SSHPool()
+    try:
+        bashrc.write_bytes(
+            b'echo "Account carol is disabled: contact support"; exit 1\n' + original
+        )
+        conn = pool.connection(
+            target(
+                testbed,
+                "centera",
+                login="carol",
+                credential=KeyFile(str(testbed.user_key("carol"))),
+            )
+        )
+        with pytest.raises(framing.LoginEnvironmentBroken) as caught:
+            await conn.run("echo never")
+        message = caught.value.message
+        assert "carol" in message and "startup files" in message
+        assert "Account carol is disabled" in message
+    finally:
+        bashrc.write_bytes(original)
+        await pool.close()
