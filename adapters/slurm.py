@@ -20,6 +20,7 @@ from adapters.base import (
     ArrayElement,
     CenterLoad,
     CenterUnavailable,
+    CommandFailed,
     JobRequest,
     JobState,
     NativeStatus,
@@ -38,6 +39,7 @@ from adapters.jobdir import (
     render_body,
     reserved_directive,
 )
+from adapters.limits import AccountLimits
 from adapters.markers import aggregate, as_element, never_started, with_times
 from adapters.rejections import (
     SLURM_REJECTIONS,
@@ -45,6 +47,7 @@ from adapters.rejections import (
     rejected_field,
     scheduler_message,
 )
+from adapters.slurm_limits import build_limits_command, parse_limits
 from adapters.slurm_load import build_load_command, parse_load
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
@@ -457,3 +460,21 @@ class SlurmAdapter(JobDirAdapter):
 
     def parse_load(self, result: CommandResult, queried_at: float) -> CenterLoad:
         return parse_load(result.stdout.decode(errors="replace"), queried_at)
+
+    async def account_limits(self) -> AccountLimits | None:
+        """This login's associations and QoS limits (`adapters.slurm_limits`); None at a
+        cluster without slurmdbd. Not counted in remote_commands, as `ping` is not."""
+        command = build_limits_command(self.target.login)
+        queried_at = time.time()
+        result = await self.connection.run(command)
+        if result.exit_status != 0:
+            raise CommandFailed(
+                f"center {self.center_id}: the accounting limits query failed "
+                f"(exit {result.exit_status}): "
+                f"{result.stderr.decode(errors='replace').strip()[:300]}",
+                command=command,
+                exit_status=result.exit_status,
+                stderr=result.stderr.decode(errors="replace"),
+                center=self.center_id,
+            )
+        return parse_limits(result.stdout.decode(errors="replace"), self.target.login, queried_at)

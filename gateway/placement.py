@@ -2,7 +2,9 @@
 
 Candidates are the centers where the user has a login, allowed by the spec's
 `placement` (regions, exclude), admitted (see gateway/computing_power.py) and
-answering their load query. Each candidate's partitions are matched against
+answering their load query, and where the accounting limits that apply to the
+user's login and account there (gateway/account_limits.py) let the job start at
+all. Each candidate's partitions are matched against
 the resources asked for (GPU model and count per node, cores and memory per
 node, node count, walltime limit); the centers that can run the job are scored
 on estimated wait, cost, carbon and where the job's inputs are, weighted by
@@ -18,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from adapters.base import CenterLoad, PartitionLoad
+from adapters.limits import AccountLimits
+from gateway.account_limits import LimitsCache, limit_failures
 from gateway.centers import Center, CenterRegistry
 from gateway.computing_power import PowerService
 from gateway.errors import ApiError
@@ -74,6 +78,7 @@ class Placer:
         self.centers = centers
         self.power = power
         self.config = config
+        self.limits = LimitsCache()
 
     async def place(
         self, owner: str, spec: JobSpec, active: Iterable[JobRecord] = ()
@@ -114,7 +119,7 @@ class Placer:
             else:
                 refused[center.id] = [f"center: not admitted ({admission.reason})"]
                 unavailable.add(center.id)
-        loads = await self._loads(admitted)
+        loads, limits = await asyncio.gather(self._loads(admitted), self._limits(admitted, owner))
         active = list(active)
         options: list[_Option] = []
         for center in admitted:
@@ -122,6 +127,10 @@ class Placer:
             if load is None:
                 refused[center.id] = [f"center: unreachable now ({error})"]
                 unavailable.add(center.id)
+                continue
+            # A job its account may never run there would be accepted and pend for ever.
+            if problems := limit_failures(center.id, limits.get(center.id), spec):
+                refused[center.id] = problems
                 continue
             option, why = self._best_partition(
                 center, load, spec, _not_yet_seen(active, center.id, load)
@@ -163,6 +172,23 @@ class Placer:
             else:
                 out[cid] = (None, f"no answer within {LOAD_WAIT:g}s")
         return out
+
+    async def _limits(self, centers: list[Center], owner: str) -> dict[str, AccountLimits | None]:
+        """The accounting limits of `owner`'s login at each center (cached per login);
+        None where there are none or they cannot be learned now (the scheduler still
+        enforces them)."""
+
+        async def one(center: Center) -> AccountLimits | None:
+            login = None if center.is_local else center.config.login_for(owner)
+            return None if login is None else await self.limits.get(center, login)
+
+        found = await asyncio.gather(
+            *(asyncio.wait_for(one(c), LOAD_WAIT) for c in centers), return_exceptions=True
+        )
+        return {
+            c.id: r if isinstance(r, AccountLimits) else None
+            for c, r in zip(centers, found, strict=True)
+        }
 
     def _by_default(self, chosen: _Option, spec: JobSpec) -> bool:
         return spec.placement is None and chosen.center.id == self.centers.default
