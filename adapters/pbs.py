@@ -48,12 +48,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from adapters.base import (
+    AdapterError,
     ArrayElement,
     CenterLoad,
     CenterUnavailable,
     CommandFailed,
     JobRequest,
     NativeStatus,
+    SubmitRejected,
 )
 from adapters.batch import JobDirAdapter, ping_failed
 from adapters.jobdir import (
@@ -76,7 +78,14 @@ from adapters.pbs_parse import (
     parse_torque_qstat,
     short_id,
 )
-from adapters.rejections import PBS_REJECTIONS, rejected_field, scheduler_message
+from adapters.rejections import (
+    PBS_REJECTIONS,
+    field_over_limits,
+    job_partition,
+    names_no_limit,
+    rejected_field,
+    scheduler_message,
+)
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
 
 #: qsub options an extra directive may not set: arrays and dependencies have fields
@@ -339,6 +348,31 @@ class PbsAdapter(JobDirAdapter):
 
     def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
         return qsub_rejection(result, job)
+
+    async def submit_many(self, jobs: Sequence[JobRequest]) -> list[str | Exception]:
+        outcomes = await super().submit_many(jobs)
+        vague = [
+            i
+            for i, o in enumerate(outcomes)
+            if isinstance(o, SubmitRejected) and o.field is None and names_no_limit(o.stderr)
+        ]
+        if vague:
+            await self._name_limit_fields([jobs[i] for i in vague], [outcomes[i] for i in vague])
+        return outcomes
+
+    async def _name_limit_fields(
+        self, jobs: Sequence[JobRequest], refusals: Sequence[object]
+    ) -> None:
+        """PBS Pro's "Job violates queue and/or server resource limits" names no field:
+        the queue's limits, asked once, tell which value of the job is over them."""
+        try:
+            load = await self.load()
+        except AdapterError:  # the refusal stands as it is, without a field
+            return
+        for job, refusal in zip(jobs, refusals, strict=True):
+            partition = job_partition(load.partitions, job.queue or self.default_queue)
+            if isinstance(refusal, SubmitRejected) and partition is not None:
+                refusal.field = field_over_limits(job, partition)
 
     def status_command(self, native_ids: Sequence[str]) -> str:
         return build_qstat_command(native_ids, self.dialect)

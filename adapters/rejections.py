@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from adapters.base import JobRequest
+from adapters.base import JobRequest, PartitionLoad
 
 #: (message pattern, spec field) pairs, tried in order on a refused submission's
 #: message (case-insensitive), so narrower patterns come first. A tuple of fields
@@ -134,3 +134,49 @@ def scheduler_message(stdout: bytes, stderr: bytes) -> str:
         out = match.group(1)
     text = stderr.decode(errors="replace") + "\n" + out
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+#: PBS Pro / OpenPBS refuse a job over a queue's or the server's `resources_max` with
+#: one sentence that names no resource (seen on OpenPBS 23.06, ../shared/fixtures/openpbs).
+PBS_OVER_LIMITS_RE = re.compile(r"violates queue and/or server resource limits", re.IGNORECASE)
+
+
+def names_no_limit(message: str) -> bool:
+    """Whether a refusal says the job is over some limit without saying which."""
+    return PBS_OVER_LIMITS_RE.search(message) is not None
+
+
+def field_over_limits(job: JobRequest, partition: PartitionLoad) -> str | None:
+    """The spec field whose value is above what `partition` (the job's queue, as the
+    scheduler reports it) allows; None when the job is within every limit it reports."""
+    if (
+        partition.max_walltime_seconds
+        and (job.walltime_seconds or 0) > partition.max_walltime_seconds
+    ):
+        return "resources.walltime"
+    most_nodes = min(partition.nodes_total, partition.max_nodes_per_job or partition.nodes_total)
+    if most_nodes and job.nodes > most_nodes:
+        return "resources.nodes"
+    if (
+        partition.cores_per_node
+        and job.tasks_per_node * job.cpus_per_task > partition.cores_per_node
+    ):
+        asked = [
+            f for f in ("resources.cpus_per_task", "resources.tasks_per_node") if _asked(job, f)
+        ]
+        return asked[0] if len(asked) == 1 else "resources.cpus_per_task"
+    if job.memory_per_node_mib and partition.memory_per_node_mib:
+        if job.memory_per_node_mib > partition.memory_per_node_mib:
+            return "resources.memory_per_node"
+    if job.gpus_per_node and job.gpus_per_node > max(
+        (g.per_node for g in partition.gpus), default=0
+    ):
+        return "resources.gpus_per_node"
+    return None
+
+
+def job_partition(partitions: tuple[PartitionLoad, ...], queue: str | None) -> PartitionLoad | None:
+    """The partition (queue) a job goes to: the one it names, else the default one."""
+    if queue is not None:
+        return next((p for p in partitions if p.name == queue), None)
+    return next((p for p in partitions if p.default), None)

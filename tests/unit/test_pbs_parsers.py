@@ -431,3 +431,51 @@ def test_a_json_answer_cut_short_is_no_evidence() -> None:
     text = read("openpbs_finished_job.qstat_f_F_json.json")
     assert adapter("pbspro").parse_accounting(text[: len(text) // 2], "", ["4.pbshost"]) == {}
     assert set(adapter("pbspro").parse_accounting(text, "", ["4.pbshost"])) == {"4.pbshost"}
+
+
+# ------------------------------------------------ a refusal that names no limit
+
+#: What OpenPBS 23.06's qsub printed for a walltime above its queue's limit
+#: (../shared/fixtures/openpbs/README.md, fact 4).
+OVER_LIMITS = "qsub: Job violates queue and/or server resource limits\n"
+
+
+def _queues() -> dict:
+    from adapters.pbs_load import parse_load
+
+    # `workq` (the default): 72 h, 2 nodes a job, 64 cores; `gpuq`: 24 h, 4 GPUs a node.
+    load = parse_load(read("load-pbspro_server.txt"), 0.0, "pbspro", None)
+    return {p.name: p for p in load.partitions}
+
+
+@pytest.mark.parametrize(
+    "asked,queue,field",
+    [
+        ({"walltime_seconds": 100 * 3600}, None, "resources.walltime"),  # the default workq
+        ({"walltime_seconds": 48 * 3600}, "gpuq", "resources.walltime"),
+        ({"walltime_seconds": 48 * 3600}, None, None),  # within workq's 72 h
+        ({"nodes": 3}, None, "resources.nodes"),
+        ({"tasks_per_node": 65}, None, "resources.tasks_per_node"),
+        ({"cpus_per_task": 65}, None, "resources.cpus_per_task"),
+        ({"memory_per_node_mib": 600_000}, "gpuq", "resources.memory_per_node"),
+        ({"gpus_per_node": 5}, "gpuq", "resources.gpus_per_node"),
+    ],
+)
+def test_a_refusal_over_unnamed_limits_names_the_field_over_the_queues_limit(
+    asked: dict, queue: str | None, field: str | None
+) -> None:
+    from adapters.rejections import field_over_limits, job_partition, names_no_limit
+
+    job = JobRequest(gateway_id=GID, name="r", command="true", queue=queue, **asked)
+    said, named = qsub_rejection(CommandResult(1, b"", OVER_LIMITS.encode()), job)
+    assert named is None and names_no_limit(said)  # the message alone names nothing
+    queues = _queues()
+    partition = job_partition(tuple(queues.values()), job.queue)
+    assert partition is not None and partition.name == (queue or "workq")
+    assert field_over_limits(job, partition) == field
+
+
+def test_no_partition_for_an_unknown_queue() -> None:
+    from adapters.rejections import job_partition
+
+    assert job_partition(tuple(_queues().values()), "nosuchq") is None
