@@ -26,7 +26,7 @@ async def _chunks(pieces: Sequence[bytes]) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def _upload(files: CenterFiles, path: str, pieces: Sequence[bytes], limit: float) -> int:
+async def upload(files: CenterFiles, path: str, pieces: Sequence[bytes], limit: float) -> int:
     full, _ = await bounded(files.open_write(path), f"opening {path}")
     size = sum(len(p) for p in pieces)
     return await bounded(
@@ -84,7 +84,7 @@ async def files_staging(ctx: Context, ev: Evidence) -> str:
     out_path = posixpath.join(directory, "staged.sha256")
     pieces, local = _random_pieces(STAGING_SIZE)
     ev.update(directory=directory, size=STAGING_SIZE, sha256=local)
-    await _upload(files, data_path, pieces, CALL_TIMEOUT)
+    await upload(files, data_path, pieces, CALL_TIMEOUT)
     remote, _ = await bounded(files.sha256(data_path), "the checksum at the center")
     ev["files_sha256"] = remote
     if remote != local:
@@ -110,7 +110,7 @@ async def files_bandwidth(ctx: Context, ev: Evidence) -> str:
     pieces, local = _random_pieces(BANDWIDTH_SIZE)
     ev.update(size=BANDWIDTH_SIZE, path=path, copy=_copy_path(files, BANDWIDTH_SIZE), sha256=local)
     started = time.perf_counter()
-    await _upload(files, path, pieces, BULK_TIMEOUT)
+    await upload(files, path, pieces, BULK_TIMEOUT)
     up_seconds = time.perf_counter() - started
     del pieces
     remote, _ = await bounded(files.sha256(path), "the checksum at the center")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from adapters.base import AdapterError, CommandFailed
 from gateway.centers import Center
 from gateway.errors import ApiError
-from gateway.evaluation import checks, files, jobs
+from gateway.evaluation import burst, checks, files, jobs
 from gateway.evaluation.context import CheckFailed, Context, Evidence, PowerSource
 from gateway.evaluation.models import SUITE_VERSION, CheckResult, EvaluationRecord
 from gateway.evaluation.verdict import judge
@@ -50,7 +50,7 @@ class Check:
 _SSH = ("ssh.login",)
 _SCHEDULER = ("scheduler.responding",)
 
-#: Suite version "1", in report order. Weights sum to 100.
+#: Suite version "2", in report order. Weights sum to 100.
 CHECKS: tuple[Check, ...] = (
     Check("ssh.connect", "TCP reachability of the SSH port", 5, True, checks.ssh_connect, ssh=True),
     Check(
@@ -98,7 +98,7 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "jobs.round_trip",
         "submit, see QUEUED or RUNNING, cancel, see CANCELLED",
-        10,
+        5,
         True,
         jobs.jobs_round_trip,
         _SCHEDULER,
@@ -107,7 +107,7 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "jobs.exit_codes",
         "'exit 0' ends COMPLETED/0 and 'exit 3' ends FAILED/3",
-        10,
+        5,
         True,
         jobs.jobs_exit_codes,
         _SCHEDULER,
@@ -141,6 +141,16 @@ CHECKS: tuple[Check, ...] = (
         jobs=1,
     ),
     Check(
+        "jobs.batched_status",
+        "a burst of jobs tracked by the batched status query agrees with the center per job",
+        10,
+        True,
+        burst.jobs_batched_status,
+        _SCHEDULER,
+        ssh=True,  # a local center has no batch scheduler to hold it to
+        jobs=2,
+    ),
+    Check(
         "ssh.latency",
         "20 round trips of 'true' over the pooled connection",
         5,
@@ -169,6 +179,8 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("descriptor.valid",),
     ("descriptor.complete",),
     ("jobs.round_trip", "jobs.exit_codes", "files.staging", "jobs.output", "compute.probe"),
+    # Alone: its blocker holds a whole node, which the other job checks would wait for.
+    ("jobs.batched_status",),
     ("ssh.latency",),
     ("files.bandwidth",),
 )

@@ -30,7 +30,7 @@ from tests.testbed import Testbed
 pytestmark = pytest.mark.integration
 
 ADMIN = {"root": ("admin",), "alice": ("researcher",)}
-SUITE_1 = [
+SUITE_2 = [
     "ssh.connect",
     "ssh.host_key",
     "ssh.login",
@@ -42,6 +42,7 @@ SUITE_1 = [
     "files.staging",
     "jobs.output",
     "compute.probe",
+    "jobs.batched_status",
     "ssh.latency",
     "files.bandwidth",
 ]
@@ -101,7 +102,7 @@ async def test_each_testbed_center_is_evaluated_and_admitted(
 
         assert (record["state"], record["verdict"], record["reasons"]) == ("DONE", "admit", [])
         assert record["score"] == 100
-        assert [c["name"] for c in record["checks"]] == SUITE_1
+        assert [c["name"] for c in record["checks"]] == SUITE_2
         assert set(states(record).values()) == {"passed"}, record["checks"]
         assert record["thresholds"] == gw.config.gateway.admission.model_dump(mode="json")
         EvaluationRecord.model_validate(record)
@@ -117,10 +118,35 @@ async def test_each_testbed_center_is_evaluated_and_admitted(
         round_trip = check(record, "jobs.round_trip")["evidence"]["jobs"][0]
         assert round_trip["native_id"] and round_trip["states"][-1] == "CANCELLED"
         assert check(record, "files.bandwidth")["evidence"]["copy"] == "openssh"
+        burst = check(record, "jobs.batched_status")["evidence"]
+        # Some waited behind the blocker (each center has one node), every job ended as
+        # the center says, none was missed by a batched answer, none is left there.
+        assert burst["queued_behind_blocker"] == [
+            "queued, exit 0",
+            "queued, exit 4",
+            "queued, cancelled",
+        ]
+        assert [c["disagreements"] for c in burst["compared"]] == [[], []]
+        ends = {j["job"]: (j["states"][-1], j["exit_code"]) for j in burst["jobs"]}
+        assert ends == {
+            "exit 0": ("COMPLETED", 0),
+            "exit 3": ("FAILED", 3),
+            "blocker": ("COMPLETED", 0),
+            "queued, exit 0": ("COMPLETED", 0),
+            "queued, exit 4": ("FAILED", 4),
+            "queued, cancelled": ("CANCELLED", None),
+        }
+        assert {j["center"]["state"] for j in burst["jobs"]} <= {"COMPLETED", "FAILED", "CANCELLED"}
+        assert all(j["missing_from_batched_answers"] == 0 for j in burst["jobs"])
+        assert burst["left_at_center"] == []
+        # Neither testbed scheduler keeps a queryable history: Slurm has no accounting
+        # here, Slurm's qstat does not say.
+        assert burst["history"]["keeps_history"] is (None if center == "centerc" else False)
+        assert "job directory" in burst["history"]["implication"]
 
         report = await admin.evaluation_report(center, record["id"])
         assert report.splitlines()[0] == f"# Access evaluation of {center}: ADMIT, score 100/100"
-        for name in SUITE_1:
+        for name in SUITE_2:
             assert f"| {name} | passed |" in report
         listed = await admin.evaluations(center)
         assert listed[0]["id"] == record["id"]
@@ -151,7 +177,7 @@ async def test_a_center_presenting_an_unpinned_host_key_is_refused_and_nothing_e
         assert (record["state"], record["verdict"]) == ("DONE", "refuse")
         got = states(record)
         assert (got["ssh.connect"], got["ssh.host_key"]) == ("passed", "failed")
-        later = SUITE_1[2:]
+        later = SUITE_2[2:]
         assert {got[name] for name in later} == {"skipped"}
         for name in later:
             assert check(record, name)["message"] == "skipped: ssh.host_key failed"
@@ -224,7 +250,7 @@ async def test_hpcfed_evaluate_writes_report_and_record_and_exits_0_when_admitte
     record = EvaluationRecord.model_validate(json.loads(record_file.read_text()))
     assert (record.center, record.verdict, record.state) == ("centera", "admit", "DONE")
     assert "verdict: admit (score 100/100)" in shown
-    for name in SUITE_1:  # one progress line per check
+    for name in SUITE_2:  # one progress line per check
         assert sum(f" {name} " in line for line in shown.splitlines()) == 1
     text = report.read_text()
     assert text.startswith("# Access evaluation of centera: ADMIT")
@@ -334,3 +360,87 @@ async def test_an_evaluation_left_running_by_a_previous_gateway_becomes_error(
         assert check(record, "ssh.connect")["state"] == "skipped"
         latest = await gw.app[EVALUATIONS].latest("local")
         assert latest is not None and latest.id == left.id
+
+
+def still_queued_or_running(testbed: Testbed, center: str, native_ids: list[str]) -> list[str]:
+    """The jobs the center's own squeue (not the wrapped one the gateway sees) lists
+    as pending or running."""
+    queue = subprocess.run(
+        ["/usr/bin/squeue", "-h", "-o", "%i %T", "-j", ",".join(native_ids)],
+        env=testbed.scheduler_env(center),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return [line for line in queue.stdout.splitlines() if line.split()[1] in ("PENDING", "RUNNING")]
+
+
+def assert_refused_for_dropped_jobs(record: dict[str, Any]) -> dict[str, Any]:
+    """Refused by jobs.batched_status at its first comparison, each disagreement naming
+    the job, what the gateway had and what the center says; nothing left at the center."""
+    assert (record["state"], record["verdict"]) == ("DONE", "refuse")
+    burst = check(record, "jobs.batched_status")
+    assert burst["state"] == "failed", burst
+    assert "the gateway's batched status disagrees with the center" in burst["message"]
+    assert any(r.startswith("jobs.batched_status: ") for r in record["reasons"])
+    evidence = burst["evidence"]
+    (compared,) = evidence["compared"]
+    assert compared["when"] == "while the blocker held the node"
+    jobs = {j["native_id"]: j for j in evidence["jobs"]}
+    assert compared["disagreements"]
+    for said in compared["disagreements"]:
+        native_id = said.split("(job ", 1)[1].split(")", 1)[0]
+        job = jobs[native_id]
+        assert said.startswith(f"{job['job']} (job {native_id}): ")
+        assert "the gateway says " in said and "the center says " in said
+    # A job the center runs or queues, which the batched answers did not account for.
+    lost = [
+        j
+        for j in jobs.values()
+        if j["center"]["state"] in ("QUEUED", "RUNNING") and j["missing_from_batched_answers"]
+    ]
+    assert lost, evidence["jobs"]
+    assert any(f"(job {j['native_id']})" in d for j in lost for d in compared["disagreements"])
+    assert evidence["left_at_center"] == []
+    return burst
+
+
+async def test_a_pbs_center_whose_batched_qstat_lists_only_the_first_job_is_refused(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
+) -> None:
+    """OpenPBS's `qstat -f -F json ID1 ID2 ...` lists ID1 alone: a center that answers
+    the batched query so is refused, though every job asked about alone is right."""
+    gw = await start_gateway(evaluated_config(testbed_config), ADMIN)
+    testbed.drop_all_but_first("centerc")
+    try:
+        async with gw.client("root") as admin:
+            record = await evaluate(admin, "centerc", timeout=240)
+    finally:
+        testbed.restore_status("centerc")
+    burst = assert_refused_for_dropped_jobs(record)
+    native_ids = [j["native_id"] for j in burst["evidence"]["jobs"]]
+    assert still_queued_or_running(testbed, "centerc", native_ids) == []
+
+
+async def test_a_slurm_center_whose_squeue_drops_the_burst_is_refused(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
+) -> None:
+    """squeue leaves the burst's jobs out of its answers as soon as they are submitted
+    (the scheduler still runs them): refused, with each job's two versions."""
+    gw = await start_gateway(evaluated_config(testbed_config), ADMIN)
+    started = await gw.app[EVALUATIONS].start("centera", "root")
+    live = next(c for c in started.checks if c.name == "jobs.batched_status")
+    dropped: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while not live.evidence.get("jobs"):  # the live record, as the check fills it
+                await asyncio.sleep(0.005)
+        dropped = [job["native_id"] for job in live.evidence["jobs"]]
+        testbed.drop_from_status("centera", dropped)
+        async with gw.client("root") as admin:
+            record = await admin.wait_evaluation("centera", started.id, timeout=240, interval=0.3)
+    finally:
+        testbed.restore_status("centera")
+    burst = assert_refused_for_dropped_jobs(record)
+    assert sorted(j["native_id"] for j in burst["evidence"]["jobs"]) == sorted(dropped)
+    assert still_queued_or_running(testbed, "centera", dropped) == []

@@ -12,7 +12,7 @@ from gateway.evaluation.suite import BY_NAME, CHECKS, blocked_by, pending_checks
 from gateway.evaluation.verdict import judge, score_of, threshold_failures
 from gateway.models import AdmissionConfig
 
-SUITE_1 = [
+SUITE_2 = [
     "ssh.connect",
     "ssh.host_key",
     "ssh.login",
@@ -24,6 +24,7 @@ SUITE_1 = [
     "files.staging",
     "jobs.output",
     "compute.probe",
+    "jobs.batched_status",
     "ssh.latency",
     "files.bandwidth",
 ]
@@ -51,7 +52,7 @@ def with_state(checks: list[CheckResult], name: str, state: str, message: str) -
 
 
 def test_suite_1_lists_its_checks_in_order_with_weights_summing_to_100() -> None:
-    assert [c.name for c in CHECKS] == SUITE_1
+    assert [c.name for c in CHECKS] == SUITE_2
     assert sum(c.weight for c in CHECKS) == 100
     optional = {c.name for c in CHECKS if not c.required}
     assert optional == {"descriptor.complete", "compute.probe", "ssh.latency", "files.bandwidth"}
@@ -67,7 +68,7 @@ def test_a_failed_required_check_refuses_whatever_the_score() -> None:
     with_state(checks, "jobs.exit_codes", "failed", "the exit 3 job ended COMPLETED/0")
     judgement = judge(checks, GOOD, ADMISSION)
     assert judgement.verdict == "refuse"
-    assert judgement.score == 90.0  # above min_score: the required check alone refuses
+    assert judgement.score == 95.0  # above min_score: the required check alone refuses
     assert judgement.reasons == ["jobs.exit_codes: the exit 3 job ended COMPLETED/0"]
 
 
@@ -196,9 +197,9 @@ def test_report_names_center_suite_date_verdict_score_and_every_check() -> None:
     )
     title = text.splitlines()[0]
     assert title == "# Access evaluation of centera: ADMIT, score 100/100"
-    assert "- suite version: 1" in text and "- date: 2025-03-04 05:06:07 UTC" in text
+    assert "- suite version: 2" in text and "- date: 2025-03-04 05:06:07 UTC" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and " | passed |" in line]
-    assert [row.split(" | ")[1] for row in rows] == SUITE_1
+    assert [row.split(" | ")[1] for row in rows] == SUITE_2
     assert "| SSH latency p50 | 4 ms | <= 250 ms (max_ssh_latency_ms) | yes |" in text
     assert "| upload | 80 MB/s | >= 5 MB/s (min_bandwidth_mb_s) | yes |" in text
     assert "## Reasons" not in text
