@@ -14,6 +14,7 @@ import statistics
 import time
 
 from adapters.base import AuthenticationFailed, HostKeyRejected
+from adapters.framing import LoginEnvironmentBroken
 from adapters.ssh import fingerprint, parse_pinned_key
 from gateway.computing_power import LOAD_TIMEOUT
 from gateway.descriptor import schema_errors
@@ -88,19 +89,54 @@ async def ssh_host_key(ctx: Context, ev: Evidence) -> str:
     return f"host key {presented} ({key.get_name()}) is pinned"
 
 
+def unusable_login(login: str | None, message: str) -> str:
+    """The failure of ssh.login when the login shell or its startup files keep the
+    gateway's commands from running: that is the cause, not the key or the host."""
+    return f"the login environment of {login!r} is unusable, so no command runs there: {message}"
+
+
+def banner_before(said: str, login: str | None) -> str | None:
+    """What a login printed before the answer of `id -un` (an unframed transport takes
+    a banner for part of it: 'Welcome ...\nalice'), or None when the answer is not so."""
+    lines = said.splitlines()
+    if login and len(lines) > 1 and lines[-1].strip() == login:
+        return " ".join(" ".join(lines[:-1]).split())[:80]
+    return None
+
+
 async def ssh_login(ctx: Context, ev: Evidence) -> str:
     connection = ctx.connection()
     ev.update(login=ctx.login, credential=connection.target.credential.label, command="id -un")
-    result = await bounded(connection.run("id -un", timeout=CALL_TIMEOUT), "the login")
+    try:
+        result = await bounded(connection.run("id -un", timeout=CALL_TIMEOUT), "the login")
+    except LoginEnvironmentBroken as exc:
+        ev["cause"] = "login environment"
+        raise CheckFailed(unusable_login(ctx.login, exc.message)) from None
     said = result.stdout.decode(errors="replace").strip()
     ev.update(exit_status=result.exit_status, stdout=said)
+    # What the startup files print around every answer, which the transport set aside.
+    noise = connection.login_noise
+    if noise:
+        ev["login_environment_prints"] = noise
     if result.exit_status != 0:
         stderr = result.stderr.decode(errors="replace").strip()
         ev["stderr"] = stderr
         raise CheckFailed(f"'id -un' exited {result.exit_status}: {stderr[:200]}")
     if said != ctx.login:
+        if (banner := banner_before(said, ctx.login)) is not None:
+            ev["cause"] = "login environment"
+            raise CheckFailed(
+                unusable_login(
+                    ctx.login,
+                    f"its startup files print {banner!r} into every command's answer "
+                    f"('id -un' answered {said[:120]!r})",
+                )
+            )
         raise CheckFailed(f"logged in as {said!r}, not as the service login {ctx.login!r}")
-    return f"logged in as {ctx.login} with the key from {connection.target.credential.label}"
+    done = f"logged in as {ctx.login} with the key from {connection.target.credential.label}"
+    if noise:
+        done += f"; its startup files print {noise!r} around every command (set aside)"
+    return done
 
 
 async def ssh_latency(ctx: Context, ev: Evidence) -> str:

@@ -26,6 +26,7 @@ from gateway.models import CenterConfig
 from gateway.store.evaluations import SQLiteEvaluationStore
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed import Testbed
+from tests.testbed.loginenv import PRINTS
 
 pytestmark = pytest.mark.integration
 
@@ -444,3 +445,25 @@ async def test_a_slurm_center_whose_squeue_drops_the_burst_is_refused(
     burst = assert_refused_for_dropped_jobs(record)
     assert sorted(j["native_id"] for j in burst["evidence"]["jobs"]) == sorted(dropped)
     assert still_queued_or_running(testbed, "centera", dropped) == []
+
+
+@pytest.mark.parametrize(("login", "center"), [("carol", "centera"), ("dave", "centerc")])
+async def test_a_center_whose_only_fault_is_a_chatty_login_environment_is_admitted(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, login: str, center: str
+) -> None:
+    """carol's .bashrc and .profile print banners (stdout and stderr); dave's login shell
+    is tcsh, whose .cshrc prints too: the gateway's framed commands set that aside."""
+    doc = testbed_config.centers[center].model_dump(exclude_unset=True)
+    doc["ssh"]["login"] = login
+    config = evaluated_config(
+        testbed_config, **{center: completed(CenterConfig.model_validate(doc))}
+    )
+    gw = await start_gateway(config, ADMIN)
+    async with gw.client("root") as admin:
+        record = await evaluate(admin, center, timeout=180)
+    assert (record["verdict"], record["reasons"]) == ("admit", []), record["reasons"]
+    assert set(states(record).values()) == {"passed"}
+    login_check = check(record, "ssh.login")
+    assert login_check["evidence"]["stdout"] == login  # the framed answer, banner set aside
+    assert PRINTS[login] in login_check["evidence"]["login_environment_prints"]
+    assert login_check["message"].endswith("around every command (set aside)")

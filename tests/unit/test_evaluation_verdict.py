@@ -238,3 +238,22 @@ def test_report_of_a_running_or_broken_evaluation_has_no_verdict() -> None:
     assert running.startswith("# Access evaluation of centera: running\n")
     broken = render_markdown(record(pending_checks(), state="ERROR", error="the gateway stopped"))
     assert "ERROR (no verdict)" in broken and "- error: the gateway stopped" in broken
+
+
+def test_an_unusable_login_environment_is_named_as_the_cause() -> None:
+    from adapters.framing import broken
+    from gateway.evaluation.checks import banner_before, unusable_login
+
+    # What the transport raises when the login shell never ran the gateway's command.
+    exc = broken("centera", "erin", b"Welcome to Center A\n", b"", "the session ended with exit 1")
+    said = unusable_login("erin", exc.message)
+    assert said.startswith(
+        "the login environment of 'erin' is unusable, so no command runs there: "
+    )
+    assert "startup files" in said and "Welcome to Center A" in said
+    # An unframed answer with a banner before it: the banner, not another login.
+    assert banner_before("Welcome to Center A - quota: 80% used\nalice", "alice") == (
+        "Welcome to Center A - quota: 80% used"
+    )
+    assert banner_before("alice", "alice") is None
+    assert banner_before("bob", "alice") is None
