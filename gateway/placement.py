@@ -285,6 +285,12 @@ def requirement_failures(center_id: str, p: PartitionLoad, spec: JobSpec) -> lis
             f"resources.cpus_per_task: {where} has {p.cores_per_node} cores per node, asked "
             f"{per_node} ({res.tasks_per_node} tasks x {res.cpus_per_task} cpus)"
         )
+    elif res.nodes <= p.nodes_total and res.nodes * per_node > p.cores_total:
+        # Its nodes differ: the largest ones are fewer than the job's nodes.
+        problems.append(
+            f"resources.nodes: {where} has {p.cores_total} cores in all, asked "
+            f"{res.nodes * per_node} ({res.nodes} nodes x {per_node} cores)"
+        )
     if res.memory_per_node and res.memory_per_node > p.memory_per_node_mib:
         problems.append(
             f"resources.memory_per_node: {where} has {p.memory_per_node_mib} MiB per node, "
@@ -307,6 +313,12 @@ def requirement_failures(center_id: str, p: PartitionLoad, spec: JobSpec) -> lis
             problems.append(
                 f"resources.gpus_per_node: {where} has at most {most} per node, "
                 f"asked {res.gpus_per_node}"
+            )
+        elif res.nodes * res.gpus_per_node > sum(g.total for g in models):
+            total = sum(g.total for g in models)
+            problems.append(
+                f"resources.nodes: {where} has {total} such GPUs in all, asked "
+                f"{res.nodes * res.gpus_per_node} ({res.nodes} nodes x {res.gpus_per_node})"
             )
     return problems
 

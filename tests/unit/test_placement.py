@@ -220,3 +220,52 @@ async def test_the_default_center_takes_jobs_without_preferences_when_it_can() -
     p = placer([center("centera"), center("centerc")], loads, default="centera")
     assert (await p.place("alice", spec())).chosen == "centera"
     assert (await p.place("alice", spec(placement={"prefer": "fastest"}))).chosen == "centerc"
+
+
+def test_a_partition_of_unequal_nodes_does_not_take_more_cores_or_gpus_than_it_has() -> None:
+    # One 64-core node with 4 GPUs and one 2-core node without: per node, the largest fits.
+    mixed = partition(
+        nodes_total=2,
+        cores_total=66,
+        cores_per_node=64,
+        gpus=(GpuLoad("a100", total=4, allocated=0, per_node=4),),
+    )
+    cores = requirement_failures("c", mixed, spec(resources={"nodes": 2, "cpus_per_task": 64}))
+    assert cores == [
+        "resources.nodes: c partition batch has 66 cores in all, asked 128 (2 nodes x 64 cores)"
+    ]
+    gpus = requirement_failures("c", mixed, spec(resources={"nodes": 2, "gpus_per_node": 4}))
+    assert gpus == [
+        "resources.nodes: c partition batch has 4 such GPUs in all, asked 8 (2 nodes x 4)"
+    ]
+    assert requirement_failures("c", mixed, spec(resources={"nodes": 2, "cpus_per_task": 2})) == []
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        ({"cpus_per_task": 65}, "resources.cpus_per_task"),  # 64 cores per node at most
+        ({"walltime": "100:00:00"}, "resources.walltime"),  # workq 72 h, gpuq 24 h
+        ({"nodes": 3}, "resources.nodes"),  # workq: 2 a job; gpuq: 2 nodes
+        ({"gpus_per_node": 5}, "resources.gpus_per_node"),  # gpuq: 4 a node
+    ],
+)
+async def test_auto_never_places_a_job_where_the_real_pbs_load_shows_it_cannot_fit(
+    resources: dict[str, Any], field: str
+) -> None:
+    """The queues of a real PBS Pro server (tests/fixtures/pbs/load-pbspro_server.txt, read
+    by the adapter's parser; `maintq` is disabled)."""
+    from pathlib import Path
+
+    from adapters.pbs_load import parse_load
+
+    text = (
+        Path(__file__).parent.parent / "fixtures" / "pbs" / "load-pbspro_server.txt"
+    ).read_text()
+    queues = list(parse_load(text, time.time(), "pbspro", None).partitions)
+    p = placer([center("pbs1")], Loads({"pbs1": queues}))
+    assert (await p.place("alice", spec(resources={"cpus_per_task": 8}))).chosen == "pbs1"
+    with pytest.raises(ApiError) as err:
+        await p.place("alice", spec(resources=resources))
+    assert (err.value.status, err.value.details["field"]) == (422, field)
+    assert "pbs1 partition" in err.value.message
