@@ -182,6 +182,11 @@ class StreamUnframer:
     def started(self) -> bool:
         return self._started
 
+    @property
+    def printed(self) -> bytes:
+        """What came before the start mark (all that came, while there is none)."""
+        return self.noise if self._started else self._head
+
     def feed(self, data: bytes) -> bytes:
         """Body bytes that are certainly not part of the end mark."""
         if not self._started:

@@ -217,8 +217,11 @@ class OpenSSH:
                     break
                 try:
                     body = unframer.feed(block)
-                except ValueError:
-                    break  # no start mark in the first MiB: judged below
+                except ValueError:  # a MiB of output and no start mark
+                    await _stop(proc)
+                    raise framing.broken(
+                        target.center_id, target.login, unframer.printed, b"", "no start mark"
+                    ) from None
                 if body and (out := take(body)):
                     yield out
             rest = unframer.finish()
@@ -358,7 +361,7 @@ class OpenSSH:
                 center=cid,
             )
         if unframer is not None:
-            started, status, noise = unframer.started, unframer.exit_status, unframer.noise
+            started, status, noise = unframer.started, unframer.exit_status, unframer.printed
             body = b""
         else:
             parts = framing.split_stdout(out, mark)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from adapters import framing
+from adapters.base import CenterUnavailable, CommandFailed
+from adapters.openssh import OpenSSH
 from adapters.ssh import SSHPool
 from adapters.sshkeys import KeyFile
 from gateway.client import HpcfedClient
@@ -184,32 +187,71 @@ async def test_a_job_with_staged_inputs_and_outputs_completes_with_right_checksu
         assert (await client.checksum(center, f"{workdir}/out.bin"))["sha256"] == expected
 
 
+@pytest.mark.parametrize("center", CENTERS)
 async def test_a_startup_file_that_ends_the_shell_gives_an_error_naming_it(
-    testbed: Testbed,
+    testbed: Testbed, tmp_path: Path, center: str
 ) -> None:
-    """A login whose .bashrc exits before the command: a clear error quoting what it
-    printed, never a silent empty answer."""
-    home = Path("/home/carol")
-    bashrc = home / ".bashrc"
+    """A login whose .bashrc exits before the command: commands, SFTP and the bulk path
+    each fail with a clear error quoting what it printed, never a silent empty answer."""
+    bashrc = Path("/home/carol/.bashrc")
     original = bashrc.read_bytes()
-    pool = SSHPool()
+    pool, bulk = SSHPool(), OpenSSH(tmp_path / "run")
+    where = target(
+        testbed, center, login="carol", credential=KeyFile(str(testbed.user_key("carol")))
+    )
+    said = "Account carol is disabled: contact support"
     try:
-        bashrc.write_bytes(
-            b'echo "Account carol is disabled: contact support"; exit 1\n' + original
-        )
-        conn = pool.connection(
-            target(
-                testbed,
-                "centera",
-                login="carol",
-                credential=KeyFile(str(testbed.user_key("carol"))),
-            )
-        )
+        bashrc.write_bytes(f'echo "{said}"; exit 1\n'.encode() + original)
+        conn = pool.connection(where)
         with pytest.raises(framing.LoginEnvironmentBroken) as caught:
             await conn.run("echo never")
         message = caught.value.message
-        assert "carol" in message and "startup files" in message
-        assert "Account carol is disabled" in message
+        assert "carol" in message and "startup files" in message and said in message
+        with pytest.raises(framing.LoginEnvironmentBroken, match=said):
+            async for _ in bulk.read(where, "/home/carol/.bashrc", 0, 10):
+                pass
+        if center == "centerc":  # the sftp-server starts through the login shell there
+            with pytest.raises(framing.LoginEnvironmentBroken, match=said):
+                await conn.home()
+        else:
+            assert await conn.home() == "/home/carol"
     finally:
         bashrc.write_bytes(original)
         await pool.close()
+        await bulk.close()
+
+
+@pytest.mark.parametrize(("user", "center"), CASES)
+async def test_the_bulk_path_gives_exactly_the_bytes_asked_for_or_an_error(
+    testbed: Testbed, tmp_path: Path, workdir: str, user: str, center: str
+) -> None:
+    bulk = OpenSSH(tmp_path / "run")
+    key = KeyFile(str(testbed.user_key(user)))
+    where = target(testbed, center, login=user, credential=key)
+    home = Path("/home") / user
+    (home / workdir).mkdir()
+    owner = pwd.getpwnam(user)
+    os.chown(home / workdir, owner.pw_uid, owner.pw_gid)
+    remote = f"{home}/{workdir}/data.bin"
+    data = os.urandom(9 * MiB + 3)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), MiB):
+            yield data[i : i + MiB]
+
+    try:
+        assert await bulk.write(where, remote, 0, chunks()) == len(data)
+        assert Path(remote).read_bytes() == data
+        got = b"".join([b async for b in bulk.read(where, remote, 5, len(data) - 5)])
+        assert got == data[5:]
+        # More than the file holds: an error, and never all the bytes the reader expects.
+        received = bytearray()
+        with pytest.raises(CenterUnavailable, match="nothing of it is to be trusted"):
+            async for block in bulk.read(where, remote, 0, len(data) + 10):
+                received += block
+        assert len(received) < len(data) + 10
+        with pytest.raises(CommandFailed, match="No such file"):
+            async for _ in bulk.read(where, remote + ".missing", 0, 10):
+                pass
+    finally:
+        await bulk.close()
