@@ -2,8 +2,9 @@
 rule that compares the two (gateway/evaluation/burst.py, adapters/truth.py).
 
 Recorded output: the `scontrol`, `sacct` and Slurm-`qstat` texts were printed by the
-testbed's Slurm 22.05 (centera, and centerc's Torque-compatible qstat); the PBS Pro
-server document is the `qstat -B -f -F json` part of tests/fixtures/pbs/load-pbspro_server.txt.
+testbed's Slurm 22.05 (centera, and centerc's Torque-compatible qstat). The PBS Pro
+server document is the `qstat -B -f -F json` part of tests/fixtures/pbs/load-pbspro_server.txt
+(written after OpenPBS's format; `job_history_enable` is unset there, as after an install).
 """
 
 from __future__ import annotations

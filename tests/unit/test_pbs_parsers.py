@@ -479,3 +479,17 @@ def test_no_partition_for_an_unknown_queue() -> None:
     from adapters.rejections import job_partition
 
     assert job_partition(tuple(_queues().values()), "nosuchq") is None
+
+
+def test_a_queued_job_that_can_never_run_shows_the_servers_comment_as_its_reason() -> None:
+    """OpenPBS keeps such a job queued, its `comment` saying why (README fact 3: the
+    comment below is what that server printed for 64 cores asked of its 2). The document
+    is the recorded one of job 4, put back in the state it had while it waited."""
+    never = "Can Never Run: Insufficient amount of resource: ncpus (R: 64 A: 2 T: 2)"
+    doc = json.loads(read("openpbs_finished_job.qstat_f_F_json.json"), strict=False)
+    job = doc["Jobs"]["4.pbshost"]
+    job.update(job_state="Q", comment=never)
+    for gone in ("Exit_status", "stime", "obittime", "exec_host", "exec_vnode", "resources_used"):
+        job.pop(gone, None)
+    status = match_ids(["4.pbshost"], parse_pbspro_json(json.dumps(doc)))["4.pbshost"]
+    assert (status.state, status.native_state, status.reason) == (JobState.QUEUED, "Q", never)

@@ -250,11 +250,11 @@ def test_a_partition_of_unequal_nodes_does_not_take_more_cores_or_gpus_than_it_h
         ({"gpus_per_node": 5}, "resources.gpus_per_node"),  # gpuq: 4 a node
     ],
 )
-async def test_auto_never_places_a_job_where_the_real_pbs_load_shows_it_cannot_fit(
+async def test_auto_never_places_a_job_where_the_pbs_load_shows_it_cannot_fit(
     resources: dict[str, Any], field: str
 ) -> None:
-    """The queues of a real PBS Pro server (tests/fixtures/pbs/load-pbspro_server.txt, read
-    by the adapter's parser; `maintq` is disabled)."""
+    """The queues of a PBS Pro server as the adapter's parser reads them
+    (tests/fixtures/pbs/load-pbspro_server.txt, in OpenPBS's JSON; `maintq` is disabled)."""
     from pathlib import Path
 
     from adapters.pbs_load import parse_load

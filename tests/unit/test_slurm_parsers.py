@@ -426,3 +426,14 @@ def test_only_reasons_that_still_apply_are_kept(
     state: JobState, reason: str, kept: str | None
 ) -> None:
     assert current_reason(state, reason) == kept
+
+
+def test_a_pending_job_that_can_never_run_keeps_slurms_reason() -> None:
+    """Its parent failed, so its afterok can never be met: Slurm keeps it pending, and
+    the reason is what the job shows (recorded on centera)."""
+    status = parse_squeue(read("squeue_never_runs.txt"))["283"]
+    assert (status.state, status.native_state, status.reason) == (
+        JobState.QUEUED,
+        "PENDING",
+        "DependencyNeverSatisfied",
+    )
