@@ -82,7 +82,7 @@ class Tracked:
 def _accounts_for(status: NativeStatus | None) -> bool:
     """Whether a batched answer says something about the job: a job it left out, or one
     it could only call UNKNOWN (not listed, nothing confirming an end), it does not."""
-    return status is not None and status.state is not JobState.UNKNOWN
+    return status is not None and not status.unlisted and status.state is not JobState.UNKNOWN
 
 
 def _shown(status: NativeStatus | None) -> str:

@@ -467,3 +467,22 @@ async def test_a_center_whose_only_fault_is_a_chatty_login_environment_is_admitt
     assert login_check["evidence"]["stdout"] == login  # the framed answer, banner set aside
     assert PRINTS[login] in login_check["evidence"]["login_environment_prints"]
     assert login_check["message"].endswith("around every command (set aside)")
+
+
+async def test_stopping_the_gateway_during_the_burst_leaves_none_of_its_jobs_at_the_center(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
+) -> None:
+    config = evaluated_config(testbed_config)
+    gw = await start_gateway(config, ADMIN)
+    service = gw.app[EVALUATIONS]
+    started = await service.start("centerb", "root")
+    live = next(c for c in started.checks if c.name == "jobs.batched_status")
+    async with asyncio.timeout(120):
+        # The blocker holds the node and the others wait behind it.
+        while not live.evidence.get("rounds"):
+            await asyncio.sleep(0.01)
+    native_ids = [job["native_id"] for job in live.evidence["jobs"]]
+    assert len(native_ids) == 6
+    await service.close()
+    assert live.evidence["left_at_center"] == []
+    assert still_queued_or_running(testbed, "centerb", native_ids) == []
