@@ -30,6 +30,9 @@ from dataclasses import dataclass
 
 from adapters.base import CenterUnavailable
 
+#: The longest command line sent: one argument of the login shell's, below Linux's
+#: 128 KiB limit for a single argument.
+MAX_COMMAND = 120_000
 #: What a startup file may print before the start mark before we stop waiting for it.
 MAX_PREAMBLE = 1 << 20
 _EXCERPT = 80
@@ -50,7 +53,12 @@ def carry(script: str) -> str:
     any shell to act on; sh's own printf (a builtin: no process) turns the `\\0NNN`
     escapes back into the script's bytes."""
     escaped = "".join(chr(b) if b in _PLAIN else f"\\0{b:03o}" for b in script.encode())
-    return f'exec /bin/sh -c \'eval "$(printf %b "{escaped}")"\''
+    line = f'exec /bin/sh -c \'eval "$(printf %b "{escaped}")"\''
+    if len(line) > MAX_COMMAND:
+        # The kernel refuses longer arguments (MAX_ARG_STRLEN): the login shell would
+        # never start, which would read as a broken login environment.
+        raise ValueError(f"a remote command of {len(line)} bytes is longer than {MAX_COMMAND}")
+    return line
 
 
 def new_mark() -> bytes:

@@ -520,6 +520,13 @@ class SSHConnection:
         """The command's own answer, cut out of what the login session printed."""
         t = self.target
         framed = framing.unframe(stdout, stderr, mark)
+        if framed is None and exit_status == -1:
+            # No exit status at all: the session was killed (sshd gone, a signal), which
+            # says nothing about the login environment.
+            raise self._unavailable(
+                f"{_head(command, 60)}: the session ended without an exit status before any "
+                "answer; the command's outcome is unknown"
+            )
         if framed is None:
             why = f"the session ended with exit {exit_status} before it started"
             raise framing.broken(t.center_id, t.login, stdout, stderr, why)

@@ -136,3 +136,9 @@ def test_every_byte_a_script_may_hold_reaches_sh_unchanged(tmp_path: Path, shell
     command = "cat <<'EOF'\n" + text + "\nEOF"
     framed = _run(shell, home, command)
     assert framed.stdout.decode() == text + "\n"
+
+
+def test_a_command_too_long_for_one_argument_is_refused_before_it_is_sent() -> None:
+    framing.wrap("echo " + "x" * 100_000, framing.new_mark(), stdin=False)  # fits
+    with pytest.raises(ValueError, match="longer than"):
+        framing.wrap("echo " + "x" * framing.MAX_COMMAND, framing.new_mark(), stdin=False)
