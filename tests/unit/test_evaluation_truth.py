@@ -167,3 +167,21 @@ def test_agreement_and_phases() -> None:
         "ended",
         "unknown",
     ]
+
+
+def test_openpbs_per_job_answers_with_their_stderr_and_history_off() -> None:
+    """`qstat -f -F json -x <id> 2>&1` as the per-job query runs it, on the recorded
+    OpenPBS 23.06 answers (tests/fixtures/pbs/openpbs_*.json; README fact 2 gives the
+    history-off message, which goes to stderr)."""
+    from adapters.truth import _pbs_parse_for
+
+    parse = _pbs_parse_for("pbspro")
+    finished = (FIXTURES / "pbs" / "openpbs_finished_job.qstat_f_F_json.json").read_text()
+    status = parse("4.pbshost", [(0, finished)])
+    assert status is not None and (status.state, status.exit_code) == (JobState.COMPLETED, 0)
+    off = (FIXTURES / "pbs" / "openpbs_history_off_or_missing.qstat_f_F_json.json").read_text()
+    said = "qstat: PBS is not configured to maintain job history 4.pbshost\n"
+    for text in (said + off, off + said):
+        assert parse("4.pbshost", [(0, text)]) is None  # the scheduler does not know it
+    # ... so the center's word on it is its job directory's, or none.
+    assert combine("4.pbshost", None, None).state is JobState.UNKNOWN
