@@ -10,10 +10,13 @@ the file's bytes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,7 +30,7 @@ from adapters.ssh import SSHPool
 from adapters.sshkeys import KeyFile
 from gateway.client import HpcfedClient
 from gateway.config import LoadedConfig
-from tests.conftest import GatewayFactory
+from tests.conftest import Gateway, GatewayFactory
 from tests.integration._adapter_helpers import target
 from tests.testbed import Testbed
 from tests.testbed.loginenv import PRINTS
@@ -52,6 +55,27 @@ def workdir(request: pytest.FixtureRequest) -> Iterator[str]:
 async def _client(start_gateway: GatewayFactory, config: LoadedConfig, user: str) -> HpcfedClient:
     gw = await start_gateway(config, USERS)
     return gw.client(user)
+
+
+async def _hpcfed(gw: Gateway, user: str, cwd: Path, *args: str) -> tuple[int, str, str]:
+    """`hpcfed ARGS` as its own process, as `user`."""
+    env = {**os.environ, "HPCFED_URL": gw.url, "HPCFED_TOKEN": gw.tokens[user]}
+    env["HPCFED_DATA_DIR"] = str(cwd / "no-data-dir")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.parametrize(("user", "center"), CASES)
@@ -119,7 +143,8 @@ async def test_files_up_and_down_are_byte_exact_on_both_paths(
     user: str,
     center: str,
 ) -> None:
-    async with await _client(start_gateway, testbed_config, user) as client:
+    gw = await start_gateway(testbed_config, USERS)
+    async with gw.client(user) as client:
         await client.mkdir(center, workdir)
         # 1000 bytes over SFTP; 20 MiB over the OpenSSH bulk path (above bulk_threshold).
         for name, size in (("small.bin", 1000), ("big.bin", 20 * MiB)):
@@ -135,6 +160,13 @@ async def test_files_up_and_down_are_byte_exact_on_both_paths(
             assert copy.read_bytes() == local.read_bytes()
             checked = await client.checksum(center, f"{workdir}/{name}")
             assert (checked["size"], checked["sha256"]) == (size, digest)
+        # The CLI checks the sha256 of what it downloaded against the center's.
+        rc, out, err = await _hpcfed(
+            gw, user, tmp_path, "get", f"{center}:{workdir}/big.bin", "cli.bin"
+        )
+        assert rc == 0, err
+        assert (tmp_path / "cli.bin").read_bytes() == (tmp_path / "big.bin").read_bytes()
+        assert hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest() in out
 
 
 @pytest.mark.parametrize(("user", "center"), CASES)
