@@ -25,8 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import JobRequest, JobState, NativeStatus, PartitionLoad
+from adapters.base import AdapterError, JobRequest, JobState, NativeStatus, PartitionLoad
+from adapters.limits import ReportsLimits
 from adapters.truth import JobTruth, ask_one, history_settings, phase_of
+from gateway.account_limits import limit_failures
 from gateway.evaluation.context import (
     CALL_TIMEOUT,
     CLEANUP_TIMEOUT,
@@ -38,6 +40,7 @@ from gateway.evaluation.context import (
 )
 from gateway.evaluation.files import upload
 from gateway.evaluation.jobs import JOB_NAME, POLL_INTERVAL, Job
+from gateway.models import JobSpec
 
 #: How long the gateway's view may lag the center's before a difference counts: a
 #: status answer a round old, or a job directory whose exit marker is being written.
@@ -338,6 +341,31 @@ def _node_partition(partitions: Sequence[PartitionLoad], queue: str | None) -> P
     return chosen[0]
 
 
+async def _blocker_cores(ctx: Context, partition: PartitionLoad, walltime: int) -> int:
+    """The cores of a node the blocker takes: all of them, or as many as the service
+    login's account may hold at once where the center enforces accounting limits (a
+    blocker over its account's `GrpTRES` would wait for ever). The jobs that wait
+    behind it then wait for the node or for the account's limit: behind it either way."""
+    cores = partition.cores_per_node
+    adapter = ctx.adapter
+    if not isinstance(adapter, ReportsLimits):
+        return cores
+    try:
+        limits = await bounded(adapter.account_limits(), "the account limits query")
+    except AdapterError:  # not known now: the scheduler still enforces its own
+        return cores
+
+    def refused(n: int) -> bool:
+        spec = JobSpec.model_validate(
+            {"command": "true", "resources": {"cpus_per_task": n, "walltime": walltime}}
+        )
+        return bool(limit_failures(ctx.center_id, limits, spec))
+
+    while cores > 1 and refused(cores):
+        cores -= 1
+    return cores
+
+
 def blocker_script(limit_seconds: float) -> str:
     """Hold the node until the check writes RELEASE beside it, for at most the limit."""
     rounds = max(1, int(limit_seconds * 5))
@@ -357,14 +385,17 @@ async def jobs_batched_status(ctx: Context, ev: Evidence) -> str:
     }
     load = await bounded(ctx.power.load(ctx.center_id), "the scheduler's load query")
     partition = _node_partition(load.partitions, ctx.center.config.scheduler.default_queue)
-    cores = partition.cores_per_node
-    ev.update(partition=partition.name, cores_per_node=cores)
+    walltime = max(60, int(ctx.admission.job_timeout))
+    cores = await _blocker_cores(ctx, partition, walltime)
+    ev.update(
+        partition=partition.name, cores_per_node=partition.cores_per_node, blocker_cores=cores
+    )
     if cores < 2:
         raise CheckFailed(
-            f"partition {partition.name} has {cores} core(s) per node: no blocker fits"
+            f"partition {partition.name}: the service login may use {cores} core(s) of a "
+            "node at once: no blocker fits"
         )
     workdir = await ctx.workdir_full()
-    walltime = max(60, int(ctx.admission.job_timeout))
 
     def request(script: str, cpus: int) -> JobRequest:
         return JobRequest(

@@ -486,3 +486,20 @@ async def test_stopping_the_gateway_during_the_burst_leaves_none_of_its_jobs_at_
     await service.close()
     assert live.evidence["left_at_center"] == []
     assert still_queued_or_running(testbed, "centerb", native_ids) == []
+
+
+async def test_the_accounting_center_is_admitted_with_a_blocker_its_account_may_hold(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig
+) -> None:
+    """At centerd alice charges physics, whose GrpTRES=cpu=2 is less than a node (4): a
+    whole-node blocker would wait for ever. The others wait behind the account's limit."""
+    gw = await start_gateway(evaluated_config(testbed_config), ADMIN)
+    async with gw.client("root") as admin:
+        record = await evaluate(admin, "centerd", timeout=180)
+    assert (record["verdict"], record["reasons"]) == ("admit", []), record["reasons"]
+    burst = check(record, "jobs.batched_status")["evidence"]
+    assert (burst["cores_per_node"], burst["blocker_cores"]) == (4, 2)
+    assert burst["queued_behind_blocker"]
+    assert [c["disagreements"] for c in burst["compared"]] == [[], []]
+    assert burst["history"]["keeps_history"] is True  # slurmdbd: sacct answers
+    assert burst["left_at_center"] == []
