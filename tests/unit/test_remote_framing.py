@@ -24,10 +24,16 @@ STARTUP = {
     "tcsh": (".cshrc", f'echo "{BANNER}"; sh -c \'echo "$0" >&2\' "{BANNER} (stderr)"'),
     "fish": (".config/fish/config.fish", f'echo "{BANNER}"; echo "{BANNER} (stderr)" >&2'),
 }
-SHELLS = [s for s in STARTUP if shutil.which(s)]
+SHELLS = list(STARTUP)
+#: The testbed's job users have these login shells: they must be there under CI.
+REQUIRED = ("bash", "tcsh")
 
 
 def _home(tmp_path: Path, shell: str, line: str | None = None) -> Path:
+    if not shutil.which(shell):
+        if shell in REQUIRED and os.environ.get("CI") == "true":
+            pytest.fail(f"{shell} is not installed (apt-get install {shell})")
+        pytest.skip(f"{shell} is not installed")
     home = tmp_path / shell
     name, default = STARTUP[shell]
     rc = home / name
