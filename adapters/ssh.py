@@ -542,8 +542,10 @@ class SSHConnection:
     def _noticed(self, noise: bytes) -> None:
         """What the login environment prints around every answer: told once per login."""
         said = framing.excerpt(noise.strip())
-        if said and said != self.login_noise:
-            self.login_noise = said
+        if not said:
+            return
+        first, self.login_noise = self.login_noise is None, said
+        if first:  # it may change from call to call (dates, counts): logged once
             log.info(
                 "center %s: the login environment of %s prints %r around every command; "
                 "it is set aside",
