@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from adapters import framing
@@ -287,3 +288,30 @@ async def test_the_bulk_path_gives_exactly_the_bytes_asked_for_or_an_error(
                 pass
     finally:
         await bulk.close()
+
+
+async def test_a_file_cut_during_a_bulk_download_never_arrives_as_a_whole_answer(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, workdir: str
+) -> None:
+    """The file shrinks at the center while the gateway streams it: the client gets
+    fewer bytes than announced and an error, not a complete answer of other bytes."""
+    gw = await start_gateway(testbed_config, USERS)
+    async with gw.client("carol") as client:
+        await client.mkdir("centera", workdir)
+        local = Path("/home/carol") / workdir / "big.bin"
+        local.write_bytes(os.urandom(64 * MiB))
+        owner = pwd.getpwnam("carol")
+        os.chown(local, owner.pw_uid, owner.pw_gid)
+        url = f"{gw.url}/v1/centers/centera/files/content"
+        headers = {"Authorization": f"Bearer {gw.tokens['carol']}"}
+        received = 0
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.get(url, params={"path": f"{workdir}/big.bin"}) as resp:
+                assert resp.status == 200 and resp.content_length == 64 * MiB
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    async for block in resp.content.iter_chunked(MiB):
+                        if not received:
+                            with local.open("r+b") as fh:  # the center's copy shrinks
+                                fh.truncate(32 * MiB)
+                        received += len(block)
+        assert received < 64 * MiB
