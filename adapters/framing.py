@@ -94,13 +94,15 @@ SFTP_SERVERS = (
 
 
 def wrap_sftp_server(mark: bytes) -> str:
-    """The command line that starts OpenSSH's sftp-server under /bin/sh, after a start
-    mark on stdout: SFTP for a login whose startup files print into the sftp subsystem."""
+    """The command line that starts OpenSSH's sftp-server under /bin/sh: SFTP for a
+    login whose startup files print into the sftp subsystem. sh prints `<mark> sh` as
+    soon as it runs, and the bare mark right before it becomes the sftp-server."""
     m = mark.decode()
     script = (
+        f"printf '%s sh\\n' {m}; "
         f"for hpcfed_p in {' '.join(SFTP_SERVERS)}; do "
         f'if [ -x "$hpcfed_p" ]; then printf \'%s\\n\' {m}; exec "$hpcfed_p"; fi; done; '
-        "echo 'no sftp-server found' >&2; exit 127\n"
+        f"echo 'no sftp-server in {' '.join(SFTP_SERVERS)}' >&2; exit 127\n"
     )
     return carry(script)
 

@@ -618,7 +618,20 @@ class SSHConnection:
                 self._sftp_warned = False
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 chan.close()
-                raise self._unavailable(f"SFTP subsystem failed to start: {exc}") from None
+                if not transport.is_active():
+                    raise self._unavailable(f"SFTP subsystem failed to start: {exc}") from None
+                # The subsystem ended before it spoke (a startup file that exits, say):
+                # an sftp-server started by /bin/sh behind a start mark tells why.
+                self.sftp_via_shell, self._sftp_warned = f"SFTP subsystem: {exc}", False
+                try:
+                    return self._sftp_through_shell(transport)
+                except framing.LoginEnvironmentBroken:
+                    raise
+                except CenterUnavailable as why:
+                    self.sftp_via_shell = None  # the subsystem is asked again next time
+                    raise self._unavailable(
+                        f"SFTP subsystem failed to start: {exc}; {why.message}"
+                    ) from None
         return self._sftp_through_shell(transport)
 
     def _sftp_through_shell(self, transport: paramiko.Transport) -> paramiko.SFTPClient:
@@ -633,6 +646,11 @@ class SSHConnection:
                 piece = chan.recv(_READ_SIZE)
                 if not piece:
                     err = _drain(chan, stderr=True)
+                    if mark + b" sh\n" in seen:  # sh ran: the login environment is fine
+                        said = framing.split_stderr(err, mark)[1] or err
+                        raise self._unavailable(
+                            f"SFTP cannot start: {framing.excerpt(said.strip())}"
+                        )
                     why = f"the session ended (exit {chan.exit_status}) before an sftp-server ran"
                     raise framing.broken(self.target.center_id, self.target.login, seen, err, why)
                 seen += piece
@@ -642,7 +660,7 @@ class SSHConnection:
                     )
             if not self._sftp_warned:
                 self._sftp_warned = True
-                preamble = framing.excerpt(seen[: -len(mark) - 1].strip())
+                preamble = framing.excerpt(seen[: seen.find(mark)].strip())
                 self.sftp_via_shell = preamble or self.sftp_via_shell
                 log.warning(
                     "center %s: the login environment of %s prints %r into the sftp "

@@ -221,30 +221,32 @@ async def test_a_job_with_staged_inputs_and_outputs_completes_with_right_checksu
 
 
 @pytest.mark.parametrize("center", CENTERS)
+@pytest.mark.parametrize("said", ["Account carol is disabled: contact support", ""])
 async def test_a_startup_file_that_ends_the_shell_gives_an_error_naming_it(
-    testbed: Testbed, tmp_path: Path, center: str
+    testbed: Testbed, tmp_path: Path, center: str, said: str
 ) -> None:
-    """A login whose .bashrc exits before the command: commands, SFTP and the bulk path
-    each fail with a clear error quoting what it printed, never a silent empty answer."""
+    """A login whose .bashrc exits before the command (saying why, or silently):
+    commands, SFTP and the bulk path each fail with a clear error naming the startup
+    files and quoting what they printed, never a silent empty answer."""
     bashrc = Path("/home/carol/.bashrc")
     original = bashrc.read_bytes()
     pool, bulk = SSHPool(), OpenSSH(tmp_path / "run")
-    where = target(
-        testbed, center, login="carol", credential=KeyFile(str(testbed.user_key("carol")))
-    )
-    said = "Account carol is disabled: contact support"
+    key = KeyFile(str(testbed.user_key("carol")))
+    where = target(testbed, center, login="carol", credential=key)
+    quoted = said or "it printed nothing"
     try:
-        bashrc.write_bytes(f'echo "{said}"; exit 1\n'.encode() + original)
+        line = f'echo "{said}"; exit 1\n' if said else "exit 1\n"
+        bashrc.write_bytes(line.encode() + original)
         conn = pool.connection(where)
         with pytest.raises(framing.LoginEnvironmentBroken) as caught:
             await conn.run("echo never")
         message = caught.value.message
-        assert "carol" in message and "startup files" in message and said in message
-        with pytest.raises(framing.LoginEnvironmentBroken, match=said):
+        assert "carol" in message and "startup files" in message and quoted in message
+        with pytest.raises(framing.LoginEnvironmentBroken, match=quoted):
             async for _ in bulk.read(where, "/home/carol/.bashrc", 0, 10):
                 pass
         if center == "centerc":  # the sftp-server starts through the login shell there
-            with pytest.raises(framing.LoginEnvironmentBroken, match=said):
+            with pytest.raises(framing.LoginEnvironmentBroken, match=quoted):
                 await conn.home()
         else:
             assert await conn.home() == "/home/carol"

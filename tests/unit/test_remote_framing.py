@@ -148,3 +148,16 @@ def test_a_command_too_long_for_one_argument_is_refused_before_it_is_sent() -> N
     framing.wrap("echo " + "x" * 100_000, framing.new_mark(), stdin=False)  # fits
     with pytest.raises(ValueError, match="longer than"):
         framing.wrap("echo " + "x" * framing.MAX_COMMAND, framing.new_mark(), stdin=False)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_sftp_server_starts_right_after_its_start_mark(tmp_path: Path, shell: str) -> None:
+    home = _home(tmp_path, shell)
+    if not any(os.access(p, os.X_OK) for p in framing.SFTP_SERVERS):
+        pytest.skip("no OpenSSH sftp-server installed")
+    mark = framing.new_mark()
+    # With its stdin at its end at once, sftp-server exits without a word.
+    rc, out, _ = _login(shell, home, framing.wrap_sftp_server(mark), b"")
+    assert rc == 0
+    assert out.startswith(BANNER.encode())
+    assert out.endswith(mark + b" sh\n" + mark + b"\n")
