@@ -249,7 +249,12 @@ def test_accounting_center_enforces_its_associations(testbed: Testbed) -> None:
     assert refused.returncode == 1 and "Invalid account" in refused.stderr
     job_id = ssh(testbed, "centerd", "sbatch --parsable --wrap 'exit 3'").strip()
     assert wait_job_done(testbed, "centerd", job_id) == "FAILED"
-    record = wait_for(lambda: sacct_line(testbed, job_id), JOB_TIMEOUT, f"sacct to list {job_id}")
+    # slurmdbd may record the end a moment after slurmctld: wait for the final record.
+    record = wait_for(
+        lambda: (line := sacct_line(testbed, job_id)) and "|RUNNING|" not in line and line,
+        JOB_TIMEOUT,
+        f"sacct to record how {job_id} ended",
+    )
     assert record == f"{job_id}|FAILED|3:0|physics"
 
 
