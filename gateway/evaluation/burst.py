@@ -1,12 +1,13 @@
 """The check that holds the production status path to what the center says per job.
 
 A burst of jobs goes in with one batched submission: two that end at once ('exit 0',
-'exit 3'), a blocker that holds a whole node until the check releases it, and three
-that want a whole node too and so wait behind it (one ends 'exit 0', one 'exit 4',
-one is cancelled while it waits). They are tracked as the poller tracks users' jobs:
-every round one `status_many` over all of them at once (the jobs the gateway holds
-ended are no longer asked about), what an answer reports replaces what was known,
-and a job an answer leaves out (or cannot account for) keeps its last state.
+'exit 3'), a blocker that holds a whole node (or all its account may hold) until the
+check releases it, and three that want as much and so wait behind it (one ends
+'exit 0', one 'exit 4', one is cancelled while it waits). They are tracked as the
+poller tracks users' jobs: every round one `status_many` over all of them at once (the
+jobs the gateway holds ended are no longer asked about), what an answer reports
+replaces what was known, and a job an answer leaves out (or cannot account for) keeps
+its last state.
 
 Each round also asks the center about every job alone (`adapters.truth.ask_one`: the
 scheduler's per-job answer and the job directory's markers). Twice (while the
@@ -62,7 +63,7 @@ class Tracked:
     asked: int = 0  # batched answers that were asked about it
     missing: int = 0  # of those, the ones that did not account for it
     truth: JobTruth | None = None
-    cancelled_while: str | None = None  # the center's phase when the check cancelled it
+    cancelled_while: str | None = None  # its native state when the check cancelled it
 
     @property
     def label(self) -> str:
@@ -83,8 +84,9 @@ class Tracked:
 
 
 def _accounts_for(status: NativeStatus | None) -> bool:
-    """Whether a batched answer says something about the job: a job it left out, or one
-    it could only call UNKNOWN (not listed, nothing confirming an end), it does not."""
+    """Whether a batched answer tells the job's state. One that left the job out, or
+    could only call it UNKNOWN (not listed, nothing confirming an end), does not: the
+    poller keeps what it knew of such a job."""
     return status is not None and not status.unlisted and status.state is not JobState.UNKNOWN
 
 
