@@ -25,6 +25,7 @@ mark means the command was cut off: its outcome is unknown.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ MAX_COMMAND = 120_000
 #: What a startup file may print before the start mark before we stop waiting for it.
 MAX_PREAMBLE = 1 << 20
 _EXCERPT = 80
+_SECRET_VALUE = re.compile(r"(?i)\b(\w*(?:pass|secret|token|key|auth)\w*\s*[=:]\s*)\S+")
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_.-]{24,}")
 
 
 class LoginEnvironmentBroken(CenterUnavailable):
@@ -117,9 +120,13 @@ class Unframed:
 
 
 def excerpt(data: bytes) -> str:
-    """A short, one-line, printable piece of what a login printed, for an error message."""
-    text = data.decode(errors="replace")
+    """A short, one-line, printable piece of what a login printed, for an error message
+    or a log line; what looks like a credential (a long token, `PASSWORD=...`) is
+    replaced by `[redacted]`."""
+    text = data[: 4 * _EXCERPT].decode(errors="replace")
     flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    flat = _SECRET_VALUE.sub(r"\1[redacted]", flat)
+    flat = _LONG_TOKEN.sub("[redacted]", flat)
     return flat if len(flat) <= _EXCERPT else flat[: _EXCERPT - 3] + "..."
 
 

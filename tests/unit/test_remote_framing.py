@@ -161,3 +161,11 @@ def test_the_sftp_server_starts_right_after_its_start_mark(tmp_path: Path, shell
     assert rc == 0
     assert out.startswith(BANNER.encode())
     assert out.endswith(mark + b" sh\n" + mark + b"\n")
+
+
+def test_what_a_login_printed_is_quoted_short_and_without_what_looks_secret() -> None:
+    printed = b"Welcome\r\n\x1b[1mquota\x1b[0m: 80% used\nexport API_TOKEN=abc123\n"
+    printed += b"ghp_" + b"A" * 36 + b"\n" + b"x" * 500
+    said = framing.excerpt(printed)
+    assert said.startswith("Welcome [1mquota [0m: 80% used export API_TOKEN=[redacted] [redacted]")
+    assert "abc123" not in said and "AAAA" not in said and len(said) <= 80
