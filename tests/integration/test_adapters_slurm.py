@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.base import JobState, SubmitRejected
+from adapters.base import NOT_LISTED, JobState, SubmitRejected
 from adapters.jobdir import JobDir, quote
 from adapters.slurm import SQUEUE_FIELDS, SlurmAdapter, build_squeue_command, parse_squeue
 from adapters.ssh import SSHPool
@@ -138,7 +138,7 @@ async def test_final_state_is_learned_after_the_job_left_squeue(
     )
 
 
-async def test_gone_job_without_exit_status_is_cancelled_only_if_we_cancelled_it(
+async def test_gone_job_without_exit_status_is_cancelled_if_we_cancelled_it_else_not_ended(
     slurm: SlurmAdapter,
 ) -> None:
     cancelled, vanished = job("true"), job("true")
@@ -157,8 +157,9 @@ async def test_gone_job_without_exit_status_is_cancelled_only_if_we_cancelled_it
         {"2147483646": cancelled.gateway_id, "2147483645": vanished.gateway_id}
     )
     assert statuses["2147483646"].state is JobState.CANCELLED
-    assert statuses["2147483645"].state is JobState.FAILED
-    assert "without an exit status" in (statuses["2147483645"].reason or "")
+    # Nothing at the center says the other ended: not ended, asked about again.
+    assert statuses["2147483645"].state is JobState.UNKNOWN
+    assert statuses["2147483645"].native_state == NOT_LISTED
 
 
 async def test_submission_is_found_by_gateway_id_and_never_repeated(
