@@ -30,6 +30,7 @@ from adapters.markers import (
     settle,
     status_from_markers,
 )
+from adapters.pbs import build_requery_command
 from adapters.pbs_parse import match_ids, parse_pbspro_json, parse_torque_qstat
 from adapters.slurm import parse_sacct, slurm_state
 
@@ -196,7 +197,9 @@ def parse_slurm_history(sacct_rc: int, sacct_said: str, config: str) -> HistoryS
 def _pbs_commands(adapter: JobDirAdapter, native_id: str) -> list[str]:
     nid = quote(native_id)
     if getattr(adapter, "dialect", "torque") == "pbspro":
-        return [f"TZ=UTC0 qstat -f -F json -x {nid}"]  # one id: every OpenPBS lists it
+        # One id in JSON (which lists one id right), from the history where it is kept:
+        # with job history off, `-x` would make qstat answer nothing, live jobs included.
+        return [build_requery_command([native_id])]
     return [f"TZ=UTC0 qstat -f {nid}"]
 
 
