@@ -119,7 +119,10 @@ async def test_auto_does_not_place_a_job_larger_than_its_accounts_limit_and_says
         assert refused == {"centerd": [f"account: {reason}"]}
     # Where centerd is the only candidate, the job is refused rather than left to pend
     # for ever (AssocGrpCpuLimit) with "wait 0 s".
-    only = await start_gateway(with_centers(testbed_config, "centerd"), USERS)
+    # A gateway of its own data: two gateways on one SQLite store would each serve
+    # what it cached while the other's poller moves the jobs on.
+    alone = config_with(testbed_config, testbed_config.data_dir.with_name("alone"))
+    only = await start_gateway(with_centers(alone, "centerd"), USERS)
     async with only.client("alice") as alice:
         err = await refusal(alice, four)
         assert (err.code, err.body.get("field")) == ("unsatisfiable", "account")
