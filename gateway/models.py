@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -45,6 +46,8 @@ _MEMORY_UNITS = {
     "tb": 1000**4 / (1024 * 1024),
     "tib": 1024 * 1024,
 }
+#: The largest size any field takes (2 PiB), so no conversion downstream overflows.
+MAX_MEMORY_MIB = 1 << 31
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
@@ -59,12 +62,20 @@ def parse_memory_mib(value: Any) -> int:
         unit = match.group(2).lower() if match else None
         if not match or unit not in _MEMORY_UNITS:
             raise ValueError(f"must be a size such as '8GiB' or '512MiB', got {value!r}")
-        mib = int(-(-float(match.group(1)) * _MEMORY_UNITS[unit] // 1))  # round up
+        amount = float(match.group(1)) * _MEMORY_UNITS[unit]
+        if not amount <= MAX_MEMORY_MIB:  # also refuses what overflows to inf
+            raise ValueError(f"must be at most {MAX_MEMORY_MIB} MiB, got {value!r}")
+        mib = int(-(-amount // 1))  # round up
     if mib < 1:
         raise ValueError(f"must be at least 1MiB, got {value!r}")
+    if mib > MAX_MEMORY_MIB:
+        raise ValueError(f"must be at most {MAX_MEMORY_MIB} MiB, got {value!r}")
     return mib
 
 
+#: The longest duration any field takes: far beyond every scheduler's limit, so a
+#: client's number never overflows a conversion downstream.
+MAX_DURATION = 10 * 366 * 86400.0
 _DURATION_SUFFIX = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CLOCK_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
 _SUFFIX_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -89,8 +100,12 @@ def parse_duration_seconds(value: Any) -> float:
             seconds = float(text)
         else:
             raise ValueError(f"must be a duration such as '90m' or '01:30:00', got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, got {value!r}")
     if seconds <= 0:
         raise ValueError(f"must be positive, got {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION:.0f} s (10 years), got {value!r}")
     return seconds
 
 
@@ -128,9 +143,10 @@ class _Strict(BaseModel):
 
 
 class _Verbatim(BaseModel):
-    """Job input: unknown fields refused, every string kept exactly as sent."""
+    """Request input: unknown fields refused, every string kept exactly as sent, and
+    types taken as the schema says (no `true` for 1, no "2" for 2, no NaN)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- jobs
@@ -327,6 +343,15 @@ class JobSpec(_Verbatim):
             if "\0" in arg:
                 raise ValueError(f"argument {i} contains a NUL byte")
         return args
+
+    def content_sizes(self) -> dict[str, int]:
+        """Bytes (UTF-8) of the parts of the spec that can be large, by field."""
+        return {
+            "script": len((self.script or "").encode()),
+            "command": len((self.command or "").encode()),
+            "arguments": sum(len(a.encode()) for a in self.arguments),
+            "environment": sum(len(k) + len(v.encode()) for k, v in self.environment.items()),
+        }
 
     @model_validator(mode="after")
     def _script_or_command(self) -> JobSpec:
@@ -760,6 +785,14 @@ class VaultConfig(_Strict):
 
 class LimitsConfig(_Strict):
     max_body: MemoryMiB = Field(4, description="largest request body, e.g. '4MiB'")
+    max_spec: MemoryMiB = Field(
+        1,
+        description="largest job spec content: script (or command), arguments and "
+        "environment together, e.g. '1MiB'",
+    )
+    max_page: MemoryMiB = Field(
+        8, description="largest list page answer; a page stops early past it (next_cursor)"
+    )
     rate: float = Field(20.0, gt=0, description="requests per second per user, sustained")
     burst: int = Field(100, ge=1, description="requests a user may make at once")
 

@@ -35,14 +35,14 @@ CHECKSUM_HEADER = "X-Checksum-Sha256"
 
 
 class MkdirRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     path: str = Field(max_length=8192)
     parents: bool = False
 
 
 class RenameRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     path: str = Field(max_length=8192)
     to: str = Field(max_length=8192)

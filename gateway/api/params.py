@@ -38,16 +38,43 @@ def bool_query(request: web.Request, name: str) -> bool:
     )
 
 
+def parse_json(raw: bytes) -> Any:
+    """JSON in UTF-8 only (RFC 8259: no other encoding, no byte-order mark).
+
+    `NaN`, `Infinity` and numbers beyond a double (1e309) are read as the floats
+    they stand for, so that the model refuses them naming their field (every
+    request model is strict and takes finite numbers only). Refusals never echo
+    the request."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"(body): not UTF-8 (byte {exc.start}); JSON bodies must be UTF-8",
+            field="(body)",
+        ) from None
+    if text.startswith("\ufeff"):
+        raise ApiError(
+            400, "invalid_json", "(body): starts with a byte-order mark", field="(body)"
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"(body): not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})",
+            field="(body)",
+        ) from None
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw:
         raise ApiError(400, "invalid_request", "(body): a JSON object is required", field="(body)")
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(
-            400, "invalid_json", f"(body): not valid JSON: {exc}", field="(body)"
-        ) from None
+        data = parse_json(raw)
     except RecursionError:
         # json.loads recurses per nesting level; no request of ours nests this deep.
         raise ApiError(

@@ -14,7 +14,7 @@ from gateway.models import Role, Seconds
 
 
 class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     user: str
     roles: list[Role] = Field(min_length=1)
