@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from gateway.api.server import GatewayRunner
 from gateway.cli_admin import ADMIN_COMMANDS, add_admin_parsers
 from gateway.cli_evaluate import EVALUATE_COMMANDS, add_evaluate_parsers
 from gateway.cli_files import (
@@ -99,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def run() -> None:
-        runner = web.AppRunner(app, handle_signals=False)
+        runner = GatewayRunner(app, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

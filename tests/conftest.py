@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.api.keys import ISSUER, SERVICE
+from gateway.api.server import GatewayRunner
 from gateway.app import create_app
 from gateway.client import HpcfedClient
 from gateway.config import LoadedConfig, load_config
@@ -91,7 +92,7 @@ async def launch_gateway(config: LoadedConfig, users: Users = ("alice", "bob")) 
     user: `users` names researchers, or maps each user to their roles."""
     roles = users if isinstance(users, dict) else {u: ("researcher",) for u in users}
     app = create_app(config)
-    runner = web.AppRunner(app)
+    runner = GatewayRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
