@@ -221,7 +221,7 @@ def _decode(
 ) -> dict[str, Any]:
     """The verified claims; every PyJWT refusal becomes a TokenError with a safe reason."""
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key,
             algorithms=[algorithm],
@@ -230,6 +230,8 @@ def _decode(
             leeway=leeway,
             options={"require": require},
         )
+        _check_times(claims)
+        return claims
     except jwt.ExpiredSignatureError:
         reason = "token has expired"
     except jwt.ImmatureSignatureError:
@@ -244,9 +246,28 @@ def _decode(
         reason = f"token is missing claim '{exc.claim}'"
     except jwt.InvalidAlgorithmError:
         reason = _BAD_ALGORITHM
-    except (jwt.PyJWTError, ValueError, TypeError):
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
         reason = _MALFORMED
     raise TokenError(reason)
+
+
+#: The range a time claim may take: the Unix epoch to the end of year 9999, the
+#: span of a datetime, so no later conversion of it can overflow.
+MAX_TIME_CLAIM = 253_402_300_799
+
+
+def _check_times(claims: dict[str, Any]) -> None:
+    """exp, nbf and iat, where present, are finite numbers of seconds in range."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_TIME_CLAIM  # also refuses NaN
+        ):
+            raise TokenError(f"token claim '{name}' is not a time between 1970 and 9999")
 
 
 def _expiry(claims: dict[str, Any]) -> datetime:

@@ -212,6 +212,35 @@ async def test_token_within_leeway_of_expiry_is_accepted(
     assert (await verifier.verify(token)).user == "alice"
 
 
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"exp": 10**30},
+        {"exp": 1e30},
+        {"exp": float("inf")},
+        {"iat": float("inf")},
+        {"iat": 10**30},
+        {"nbf": -(10**30)},
+        {"exp": True},
+    ],
+    ids=["exp-1e30-int", "exp-1e30", "exp-inf", "iat-inf", "iat-1e30", "nbf-negative", "exp-bool"],
+)
+async def test_time_claims_out_of_range_are_refused_not_an_error(
+    keyring: Keyring, verifier: TokenVerifier, times: dict[str, object]
+) -> None:
+    """A correctly signed token whose times no clock can reach is refused (401), never
+    an overflow inside the gateway."""
+    message = await refused(verifier, craft(keyring, **times))
+    assert message in {
+        "token claim 'exp' is not a time between 1970 and 9999",
+        "token claim 'iat' is not a time between 1970 and 9999",
+        "token claim 'nbf' is not a time between 1970 and 9999",
+        "token is malformed",
+        "token has expired",  # `true` is 1 to PyJWT: a second past the epoch
+        "token is not yet valid",  # PyJWT's own check of an iat in the future
+    }, message
+
+
 async def test_token_not_yet_valid_is_refused(keyring: Keyring, verifier: TokenVerifier) -> None:
     token = craft(keyring, nbf=int(time.time()) + 3600)
     assert await refused(verifier, token) == "token is not yet valid"
