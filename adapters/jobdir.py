@@ -124,7 +124,9 @@ def render_user_script(job: JobRequest) -> str:
         return text if text.endswith("\n") else text + "\n"
     assert job.command is not None
     argv = " ".join(quote(word) for word in (job.command, *job.arguments))
-    return f"#!/bin/bash\nexec {argv}\n"
+    # `--`: a command that starts with `-` is a program of that name, not an option
+    # of exec.
+    return f"#!/bin/bash\nexec -- {argv}\n"
 
 
 def array_indices(spec: str, limit: int | None = None) -> list[int]:
@@ -347,15 +349,15 @@ def check_request(job: JobRequest, native_id_re: re.Pattern[str], scheduler: str
     for i, (condition, parent) in enumerate(job.dependencies):
         if condition not in DEPENDENCY_CONDITIONS:
             raise SpecRefused(
-                f"dependencies.{i}.condition",
+                f"dependencies[{i}].condition",
                 f"dependency condition {condition!r} is not one of {DEPENDENCY_CONDITIONS}",
             )
         if not native_id_re.match(parent):
-            raise SpecRefused(f"dependencies.{i}.job", f"{parent!r} is not a {scheduler} job id")
+            raise SpecRefused(f"dependencies[{i}].job", f"{parent!r} is not a {scheduler} job id")
     for i, arg in enumerate(job.extra_directives):
         if not EXTRA_DIRECTIVE_RE.match(arg):
             raise SpecRefused(
-                f"extra_directives.{scheduler}.{i}",
+                f"extra_directives.{scheduler}[{i}]",
                 f"extra directive {arg!r} must be '-x value' or '--name=value' without quotes "
                 "or shell metacharacters",
             )
