@@ -219,6 +219,7 @@ class JobService:
             updated_at=now,
         )
         record.staging = self.staging.initial(record)
+        await self.staging.check_workdir(record)
         return record
 
     async def submit_batch(

@@ -26,7 +26,7 @@ from adapters.files import CenterFiles
 from adapters.paths import PathRefused
 from gateway.centers import CenterRegistry
 from gateway.copying import copy_tree
-from gateway.errors import ApiError
+from gateway.errors import ApiError, path_error
 from gateway.models import JobRecord, JobSpec, JobState, StagedFile, Staging, utcnow
 from gateway.store import JobStore
 
@@ -66,12 +66,37 @@ class Stager:
             task.cancel()
 
     async def _view(self, record: JobRecord) -> tuple[CenterFiles, str]:
-        """The job login's files at its center, with the job's working directory."""
+        """The job login's files at its center, and the job's working directory.
+
+        The job's own directory (no `working_dir`) is a root of the view besides the
+        login's roots. A `working_dir` must lie within those roots (PathRefused,
+        field `working_dir`, if not): naming a directory never widens what staging
+        may read or write."""
         center = self.centers.get(record.center)
         workdir = await center.adapter_for_job(record).job_workdir(
             record.id, record.spec.working_dir
         )
-        return await center.files_for_job(record).with_root(workdir), workdir
+        files = center.files_for_job(record)
+        if record.spec.working_dir:
+            await files.resolve(workdir, "working_dir")
+            return files, workdir
+        return await files.with_root(workdir), workdir
+
+    async def check_workdir(self, record: JobRecord) -> None:
+        """Refuse, before anything is stored, a job that stages files into or out of a
+        `working_dir` outside the owner's roots at its center (403, field
+        `working_dir`). A job without inputs or outputs may run anywhere its login may."""
+        spec = record.spec
+        if not spec.working_dir or not (spec.inputs or spec.outputs):
+            return
+        try:
+            await self._view(record)
+        except PathRefused as exc:
+            if exc.outside or "outside your roots" in exc.message:
+                raise ApiError(
+                    403, "path_outside_roots", exc.message, field="working_dir"
+                ) from None
+            raise path_error(exc) from None
 
     async def _save(self, job_id: str, which: str, index: int, item: StagedFile) -> JobRecord:
         """Record one input's or output's outcome without losing a concurrent one's."""
@@ -90,8 +115,8 @@ class Stager:
     def check(self, spec: JobSpec, owner: str) -> None:
         """Refuse, before anything is stored, staging from or to a center the owner
         cannot use."""
-        places = [(f"inputs.{i}.source", s.source) for i, s in enumerate(spec.inputs)]
-        places += [(f"outputs.{i}.destination", s.destination) for i, s in enumerate(spec.outputs)]
+        places = [(f"inputs[{i}].source", s.source) for i, s in enumerate(spec.inputs)]
+        places += [(f"outputs[{i}].destination", s.destination) for i, s in enumerate(spec.outputs)]
         for field, place in places:
             if place is None:
                 continue
@@ -225,6 +250,9 @@ class Stager:
         problems: list[str] = []
         try:
             src, workdir = await self._view(record)
+        except PathRefused as exc:  # a root removed from the center's config since
+            await self._fail_outputs(record, final, f"the working directory: {exc.message}")
+            return
         except (AdapterError, ApiError) as exc:
             log.warning("job %s: cannot reach its outputs: %s", record.id, _why(exc))
             return  # the next poll tries again
@@ -232,7 +260,7 @@ class Stager:
             path = _at(workdir, out.source)
             item = StagedFile(index=i, path=path)
             try:
-                item.sha256, item.size = await src.sha256(path, f"outputs.{i}.source")
+                item.sha256, item.size = await src.sha256(path, f"outputs[{i}].source")
                 if out.destination is not None:
                     dst = self.centers.get(out.destination.center).files_for(record.owner)
                     copied = await copy_tree(src, path, dst, out.destination.path, overwrite=True)
@@ -261,3 +289,21 @@ class Stager:
             finished_at=record.finished_at or utcnow(),
         )
         log.info("job %s: outputs collected; %s", record.id, state.value)
+
+    async def _fail_outputs(self, record: JobRecord, final: JobState, why: str) -> None:
+        """None of the outputs can be collected: each is failed, and so is the job if it
+        completed."""
+        for i, out in enumerate(record.spec.outputs):
+            path = out.source
+            item = StagedFile(index=i, path=path, state="failed", error=why)
+            record = await self._save(record.id, "outputs", i, item)
+        staging = record.staging.model_copy(update={"collected": True, "final_state": final})
+        state = JobState.FAILED if final is JobState.COMPLETED else final
+        await self.store.update(
+            record.id,
+            state=state,
+            reason=f"staging: {why}",
+            staging=staging,
+            finished_at=record.finished_at or utcnow(),
+        )
+        log.warning("job %s: outputs not collected: %s", record.id, why)
