@@ -83,7 +83,7 @@ from adapters.rejections import (
     field_over_limits,
     job_partition,
     names_no_limit,
-    rejected_field,
+    refused_field,
     scheduler_message,
 )
 from adapters.ssh import CommandResult, SSHPool, SSHTarget
@@ -217,7 +217,7 @@ def check_qsub_job(job: JobRequest, dialect: str) -> None:
     for i, arg in enumerate(job.extra_directives):
         if reserved_directive(arg, RESERVED_QSUB):
             raise SpecRefused(
-                f"extra_directives.pbs.{i}",
+                f"extra_directives.pbs[{i}]",
                 f"extra directive {arg!r} is not allowed: arrays and dependencies have "
                 "fields of their own, and the job script needs bash",
             )
@@ -311,7 +311,7 @@ def ping_command(dialect: str) -> str:
 
 def qsub_rejection(result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
     said = scheduler_message(result.stdout, result.stderr)
-    return said, rejected_field(said, PBS_REJECTIONS, job)
+    return said, refused_field(said, PBS_REJECTIONS, job, "pbs")
 
 
 class PbsAdapter(JobDirAdapter):

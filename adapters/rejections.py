@@ -104,6 +104,29 @@ def rejected_field(message: str, table: Rejections, job: JobRequest) -> str | No
     return None
 
 
+def _option(directive: str) -> str:
+    """A directive's option: `--time` of `--time=1:00` or `--time 1:00`, `-x` of `-x n1`."""
+    return re.split(r"[= ]", directive, maxsplit=1)[0]
+
+
+def refused_field(message: str, table: Rejections, job: JobRequest, family: str) -> str | None:
+    """The spec field a refusal points at, extra directives included: a directive whose
+    option the message names (`Invalid --time specification`, `unrecognized option
+    '--bogus'`) is that field, `extra_directives.<family>[i]`; a refusal that names
+    no field of the table, from a job with extra directives, points at them (the one
+    directive, or the list when there are several), since everything else in the
+    spec the gateway checked itself."""
+    for i, directive in enumerate(job.extra_directives):
+        option = re.escape(_option(directive))
+        if re.search(rf"(?<![\w-]){option}(?![\w-])", message):
+            return f"extra_directives.{family}[{i}]"
+    field = rejected_field(message, table, job)
+    if field is None and job.extra_directives:
+        many = len(job.extra_directives) > 1
+        return f"extra_directives.{family}" + ("" if many else "[0]")
+    return field
+
+
 _INVALID_ACCOUNT_RE = re.compile(r"invalid account", re.IGNORECASE)
 
 

@@ -44,7 +44,7 @@ from adapters.markers import aggregate, as_element, never_started, with_times
 from adapters.rejections import (
     SLURM_REJECTIONS,
     no_association,
-    rejected_field,
+    refused_field,
     scheduler_message,
 )
 from adapters.slurm_limits import build_limits_command, parse_limits
@@ -236,7 +236,7 @@ def check_sbatch_job(job: JobRequest) -> None:
     for i, arg in enumerate(job.extra_directives):
         if reserved_directive(arg, RESERVED_SBATCH):
             raise SpecRefused(
-                f"extra_directives.slurm.{i}",
+                f"extra_directives.slurm[{i}]",
                 f"extra directive {arg!r} would override how the gateway runs the job "
                 f"(it sets {', '.join(o for o in RESERVED_SBATCH if o.startswith('--'))})",
             )
@@ -376,7 +376,7 @@ def sbatch_rejection(
     said = scheduler_message(result.stdout, result.stderr)
     if login and (unassociated := no_association(said, job, login, center)) is not None:
         return unassociated, "center"
-    return said, rejected_field(said, SLURM_REJECTIONS, job)
+    return said, refused_field(said, SLURM_REJECTIONS, job, "slurm")
 
 
 class SlurmAdapter(JobDirAdapter):

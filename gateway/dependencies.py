@@ -16,7 +16,7 @@ from gateway.store import JobStore
 
 class DependencyNeverMet(ApiError):
     def __init__(self, index: int, parent: JobRecord, condition: str) -> None:
-        field = f"dependencies.{index}.job"
+        field = f"dependencies[{index}].job"
         super().__init__(
             422,
             "dependency_never_met",
@@ -31,7 +31,7 @@ async def load_parents(store: JobStore, owner: str, spec: JobSpec) -> list[JobRe
     for index, dep in enumerate(spec.dependencies):
         parent = await store.get(dep.job)
         if parent is None or parent.owner != owner:
-            field = f"dependencies.{index}.job"
+            field = f"dependencies[{index}].job"
             raise ApiError(
                 422, "invalid_request", f"{field}: no job {dep.job} of yours", field=field
             )
@@ -42,7 +42,7 @@ async def load_parents(store: JobStore, owner: str, spec: JobSpec) -> list[JobRe
 def check_center(parents: list[JobRecord], center: str) -> None:
     for index, parent in enumerate(parents):
         if parent.center != center:
-            field = f"dependencies.{index}.job"
+            field = f"dependencies[{index}].job"
             raise ApiError(
                 422,
                 "invalid_request",

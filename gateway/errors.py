@@ -43,11 +43,23 @@ def error_response(status: int, code: str, message: str, **details: Any) -> web.
     return web.json_response(body, status=status)
 
 
+def field_path(*parts: str | int) -> str:
+    """A field's path as errors name it: names joined by dots, list indexes in
+    brackets (`inputs[0].destination`, `jobs[3].resources.walltime`)."""
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "":
+            path += f".{part}" if path else part
+    return path
+
+
 def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
     """The first problem names its field; all of them are listed."""
     problems = []
     for item in error.errors():
-        field = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "") or "(body)"
+        field = field_path(prefix, *item["loc"]) or "(body)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"

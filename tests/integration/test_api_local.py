@@ -278,7 +278,7 @@ async def test_dependencies_that_cannot_hold_are_refused_naming_the_field(
             with pytest.raises(ClientError) as err:
                 await client.submit({"command": "true", "dependencies": [dep]})
             assert (err.value.status, err.value.code) == (422, code)
-            assert err.value.body["field"] == "dependencies.0.job"
+            assert err.value.body["field"] == "dependencies[0].job"
         after_failure = await alice.submit(
             {"command": "true", "dependencies": [{"job": failed["id"], "condition": "afternotok"}]}
         )

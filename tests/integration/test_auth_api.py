@@ -237,7 +237,7 @@ async def test_admin_issues_tokens_and_researchers_may_not(gw: Gateway) -> None:
     status, body, _ = await call(
         gw, "POST", "/v1/tokens", admin, json={"user": "carol", "roles": ["wizard"]}
     )
-    assert (status, body["error"]["field"]) == (422, "roles.0")
+    assert (status, body["error"]["field"]) == (422, "roles[0]")
     status, body, _ = await call(
         gw, "POST", "/v1/tokens", admin, json={"user": "carol", "roles": ["admin"], "ttl": "400d"}
     )

@@ -223,8 +223,8 @@ async def test_names_and_directives_with_metacharacters_are_refused(
         ({"name": "x; rm -rf ~"}, "name"),
         ({"name": "$(id)"}, "name"),
         ({"queue": "`id`"}, "queue"),
-        ({"extra_directives": {"slurm": ["--comment=$(id)"]}}, "extra_directives.slurm.0"),
-        ({"extra_directives": {"pbs": ["-N x;id"]}}, "extra_directives.pbs.0"),
+        ({"extra_directives": {"slurm": ["--comment=$(id)"]}}, "extra_directives.slurm[0]"),
+        ({"extra_directives": {"pbs": ["-N x;id"]}}, "extra_directives.pbs[0]"),
         ({"working_dir": "~root/x"}, "working_dir"),
     ]
     async with results.client() as client:

@@ -168,21 +168,21 @@ async def test_a_staged_job_at_the_local_center_reads_its_upload_and_its_output_
         (
             {"inputs": [{"source": {"center": "nowhere", "path": "x"}, "destination": "x"}]},
             422,
-            "inputs.0.source.center",
+            "inputs[0].source.center",
         ),
         (
             {"inputs": [{"source": {"center": "local", "path": "../x"}, "destination": "x"}]},
             422,
-            "inputs.0.source.path",
+            "inputs[0].source.path",
         ),
-        ({"inputs": [{"upload": True, "destination": "/etc/x\n"}]}, 422, "inputs.0.destination"),
-        ({"inputs": [{"destination": "x"}]}, 422, "inputs.0"),
+        ({"inputs": [{"upload": True, "destination": "/etc/x\n"}]}, 422, "inputs[0].destination"),
+        ({"inputs": [{"destination": "x"}]}, 422, "inputs[0]"),
         (
             {"outputs": [{"source": "out", "destination": {"center": "nowhere", "path": "o"}}]},
             422,
-            "outputs.0.destination.center",
+            "outputs[0].destination.center",
         ),
-        ({"outputs": [{"source": "~root/out"}]}, 422, "outputs.0.source"),
+        ({"outputs": [{"source": "~root/out"}]}, 422, "outputs[0].source"),
     ],
 )
 async def test_staging_a_job_cannot_do_is_refused_before_it_is_stored(

@@ -384,7 +384,7 @@ async def test_traversal_attempts_get_4xx_and_touch_nothing_outside_the_roots(
     }
     async with api.session.post(api.gw.url + "/v1/jobs", json=spec) as resp:
         assert resp.status == 422
-        assert (await resp.json())["error"]["field"] == "inputs.0.destination"
+        assert (await resp.json())["error"]["field"] == "inputs[0].destination"
     assert sorted(p.name for p in outside.iterdir()) == ["sentinel"]
     assert (outside / "sentinel").read_text() == "untouched\n"
     assert sorted(p.name for p in Path("/home/bob").iterdir()) == bob_before

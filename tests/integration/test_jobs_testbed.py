@@ -270,7 +270,7 @@ async def test_an_invalid_spec_refuses_the_whole_batch_naming_it(
                 [{"center": "centera", "command": "true"}, {"center": "centera", "nodes": 2}]
             )
         assert caught.value.status == 422
-        assert caught.value.body["field"] == "jobs.1.nodes"
+        assert caught.value.body["field"] == "jobs[1].nodes"
         with pytest.raises(ClientError) as caught:
             await client.submit_batch([])
         assert (caught.value.status, caught.value.body["field"]) == (422, "jobs")

@@ -64,5 +64,5 @@ def test_a_condition_that_can_never_hold_is_refused(condition: str, state: JobSt
     parent = _parent(state)
     with pytest.raises(DependencyNeverMet) as err:
         native_dependencies(_child(parent, condition), [parent])
-    assert err.value.details["field"] == "dependencies.0.job"
+    assert err.value.details["field"] == "dependencies[0].job"
     assert err.value.status == 422

@@ -402,10 +402,10 @@ def test_malformed_dependencies_and_directives_are_refused_naming_the_field() ->
         return JobRequest(gateway_id=GID, name="d", command="true", **fields)  # type: ignore[arg-type]
 
     cases = [
-        (job(dependencies=[("afterok", "12"), ("before", "13")]), "dependencies.1.condition"),
-        (job(dependencies=[("afterok", "12; rm -rf ~")]), "dependencies.0.job"),
-        (job(extra_directives=["--exclusive", "--comment=$(id)"]), "extra_directives.slurm.1"),
-        (job(extra_directives=["--x\n#SBATCH --uid=0"]), "extra_directives.slurm.0"),
+        (job(dependencies=[("afterok", "12"), ("before", "13")]), "dependencies[1].condition"),
+        (job(dependencies=[("afterok", "12; rm -rf ~")]), "dependencies[0].job"),
+        (job(extra_directives=["--exclusive", "--comment=$(id)"]), "extra_directives.slurm[1]"),
+        (job(extra_directives=["--x\n#SBATCH --uid=0"]), "extra_directives.slurm[0]"),
     ]
     for request, field in cases:
         with pytest.raises(SpecRefused) as refused:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from gateway.errors import field_path
 from gateway.models import JobSpec, parse_duration_seconds, parse_memory_mib
 
 
@@ -59,7 +60,7 @@ def test_bad_durations_are_refused(text: object) -> None:
 def _field_of(body: dict) -> str:
     with pytest.raises(ValidationError) as err:
         JobSpec.model_validate(body)
-    return ".".join(str(p) for p in err.value.errors()[0]["loc"])
+    return field_path(*err.value.errors()[0]["loc"])
 
 
 def test_huge_arrays_are_refused_without_being_expanded() -> None:
@@ -88,7 +89,7 @@ def test_spec_errors_name_their_field() -> None:
     assert _field_of({"command": "x", "name": "ab\n"}) == "name"
     assert _field_of({"command": "x", "queue": "q\n"}) == "queue"
     assert _field_of({"command": "x", "extra_directives": {"pbs": ["--ab\n"]}}) == (
-        "extra_directives.pbs.0"
+        "extra_directives.pbs[0]"
     )
     assert _field_of({"command": "x", "working_dir": "/tmp/\0"}) == "working_dir"
     assert _field_of({"command": "x", "working_dir": "~bob/data"}) == "working_dir"

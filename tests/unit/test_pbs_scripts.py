@@ -121,7 +121,7 @@ def render_job(job: JobRequest, dialect: str) -> str:
 def test_extra_directives_cannot_replace_arrays_dependencies_or_the_shell(extra: str) -> None:
     with pytest.raises(SpecRefused) as refused:
         render_job(minimal(extra_directives=["-m abe", extra]), "torque")
-    assert refused.value.field == "extra_directives.pbs.1"
+    assert refused.value.field == "extra_directives.pbs[1]"
 
 
 def test_array_elements_send_their_output_to_their_own_files() -> None:

@@ -321,6 +321,13 @@ REJECTED_FIELDS = {
     "qos_cpus_over_limit": "resources.tasks_per_node",
     "assoc_cpus_over_limit": "resources.tasks_per_node",
     "assoc_submit_limit": "account",
+    # Refused extra directives: the one whose option the message names, else the one
+    # directive there is, else the list.
+    "directive_unrecognized_option": "extra_directives.slurm[0]",
+    "directive_bad_time": "extra_directives.slurm[0]",
+    "directive_bad_node": "extra_directives.slurm[0]",
+    "directive_bad_feature": "extra_directives.slurm[0]",
+    "directives_two_one_bad_feature": "extra_directives.slurm",
 }
 #: The job each case asked for (the directives recorded beside each case).
 REJECTED_JOBS = {
@@ -341,6 +348,11 @@ REJECTED_JOBS = {
     "qos_cpus_over_limit": {"qos": "short", "tasks_per_node": 2},
     "assoc_cpus_over_limit": {"account": "chemistry", "qos": "short", "tasks_per_node": 2},
     "assoc_submit_limit": {"account": "chemistry"},
+    "directive_unrecognized_option": {"extra_directives": ("--bogus",)},
+    "directive_bad_time": {"extra_directives": ("--time=abc",), "walltime_seconds": 60},
+    "directive_bad_node": {"extra_directives": ("-x nosuchnode",)},
+    "directive_bad_feature": {"extra_directives": ("--constraint=nope",)},
+    "directives_two_one_bad_feature": {"extra_directives": ("--exclusive", "--constraint=nope")},
 }
 
 

@@ -109,7 +109,7 @@ def test_extra_directives_cannot_override_what_the_gateway_relies_on(extra: str)
     job = JobRequest(**{**spec, "extra_directives": ["--exclusive", extra]})
     with pytest.raises(SpecRefused) as refused:
         build_sbatch_script(job, JobDir(ROOT, job.gateway_id), HOME)
-    assert refused.value.field == "extra_directives.slurm.1"
+    assert refused.value.field == "extra_directives.slurm[1]"
 
 
 async def test_a_refused_spec_is_rejected_before_the_center_is_contacted() -> None:
@@ -120,5 +120,5 @@ async def test_a_refused_spec_is_rejected_before_the_center_is_contacted() -> No
     job = JobRequest(**{**spec, "dependencies": [("afterok", "12.server")]})
     with pytest.raises(SubmitRejected) as caught:
         await adapter.submit(job)
-    assert caught.value.field == "dependencies.0.job"
+    assert caught.value.field == "dependencies[0].job"
     assert "centera" in caught.value.message and adapter.remote_commands == 0
