@@ -55,9 +55,7 @@ def parse_json(raw: bytes) -> Any:
             field="(body)",
         ) from None
     if text.startswith("\ufeff"):
-        raise ApiError(
-            400, "invalid_json", "(body): starts with a byte-order mark", field="(body)"
-        )
+        raise ApiError(400, "invalid_json", "(body): starts with a byte-order mark", field="(body)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
