@@ -44,7 +44,13 @@ from gateway.evaluation.service import EvaluationService
 from gateway.events import EventBus, PublishingJobStore
 from gateway.health import HealthMonitor
 from gateway.keyring import Keyring
-from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middleware
+from gateway.limits import (
+    MemoryBudget,
+    RateLimiter,
+    body_limit_middleware,
+    memory_budget_middleware,
+    rate_limit_middleware,
+)
 from gateway.logs import AccessLog
 from gateway.metrics import METRICS, GatewayMetrics, metrics_middleware
 from gateway.placement import Placer
@@ -61,6 +67,8 @@ from gateway.vault import Vault
 
 #: Routes whose handlers stream their bodies, so no body cap applies to them.
 STREAMED_UPLOADS = (CONTENT_ROUTE, "/v1/jobs/{id}/inputs/{index}")
+#: List routes whose pages are bounded by limits.max_page (held in the memory budget).
+PAGED_LISTS = ("/v1/jobs",)
 UPLOAD_READ_BUFFER = 1 << 20
 #: The longest request line and header field the HTTP parser takes (aiohttp's is 8190).
 MAX_REQUEST_LINE = 64 << 10
@@ -88,6 +96,13 @@ def create_app(config: LoadedConfig) -> web.Application:
             body_limit_middleware(max_body, exempt=STREAMED_UPLOADS),
             auth_middleware(verifier),
             rate_limit_middleware(limiter, rate_limit_key),
+            # last: only authenticated requests within their rate hold memory
+            memory_budget_middleware(
+                MemoryBudget(gw.limits.max_in_flight << 20),
+                STREAMED_UPLOADS,
+                gw.limits.max_page << 20,
+                PAGED_LISTS,
+            ),
         ],
         client_max_size=max_body,
         # Streamed uploads are read in up to 1 MiB pieces rather than 64 KiB ones.

@@ -240,9 +240,15 @@ class PublishingJobStore(JobStore):
         center: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        max_bytes: int | None = None,
     ) -> JobPage:
         return await self.inner.list(
-            owner=owner, states=states, center=center, limit=limit, cursor=cursor
+            owner=owner,
+            states=states,
+            center=center,
+            limit=limit,
+            cursor=cursor,
+            max_bytes=max_bytes,
         )
 
     async def finished(

@@ -6,6 +6,7 @@ Both answer in the API's one error shape (``gateway.errors.error_response``):
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -163,6 +164,65 @@ def body_limit_middleware(max_bytes: int, exempt: Collection[str] = ()) -> Middl
         )
 
     return middleware
+
+
+class MemoryBudget:
+    """Bytes of request bodies (and list pages) being handled at once, process-wide.
+
+    A request reserves its declared body length (a list, its page bound) before its
+    handler runs and gives it back when the answer is made; past the budget it waits
+    its turn. Each reserved byte stands for a few in memory (the body, its parse, the
+    record, the answer), so the budget bounds the process's memory however many
+    large requests arrive together. One request larger than the whole budget runs
+    alone."""
+
+    def __init__(self, budget: int) -> None:
+        if budget < 1:
+            raise ValueError(f"budget: must be >= 1, not {budget}")
+        self.budget = budget
+        self.reserved = 0
+        self._changed = asyncio.Condition()
+
+    async def reserve(self, size: int) -> int:
+        size = min(size, self.budget)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.reserved + size <= self.budget)
+            self.reserved += size
+        return size
+
+    async def release(self, size: int) -> None:
+        async with self._changed:
+            self.reserved -= size
+            self._changed.notify_all()
+
+
+def memory_budget_middleware(
+    budget: MemoryBudget, exempt: Collection[str], page_bytes: int, paged: Collection[str]
+) -> Middleware:
+    """Hold each large request's bytes in `budget` while it is handled: bodies by
+    their Content-Length (streamed uploads exempt), GETs of `paged` routes by the
+    page bound."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        size = request.content_length or 0
+        if _is_exempt(request, exempt):
+            size = 0
+        elif request.method == "GET" and _is_exempt(request, paged):
+            size = page_bytes
+        if size < _SMALL:
+            return await handler(request)
+        held = await budget.reserve(size)
+        try:
+            return await handler(request)
+        finally:
+            await budget.release(held)
+
+    return middleware
+
+
+#: Requests smaller than this are not counted: they cannot add up to much.
+_SMALL: Final = 64 << 10
 
 
 def _is_exempt(request: web.Request, exempt: Collection[str]) -> bool:

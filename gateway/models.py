@@ -281,7 +281,7 @@ class JobSpec(_Verbatim):
     """What a researcher asks for, the same for every center."""
 
     name: str = Field("job", pattern=SAFE_NAME_PATTERN)
-    script: str | None = Field(None, max_length=1_000_000)
+    script: str | None = Field(None, max_length=16 << 20)  # limits.max_spec caps it
     command: str | None = Field(None, min_length=1, max_length=4096)
     arguments: list[Annotated[str, Field(max_length=65536)]] = Field(
         default_factory=list, max_length=4096
@@ -792,6 +792,11 @@ class LimitsConfig(_Strict):
     )
     max_page: MemoryMiB = Field(
         8, description="largest list page answer; a page stops early past it (next_cursor)"
+    )
+    max_in_flight: MemoryMiB = Field(
+        16,
+        description="request bodies and list pages handled at once, all users together; "
+        "more wait their turn (bounds the gateway's memory)",
     )
     rate: float = Field(20.0, gt=0, description="requests per second per user, sustained")
     burst: int = Field(100, ge=1, description="requests a user may make at once")

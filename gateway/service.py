@@ -458,10 +458,16 @@ class JobService:
         center: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        max_bytes: int | None = None,
     ) -> JobPage:
         try:
             return await self.store.list(
-                owner=owner, states=states, center=center, limit=limit, cursor=cursor
+                owner=owner,
+                states=states,
+                center=center,
+                limit=limit,
+                cursor=cursor,
+                max_bytes=max_bytes,
             )
         except ValueError as exc:
             raise ApiError(400, "invalid_request", f"cursor: {exc}", field="cursor") from None

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from adapters.base import AdapterError, JobState
 from gateway.api.files import body_chunks, check_sha256, expected_sha256
-from gateway.api.keys import POLLER, SERVICE
+from gateway.api.keys import CONFIG, POLLER, SERVICE
 from gateway.api.params import bool_query, int_query, json_body
 from gateway.audit import AUDIT_TARGET
 from gateway.auth import PRINCIPAL, add_route
@@ -37,12 +37,36 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+def check_spec_size(request: web.Request, spec: JobSpec, prefix: str = "") -> None:
+    """413 `spec_too_large`, naming the largest part, for a spec whose script (or
+    command), arguments and environment together pass `limits.max_spec`."""
+    cap = request.app[CONFIG].gateway.limits.max_spec << 20
+    sizes = spec.content_sizes()
+    total = sum(sizes.values())
+    if total <= cap:
+        return
+    largest = max(sizes, key=lambda name: sizes[name])
+    field = f"{prefix}{largest}"
+    raise ApiError(
+        413,
+        "spec_too_large",
+        f"{field}: the job's script, command, arguments and environment come to "
+        f"{total} bytes, more than the {cap} bytes (limits.max_spec) a job may carry; "
+        "put large inputs in files (inputs) instead",
+        field=field,
+        size=total,
+        limit=cap,
+    )
+
+
 async def submit_job(request: web.Request) -> web.Response:
     body = await json_body(request)
     try:
         spec = JobSpec.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    del body  # the spec holds what is kept; the parsed body need not stay in memory
+    check_spec_size(request, spec)
     outcome = await request.app[SERVICE].submit(
         request[PRINCIPAL].user, spec, _idempotency_key(request)
     )
@@ -69,6 +93,9 @@ async def submit_batch(request: web.Request) -> web.Response:
         batch = JobBatch.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    del body
+    for i, spec in enumerate(batch.jobs):
+        check_spec_size(request, spec, f"jobs[{i}].")
     items = await request.app[SERVICE].submit_batch(
         request[PRINCIPAL].user, batch.jobs, _idempotency_key(request)
     )
@@ -110,6 +137,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         center=center,
         limit=int_query(request, "limit", 100, 1, 1000),
         cursor=request.query.get("cursor") or None,
+        max_bytes=request.app[CONFIG].gateway.limits.max_page << 20,
     )
     body = b'{"jobs":[%s],"next_cursor":%s}' % (
         b",".join(j.public_json() for j in page.jobs),

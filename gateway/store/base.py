@@ -76,8 +76,11 @@ class JobStore(abc.ABC):
         center: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        max_bytes: int | None = None,
     ) -> JobPage:
-        """Newest first; `owner=None` lists every owner's jobs."""
+        """Newest first; `owner=None` lists every owner's jobs. A page holds at most
+        `limit` records and ends early (with a cursor) past about `max_bytes` of
+        records, always holding at least one."""
 
     @abc.abstractmethod
     async def finished(

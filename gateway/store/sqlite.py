@@ -96,6 +96,9 @@ _JSON_COLUMNS = ("placement", "price", "usage")
 _DOCUMENT_COLUMNS = {"spec": "", "elements": "", "staging": "{}"}
 #: How many job records the store keeps parsed-ready in memory.
 RECORD_CACHE_SIZE = 4096
+#: The cache holds at most this much record text; a record of more than 1/64 of it
+#: (one with a large script) is not cached.
+RECORD_CACHE_BYTES = 32 << 20
 
 
 def _to_row(record: JobRecord) -> dict[str, Any]:
@@ -229,21 +232,38 @@ class SQLiteFile:
 
 
 class SQLiteJobStore(SQLiteFile, JobStore):
-    def __init__(self, path: Path, *, cache_size: int = RECORD_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        cache_size: int = RECORD_CACHE_SIZE,
+        cache_bytes: int = RECORD_CACHE_BYTES,
+    ) -> None:
         super().__init__(path)
         #: id -> the JSON text of the record as last read from the database.
         self._records: OrderedDict[str, str] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         #: Counts the updates issued; a read fills the cache only if none began meanwhile.
         self._writes = 0
+
+    def _forget(self, job_id: str) -> None:
+        old = self._records.pop(job_id, None)
+        if old is not None:
+            self._cached_bytes -= len(old)
 
     def _remember(self, job_id: str, text: str) -> None:
         if self._cache_size <= 0:
             return
+        self._forget(job_id)
+        if len(text) > self._cache_bytes // 64:
+            return  # a record with a large spec is read from the database each time
         self._records[job_id] = text
-        self._records.move_to_end(job_id)
-        while len(self._records) > self._cache_size:
-            self._records.popitem(last=False)
+        self._cached_bytes += len(text)
+        while len(self._records) > self._cache_size or self._cached_bytes > self._cache_bytes:
+            _, dropped = self._records.popitem(last=False)
+            self._cached_bytes -= len(dropped)
 
     def _parse(self, texts: Sequence[str], writes: int) -> list[JobRecord]:
         """Records of `texts`, remembered unless an update was issued since `writes`."""
@@ -258,6 +278,7 @@ class SQLiteJobStore(SQLiteFile, JobStore):
 
     async def close(self) -> None:
         self._records.clear()
+        self._cached_bytes = 0
         await super().close()
 
     def _prepare(self, db: sqlite3.Connection) -> None:
@@ -343,7 +364,7 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         # Reads already under way must not put back what this changes.
         self._writes += 1
         writes = self._writes
-        self._records.pop(job_id, None)
+        self._forget(job_id)
 
         def write(db: sqlite3.Connection) -> sqlite3.Row:
             db.execute(f"UPDATE jobs SET {assignments} WHERE id = :_id", values)  # noqa: S608
@@ -355,7 +376,7 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         try:
             row = await self._call(write)
         except BaseException:
-            self._records.pop(job_id, None)
+            self._forget(job_id)
             raise
         # Only the last update issued for any job may fill the cache; the writes run
         # in the order issued, on the one thread, so its row is the newest.
@@ -374,7 +395,7 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         self._writes += 1
         writes = self._writes
         for job_id, _ in changes:
-            self._records.pop(job_id, None)
+            self._forget(job_id)
 
         def write(db: sqlite3.Connection) -> list[str]:
             texts = []
@@ -396,7 +417,7 @@ class SQLiteJobStore(SQLiteFile, JobStore):
             texts = await self._call(write)
         except BaseException:
             for job_id, _ in changes:
-                self._records.pop(job_id, None)
+                self._forget(job_id)
             raise
         return self._parse(texts, writes)
 
@@ -408,6 +429,7 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         center: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        max_bytes: int | None = None,
     ) -> JobPage:
         where: list[str] = []
         args: list[Any] = []
@@ -428,9 +450,24 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         sql = f"SELECT {_RECORD} FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT ?"  # noqa: S608
         args.append(limit + 1)
         writes = self._writes
-        rows = await self._call(lambda db: db.execute(sql, args).fetchall())
-        jobs = self._parse([r[0] for r in rows[:limit]], writes)
-        next_cursor = _encode_cursor(jobs[-1]) if len(rows) > limit and jobs else None
+
+        def page(db: sqlite3.Connection) -> tuple[list[str], bool]:
+            """Up to `limit` records' texts and whether more follow; past `max_bytes`
+            of text (at least one record) the page ends early, without reading on."""
+            texts: list[str] = []
+            size = 0
+            for (text,) in db.execute(sql, args):
+                if len(texts) == limit or (
+                    max_bytes is not None and texts and size + len(text) > max_bytes
+                ):
+                    return texts, True
+                texts.append(text)
+                size += len(text)
+            return texts, False
+
+        texts, more = await self._call(page)
+        jobs = self._parse(texts, writes)
+        next_cursor = _encode_cursor(jobs[-1]) if more and jobs else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
     async def finished(

@@ -3,6 +3,7 @@ body-size middlewares in a real aiohttp app."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.limits import RateLimiter, body_limit_middleware, rate_limit_middleware
+from gateway.limits import (
+    MemoryBudget,
+    RateLimiter,
+    body_limit_middleware,
+    rate_limit_middleware,
+)
 
 Client = TestClient[web.Request, web.Application]
 
@@ -252,3 +258,16 @@ async def test_exempt_route_may_receive_a_larger_body(body_client: Client) -> No
 async def test_the_connection_still_serves_after_a_refused_body(body_client: Client) -> None:
     assert (await body_client.post("/v1/jobs", data=b"x" * 50_000)).status == 413
     assert (await body_client.post("/v1/jobs", data=b"x")).status == 200
+
+
+async def test_memory_budget_makes_requests_past_it_wait_their_turn() -> None:
+    budget = MemoryBudget(10)
+    first = await budget.reserve(6)
+    second = asyncio.create_task(budget.reserve(6))
+    done, _ = await asyncio.wait({second}, timeout=0.2)
+    assert not done and budget.reserved == 6  # it waits while the first holds its part
+    await budget.release(first)
+    assert await asyncio.wait_for(second, 5) == 6
+    # One request larger than the whole budget runs alone, holding all of it.
+    await budget.release(6)
+    assert await budget.reserve(100) == 10 and budget.reserved == 10
