@@ -134,7 +134,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status, "http_error"
         )
-        return error_response(exc.status, code, exc.reason)
+        response = error_response(exc.status, code, exc.reason)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            # RFC 9110 15.5.6: a 405 lists the methods the resource has.
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
     except json.JSONDecodeError as exc:
         return error_response(400, "invalid_json", f"(body): not valid JSON: {exc.msg}")
     except Exception:

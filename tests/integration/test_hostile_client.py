@@ -335,3 +335,23 @@ async def test_a_directive_the_scheduler_refuses_is_named(
         assert caught.value.body["code"] == "rejected_by_center"
         assert caught.value.body["field"] == field
         assert caught.value.body["message"].startswith(f"{field}: ")
+
+
+# ------------------------------------------------------------ HTTP methods
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PATCH", "PUT"])
+async def test_an_undeclared_method_gets_405_with_allow_in_the_json_shape(
+    start_gateway: GatewayFactory, local_config: LoadedConfig, method: str
+) -> None:
+    gw = await start_gateway(local_config)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method, f"{gw.url}/v1/jobs", headers={"Authorization": f"Bearer {gw.tokens['alice']}"}
+        ) as resp,
+    ):
+        body = await resp.json()
+        assert resp.status == 405, body
+        assert body["error"]["code"] == "method_not_allowed"
+        assert set(resp.headers["Allow"].split(", ")) == {"GET", "POST"}
