@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -293,7 +292,13 @@ class HealthMonitor:
             store = {"ok": False, "error": str(exc) or type(exc).__name__}
         # The gateway's own non-terminal jobs, as the poller reads them every tick.
         counts = (
-            Counter((j.center, j.state) for j in await self.store.active()) if store["ok"] else {}
+            {
+                (center, JobState(state)): n
+                for (center, state), n in (await self.store.count_by_center_state()).items()
+                if not JobState(state).is_terminal
+            }
+            if store["ok"]
+            else {}
         )
         polled = self.poller.last_polled if self.poller is not None else {}
         since = self._window_start()

@@ -350,7 +350,9 @@ class JobService:
     async def submit_at_center(self, record: JobRecord, *, counted: bool = False) -> JobRecord:
         """Contact the center for a stored SUBMITTING record; never raises for an
         uncertain outcome (the record stays SUBMITTING for the poller). `counted`:
-        this attempt is already counted in the record's `submit_attempts`."""
+        this attempt is already counted in the record's `submit_attempts`; else
+        `record` may be one without its script (`JobStore.active`), as what is sent
+        is the whole record the update counting the attempt reads back."""
         center = self.centers.get(record.center)
         try:
             parents = await load_parents(self.store, record.owner, record.spec)

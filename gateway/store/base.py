@@ -91,11 +91,16 @@ class JobStore(abc.ABC):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[JobRecord]:
-        """Jobs in a terminal state that ended in [since, until), oldest first."""
+        """Jobs in a terminal state that ended in [since, until), oldest first, without
+        their specs' content (as `active`): what billing needs."""
 
     @abc.abstractmethod
     async def active(self) -> list[JobRecord]:
-        """Every job not yet in a terminal state, for the poller."""
+        """Every job not yet in a terminal state, for the poller, placement and health.
+
+        Each spec comes without its content: `script` is "" where the job has one, and
+        `arguments` and `environment` are empty, so that thousands of jobs with large
+        scripts cost little memory. What sends a job re-reads it with `get`."""
 
     @abc.abstractmethod
     async def count_by_center_state(self) -> dict[tuple[str, str], int]:

@@ -124,13 +124,22 @@ def _json_expression(column: str) -> str:
     return column
 
 
-#: Each selected row as the JSON text of its JobRecord, built by SQLite itself so
-#: that the event loop only has pydantic parse it, in one pass in Rust. Column names
-#: are the fixed tuple above, never user input.
-_RECORD = (
-    "json_object(" + ", ".join(f"'{c}', {_json_expression(c)}" for c in _COLUMNS) + ") AS record"
-)
+def _record_sql(spec: str) -> str:
+    """Each selected row as the JSON text of its JobRecord, built by SQLite itself so
+    that the event loop only has pydantic parse it, in one pass in Rust; `spec` is the
+    SQL for the spec's JSON. Column names are the fixed tuple above, never user input."""
+    values = (f"'{c}', {spec if c == 'spec' else _json_expression(c)}" for c in _COLUMNS)
+    return f"json_object({', '.join(values)})"
+
+
+_RECORD = _record_sql(_json_expression("spec"))
 _GET = f"SELECT {_RECORD} FROM jobs WHERE id = ?"  # noqa: S608
+#: A record without its spec's content (script "", no arguments, no environment), as
+#: `JobStore.active` and `finished` give it: a few hundred bytes whatever the script,
+#: and the large text never reaches Python.
+_SUMMARY = _record_sql(
+    "json_replace(json_remove(json(spec), '$.arguments', '$.environment'), '$.script', '')"
+)
 
 
 def _from_json(text: str) -> JobRecord:
@@ -490,13 +499,13 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         if until is not None:
             where.append("finished_at < ?")
             args.append(until.isoformat())
-        sql = f"SELECT {_RECORD} FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at"  # noqa: S608
+        sql = f"SELECT {_SUMMARY} FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at"  # noqa: S608
         rows = await self._call(lambda db: db.execute(sql, args).fetchall())
         return [_from_json(r[0]) for r in rows]
 
     async def active(self) -> list[JobRecord]:
         marks = ", ".join("?" for _ in _TERMINAL)
-        sql = f"SELECT {_RECORD} FROM jobs WHERE state NOT IN ({marks}) ORDER BY created_at"  # noqa: S608
+        sql = f"SELECT {_SUMMARY} FROM jobs WHERE state NOT IN ({marks}) ORDER BY created_at"  # noqa: S608
         # Parsed in the store's thread: with thousands of jobs this is the poller's
         # largest piece of work, and the event loop goes on serving meanwhile.
         return await self._call(

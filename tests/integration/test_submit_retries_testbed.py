@@ -110,3 +110,42 @@ async def test_a_submission_that_never_answers_is_retried_with_backoff_then_fail
             assert center_health(doc, cid)["failing_submissions"] is None
     finally:
         testbed.restore_status(cid)
+
+
+async def test_the_poller_sends_the_whole_spec_when_it_submits_again(
+    testbed: Testbed, testbed_config: LoadedConfig, start_gateway: GatewayFactory
+) -> None:
+    """The poller reads jobs without their scripts (bounded memory); a job it sends
+    again after an unanswered submission runs its whole script, with its environment."""
+    cid = "centera"
+    config = config_with(
+        testbed_config,
+        testbed_config.data_dir,
+        centers={cid: testbed_config.centers[cid]},
+        admission=AdmissionConfig(required=False),
+        poll_interval=0.3,
+        submit_timeout=2.0,
+        submit_attempts=ATTEMPTS,
+    )
+    gw = await start_gateway(config, USERS)
+    body = "".join(f'echo line {i} of "$GREETING"\n' for i in range(200))
+    spec = {
+        "script": "#!/bin/bash\n" + body,
+        "environment": {"GREETING": "the whole script"},
+        "center": cid,
+        "resources": {"walltime": "5m"},
+    }
+    testbed.hang_submissions(cid)
+    try:
+        async with gw.client() as client:
+            job = await client.submit(spec)
+            assert job["state"] == "SUBMITTING"  # the first attempt went unanswered
+        testbed.restore_status(cid)
+        async with gw.client() as client:
+            done = await until(lambda: client.get(job["id"]), lambda r: r["terminal"], 90)
+            assert (done["state"], done["exit_code"]) == ("COMPLETED", 0), done
+            assert done["spec"]["script"] == spec["script"]
+            out = await client.output(job["id"], "stdout")
+    finally:
+        testbed.restore_status(cid)
+    assert out.decode().splitlines() == [f"line {i} of the whole script" for i in range(200)]

@@ -67,6 +67,32 @@ async def test_active_lists_only_non_terminal_jobs(store: SQLiteJobStore) -> Non
     assert [r.id for r in await store.active()] == [running.id]
 
 
+async def test_active_and_finished_leave_out_the_specs_content(store: SQLiteJobStore) -> None:
+    """What the poller reads every tick holds no script, arguments or environment:
+    a job with a 1 MiB script costs a few hundred bytes there; `get` has it all."""
+    script, command = _record(), _record()
+    script.spec = JobSpec(script="#!/bin/sh\n" + "x" * (1 << 20), environment={"A": "b"})
+    command.spec = JobSpec(command="echo", arguments=["one", "two"], working_dir="~/w")
+    for record in (script, command):
+        await store.insert(record)
+    summaries = {r.id: r for r in await store.active()}
+    assert summaries[script.id].spec.script == "" and summaries[script.id].spec.command is None
+    assert summaries[script.id].spec.environment == {}
+    assert summaries[command.id].spec.command == "echo"
+    assert summaries[command.id].spec.arguments == []
+    assert summaries[command.id].spec.working_dir == "~/w"
+    for record in (script, command):
+        assert summaries[record.id].model_dump(exclude={"spec"}) == record.model_dump(
+            exclude={"spec"}
+        )
+        assert summaries[record.id].spec.resources == record.spec.resources
+        assert await store.get(record.id) == record
+    await store.update(script.id, state=JobState.COMPLETED, finished_at=utcnow())
+    [ended] = await store.finished(owner="alice")
+    assert (ended.id, ended.spec.script) == (script.id, "")
+    assert (await store.get(script.id)).spec == script.spec  # type: ignore[union-attr]
+
+
 async def test_records_survive_reopening(tmp_path: Path) -> None:
     record = _record()
     first = SQLiteJobStore(tmp_path / "j.db")
