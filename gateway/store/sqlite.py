@@ -21,7 +21,7 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +90,8 @@ _ADDED_COLUMNS = {
     "usage": "TEXT",
     "started_at": "TEXT",
 }
+#: Columns holding a time (or NULL), each written by `_time_text`.
+_TIME_COLUMNS = ("created_at", "updated_at", "submitted_at", "started_at", "finished_at")
 #: Columns holding a JSON document (or NULL).
 _JSON_COLUMNS = ("placement", "price", "usage")
 #: Columns holding a JSON document that is never NULL -> the text standing for an empty one.
@@ -109,6 +111,9 @@ def _to_row(record: JobRecord) -> dict[str, Any]:
     for column in _JSON_COLUMNS:
         row[column] = json.dumps(row[column]) if row[column] is not None else None
     row["cancel_requested"] = int(record.cancel_requested)
+    for column in _TIME_COLUMNS:
+        moment = getattr(record, column)
+        row[column] = _time_text(moment) if moment is not None else None
     return row
 
 
@@ -157,9 +162,18 @@ def _from_row(row: sqlite3.Row) -> JobRecord:
     return JobRecord.model_validate(data)
 
 
+def _time_text(moment: datetime) -> str:
+    """`moment` as the store writes every time: in UTC, with all six digits of its
+    microseconds (`2026-12-03T11:14:45.000000Z`), so that SQL compares and orders
+    the texts as the times they stand for. A naive time is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _column_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _time_text(value)
     if isinstance(value, JobState):
         return value.value
     if isinstance(value, bool):
@@ -174,7 +188,7 @@ def _column_value(value: Any) -> Any:
 
 
 def _encode_cursor(record: JobRecord) -> str:
-    raw = f"{record.created_at.isoformat()}|{record.id}".encode()
+    raw = f"{_time_text(record.created_at)}|{record.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -183,10 +197,10 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     padded = cursor + "=" * (-len(cursor) % 4)
     try:
         created, job_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
-        datetime.fromisoformat(created)
+        # Compared with the stored text: in its form, whatever form the cursor has.
+        return _time_text(datetime.fromisoformat(created)), job_id
     except Exception as exc:
         raise ValueError("not a cursor returned by this API") from exc
-    return created, job_id
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -495,10 +509,10 @@ class SQLiteJobStore(SQLiteFile, JobStore):
                 args.append(value)
         if since is not None:
             where.append("finished_at >= ?")
-            args.append(since.isoformat())
+            args.append(_time_text(since))
         if until is not None:
             where.append("finished_at < ?")
-            args.append(until.isoformat())
+            args.append(_time_text(until))
         sql = f"SELECT {_SUMMARY} FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at"  # noqa: S608
         rows = await self._call(lambda db: db.execute(sql, args).fetchall())
         return [_from_json(r[0]) for r in rows]

@@ -93,6 +93,28 @@ async def test_active_and_finished_leave_out_the_specs_content(store: SQLiteJobS
     assert (await store.get(script.id)).spec == script.spec  # type: ignore[union-attr]
 
 
+async def test_pages_reach_every_record_when_jobs_share_a_creation_time(
+    store: SQLiteJobStore,
+) -> None:
+    """A batch stores many jobs at one instant (and some instants fall on a whole
+    second): the cursor compares in the stored form, so no page loses any of them."""
+    records = [_record() for _ in range(7)]
+    whole_second = utcnow().replace(microsecond=0)
+    for record in records:
+        record.created_at = whole_second
+    later = _record()
+    later.created_at = whole_second.replace(microsecond=5)
+    await store.insert_many([*records, later])
+    seen, cursor = [], None
+    while True:
+        page = await store.list(owner="alice", limit=3, cursor=cursor)
+        seen += [r.id for r in page.jobs]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen[0] == later.id
+    assert sorted(seen[1:]) == sorted(r.id for r in records) and len(seen) == 8
+
+
 async def test_records_survive_reopening(tmp_path: Path) -> None:
     record = _record()
     first = SQLiteJobStore(tmp_path / "j.db")
