@@ -42,6 +42,22 @@ def center_health(doc: dict[str, Any], cid: str) -> dict[str, Any]:
     return next(c for c in doc["centers"] if c["id"] == cid)
 
 
+def retrying(
+    testbed_config: LoadedConfig, cid: str, health: HealthConfig | None = None
+) -> LoadedConfig:
+    """Center `cid` alone, with short submission timeouts and ATTEMPTS attempts."""
+    return config_with(
+        testbed_config,
+        testbed_config.data_dir,
+        centers={cid: testbed_config.centers[cid]},
+        admission=AdmissionConfig(required=False),
+        health=health or testbed_config.gateway.health,
+        poll_interval=0.3,
+        submit_timeout=2.0,
+        submit_attempts=ATTEMPTS,
+    )
+
+
 async def test_a_submission_that_never_answers_is_retried_with_backoff_then_failed_and_degrades(
     testbed: Testbed,
     testbed_config: LoadedConfig,
@@ -49,16 +65,7 @@ async def test_a_submission_that_never_answers_is_retried_with_backoff_then_fail
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cid = "centera"
-    config = config_with(
-        testbed_config,
-        testbed_config.data_dir,
-        centers={cid: testbed_config.centers[cid]},
-        admission=AdmissionConfig(required=False),
-        health=HealthConfig(probe_interval=0.5, probe_timeout=5.0),
-        poll_interval=0.3,
-        submit_timeout=2.0,
-        submit_attempts=ATTEMPTS,
-    )
+    config = retrying(testbed_config, cid, HealthConfig(probe_interval=0.5, probe_timeout=5.0))
     gw = await start_gateway(config, USERS)
     spec = {"command": "true", "center": cid, "resources": {"walltime": "5m"}}
     testbed.hang_submissions(cid)
@@ -118,15 +125,7 @@ async def test_the_poller_sends_the_whole_spec_when_it_submits_again(
     """The poller reads jobs without their scripts (bounded memory); a job it sends
     again after an unanswered submission runs its whole script, with its environment."""
     cid = "centera"
-    config = config_with(
-        testbed_config,
-        testbed_config.data_dir,
-        centers={cid: testbed_config.centers[cid]},
-        admission=AdmissionConfig(required=False),
-        poll_interval=0.3,
-        submit_timeout=2.0,
-        submit_attempts=ATTEMPTS,
-    )
+    config = retrying(testbed_config, cid)
     gw = await start_gateway(config, USERS)
     body = "".join(f'echo line {i} of "$GREETING"\n' for i in range(200))
     spec = {
