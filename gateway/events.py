@@ -6,11 +6,12 @@ new record after each successful `insert` and `update`. The poller, the
 service and staging need not know that anyone listens.
 
 Subscribers watch one job, one owner's jobs, or everything (operators). Each
-has a bounded queue. Writers never wait for a subscriber: when a queue is
-full its older events are coalesced to the latest one per job, so a slow
-reader loses intermediate records but always gets each job's newest. A
-subscriber with more distinct jobs pending than its queue holds is
-overflowed and closed (its stream ends; the client reconnects and re-reads).
+has a queue bounded in events and in bytes (the scripts, arguments and
+environments of the records it holds). Writers never wait for a subscriber:
+when a queue is full its older events are coalesced to the latest one per job,
+so a slow reader loses intermediate records but always gets each job's newest.
+A subscriber whose jobs' latest records still do not fit is overflowed and
+closed (its stream ends; the client reconnects and re-reads).
 """
 
 from __future__ import annotations
@@ -28,23 +29,39 @@ from gateway.store.base import DuplicateIdempotencyKey, JobPage, JobStore
 
 #: Events a subscriber may have pending before they are coalesced.
 DEFAULT_QUEUE_SIZE = 64
+#: Bytes of records a subscriber may have pending (their specs' content, and a
+#: little for the rest), past which they are coalesced: a slow reader of jobs with
+#: large scripts holds at most this much.
+DEFAULT_QUEUE_BYTES = 16 << 20
+#: What a record weighs besides its spec's content.
+_RECORD_BYTES = 2048
 
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
     seq: int  # increases by one per published change, across all jobs
     record: JobRecord
+    size: int = _RECORD_BYTES  # what the record weighs in a queue, in bytes
 
 
 class Subscription:
     """One watcher's bounded queue of job events; a context manager that unsubscribes."""
 
     def __init__(
-        self, bus: EventBus, *, job_id: str | None, owner: str | None, maxsize: int
+        self,
+        bus: EventBus,
+        *,
+        job_id: str | None,
+        owner: str | None,
+        maxsize: int,
+        maxbytes: int = DEFAULT_QUEUE_BYTES,
     ) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize: must be >= 1, not {maxsize}")
-        self.job_id, self.owner, self.maxsize = job_id, owner, maxsize
+        if maxbytes < 1:
+            raise ValueError(f"maxbytes: must be >= 1, not {maxbytes}")
+        self.job_id, self.owner, self.maxsize, self.maxbytes = job_id, owner, maxsize, maxbytes
+        self.pending_bytes = 0
         self.dropped = 0  # intermediate events lost to coalescing
         self.overflowed = False
         self._bus = bus
@@ -63,17 +80,25 @@ class Subscription:
         """Queue an event without ever waiting (called by the publisher)."""
         if self._closed:
             return
-        if len(self._queue) >= self.maxsize:
+        if self._full(event):
             self._coalesce(event.record.id)
-            if len(self._queue) >= self.maxsize:
+            if self._full(event):
                 # Every pending event is some job's latest: none may be dropped.
                 self.overflowed = True
                 self.dropped += len(self._queue)
                 self._queue.clear()
+                self.pending_bytes = 0
                 self.close()
                 return
         self._queue.append(event)
+        self.pending_bytes += event.size
         self._ready.set()
+
+    def _full(self, event: JobEvent) -> bool:
+        """Whether `event` does not fit; one alone always fits, however large."""
+        if not self._queue:
+            return False
+        return len(self._queue) >= self.maxsize or self.pending_bytes + event.size > self.maxbytes
 
     def _coalesce(self, incoming: str) -> None:
         latest: dict[str, JobEvent] = {}
@@ -83,6 +108,7 @@ class Subscription:
         kept = sorted(latest.values(), key=lambda e: e.seq)
         self.dropped += len(self._queue) - len(kept)
         self._queue = deque(kept)
+        self.pending_bytes = sum(e.size for e in kept)
 
     async def next(self, timeout: float | None = None) -> JobEvent | None:  # noqa: ASYNC109
         """The next event; None when closed (after the queue is drained) or on timeout."""
@@ -95,7 +121,9 @@ class Subscription:
                     await self._ready.wait()
             except TimeoutError:
                 return None
-        return self._queue.popleft()
+        event = self._queue.popleft()
+        self.pending_bytes -= event.size
+        return event
 
     def close(self) -> None:
         if not self._closed:
@@ -113,8 +141,11 @@ class Subscription:
 class EventBus:
     """Fan-out of job records to subscriptions, by job id, by owner, and to all."""
 
-    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self, queue_size: int = DEFAULT_QUEUE_SIZE, queue_bytes: int = DEFAULT_QUEUE_BYTES
+    ) -> None:
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self._seq = itertools.count(1)
         self.last_seq = 0
         self._by_job: dict[str, set[Subscription]] = {}
@@ -132,7 +163,13 @@ class EventBus:
         """Watch one job (`job_id`), one owner's jobs (`owner`), or, with neither, all."""
         if job_id is not None and owner is not None:
             raise ValueError("subscribe to a job or to an owner, not both")
-        sub = Subscription(self, job_id=job_id, owner=owner, maxsize=maxsize or self.queue_size)
+        sub = Subscription(
+            self,
+            job_id=job_id,
+            owner=owner,
+            maxsize=maxsize or self.queue_size,
+            maxbytes=self.queue_bytes,
+        )
         if self._closed:
             sub.close()
         elif job_id is not None:
@@ -146,7 +183,9 @@ class EventBus:
     def publish(self, record: JobRecord) -> JobEvent:
         """Hand the record to every interested subscriber; never waits."""
         self.last_seq = next(self._seq)
-        event = JobEvent(self.last_seq, record)
+        event = JobEvent(
+            self.last_seq, record, _RECORD_BYTES + sum(record.spec.content_sizes().values())
+        )
         for sub in (
             *self._by_job.get(record.id, ()),
             *self._by_owner.get(record.owner, ()),

@@ -76,6 +76,32 @@ async def test_a_subscriber_with_more_pending_jobs_than_its_queue_is_closed_not_
     assert bus.subscriber_count() == 0
 
 
+async def test_a_queue_is_bounded_in_bytes_of_large_scripts_too() -> None:
+    """Records of jobs with 1 MiB scripts: a slow reader holds at most its byte
+    bound of them (coalesced first), and one past it after that is closed."""
+    bus = EventBus(queue_size=64, queue_bytes=4 << 20)
+    big = [_record() for _ in range(4)]
+    for record in big:
+        record.spec = JobSpec(script="#!/bin/sh\n" + "x" * (1 << 20))
+    with bus.subscribe(owner="alice") as sub:
+        for _ in range(5):  # the same two jobs again and again: coalesced, kept
+            bus.publish(_as(big[0], JobState.RUNNING))
+            bus.publish(_as(big[1], JobState.RUNNING))
+        assert len(sub) == 2 and sub.pending_bytes < 4 << 20 and not sub.closed
+        assert [r.id for r in await _pending(sub)] == [big[0].id, big[1].id]
+        assert sub.pending_bytes == 0
+        for record in big[:3]:  # three of them fit once read; a fourth does not
+            bus.publish(record)
+        assert not sub.closed
+        bus.publish(big[3])
+        assert sub.overflowed and sub.closed and sub.pending_bytes == 0
+    with bus.subscribe(job_id=big[0].id) as alone:  # one event alone always fits
+        huge = _as(big[0], JobState.COMPLETED)
+        huge.spec = JobSpec(script="y" * (4 << 20))
+        bus.publish(huge)
+        assert [r.state for r in await _pending(alone)] == [JobState.COMPLETED]
+
+
 async def test_subscribers_see_their_job_their_owner_or_all() -> None:
     bus = EventBus()
     mine, theirs = _record("alice"), _record("bob")
