@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from adapters.base import AdapterError
-from adapters.paths import PathRefused, check_real, confine, expand_root, within
+from adapters.paths import check_real, confine, expand_root, within
 
 #: The size of the pieces data moves in, over SFTP and on local disk.
 PIECE = 4 << 20
@@ -75,6 +75,12 @@ class FileError(AdapterError):
 
 class FileNotFound(FileError):
     code, status = "file_not_found", 404
+
+
+class PathConflict(FileError):
+    """The request conflicts with where the path is: a root, or inside the other path."""
+
+    code = "path_conflict"
 
 
 class FileExists(FileError):
@@ -281,7 +287,7 @@ class CenterFiles:
     async def remove(self, path: str, recursive: bool = False) -> None:
         full = await self.resolve(path, follow=False)
         if full in (self._roots or []):
-            raise PathRefused(f"path: {path!r} is one of your roots; it cannot be removed")
+            raise PathConflict(f"path: {path!r} is one of your roots; it cannot be removed")
         entry = await self.stat(path)
         try:
             if entry.type != "dir":
@@ -310,9 +316,9 @@ class CenterFiles:
         source = await self.resolve(path, follow=False)
         target = await self.resolve(to, "to", follow=False)
         if source in (self._roots or []):
-            raise PathRefused(f"path: {path!r} is one of your roots; it cannot be moved")
+            raise PathConflict(f"path: {path!r} is one of your roots; it cannot be moved")
         if within(target, source):
-            raise PathRefused(f"to: {to!r} is inside {path!r}", "to")
+            raise PathConflict(f"to: {to!r} is inside {path!r}", field="to")
         await self.stat(path)
         if await self._exists(target):
             if not overwrite:

@@ -82,7 +82,9 @@ def confine(path: str, roots: Sequence[str], field: str = "path") -> str:
     if not any(within(full, root) for root in roots):
         shown = ", ".join(roots)
         raise PathRefused(
-            f"{field}: {path!r} is outside your roots at this center ({shown})", field
+            f"{field}: {path!r} is outside your roots at this center ({shown})",
+            field,
+            outside=True,
         )
     return full
 

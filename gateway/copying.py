@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from adapters.base import AdapterError
-from adapters.files import CenterFiles, FileExists, FileNotFound
-from adapters.paths import PathRefused, within
+from adapters.files import CenterFiles, FileExists, FileNotFound, PathConflict
+from adapters.paths import within
 
 log = logging.getLogger("hpcfed.copying")
 
@@ -160,8 +160,10 @@ def check_overlap(src: CenterFiles, src_full: str, dst: CenterFiles, dst_full: s
     if src.center_id == dst.center_id and (
         within(dst_full, src_full) or within(src_full, dst_full)
     ):
-        raise PathRefused(
-            f"destination.path: {dst_full!r} overlaps the source {src_full!r}", "destination.path"
+        raise PathConflict(
+            f"destination.path: {dst_full!r} overlaps the source {src_full!r}",
+            center=dst.center_id,
+            field="destination.path",
         )
 
 

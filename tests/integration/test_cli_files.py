@@ -275,7 +275,7 @@ async def test_mkdir_parents_and_rm_recursive(cli: Cli, workdir: str, tmp_path: 
 async def test_paths_outside_the_roots_are_refused_with_the_servers_reason(cli: Cli) -> None:
     result = await cli.run("ls", "centera:/etc")
     assert result.returncode == 1
-    assert "path_refused" in result.stderr.decode()
+    assert "path_outside_roots" in result.stderr.decode()
     result = await cli.run("get", "centera:../bob/secret", "-")
     assert result.returncode == 1 and result.stdout == b""
     assert "path_refused" in result.stderr.decode()

@@ -82,7 +82,7 @@ async def test_directories_are_made_renamed_and_removed_with_clear_refusals(
     assert status == 409 and isinstance(body, dict)
     assert body["error"]["code"] == "not_a_directory"
     status, body = await files.call("POST", "rename", json={"path": "a", "to": "a/b/c"})
-    assert status == 400 and isinstance(body, dict) and body["error"]["field"] == "to"
+    assert status == 409 and isinstance(body, dict) and body["error"]["field"] == "to"
     assert (await files.call("POST", "rename", json={"path": "a", "to": "z"}))[0] == 200
     assert (_home(files) / "z/b/f.txt").read_bytes() == b"hello"
     status, body = await files.call("DELETE", params={"path": "z"})
@@ -91,7 +91,7 @@ async def test_directories_are_made_renamed_and_removed_with_clear_refusals(
     assert (await files.call("DELETE", params={"path": "z", "recursive": "true"}))[0] == 204
     assert not (_home(files) / "z").exists()
     status, body = await files.call("DELETE", params={"path": ".", "recursive": "true"})
-    assert status == 400 and isinstance(body, dict) and body["error"]["code"] == "path_refused"
+    assert status == 409 and isinstance(body, dict) and body["error"]["code"] == "path_conflict"
     assert _home(files).is_dir()
     status, body = await files.call("GET", "stat", params={"path": "nothing"})
     assert status == 404 and isinstance(body, dict)
