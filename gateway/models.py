@@ -55,6 +55,8 @@ def parse_memory_mib(value: Any) -> int:
     """'8GiB' -> 8192; '512M' -> 512; an int is taken as MiB."""
     if isinstance(value, bool):
         raise ValueError("must be a size such as '8GiB' or '512MiB'")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 2.0 is the integer 2, as JSON has it
     if isinstance(value, int):
         mib = value
     else:
@@ -114,6 +116,12 @@ Seconds = Annotated[float, BeforeValidator(parse_duration_seconds)]
 
 # Array indices: "0-3", "1,3,5-7", "0-15:2", optionally "%N" elements at once.
 ARRAY_PATTERN = r"^\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?$"
+#: The forms of `array` the document vouches for: a range from 0 (at most 10000
+#: indices, a step of 1 or more) or up to 100 single indices. The server takes any
+#: list of ranges (START <= END) naming at most MAX_ARRAY_ELEMENTS indices.
+_ARRAY_SCHEMA_PATTERN = (
+    r"^(0-[0-9]{1,4}(:[1-9][0-9]{0,3})?|[0-9]{1,4}(,[0-9]{1,4}){0,99})(%[1-9][0-9]{0,3})?$"
+)
 MAX_ARRAY_ELEMENTS = 10_000
 #: A directive argument passed through to a scheduler: no shell metacharacters,
 #: because some schedulers' submit commands hand directives to a shell.
@@ -152,14 +160,58 @@ class _Verbatim(BaseModel):
 # ---------------------------------------------------------------- jobs
 
 
+def _whole(value: Any) -> Any:
+    """2.0 is the integer 2 (JSON, and JSON Schema's `integer`, do not tell them apart);
+    2.5, "2" and true stay what they are, for the strict check to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A JSON integer: 2 or 2.0, never 2.5, "2" or true.
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
+#: JSON Schema of a size: MiB as an integer, or a string the document keeps within
+#: 1 MiB .. 2 PiB (the server also takes other units and letter cases).
+_MEMORY_SCHEMA: list[dict[str, Any]] = [
+    {"type": "integer", "minimum": 1, "maximum": MAX_MEMORY_MIB},
+    {"type": "string", "pattern": "^[1-9][0-9]{0,5}(M|G|MiB|GiB)$"},
+]
+#: JSON Schema of a duration: seconds, or a string the document keeps within 10 years
+#: (the server also takes days, fractions and '2-00:00:00').
+_DURATION_SCHEMA: list[dict[str, Any]] = [
+    {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
+    {
+        "type": "string",
+        "pattern": "^([1-9][0-9]{0,3}[smh]|(0[1-9]|[1-9][0-9]):[0-5][0-9]:[0-5][0-9])$",
+    },
+]
+#: gpu_type needs gpus_per_node (Resources._gpu_type_needs_gpus).
+_GPU_TYPE_NEEDS_GPUS: dict[str, Any] = {
+    "if": {"required": ["gpu_type"], "properties": {"gpu_type": {"type": "string"}}},
+    "then": {"required": ["gpus_per_node"], "properties": {"gpus_per_node": {"minimum": 1}}},
+}
+
+
 class Resources(_Verbatim):
-    nodes: int = Field(1, ge=1, le=100_000)
-    tasks_per_node: int = Field(1, ge=1, le=100_000)
-    cpus_per_task: int = Field(1, ge=1, le=100_000)
-    gpus_per_node: int = Field(0, ge=0, le=64)
+    model_config = ConfigDict(json_schema_extra=_GPU_TYPE_NEEDS_GPUS)
+
+    nodes: WholeNumber = Field(1, ge=1, le=100_000)
+    tasks_per_node: WholeNumber = Field(1, ge=1, le=100_000)
+    cpus_per_task: WholeNumber = Field(1, ge=1, le=100_000)
+    gpus_per_node: WholeNumber = Field(0, ge=0, le=64)
     gpu_type: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
-    memory_per_node: MemoryMiB | None = Field(None, description="e.g. '8GiB'; stored in MiB")
-    walltime: Seconds | None = Field(None, description="e.g. '01:30:00' or '90m'; stored in s")
+    memory_per_node: MemoryMiB | None = Field(
+        None,
+        description="e.g. '8GiB'; stored in MiB",
+        json_schema_extra={"anyOf": [*_MEMORY_SCHEMA, {"type": "null"}]},
+    )
+    walltime: Seconds | None = Field(
+        None,
+        description="e.g. '01:30:00' or '90m'; stored in s",
+        json_schema_extra={"anyOf": [*_DURATION_SCHEMA, {"type": "null"}]},
+    )
 
     @model_validator(mode="after")
     def _gpu_type_needs_gpus(self) -> Resources:
@@ -190,8 +242,26 @@ class ExtraDirectives(_Verbatim):
     pbs: list[Directive] = Field(default_factory=list, max_length=32)
 
 
+#: A path as requests name it (adapters/paths.py: `check_form`): no control character,
+#: no backslash, no '..' part, not starting with '~'. The server counts bytes (4096 a
+#: path, 255 a name); the document's lengths in characters (1024, 63) keep every
+#: value it allows within them, whatever the characters.
+_PC = r"[^\x00-\x1f\x7f\\/]"
+_PD = r"[^\x00-\x1f\x7f\\/.]"
+_PD0 = r"[^\x00-\x1f\x7f\\/.~]"
+_PFIRST = rf"(\.|\.\.{_PC}{{1,61}}|\.{_PD}{_PC}{{0,61}}|{_PD0}{_PC}{{0,62}})"
+_PNEXT = rf"(\.|\.\.{_PC}{{1,61}}|\.{_PD}{_PC}{{0,61}}|{_PD}{_PC}{{0,62}})?"
+_PATH_BODY = rf"({_PFIRST}(/{_PNEXT})*|(/{_PNEXT})+)"
+PATH_PATTERN = rf"^{_PATH_BODY}$"
+#: A working_dir: a path as above, or '~' and '~/...' (the login's home).
+WORKDIR_PATTERN = rf"^(~|~(/{_PNEXT})+|{_PATH_BODY})$"
+PATH_MAX_CHARS = 1024
+
+#: JSON Schema of a path in a request (the model's validators apply check_form).
+PATH_SCHEMA: dict[str, Any] = {"pattern": PATH_PATTERN, "maxLength": PATH_MAX_CHARS}
+
 #: A path as a request names it; confined to the user's roots where it is used.
-RemotePath = Annotated[str, Field(min_length=1, max_length=8192)]
+RemotePath = Annotated[str, Field(min_length=1, max_length=8192, json_schema_extra=PATH_SCHEMA)]
 
 
 def _path_form(value: str) -> str:
@@ -214,8 +284,25 @@ class CenterPath(_Verbatim):
         return _path_form(value)
 
 
+#: Exactly one of `source` and `upload: true` (StageIn._one_source).
+_ONE_SOURCE: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["source"],
+            "properties": {"source": {"type": "object"}, "upload": {"const": False}},
+        },
+        {
+            "required": ["upload"],
+            "properties": {"upload": {"const": True}, "source": {"type": "null"}},
+        },
+    ]
+}
+
+
 class StageIn(_Verbatim):
     """An input put in place before the job is submitted."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_SOURCE)
 
     destination: RemotePath = Field(description="relative to the job's working directory")
     source: CenterPath | None = Field(None, description="a file or directory at any center")
@@ -259,6 +346,7 @@ class PlacementSpec(_Verbatim):
     prefer: Annotated[list[Preference], BeforeValidator(_as_list)] = Field(
         default_factory=list,
         max_length=4,
+        json_schema_extra={"uniqueItems": True},
         description="fastest (earliest start), cheapest, greenest (least CO2e), near_data "
         "(where the inputs are); most important first",
     )
@@ -277,22 +365,62 @@ class PlacementSpec(_Verbatim):
         return prefer
 
 
+#: JSON Schema of text that holds no NUL (the model's validators refuse one).
+_NO_NUL: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
+
+#: Exactly one of `script` and `command` is a string; `arguments` go with `command`.
+_SCRIPT_OR_COMMAND: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["script"],
+            "properties": {
+                "script": {"type": "string"},
+                "command": {"type": "null"},
+                "arguments": {"maxItems": 0},
+            },
+        },
+        {
+            "required": ["command"],
+            "properties": {"command": {"type": "string"}, "script": {"type": "null"}},
+        },
+    ]
+}
+
+
 class JobSpec(_Verbatim):
     """What a researcher asks for, the same for every center."""
 
+    model_config = ConfigDict(json_schema_extra=_SCRIPT_OR_COMMAND)
+
     name: str = Field("job", pattern=SAFE_NAME_PATTERN)
-    script: str | None = Field(None, max_length=16 << 20)  # limits.max_spec caps it
-    command: str | None = Field(None, min_length=1, max_length=4096)
-    arguments: list[Annotated[str, Field(max_length=65536)]] = Field(
+    script: str | None = Field(
+        None, max_length=16 << 20, json_schema_extra=_NO_NUL
+    )  # limits.max_spec caps it
+    command: str | None = Field(None, min_length=1, max_length=4096, json_schema_extra=_NO_NUL)
+    arguments: list[Annotated[str, Field(max_length=65536, json_schema_extra=_NO_NUL)]] = Field(
         default_factory=list, max_length=4096
     )
     resources: Resources = Field(default_factory=Resources)
     queue: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
     account: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
-    environment: dict[str, str] = Field(default_factory=dict, max_length=1024)
-    working_dir: str | None = Field(None, min_length=1, max_length=4096)
+    environment: dict[str, Annotated[str, Field(json_schema_extra=_NO_NUL)]] = Field(
+        default_factory=dict,
+        max_length=1024,
+        json_schema_extra={"propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}},
+    )
+    working_dir: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        json_schema_extra={"pattern": WORKDIR_PATTERN, "maxLength": PATH_MAX_CHARS},
+    )
     qos: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
-    array: str | None = Field(None, pattern=ARRAY_PATTERN, max_length=1024)
+    array: str | None = Field(
+        None,
+        pattern=ARRAY_PATTERN,
+        max_length=1024,
+        json_schema_extra={"pattern": _ARRAY_SCHEMA_PATTERN},
+    )
     dependencies: list[Dependency] = Field(default_factory=list, max_length=64)
     extra_directives: ExtraDirectives = Field(default_factory=ExtraDirectives)
     center: str = Field("auto", pattern=r"^(auto|[a-z][a-z0-9_-]{0,31})$")

@@ -8,6 +8,7 @@ document. Request body schemas come from the pydantic models themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,10 +17,20 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from gateway.api.dashboard import ASSETS
 from gateway.api.files import MkdirRequest, RenameRequest
+from gateway.api.keys import CONFIG
+from gateway.api.params import (
+    BOOLEAN_PATTERN,
+    CURSOR_PATTERN,
+    INTEGER_PATTERN,
+    STATES_PATTERN,
+)
 from gateway.api.tokens import TokenRequest
+from gateway.api.usage import GROUP_BY_PATTERN, TIME_PATTERN
 from gateway.auth import ROUTE_PERMISSIONS
-from gateway.models import JobBatch, JobSpec, TransferRequest
+from gateway.models import PATH_MAX_CHARS, PATH_PATTERN, JobBatch, JobSpec, TransferRequest
+from gateway.usage import GROUPS
 
 OPENAPI_VERSION = "3.1.0"
 _PATH_PARAM = re.compile(r"\{([^}/]+)\}")
@@ -29,7 +40,8 @@ ParamType = Literal["string", "integer", "boolean"]
 
 @dataclass(frozen=True)
 class Param:
-    """A query (or header) parameter; `where` says which."""
+    """A query (or header) parameter; `where` says which. `pattern` is the rule the
+    server applies to the raw value (gateway/api/params.py holds the shared ones)."""
 
     name: str
     type: ParamType = "string"
@@ -39,6 +51,9 @@ class Param:
     minimum: int | None = None
     maximum: int | None = None
     enum: tuple[str, ...] = ()
+    pattern: str | None = None
+    min_length: int | None = None
+    max_length: int | None = None
 
     def schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": self.type}
@@ -48,6 +63,12 @@ class Param:
             schema["maximum"] = self.maximum
         if self.enum:
             schema["enum"] = list(self.enum)
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        if self.min_length is not None:
+            schema["minLength"] = self.min_length
+        if self.max_length is not None:
+            schema["maxLength"] = self.max_length
         return schema
 
 
@@ -59,17 +80,84 @@ class RouteDoc:
     params: tuple[Param, ...] = ()
     #: A pydantic model for a JSON body, "binary" for a raw streamed body, None: no body.
     body: type[BaseModel] | Literal["binary"] | None = None
-    #: Status -> description of the answers besides the common errors.
+    #: Status -> description of the answers besides the errors.
     responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
+    #: Error statuses this route answers besides those every route of its kind does.
+    errors: tuple[int, ...] = ()
+    #: The route works at a center (as the caller's login there): 403 no identity,
+    #: 502 center failed, 503 center unavailable.
+    at_center: bool = False
+    #: Status -> response header -> (required, schema).
+    headers: dict[int, dict[str, tuple[bool, dict[str, Any]]]] = field(default_factory=dict)
+    #: Status -> media type of a success answer that is not JSON.
+    media: dict[int, str] = field(default_factory=dict)
 
 
+#: What each error status means; an operation lists those it can answer.
+ERROR_STATUSES: dict[int, str] = {
+    400: "a malformed request or a parameter out of its rule; `field` names it",
+    401: "no valid bearer token (`WWW-Authenticate: Bearer`)",
+    403: "the token's roles lack the permission, or the target is outside the caller's reach",
+    404: "no such resource (or not the caller's)",
+    409: "the resource is in a state that conflicts with the request",
+    413: "body over limits.max_body, or a job spec over limits.max_spec",
+    416: "the range starts past the end of the file (`Content-Range: bytes */SIZE`)",
+    422: "the body is invalid, or the center refused it; `field` names the problem",
+    429: "over the per-user request rate (`Retry-After`)",
+    431: "a request line or header longer than the parser takes",
+    502: "the center is misconfigured or failed",
+    503: "the center (or the store) cannot be reached now",
+}
+
+_TIME_DESCRIPTION = (
+    "a date (2026-12-01) or a date and time, with an offset or Z (UTC without one): "
+    "2026-12-01T08:00, 2026-12-01T08:00:00.5+05:30"
+)
 _ID = "the gateway's id of the job (a UUID)"
 _CENTER = "a center id, as in GET /v1/centers"
-_PATH = Param("path", description="a path at the center, confined to the caller's roots")
-_PATH_REQUIRED = Param("path", required=True, description=_PATH.description)
+_PATH = Param(
+    "path",
+    description="a path at the center, confined to the caller's roots",
+    pattern=PATH_PATTERN,
+    max_length=PATH_MAX_CHARS,
+)
+_PATH_REQUIRED = dataclasses.replace(_PATH, required=True)
 _LIMIT = Param("limit", "integer", "at most this many", minimum=1, maximum=1000)
 _SHA256 = Param(
-    "X-Checksum-Sha256", where="header", description="64 hex digits; checked after the write"
+    "X-Checksum-Sha256",
+    where="header",
+    description="64 hex digits; checked after the write",
+    pattern=r"^[ \t]*[0-9a-fA-F]{64}[ \t]*$",
+)
+
+
+def _flag(name: str, description: str) -> Param:
+    return Param(name, description=f"{description}; true or false", pattern=BOOLEAN_PATTERN)
+
+
+_LAST_EVENT_ID = Param(
+    "Last-Event-ID", where="header", description="ignored: streams do not replay events"
+)
+_IDEMPOTENCY = r"^[\x21-\x7e]{1,200}$"
+_INT_HEADER = {"type": "string", "pattern": INTEGER_PATTERN}
+_FILE_HEADERS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "Accept-Ranges": (True, {"type": "string", "enum": ["bytes"]}),
+    "X-File-Size": (True, _INT_HEADER),
+    "Last-Modified": (True, {"type": "string"}),
+}
+_RANGE_HEADERS = {
+    **_FILE_HEADERS,
+    "Content-Range": (True, {"type": "string", "pattern": r"^bytes [0-9]+-[0-9]+/[0-9]+$"}),
+}
+_UNSATISFIABLE_HEADERS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "Content-Range": (True, {"type": "string", "pattern": r"^bytes \*/[0-9]+$"}),
+    "Accept-Ranges": (True, {"type": "string", "enum": ["bytes"]}),
+}
+_RANGE = Param(
+    "Range",
+    where="header",
+    description="one range: bytes=START-, bytes=START-END or bytes=-SUFFIX",
+    pattern=r"^[ \t]*bytes=([0-9]{1,19}-[0-9]{0,19}|-[0-9]{1,19})[ \t]*$",
 )
 
 #: Route name -> its description. Every route registered with add_route has one.
@@ -86,6 +174,7 @@ ROUTES: dict[str, RouteDoc] = {
                 "Idempotency-Key",
                 where="header",
                 description="1-200 printable ASCII characters; a repeat returns the same job",
+                pattern=_IDEMPOTENCY,
             ),
         ),
         body=JobSpec,
@@ -94,6 +183,8 @@ ROUTES: dict[str, RouteDoc] = {
             201: "submitted to its center",
             202: "stored; the center's answer is pending",
         },
+        errors=(404,),
+        at_center=True,
     ),
     "jobs.batch": RouteDoc(
         "Submit independent jobs at once (up to 1000)",
@@ -102,6 +193,7 @@ ROUTES: dict[str, RouteDoc] = {
                 "Idempotency-Key",
                 where="header",
                 description="1-200 printable ASCII characters; job i gets the key <key>#<i>",
+                pattern=_IDEMPOTENCY,
             ),
         ),
         body=JobBatch,
@@ -109,14 +201,24 @@ ROUTES: dict[str, RouteDoc] = {
             201: "every job submitted to its center",
             207: "each job's own status, record or error in `results`",
         },
+        errors=(404,),
+        at_center=True,
     ),
     "jobs.list": RouteDoc(
         "List jobs (cursor pagination)",
         params=(
-            Param("state", description="comma-separated job states"),
+            Param(
+                "state",
+                description="comma-separated job states, in any letter case",
+                pattern=STATES_PATTERN,
+            ),
             Param("center", description=_CENTER),
             _LIMIT,
-            Param("cursor", description="next_cursor of the previous page"),
+            Param(
+                "cursor",
+                description="next_cursor of the previous page; any other value is 400",
+                pattern=CURSOR_PATTERN,
+            ),
         ),
     ),
     "jobs.get": RouteDoc("A job's record", path_params={"id": _ID}),
@@ -124,109 +226,153 @@ ROUTES: dict[str, RouteDoc] = {
         "Cancel a job",
         path_params={"id": _ID},
         responses={200: "the job has ended", 202: "cancel requested"},
+        at_center=True,
     ),
     "jobs.output": RouteDoc(
         "A job's stdout or stderr, from an offset; `follow` streams until the job ends",
         path_params={"id": _ID, "stream": "stdout or stderr"},
         params=(
-            Param("offset", "integer", "first byte", minimum=0),
+            Param("offset", "integer", "first byte", minimum=0, maximum=1 << 62),
             Param("limit", "integer", "at most this many bytes", minimum=1, maximum=4 << 20),
-            Param("follow", "boolean", "keep streaming until the job has ended"),
-            Param("element", "integer", "array element index", minimum=0),
+            _flag("follow", "keep streaming until the job has ended"),
+            Param("element", "integer", "array element index", minimum=0, maximum=1 << 31),
         ),
-        responses={200: "bytes (application/octet-stream)"},
+        responses={200: "bytes"},
+        media={200: "application/octet-stream"},
+        at_center=True,
     ),
     "jobs.upload_input": RouteDoc(
         "Upload an `upload: true` input of a job (streamed)",
-        path_params={"id": _ID, "index": "index in the spec's inputs"},
+        path_params={"id": _ID, "index": "index in the spec's inputs (ASCII digits)"},
         params=(_SHA256,),
         body="binary",
+        errors=(409, 422),
+        at_center=True,
     ),
     "jobs.events": RouteDoc(
         "A job's state changes (server-sent events) until it ends",
         path_params={"id": _ID},
-        params=(Param("Last-Event-ID", where="header", description="resume after this event"),),
-        responses={200: "text/event-stream"},
+        params=(_LAST_EVENT_ID,),
+        responses={200: "events"},
+        media={200: "text/event-stream"},
     ),
     "events.list": RouteDoc(
         "State changes of the caller's jobs (server-sent events)",
-        params=(Param("Last-Event-ID", where="header", description="resume after this event"),),
-        responses={200: "text/event-stream"},
+        params=(_LAST_EVENT_ID,),
+        responses={200: "events"},
+        media={200: "text/event-stream"},
     ),
     "centers.list": RouteDoc("The configured centers and their admission"),
     "centers.get": RouteDoc("One center and its admission", path_params={"center": _CENTER}),
     "centers.computing_power": RouteDoc(
         "The center's computing-power descriptor",
         path_params={"center": _CENTER},
-        params=(Param("refresh", "boolean", "ask the scheduler now, not the cache"),),
+        params=(_flag("refresh", "ask the scheduler now, not the cache"),),
+        at_center=True,
     ),
     "usage.read": RouteDoc(
         "Core-hours, GPU-hours and cost of finished jobs",
         params=(
             Param("user", description="whose usage (researchers: only their own)"),
             Param("center", description=_CENTER),
-            Param("since", description="ISO 8601 date or time"),
-            Param("until", description="ISO 8601 date or time"),
-            Param("group_by", description="comma-separated: user, center, ..."),
-            Param("jobs", "boolean", "list the jobs too"),
+            Param("since", description=_TIME_DESCRIPTION, pattern=TIME_PATTERN),
+            Param("until", description=_TIME_DESCRIPTION, pattern=TIME_PATTERN),
+            Param(
+                "group_by",
+                description="comma-separated, each at most once: " + ", ".join(GROUPS),
+                pattern=GROUP_BY_PATTERN,
+            ),
+            _flag("jobs", "list the jobs too"),
         ),
+        errors=(404,),
     ),
     "tokens.issue": RouteDoc(
         "Issue a token (admins)", body=TokenRequest, responses={201: "the token"}
     ),
     "files.roots": RouteDoc(
-        "The caller's roots and login at a center", path_params={"center": _CENTER}
+        "The caller's roots and login at a center",
+        path_params={"center": _CENTER},
+        at_center=True,
     ),
-    "files.list": RouteDoc("List a directory", path_params={"center": _CENTER}, params=(_PATH,)),
+    "files.list": RouteDoc(
+        "List a directory",
+        path_params={"center": _CENTER},
+        params=(_PATH,),
+        errors=(409,),
+        at_center=True,
+    ),
     "files.stat": RouteDoc(
-        "Stat a path", path_params={"center": _CENTER}, params=(_PATH_REQUIRED,)
+        "Stat a path", path_params={"center": _CENTER}, params=(_PATH_REQUIRED,), at_center=True
     ),
     "files.checksum": RouteDoc(
         "sha256 of a file, computed at the center",
         path_params={"center": _CENTER},
         params=(_PATH_REQUIRED,),
+        errors=(409,),
+        at_center=True,
     ),
     "files.download": RouteDoc(
         "Download a file (streamed; one Range)",
         path_params={"center": _CENTER},
-        params=(_PATH_REQUIRED, Param("Range", where="header", description="bytes=START-END")),
-        responses={200: "the file", 206: "the range", 416: "range not satisfiable"},
+        params=(_PATH_REQUIRED, _RANGE),
+        responses={200: "the file", 206: "the range"},
+        errors=(409, 416),
+        headers={200: _FILE_HEADERS, 206: _RANGE_HEADERS, 416: _UNSATISFIABLE_HEADERS},
+        media={200: "application/octet-stream", 206: "application/octet-stream"},
+        at_center=True,
     ),
     "files.head": RouteDoc(
         "A file's size and date",
         path_params={"center": _CENTER},
-        params=(_PATH_REQUIRED, Param("Range", where="header", description="bytes=START-END")),
+        params=(_PATH_REQUIRED, _RANGE),
         responses={200: "headers only", 206: "headers of the range"},
+        errors=(409, 416),
+        headers={200: _FILE_HEADERS, 206: _RANGE_HEADERS, 416: _UNSATISFIABLE_HEADERS},
+        at_center=True,
     ),
     "files.upload": RouteDoc(
         "Upload a file (streamed; resume with offset)",
         path_params={"center": _CENTER},
         params=(
             _PATH_REQUIRED,
-            Param("offset", "integer", "write from this byte", minimum=0),
-            Param("overwrite", "boolean", "replace an existing file (default true)"),
+            Param("offset", "integer", "write from this byte", minimum=0, maximum=1 << 62),
+            _flag("overwrite", "replace an existing file (default true)"),
             _SHA256,
         ),
         body="binary",
         responses={200: "written over an existing file", 201: "created"},
+        errors=(409, 422),
+        at_center=True,
     ),
     "files.mkdir": RouteDoc(
         "Make a directory",
         path_params={"center": _CENTER},
         body=MkdirRequest,
         responses={200: "it existed", 201: "created"},
+        errors=(409,),
+        at_center=True,
     ),
     "files.rename": RouteDoc(
-        "Rename or move a path", path_params={"center": _CENTER}, body=RenameRequest
+        "Rename or move a path",
+        path_params={"center": _CENTER},
+        body=RenameRequest,
+        errors=(409,),
+        at_center=True,
     ),
     "files.remove": RouteDoc(
         "Remove a path",
         path_params={"center": _CENTER},
-        params=(_PATH_REQUIRED, Param("recursive", "boolean", "remove a directory's contents")),
+        params=(_PATH_REQUIRED, _flag("recursive", "remove a directory's contents")),
         responses={204: "removed"},
+        errors=(409,),
+        at_center=True,
     ),
     "transfers.create": RouteDoc(
-        "Start a transfer between centers", body=TransferRequest, responses={202: "queued"}
+        "Start a transfer between centers",
+        body=TransferRequest,
+        responses={202: "queued"},
+        errors=(404, 409),
+        at_center=True,
     ),
     "transfers.list": RouteDoc("The caller's transfers", params=(_LIMIT,)),
     "transfers.get": RouteDoc("One transfer", path_params={"id": "the transfer's id"}),
@@ -234,7 +380,8 @@ ROUTES: dict[str, RouteDoc] = {
     "evaluations.start": RouteDoc(
         "Start an access evaluation of a center",
         path_params={"center": _CENTER},
-        responses={202: "started", 409: "one is already running"},
+        responses={202: "started"},
+        errors=(409,),
     ),
     "evaluations.list": RouteDoc(
         "A center's evaluations", path_params={"center": _CENTER}, params=(_LIMIT,)
@@ -244,8 +391,14 @@ ROUTES: dict[str, RouteDoc] = {
         path_params={"center": _CENTER, "eid": "the evaluation's id"},
         params=(Param("format", description="json or markdown", enum=("json", "markdown")),),
     ),
-    "metrics": RouteDoc("Prometheus metrics", responses={200: "text/plain exposition format"}),
-    "dashboard.page": RouteDoc("The operators' dashboard page", responses={200: "text/html"}),
+    "metrics": RouteDoc(
+        "Prometheus metrics",
+        responses={200: "the exposition format"},
+        media={200: "text/plain"},
+    ),
+    "dashboard.page": RouteDoc(
+        "The operators' dashboard page", responses={200: "the page"}, media={200: "text/html"}
+    ),
     "dashboard.file": RouteDoc(
         "A dashboard asset", path_params={"file": "index.html, dashboard.js or dashboard.css"}
     ),
@@ -326,6 +479,51 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
+#: Path parameters whose form the server checks before looking anything up.
+_PATH_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "index": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+    "stream": {"type": "string", "enum": ["stdout", "stderr"]},
+    "file": {"type": "string", "enum": sorted(ASSETS)},
+}
+#: One server-sent event of a job stream: `data` is the job record (one line of JSON).
+_SSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "job"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+#: Routes whose bodies are streamed, and so never over limits.max_body.
+_STREAMED = ("files.upload", "jobs.upload_input")
+
+
+def error_statuses(route: RegisteredRoute, doc: RouteDoc) -> list[int]:
+    """Every error status the route can answer."""
+    statuses = {400, 431, *doc.errors}
+    if route.name not in _STREAMED:
+        statuses.add(413)
+    if route.permission is not None:
+        statuses |= {401, 403, 429}
+    if route.path_params:
+        statuses.add(404)
+    if isinstance(doc.body, type):
+        statuses.add(422)
+    if doc.at_center or "center" in route.path_params:
+        statuses |= {403, 404, 502, 503}
+    if isinstance(doc.body, type) and doc.body in (JobSpec, JobBatch):
+        statuses |= {413, 422, 503}
+    return sorted(statuses)
+
+
+def _headers(spec: dict[str, tuple[bool, dict[str, Any]]]) -> dict[str, Any]:
+    return {
+        name: {"required": required, "schema": schema} for name, (required, schema) in spec.items()
+    }
+
+
 def _operation(route: RegisteredRoute) -> dict[str, Any]:
     doc = ROUTES.get(route.name) or RouteDoc("(undocumented)")
     parameters: list[dict[str, Any]] = [
@@ -334,7 +532,7 @@ def _operation(route: RegisteredRoute) -> dict[str, Any]:
             "in": "path",
             "required": True,
             "description": doc.path_params.get(name, ""),
-            "schema": {"type": "string"},
+            "schema": _PATH_PARAM_SCHEMAS.get(name, {"type": "string"}),
         }
         for name in route.path_params
     ]
@@ -348,18 +546,23 @@ def _operation(route: RegisteredRoute) -> dict[str, Any]:
                 "schema": param.schema(),
             }
         )
-    responses: dict[str, Any] = {str(s): {"description": d} for s, d in doc.responses.items()}
-    errors = {"400": "invalid parameter or body", "404": "not found", "429": "rate limited"}
-    if doc.body is not None:
-        errors["413"] = "body too large"
-    if isinstance(doc.body, type):
-        errors["422"] = "invalid body; `field` names the first problem"
-    if route.permission is not None:
-        errors["401"] = "no valid bearer token"
-        errors["403"] = "the token's roles lack the permission"
-    for status, description in errors.items():
-        responses.setdefault(status, _error_response(description))
-    responses["default"] = _error_response("an error, in the one error shape")
+    responses: dict[str, Any] = {}
+    for status, description in doc.responses.items():
+        answer: dict[str, Any] = {"description": description}
+        if status in doc.media:
+            media = doc.media[status]
+            schema = _SSE_SCHEMA if media == "text/event-stream" else {"type": "string"}
+            answer["content"] = {media: {"schema": schema}}
+        if status in doc.headers:
+            answer["headers"] = _headers(doc.headers[status])
+        responses[str(status)] = answer
+    for status in error_statuses(route, doc):
+        answer = _error_response(ERROR_STATUSES[status])
+        if status in doc.headers:
+            answer["headers"] = _headers(doc.headers[status])
+        if status == 429:
+            answer["headers"] = _headers({"Retry-After": (True, _INT_HEADER)})
+        responses.setdefault(str(status), answer)
     operation: dict[str, Any] = {
         "operationId": route.name,
         "summary": doc.summary,
@@ -386,7 +589,7 @@ def _operation(route: RegisteredRoute) -> dict[str, Any]:
     return operation
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(max_ttl: float | None = None) -> dict[str, Any]:
     by_model, top = models_json_schema(
         [(model, "validation") for model in _BODY_MODELS],
         ref_template="#/components/schemas/{model}",
@@ -396,7 +599,16 @@ def _schemas() -> dict[str, Any]:
         if "$ref" not in schema:
             schemas[model.__name__] = schema
     schemas["Error"] = ERROR_SCHEMA
+    if max_ttl is not None:
+        # TokenIssuer.issue: a positive number of seconds, at most auth.max_ttl.
+        ttl = {"type": "number", "exclusiveMinimum": 0, "maximum": max_ttl}
+        schemas["TokenRequest"]["properties"]["ttl"]["anyOf"] = [ttl, {"type": "null"}]
     return schemas
+
+
+def _max_ttl(app: web.Application) -> float | None:
+    config = app.get(CONFIG)
+    return None if config is None else float(config.gateway.auth.max_ttl)
 
 
 def build_openapi(app: web.Application, version: str = "0.1.0") -> dict[str, Any]:
@@ -412,7 +624,7 @@ def build_openapi(app: web.Application, version: str = "0.1.0") -> dict[str, Any
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(_max_ttl(app)),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -508,11 +508,16 @@ class JobService:
         element: int | None = None,
     ) -> tuple[JobRecord, OutputChunk]:
         record = await self.get(owner, job_id)
-        if record.spec.array is None and element is not None:
+        if element is not None and (
+            record.spec.array is None or element not in array_indices(record.spec.array)
+        ):
             raise ApiError(
-                400, "invalid_request", "element: this job is not an array", field="element"
+                404,
+                "not_found",
+                f"element: job {record.id} has no element {element}",
+                field="element",
             )
-        if record.spec.array is not None and element not in array_indices(record.spec.array):
+        if record.spec.array is not None and element is None:
             raise ApiError(
                 400,
                 "invalid_request",

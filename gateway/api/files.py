@@ -21,8 +21,9 @@ from gateway.api.keys import CENTERS
 from gateway.api.params import bool_query, int_query, json_body
 from gateway.audit import AUDIT_TARGET
 from gateway.auth import PRINCIPAL, add_route
-from gateway.errors import ApiError, validation_error
+from gateway.errors import ApiError, error_response, validation_error
 from gateway.metrics import METRICS
+from gateway.models import PATH_SCHEMA
 
 log = logging.getLogger("hpcfed.files")
 
@@ -37,15 +38,15 @@ CHECKSUM_HEADER = "X-Checksum-Sha256"
 class MkdirRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    path: str = Field(max_length=8192)
+    path: str = Field(max_length=8192, json_schema_extra=PATH_SCHEMA)
     parents: bool = False
 
 
 class RenameRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    path: str = Field(max_length=8192)
-    to: str = Field(max_length=8192)
+    path: str = Field(max_length=8192, json_schema_extra=PATH_SCHEMA)
+    to: str = Field(max_length=8192, json_schema_extra=PATH_SCHEMA)
     overwrite: bool = False
 
 
@@ -176,7 +177,16 @@ async def remove(request: web.Request) -> web.Response:
 async def download(request: web.Request) -> web.StreamResponse:
     files, path = files_of(request), path_query(request)
     full, entry = await files.open_read(path)
-    wanted = byte_range(request.headers.get("Range"), entry.size)
+    try:
+        wanted = byte_range(request.headers.get("Range"), entry.size)
+    except ApiError as exc:
+        if exc.status != 416:
+            raise
+        # RFC 9110 15.5.17: a 416 says the current length of the file.
+        response = error_response(exc.status, exc.code, exc.message, **exc.details)
+        response.headers["Content-Range"] = f"bytes */{entry.size}"
+        response.headers["Accept-Ranges"] = "bytes"
+        return response
     start, end = wanted or (0, entry.size)
     headers = {
         "Content-Type": "application/octet-stream",

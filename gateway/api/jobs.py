@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from adapters.base import AdapterError, JobState
 from gateway.api.files import body_chunks, check_sha256, expected_sha256
 from gateway.api.keys import CONFIG, POLLER, SERVICE
-from gateway.api.params import bool_query, int_query, json_body
+from gateway.api.params import bool_query, cursor_query, int_query, json_body
 from gateway.audit import AUDIT_TARGET
 from gateway.auth import PRINCIPAL, add_route
 from gateway.errors import ApiError, validation_error
@@ -136,7 +136,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         states=states,
         center=center,
         limit=int_query(request, "limit", 100, 1, 1000),
-        cursor=request.query.get("cursor") or None,
+        cursor=cursor_query(request),
         max_bytes=request.app[CONFIG].gateway.limits.max_page << 20,
     )
     body = b'{"jobs":[%s],"next_cursor":%s}' % (
@@ -215,7 +215,7 @@ async def upload_input(request: web.Request) -> web.Response:
     owner = request[PRINCIPAL].owner_filter("jobs.submit")
     record = await service.get(owner, request.match_info["id"])
     raw = request.match_info["index"]
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
         raise ApiError(400, "invalid_request", f"index: not a number: {raw!r}", field="index")
     index = int(raw)
     expected = expected_sha256(request)

@@ -3,23 +3,50 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
+from adapters.base import JobState
 from gateway.errors import ApiError
+
+#: An integer query parameter: ASCII digits, an optional leading minus.
+INTEGER_PATTERN = r"^-?[0-9]{1,19}$"
+_INTEGER_RE = re.compile(r"-?[0-9]{1,19}")
+#: A boolean query parameter, in any letter case; empty is false.
+BOOLEAN_PATTERN = r"^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|1|0)?$"
+#: `next_cursor` of GET /v1/jobs: base64url, no padding (empty: the first page).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{0,1024}$"
+_CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,1024}")
+
+
+def any_case(word: str) -> str:
+    """A regex matching `word` in any letter case (JSON Schema patterns have no flags)."""
+    return "".join(f"[{c}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word.upper())
+
+
+def _state_item() -> str:
+    states = "|".join(any_case(s.value) for s in JobState)
+    return f"( *({states}) *)?"
+
+
+#: `state` of GET /v1/jobs: comma-separated job states in any letter case; empty items
+#: are skipped.
+STATES_PATTERN = f"^{_state_item()}(,{_state_item()})*$"
 
 
 def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An absent parameter is `default`; an empty one, or anything but an integer in
+    ASCII digits (no sign but '-', no spaces, no '_'), is 400 naming it."""
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _INTEGER_RE.fullmatch(raw):
         raise ApiError(
             400, "invalid_request", f"{name}: must be an integer, got {raw!r}", field=name
-        ) from None
+        )
+    value = int(raw)
     if not low <= value <= high:
         raise ApiError(
             400, "invalid_request", f"{name}: must be {low}-{high}, got {value}", field=name
@@ -36,6 +63,16 @@ def bool_query(request: web.Request, name: str) -> bool:
     raise ApiError(
         400, "invalid_request", f"{name}: must be true or false, got {raw!r}", field=name
     )
+
+
+def cursor_query(request: web.Request) -> str | None:
+    """The `cursor` parameter, None when absent or empty; 400 when it cannot be one."""
+    raw = request.query.get("cursor") or None
+    if raw is not None and not _CURSOR_RE.fullmatch(raw):
+        raise ApiError(
+            400, "invalid_request", "cursor: not a cursor returned by this API", field="cursor"
+        )
+    return raw
 
 
 def parse_json(raw: bytes) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -10,16 +12,33 @@ from gateway.api.params import json_body
 from gateway.audit import AUDIT_TARGET
 from gateway.auth import add_route
 from gateway.errors import ApiError, validation_error
-from gateway.models import Role, Seconds
+from gateway.models import CENTER_ID_PATTERN, USER_PATTERN, Role, Seconds
+
+#: The center-admin role needs at least one center (TokenIssuer.issue).
+_CENTER_ADMIN_NEEDS_CENTERS = {
+    "if": {"required": ["roles"], "properties": {"roles": {"contains": {"const": "center-admin"}}}},
+    "then": {"required": ["centers"], "properties": {"centers": {"minItems": 1}}},
+}
 
 
 class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    """The schema carries the rules TokenIssuer.issue applies (a 422 naming the field)."""
 
-    user: str
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra=_CENTER_ADMIN_NEEDS_CENTERS,
+    )
+
+    user: str = Field(json_schema_extra={"pattern": USER_PATTERN})
     roles: list[Role] = Field(min_length=1)
-    centers: list[str] = Field(default_factory=list)
-    ttl: Seconds | None = None
+    centers: list[Annotated[str, Field(json_schema_extra={"pattern": CENTER_ID_PATTERN})]] = Field(
+        default_factory=list
+    )
+    ttl: Seconds | None = Field(
+        None, description="seconds, or a duration such as '8h'; at most auth.max_ttl"
+    )
 
 
 async def issue_token(request: web.Request) -> web.Response:

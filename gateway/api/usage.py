@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -12,12 +14,39 @@ from gateway.auth import PRINCIPAL, add_route
 from gateway.errors import ApiError
 from gateway.usage import GROUPS, job_line, summarize
 
+_YEAR = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+#: Month and day; February has 28 days here (a leap day is also taken, undocumented).
+_MONTH_DAY = (
+    r"((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)"
+)
+_CLOCK = r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+_OFFSET = r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+#: `since` and `until` of GET /v1/usage: a date, or a date and time with an optional
+#: offset (UTC without one); empty is no bound.
+TIME_PATTERN = rf"^({_YEAR}-{_MONTH_DAY}(T{_CLOCK}{_OFFSET}?)?)?$"
+_TIME_RE = re.compile(TIME_PATTERN.removesuffix("$") + r"\Z")
+#: `group_by`: comma-separated groups, each at most once; empty items are skipped.
+GROUP_BY_PATTERN = (
+    "^[ ,]*("
+    + "|".join(
+        r" *, *[ ,]*".join(order)
+        for n in range(1, len(GROUPS) + 1)
+        for order in itertools.permutations(GROUPS, n)
+    )
+    + ")?[ ,]*$"
+)
+#: The earliest and latest instants a time may name, so that no offset overflows.
+_FIRST = datetime(1, 1, 2, tzinfo=UTC)
+_LAST = datetime(9999, 12, 30, tzinfo=UTC)
+
 
 def _time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name, "").strip()
+    raw = request.query.get(name, "")
     if not raw:
         return None
     try:
+        if not _TIME_RE.match(raw):
+            raise ValueError(raw)
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(
@@ -27,7 +56,8 @@ def _time(request: web.Request, name: str) -> datetime | None:
             f"2026-12-01T08:00:00Z, got {raw!r}",
             field=name,
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return min(max(value, _FIRST), _LAST).astimezone(UTC)
 
 
 def _group_by(request: web.Request) -> list[str]:
@@ -64,8 +94,6 @@ async def get_usage(request: web.Request) -> web.Response:
     if center is not None:
         center = request.app[CENTERS].get(center).id
     since, until = _time(request, "since"), _time(request, "until")
-    if since and until and since >= until:
-        raise ApiError(400, "invalid_request", "until: must be later than since", field="until")
     group_by = _group_by(request)
     records = await request.app[STORE].finished(owner=user, center=center, since=since, until=until)
     billed = [r for r in records if r.usage is not None]

@@ -355,3 +355,150 @@ async def test_an_undeclared_method_gets_405_with_allow_in_the_json_shape(
         assert resp.status == 405, body
         assert body["error"]["code"] == "method_not_allowed"
         assert set(resp.headers["Allow"].split(", ")) == {"GET", "POST"}
+
+
+# ------------------------------------------------------------ what the document says
+
+
+async def get(gw: Gateway, path: str, method: str = "GET", **headers: str) -> Any:
+    headers["Authorization"] = f"Bearer {gw.tokens['alice']}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, URL(gw.url + path, encoded=True), headers=headers) as resp,
+    ):
+        body = await resp.read()
+        return resp.status, resp.headers, (json.loads(body) if body else None)
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/transfers", "/v1/centers/local/evaluations"])
+@pytest.mark.parametrize("limit", ["", "x", "1.5", "+5", " 5", "1_0"])
+async def test_every_list_refuses_a_limit_that_is_not_an_integer(
+    start_gateway: GatewayFactory, local_config: LoadedConfig, path: str, limit: str
+) -> None:
+    gw = await start_gateway(local_config)
+    status, _, body = await get(gw, f"{path}?limit={limit.replace(' ', '%20').replace('+', '%2B')}")
+    assert (status, body["error"]["field"]) == (400, "limit"), body
+
+
+@pytest.mark.parametrize("cursor", ["%C3%AF", "a.b", "a%20b"])
+async def test_a_cursor_outside_the_documented_pattern_is_400(
+    start_gateway: GatewayFactory, local_config: LoadedConfig, cursor: str
+) -> None:
+    gw = await start_gateway(local_config)
+    status, _, body = await get(gw, f"/v1/jobs?cursor={cursor}")
+    assert (status, body["error"]["field"]) == (400, "cursor"), body
+
+
+@pytest.mark.parametrize(
+    ("since", "ok"),
+    [
+        ("2026-12-01", True),
+        ("2026-12-01T08:00", True),
+        ("2026-12-01T08:00:00.5%2B05:30", True),
+        ("2026-12-01T08:00Z", True),
+        ("9999-12-31T23:59-23:59", True),
+        ("20261201", False),
+        ("2026-12-01%2008:00", False),
+        ("2026-W48-1", False),
+    ],
+)
+async def test_usage_takes_the_documented_times_only(
+    start_gateway: GatewayFactory, local_config: LoadedConfig, since: str, ok: bool
+) -> None:
+    gw = await start_gateway(local_config)
+    status, _, body = await get(gw, f"/v1/usage?since={since}&until=2026-01-01")
+    assert status == (200 if ok else 400), body
+    if not ok:
+        assert body["error"]["field"] == "since"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_range_past_the_end_is_416_with_the_files_length(
+    start_gateway: GatewayFactory, local_config: LoadedConfig, method: str
+) -> None:
+    gw = await start_gateway(local_config)
+    auth = {"Authorization": f"Bearer {gw.tokens['alice']}"}
+    async with (
+        aiohttp.ClientSession(headers=auth) as http,
+        http.put(
+            f"{gw.url}/v1/centers/local/files/content?path=ten.txt", data=b"0123456789"
+        ) as resp,
+    ):
+        assert resp.status in (200, 201), await resp.text()
+    status, headers, body = await get(
+        gw, "/v1/centers/local/files/content?path=ten.txt", method, Range="bytes=10-"
+    )
+    assert status == 416
+    assert headers["Content-Range"] == "bytes */10"
+    assert headers["Accept-Ranges"] == "bytes"
+    if method == "GET":
+        assert body["error"]["code"] == "range_not_satisfiable"
+
+
+async def test_a_whole_float_is_the_integer_and_a_fraction_is_refused(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    resources = b'{"nodes": 1.0, "memory_per_node": 64.0}'
+    body = b'{"command": "true", "center": "local", "resources": ' + resources + b"}"
+    status, answer = await post_raw(gw, body)
+    assert status in (201, 202), answer
+    assert (
+        answer["spec"]["resources"]["nodes"],
+        answer["spec"]["resources"]["memory_per_node"],
+    ) == (
+        1,
+        64,
+    )
+    status, answer = await post_raw(gw, b'{"command": "true", "resources": {"nodes": 1.5}}')
+    assert (status, answer["error"]["field"]) == (422, "resources.nodes"), answer
+
+
+async def test_an_input_index_that_is_not_ascii_digits_is_400(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        job = await client.submit(
+            {"command": "true", "center": "local", "inputs": [{"upload": True, "destination": "x"}]}
+        )
+    for index in ("%C2%B2", "%D9%A3", "-1", "1x"):  # '²' and '٣' are digits to str.isdigit
+        async with (
+            aiohttp.ClientSession() as http,
+            http.put(
+                URL(f"{gw.url}/v1/jobs/{job['id']}/inputs/{index}", encoded=True),
+                data=b"x",
+                headers={"Authorization": f"Bearer {gw.tokens['alice']}"},
+            ) as resp,
+        ):
+            body = await resp.json()
+            assert (resp.status, body["error"]["field"]) == (400, "index"), body
+
+
+async def test_paths_outside_the_roots_are_403_and_conflicts_409(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    status, _, body = await get(gw, "/v1/centers/local/files/stat?path=%2Fetc%2Fpasswd")
+    assert (status, body["error"]["code"]) == (403, "path_outside_roots"), body
+    status, _, body = await get(gw, "/v1/centers/local/files?path=.&recursive=true", "DELETE")
+    assert (status, body["error"]["code"]) == (409, "path_conflict"), body
+
+
+async def test_an_empty_usage_interval_has_no_jobs(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    status, _, body = await get(gw, "/v1/usage?since=2026-12-02&until=2026-12-01")
+    assert (status, body["totals"]) == (200, []), body
+
+
+async def test_an_element_the_job_does_not_have_is_404(
+    start_gateway: GatewayFactory, local_config: LoadedConfig
+) -> None:
+    gw = await start_gateway(local_config)
+    async with gw.client() as client:
+        job = await client.submit({"command": "true", "center": "local"})
+        with pytest.raises(ClientError) as caught:
+            await client.output(job["id"], element=0)
+        assert (caught.value.status, caught.value.body["field"]) == (404, "element")
