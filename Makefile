@@ -5,8 +5,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server tcsh chromium wrk
-SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/bin/tcsh /usr/bin/chromium /usr/bin/wrk
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server tcsh zsh fish chromium wrk
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/bin/tcsh /usr/bin/zsh /usr/bin/fish /usr/bin/chromium /usr/bin/wrk
 
 .PHONY: install demo test bench system-deps testbed-up testbed-down testbed-status lint schema
 

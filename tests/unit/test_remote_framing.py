@@ -25,8 +25,8 @@ STARTUP = {
     "fish": (".config/fish/config.fish", f'echo "{BANNER}"; echo "{BANNER} (stderr)" >&2'),
 }
 SHELLS = list(STARTUP)
-#: The testbed's job users have these login shells: they must be there under CI.
-REQUIRED = ("bash", "tcsh")
+#: Login shells real centers give their users: under CI each must be installed.
+REQUIRED = ("bash", "tcsh", "zsh", "fish")
 
 
 def _home(tmp_path: Path, shell: str, line: str | None = None) -> Path:
