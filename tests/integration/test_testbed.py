@@ -249,13 +249,24 @@ def test_accounting_center_enforces_its_associations(testbed: Testbed) -> None:
     assert refused.returncode == 1 and "Invalid account" in refused.stderr
     job_id = ssh(testbed, "centerd", "sbatch --parsable --wrap 'exit 3'").strip()
     assert wait_job_done(testbed, "centerd", job_id) == "FAILED"
-    # slurmdbd may record the end a moment after slurmctld: wait for the final record.
+    # slurmdbd records the job's states after slurmctld, each a moment later (PENDING,
+    # RUNNING, then its end): wait for a record of its end.
     record = wait_for(
-        lambda: (line := sacct_line(testbed, job_id)) and "|RUNNING|" not in line and line,
+        lambda: (
+            (line := sacct_line(testbed, job_id))
+            and line.split("|")[1] not in SACCT_NOT_ENDED
+            and line
+        ),
         JOB_TIMEOUT,
         f"sacct to record how {job_id} ended",
     )
     assert record == f"{job_id}|FAILED|3:0|physics"
+
+
+#: sacct states of a job that has not ended yet.
+SACCT_NOT_ENDED = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "COMPLETING", "CONFIGURING"}
+)
 
 
 def sacct_line(tb: Testbed, job_id: str) -> str:
