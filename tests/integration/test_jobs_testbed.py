@@ -13,6 +13,7 @@ import pytest
 from gateway.api.keys import CENTERS, POLLER
 from gateway.client import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
+from gateway.models import HealthConfig
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed import Testbed
 
@@ -96,8 +97,14 @@ async def test_final_state_and_exit_code_are_learned_after_the_job_left_squeue(
     start_gateway: GatewayFactory, testbed_config: LoadedConfig, testbed: Testbed
 ) -> None:
     # centerb forgets finished jobs quickly (MinJobAge): the gateway must learn
-    # how the job ended from the job's directory, not from squeue or sacct.
-    config = config_with(testbed_config, testbed_config.data_dir, poll_interval=3600)
+    # how the job ended from the job's directory, not from squeue or sacct. Nothing
+    # polls but the test: no timer, and no health probe whose change would wake it.
+    config = config_with(
+        testbed_config,
+        testbed_config.data_dir,
+        poll_interval=3600,
+        health=HealthConfig(probe_interval=3600),
+    )
     gw = await start_gateway(config)
     poller = gw.app[POLLER]
     async with gw.client() as client:
