@@ -2,7 +2,7 @@
 charge, their limits) and the limits of the QoS it may use.
 
 A scheduler-neutral shape, filled by the adapters whose center keeps accounting
-(`adapters.slurm_limits` for Slurm with slurmdbd); placement reads it to leave out
+(`adapters.slurm.adapter.limits` for Slurm with slurmdbd); placement reads it to leave out
 centers where a job could never start under the login's account, and to say why.
 An adapter offers it by implementing `ReportsLimits`.
 """

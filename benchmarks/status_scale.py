@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from adapters.base import JobState
 from benchmarks.harness import (
     MIB,
     BenchError,
@@ -55,8 +56,9 @@ from benchmarks.submit_throughput import (
     submit_batch,
     submit_one,
 )
-from gateway.models import JobRecord, JobState, JobUsage, utcnow
-from gateway.store.sqlite import SQLiteJobStore
+from gateway.jobs.models import JobRecord, JobUsage
+from gateway.store.sqlite.jobs import SQLiteJobStore
+from gateway.units import utcnow
 
 BENCH = "2 status at scale"
 CENTERS = ("centera", "centerb", "centerc")

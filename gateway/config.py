@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.models import CenterConfig, GatewayConfig
+from gateway.centers.config import CenterConfig
+from gateway.config_models import GatewayConfig
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -23,8 +23,8 @@ from adapters.base import (
     NativeJobNotFound,
     SubmitRejected,
 )
-from adapters.files import FileError, OffsetMismatch
-from adapters.paths import PathRefused
+from adapters.files.access import FileError, OffsetMismatch
+from adapters.files.paths import PathRefused
 
 log = logging.getLogger("hpcfed.api")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from gateway.api.keys import ISSUER, SERVICE
-from gateway.api.server import GatewayRunner
-from gateway.app import create_app
-from gateway.client import HpcfedClient
+from gateway.centers.config import CenterConfig
+from gateway.client.core import HpcfedClient
 from gateway.config import LoadedConfig, load_config
-from gateway.models import CenterConfig
+from gateway.http.app import create_app
+from gateway.http.routes.keys import ISSUER, SERVICE
+from gateway.http.server import GatewayRunner
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from adapters.base import JobRequest, JobState, NativeStatus, SubmitRejected
-from adapters.batch import JobDirAdapter
-from adapters.ssh import SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.batch.adapter import JobDirAdapter
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import SSHPool, SSHTarget
 from tests.testbed import Testbed
 
 JOB_DEADLINE = 90.0  # seconds a short test job may take from submit to a final state

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from adapters.slurm import slurm_state
-from gateway.api.keys import POLLER
-from gateway.client import ClientError, HpcfedClient
+from adapters.slurm.adapter import slurm_state
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.models import AdmissionConfig
+from gateway.config_models import AdmissionConfig
+from gateway.http.routes.keys import POLLER
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed import Testbed
 

@@ -9,10 +9,10 @@ import socket
 import pytest
 
 from adapters.base import JobState
-from adapters.jobdir import JobDir
-from adapters.pbs import PbsAdapter, build_qstat_command
-from adapters.pbs_parse import parse_torque_qstat
-from adapters.ssh import SSHPool
+from adapters.batch.jobdir import JobDir
+from adapters.pbs.adapter import PbsAdapter, build_qstat_command
+from adapters.pbs.parse import parse_torque_qstat
+from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     check_array_of_four,
     check_bad_queue_is_rejected_naming_it,

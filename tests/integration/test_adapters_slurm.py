@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adapters.base import NOT_LISTED, JobState, SubmitRejected
-from adapters.jobdir import JobDir, quote
-from adapters.slurm import SQUEUE_FIELDS, SlurmAdapter, build_squeue_command, parse_squeue
-from adapters.ssh import SSHPool
+from adapters.batch.jobdir import JobDir, quote
+from adapters.slurm.adapter import SQUEUE_FIELDS, SlurmAdapter, build_squeue_command, parse_squeue
+from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     check_array_of_four,
     check_bad_queue_is_rejected_naming_it,

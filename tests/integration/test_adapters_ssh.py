@@ -9,8 +9,8 @@ import time
 import pytest
 
 from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
-from adapters.ssh import SSHPool, fingerprint, parse_pinned_key
-from adapters.sshkeys import KeyFile
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import SSHPool, fingerprint, parse_pinned_key
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     pool_fixture,
     target,

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.audit import read_audit
-from gateway.client import HpcfedClient
-from gateway.models import VaultConfig
-from gateway.vault import SIGNING_PREFIX, Vault
+from gateway.client.core import HpcfedClient
+from gateway.config_models import VaultConfig
+from gateway.identity.audit import read_audit
+from gateway.identity.vault import SIGNING_PREFIX, Vault
 from tests.testbed import Testbed
 
 

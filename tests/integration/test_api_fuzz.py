@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from gateway.config import LoadedConfig
-from gateway.models import LimitsConfig
+from gateway.config_models import LimitsConfig
 from tests.conftest import Gateway, GatewayFactory, config_with
 
 #: Examples per operation; operations with a body get twice as many.

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from gateway.client import ClientError
+from gateway.client.core import ClientError
 from gateway.config import LoadedConfig
 from tests.conftest import GatewayFactory, config_with
 

@@ -14,11 +14,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.api.keys import KEYRING
-from gateway.audit import read_audit
-from gateway.auth import ROUTE_PERMISSIONS, Principal
 from gateway.config import LoadedConfig
-from gateway.models import ROLES, LimitsConfig, OIDCProvider
+from gateway.config_models import LimitsConfig, OIDCProvider
+from gateway.fields import ROLES
+from gateway.http.auth import ROUTE_PERMISSIONS
+from gateway.http.routes.keys import KEYRING
+from gateway.identity.audit import read_audit
+from gateway.identity.permissions import Principal
 from tests.conftest import Gateway, GatewayFactory, config_with
 
 #: A concrete request for every route; a test below fails when a route is missing here.

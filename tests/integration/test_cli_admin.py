@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import read_audit
+from gateway.identity.audit import read_audit
 from tests.integration.test_cli import KEY, hpcfed
 
 

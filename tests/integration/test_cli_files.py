@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.client import ClientError
+from gateway.client.core import ClientError
 from gateway.config import LoadedConfig
 from tests.conftest import Gateway, GatewayFactory
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gateway.client import ClientError, HpcfedClient
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import load_config
 from tests.conftest import Gateway, config_with, launch_gateway, stop_gateway
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from adapters.files import FileNotFound
-from adapters.ssh import fingerprint, parse_pinned_key
-from gateway.api.keys import CENTERS, EVALUATIONS, POWER
-from gateway.client import ClientError, HpcfedClient
+from adapters.files.access import FileNotFound
+from adapters.transport.ssh import fingerprint, parse_pinned_key
+from gateway.centers.config import CenterConfig
+from gateway.centers.evaluation.models import EvaluationRecord
+from gateway.centers.evaluation.suite import new_record
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.evaluation.models import EvaluationRecord
-from gateway.evaluation.suite import new_record
-from gateway.models import CenterConfig
-from gateway.store.evaluations import SQLiteEvaluationStore
+from gateway.http.routes.keys import CENTERS, EVALUATIONS, POWER
+from gateway.store.sqlite.evaluations import SQLiteEvaluationStore
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed import Testbed
 from tests.testbed.loginenv import PRINTS

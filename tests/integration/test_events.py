@@ -20,13 +20,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.api.keys import EVENTS, ISSUER
-from gateway.app import create_app
-from gateway.client_errors import ClientError
-from gateway.client_events import SSEParser
+from gateway.client.errors import ClientError
+from gateway.client.events import SSEParser
 from gateway.config import LoadedConfig
-from gateway.events import JobEvent
-from gateway.models import JobRecord
+from gateway.http.app import create_app
+from gateway.http.routes.keys import EVENTS, ISSUER
+from gateway.jobs.events import JobEvent
+from gateway.jobs.models import JobRecord
 from tests.conftest import Gateway, GatewayFactory, config_with, stop_gateway
 
 RANK = {"SUBMITTING": 0, "QUEUED": 1, "HELD": 1, "RUNNING": 2, "COMPLETED": 3}

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from gateway.config import LoadedConfig
-from gateway.models import AdmissionConfig, HealthConfig, LimitsConfig
+from gateway.config_models import AdmissionConfig, HealthConfig, LimitsConfig
 from tests.conftest import Gateway, GatewayFactory, config_with
 from tests.testbed import Testbed
 from tests.testbed.procs import descendants

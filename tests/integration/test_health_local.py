@@ -10,11 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.api.keys import CENTERS, HEALTH
-from gateway.client import ClientError
+from gateway.centers.health import Check, Probe
+from gateway.client.core import ClientError
 from gateway.config import LoadedConfig
-from gateway.health import Check, Probe
-from gateway.models import HealthConfig, utcnow
+from gateway.config_models import HealthConfig
+from gateway.http.routes.keys import CENTERS, HEALTH
+from gateway.units import utcnow
 from tests.conftest import Gateway, GatewayFactory, config_with
 
 USERS = {"alice": ("researcher",), "ops": ("operator",)}

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.client import HpcfedClient
+from gateway.client.core import HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.models import AdmissionConfig, HealthConfig
+from gateway.config_models import AdmissionConfig, HealthConfig
 from tests.conftest import Gateway, GatewayFactory, config_with
 from tests.testbed import Testbed
 

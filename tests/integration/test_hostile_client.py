@@ -24,9 +24,9 @@ import jwt
 import pytest
 from yarl import URL
 
-from gateway.api.keys import KEYRING
-from gateway.client import ClientError
+from gateway.client.core import ClientError
 from gateway.config import LoadedConfig
+from gateway.http.routes.keys import KEYRING
 from tests.conftest import Gateway, GatewayFactory
 
 pytestmark = pytest.mark.integration

@@ -3,9 +3,9 @@ no user sees or touches another's jobs."""
 
 from __future__ import annotations
 
-from gateway.api.keys import CENTERS
-from gateway.client import ClientError, HpcfedClient
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
+from gateway.http.routes.keys import CENTERS
 from tests.conftest import GatewayFactory, config_with
 
 # Federation names that differ from the Unix logins, so only the map can join them.

@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from gateway.api.keys import CENTERS, POLLER
-from gateway.client import ClientError, HpcfedClient
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.models import HealthConfig
+from gateway.config_models import HealthConfig
+from gateway.http.routes.keys import CENTERS, POLLER
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed import Testbed
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from adapters.base import CenterLoad, JobState, PartitionLoad
-from adapters.local import LocalAdapter
-from adapters.pbs import PbsAdapter
-from adapters.slurm import SlurmAdapter
-from adapters.ssh import SSHPool
+from adapters.local.adapter import LocalAdapter
+from adapters.pbs.adapter import PbsAdapter
+from adapters.slurm.adapter import SlurmAdapter
+from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     JOB_DEADLINE,
     job,

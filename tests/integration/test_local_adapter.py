@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from adapters.base import JobRequest
-from adapters.local import LocalAdapter
+from adapters.local.adapter import LocalAdapter
 
 
 async def test_concurrent_submissions_and_status_ticks_start_each_job_once(

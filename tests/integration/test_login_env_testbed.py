@@ -24,12 +24,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters import framing
 from adapters.base import CenterUnavailable, CommandFailed
-from adapters.openssh import OpenSSH
-from adapters.ssh import SSHPool
-from adapters.sshkeys import KeyFile
-from gateway.client import HpcfedClient
+from adapters.transport import framing
+from adapters.transport.keys import KeyFile
+from adapters.transport.openssh import OpenSSH
+from adapters.transport.ssh import SSHPool
+from gateway.client.core import HpcfedClient
 from gateway.config import LoadedConfig
 from tests.conftest import Gateway, GatewayFactory
 from tests.integration._adapter_helpers import target

@@ -13,10 +13,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.client import ClientError
+from adapters.base import JobState
+from gateway.client.core import ClientError
 from gateway.config import LoadedConfig, load_config
-from gateway.models import JobRecord, JobSpec, JobState, LimitsConfig, utcnow
-from gateway.store import SQLiteJobStore
+from gateway.config_models import LimitsConfig
+from gateway.jobs.models import JobRecord, JobSpec
+from gateway.store.sqlite.jobs import SQLiteJobStore
+from gateway.units import utcnow
 from tests.conftest import GatewayFactory, config_with
 from tests.integration._served import served
 from tests.testbed import Testbed

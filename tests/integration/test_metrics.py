@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.api.keys import VAULT
 from gateway.config import LoadedConfig
+from gateway.http.routes.keys import VAULT
+from gateway.identity.vault import ssh_key_name
 from gateway.logs import JsonFormatter
-from gateway.vault import ssh_key_name
 from tests.conftest import Gateway, GatewayFactory
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ class Captured(logging.Handler):
 @pytest.fixture
 def captured() -> Iterator[Captured]:
     handler = Captured()
-    root, ssh = logging.getLogger(), logging.getLogger("adapters.ssh")
+    root, ssh = logging.getLogger(), logging.getLogger("adapters.transport.ssh")
     levels = root.level, ssh.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)

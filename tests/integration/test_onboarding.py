@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.evaluation.models import EvaluationRecord
+from gateway.centers.evaluation.models import EvaluationRecord
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration

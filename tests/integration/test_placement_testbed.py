@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.client import ClientError, HpcfedClient
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.models import AdmissionConfig, ComputingPowerConfig
+from gateway.config_models import AdmissionConfig, ComputingPowerConfig
 from tests.conftest import GatewayFactory, config_with
 
 pytestmark = pytest.mark.integration

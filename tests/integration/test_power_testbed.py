@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.client import HpcfedClient
+from gateway.centers.descriptor import schema_errors
+from gateway.client.core import HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.descriptor import schema_errors
 from tests.conftest import GatewayFactory
 
 pytestmark = pytest.mark.integration

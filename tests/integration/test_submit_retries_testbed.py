@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from gateway.client import HpcfedClient
+from gateway.client.core import HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.models import AdmissionConfig, HealthConfig
+from gateway.config_models import AdmissionConfig, HealthConfig
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed import Testbed
 

@@ -14,8 +14,9 @@ from typing import TypeVar
 import pytest
 import yaml
 
-from gateway.models import CenterConfig, GatewayConfig
-from gateway.vault import Vault, ssh_key_name
+from gateway.centers.config import CenterConfig
+from gateway.config_models import GatewayConfig
+from gateway.identity.vault import Vault, ssh_key_name
 from tests.testbed import Testbed, TestbedError, TestbedUnavailable
 
 pytestmark = pytest.mark.integration

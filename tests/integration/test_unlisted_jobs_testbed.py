@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from gateway.api.keys import POLLER
-from gateway.client import HpcfedClient
+from gateway.client.core import HpcfedClient
 from gateway.config import LoadedConfig
-from gateway.metrics import METRICS
-from gateway.models import AdmissionConfig
+from gateway.config_models import AdmissionConfig
+from gateway.http.metrics import METRICS
+from gateway.http.routes.keys import POLLER
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed import Testbed
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.client import ClientError, HpcfedClient
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
 from tests.conftest import GatewayFactory, config_with
 from tests.testbed.gatewayfiles import PUBLISHED

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from gateway.models import VaultConfig
-from gateway.vault import Vault, ssh_key_name
+from gateway.config_models import VaultConfig
+from gateway.identity.vault import Vault, ssh_key_name
 from tests.testbed.centers import GATEWAY_LOGIN, CenterInfo
 from tests.testbed.procs import write_if_changed
 

@@ -7,7 +7,7 @@
   sets a variable in csh syntax.
 
 The gateway must run its commands under /bin/sh at these logins and set what they print
-aside (adapters/framing.py). At centerc the sftp subsystem is OpenSSH's external
+aside (adapters/transport/framing.py). At centerc the sftp subsystem is OpenSSH's external
 sftp-server, which sshd starts through the login shell: their banners land in the SFTP
 stream there, as at a real center (`EXTERNAL_SFTP_CENTERS`).
 """

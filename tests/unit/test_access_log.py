@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_log import AccessLogger
 
-from gateway.logs import AccessLog
+from gateway.http.access_log import AccessLog
 
 _FIELDS = (
     "remote_address",

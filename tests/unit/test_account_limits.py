@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from adapters.limits import AccountLimits
-from adapters.slurm_limits import build_limits_command, parse_limits, parse_tres
-from gateway.account_limits import LimitsCache, limit_failures
-from gateway.centers import Center
+from adapters.slurm.limits import build_limits_command, parse_limits, parse_tres
+from gateway.centers.account_limits import LimitsCache, limit_failures
+from gateway.centers.config import CenterConfig
+from gateway.centers.configured import Center
 from gateway.errors import ApiError
-from gateway.models import CenterConfig
 from tests.unit.test_placement import KEY, Loads, partition, placer, spec
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"

@@ -10,18 +10,12 @@ from pathlib import Path
 import pytest
 
 from adapters.base import NOT_LISTED, ArrayElement, JobState, NativeStatus
-from adapters.batch import JobDirAdapter
-from adapters.markers import (
-    ElementMarkers,
-    JobMarkers,
-    Termination,
-    aggregate,
-    settle_array,
-)
-from adapters.pbs import PbsAdapter
-from adapters.slurm import SlurmAdapter
-from adapters.ssh import CommandResult, SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.batch.adapter import JobDirAdapter
+from adapters.batch.markers import ElementMarkers, JobMarkers, Termination, aggregate, settle_array
+from adapters.pbs.adapter import PbsAdapter
+from adapters.slurm.adapter import SlurmAdapter
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 C, F, Q, R = JobState.COMPLETED, JobState.FAILED, JobState.QUEUED, JobState.RUNNING

@@ -15,15 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.audit import (
-    AUDIT_TARGET,
-    AuditError,
-    AuditLog,
-    Handler,
-    audit_middleware,
-    read_audit,
-)
 from gateway.errors import ApiError, error_middleware, error_response
+from gateway.http.audit import AUDIT_TARGET, Handler, audit_middleware
+from gateway.identity.audit import AuditError, AuditLog, read_audit
 
 Client = TestClient[web.Request, web.Application]
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

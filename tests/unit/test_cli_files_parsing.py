@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser
-from gateway.cli_files import (
+from gateway.cli.files import (
     LocalInput,
     Remote,
     format_entries,
@@ -21,8 +20,9 @@ from gateway.cli_files import (
     put_target,
     show_progress,
 )
-from gateway.client import ClientError
-from gateway.client_files import _parse_content_range, sha256_file
+from gateway.cli.main import build_parser
+from gateway.client.core import ClientError
+from gateway.client.files import _parse_content_range, sha256_file
 
 
 @pytest.mark.parametrize(

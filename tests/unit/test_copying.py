@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from adapters.base import CenterUnavailable
-from adapters.files import CenterFiles, LocalFS
-from gateway.copying import ChecksumMismatch, copy_tree, part_path
+from adapters.files.access import CenterFiles, LocalFS
+from gateway.data.copying import ChecksumMismatch, copy_tree, part_path
 
 
 class BreaksOnce(LocalFS):

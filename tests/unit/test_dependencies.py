@@ -6,8 +6,10 @@ import uuid
 
 import pytest
 
-from gateway.dependencies import DependencyNeverMet, native_dependencies
-from gateway.models import JobRecord, JobSpec, JobState, utcnow
+from adapters.base import JobState
+from gateway.jobs.dependencies import DependencyNeverMet, native_dependencies
+from gateway.jobs.models import JobRecord, JobSpec
+from gateway.units import utcnow
 
 
 def _parent(state: JobState, native_id: str | None = "41") -> JobRecord:

@@ -15,12 +15,13 @@ from adapters.base import (
     GpuLoad,
     PartitionLoad,
 )
-from adapters.local import LocalAdapter
-from gateway.centers import Center, CenterRegistry
-from gateway.computing_power import PowerService
-from gateway.descriptor import SCHEMA_FILE, descriptor_schema, schema_errors
-from gateway.models import AdmissionConfig, CenterConfig, ComputingPowerConfig
-from gateway.store.probes import SQLiteProbeStore
+from adapters.local.adapter import LocalAdapter
+from gateway.centers.config import CenterConfig
+from gateway.centers.configured import Center, CenterRegistry
+from gateway.centers.descriptor import SCHEMA_FILE, descriptor_schema, schema_errors
+from gateway.centers.power import PowerService
+from gateway.config_models import AdmissionConfig, ComputingPowerConfig
+from gateway.store.sqlite.probes import SQLiteProbeStore
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJmLp0A8aOzNGzhjjHD4HoJ2HIlW3cZk3nY4lYZk1B8E"
 GPU = PartitionLoad(

@@ -1,5 +1,5 @@
 """The per-job answers the access evaluation holds the batched status path to, and the
-rule that compares the two (gateway/evaluation/burst.py, adapters/truth.py).
+rule that compares the two (gateway/centers/evaluation/burst.py, adapters/batch/truth.py).
 
 Recorded output: the `scontrol`, `sacct` and Slurm-`qstat` texts were printed by the
 testbed's Slurm 22.05 (centera, and centerc's Torque-compatible qstat). The PBS Pro
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from adapters.base import JobState, NativeStatus
-from adapters.markers import JobMarkers
-from adapters.truth import (
+from adapters.batch.markers import JobMarkers
+from adapters.batch.truth import (
     JobTruth,
     combine,
     parse_pbs_history,
@@ -21,8 +21,8 @@ from adapters.truth import (
     parse_slurm_history,
     phase_of,
 )
-from gateway.evaluation.burst import Tracked, disagreement
-from gateway.evaluation.jobs import Job
+from gateway.centers.evaluation.burst import Tracked, disagreement
+from gateway.centers.evaluation.jobs import Job
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -96,7 +96,7 @@ def test_pbs_history_settings_of_each_front_end() -> None:
 
 
 def test_the_center_word_combines_the_scheduler_record_and_the_job_directory() -> None:
-    from adapters.pbs_parse import parse_torque_qstat
+    from adapters.pbs.parse import parse_torque_qstat
 
     done = parse_torque_qstat(QSTAT_TORQUE_DONE)["1"]
     # Torque's C says "ended", not how: the job directory's exit status does.
@@ -173,7 +173,7 @@ def test_openpbs_per_job_answers_with_their_stderr_and_history_off() -> None:
     """`qstat -f -F json -x <id> 2>&1` as the per-job query runs it, on the recorded
     OpenPBS 23.06 answers (tests/fixtures/pbs/openpbs_*.json; README fact 2 gives the
     history-off message, which goes to stderr)."""
-    from adapters.truth import _pbs_parse_for
+    from adapters.batch.truth import _pbs_parse_for
 
     parse = _pbs_parse_for("pbspro")
     finished = (FIXTURES / "pbs" / "openpbs_finished_job.qstat_f_F_json.json").read_text()

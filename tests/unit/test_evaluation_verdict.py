@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.evaluation.models import CheckResult, EvaluationRecord, Figures
-from gateway.evaluation.render import render_markdown
-from gateway.evaluation.suite import BY_NAME, CHECKS, blocked_by, pending_checks
-from gateway.evaluation.verdict import judge, score_of, threshold_failures
-from gateway.models import AdmissionConfig
+from gateway.centers.evaluation.models import CheckResult, EvaluationRecord, Figures
+from gateway.centers.evaluation.render import render_markdown
+from gateway.centers.evaluation.suite import BY_NAME, CHECKS, blocked_by, pending_checks
+from gateway.centers.evaluation.verdict import judge, score_of, threshold_failures
+from gateway.config_models import AdmissionConfig
 
 SUITE_2 = [
     "ssh.connect",
@@ -241,8 +241,8 @@ def test_report_of_a_running_or_broken_evaluation_has_no_verdict() -> None:
 
 
 def test_an_unusable_login_environment_is_named_as_the_cause() -> None:
-    from adapters.framing import broken
-    from gateway.evaluation.checks import banner_before, unusable_login
+    from adapters.transport.framing import broken
+    from gateway.centers.evaluation.checks import banner_before, unusable_login
 
     # What the transport raises when the login shell never ran the gateway's command.
     exc = broken("centera", "erin", b"Welcome to Center A\n", b"", "the session ended with exit 1")

@@ -6,10 +6,12 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from gateway.client_events import SSEParser
-from gateway.events import EventBus, PublishingJobStore, Subscription
-from gateway.models import JobRecord, JobSpec, JobState, utcnow
-from gateway.store import SQLiteJobStore
+from adapters.base import JobState
+from gateway.client.events import SSEParser
+from gateway.jobs.events import EventBus, PublishingJobStore, Subscription
+from gateway.jobs.models import JobRecord, JobSpec
+from gateway.store.sqlite.jobs import SQLiteJobStore
+from gateway.units import utcnow
 
 ORDER = [JobState.SUBMITTING, JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED]
 

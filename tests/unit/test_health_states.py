@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from adapters.pbs import ping_command
-from adapters.slurm import slurmctld_up
-from gateway.health import (
+from adapters.pbs.adapter import ping_command
+from adapters.slurm.adapter import slurmctld_up
+from gateway.centers.health import (
     DEGRADED,
     DOWN,
     UNKNOWN,
@@ -16,9 +16,9 @@ from gateway.health import (
     Probe,
     federation_status,
 )
-from gateway.models import HealthConfig
-from gateway.store.probes import ProbeWindow
-from gateway.submissions import FailingSubmissions
+from gateway.centers.submissions import FailingSubmissions
+from gateway.config_models import HealthConfig
+from gateway.store.sqlite.probes import ProbeWindow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

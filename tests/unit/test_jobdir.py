@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import NOT_LISTED, JobRequest, JobState, NativeStatus
-from adapters.jobdir import (
+from adapters.batch.jobdir import (
     JobDir,
     SpecRefused,
     check_request,
@@ -21,7 +21,7 @@ from adapters.jobdir import (
     reserved_directive,
     resolve_path,
 )
-from adapters.markers import (
+from adapters.batch.markers import (
     LEFT_QUEUE,
     ElementMarkers,
     JobMarkers,
@@ -35,7 +35,7 @@ from adapters.markers import (
     settle_array,
     status_from_markers,
 )
-from adapters.slurm import _SLURM_ID_RE
+from adapters.slurm.adapter import _SLURM_ID_RE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.limits import (
+from gateway.http.limits import (
     MemoryBudget,
     RateLimiter,
     body_limit_middleware,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import JobRequest, JobState, NativeStatus
-from adapters.local import LocalAdapter
+from adapters.local.adapter import LocalAdapter
 
 DEADLINE = 30.0  # seconds a short local job may take to reach the awaited state
 

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.context import REQUEST_ID
-from adapters.ssh import SSHConnection, SSHTarget
-from adapters.sshkeys import KeyData
+from adapters.transport.keys import KeyData
+from adapters.transport.ssh import SSHConnection, SSHTarget
+from gateway.http.request_id import request_id_middleware, request_id_of, setup_request_id
 from gateway.logs import JsonFormatter, setup_logging
-from gateway.request_id import request_id_middleware, request_id_of, setup_request_id
 
 
 def _record(msg: str = "hello %s", *args: object, **extra: object) -> logging.LogRecord:

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import field_path
-from gateway.models import JobSpec, parse_duration_seconds, parse_memory_mib
+from gateway.jobs.models import JobSpec
+from gateway.units import parse_duration_seconds, parse_memory_mib
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.jobdir import (
+from adapters.batch.jobdir import (
     JobDir,
     batch_submit_command,
     batch_submit_input,

@@ -11,12 +11,12 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.paths import MAX_PATH_BYTES, PathRefused, check_form
-from gateway.app import create_app
-from gateway.auth import ROUTE_PERMISSIONS, add_route
+from adapters.files.paths import MAX_PATH_BYTES, PathRefused, check_form
 from gateway.config import load_config
-from gateway.models import JobSpec
-from gateway.openapi import ROUTES, build_openapi, registered_routes, undocumented_routes
+from gateway.http.app import create_app
+from gateway.http.auth import ROUTE_PERMISSIONS, add_route
+from gateway.http.openapi import ROUTES, build_openapi, registered_routes, undocumented_routes
+from gateway.jobs.models import JobSpec
 from tests.conftest import REPO, config_with
 
 

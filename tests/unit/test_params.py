@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.api.params import json_body
 from gateway.errors import ApiError
+from gateway.http.params import json_body
 
 
 @pytest.mark.parametrize(

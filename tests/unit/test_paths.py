@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.paths import PathRefused, check_real, confine, expand_root, within
-from gateway.api.files import byte_range
+from adapters.files.paths import PathRefused, check_real, confine, expand_root, within
 from gateway.errors import ApiError
+from gateway.http.routes.files import byte_range
 
 ROOTS = ["/home/alice", "/scratch/alice"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from adapters.base import CenterLoad, CommandFailed, GpuLoad, PartitionLoad
-from adapters.markers import SEPARATOR
-from adapters.pbs import PbsAdapter
-from adapters.pbs_load import (
+from adapters.batch.markers import SEPARATOR
+from adapters.pbs.adapter import PbsAdapter
+from adapters.pbs.load import (
     build_load_command,
     node_condition,
     node_states,
@@ -21,8 +21,8 @@ from adapters.pbs_load import (
     pbs_duration,
     pbs_size_mib,
 )
-from adapters.ssh import CommandResult, SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pbs"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from adapters.base import CenterUnavailable, JobRequest, JobState
-from adapters.jobdir import JobDir
-from adapters.pbs import (
+from adapters.batch.jobdir import JobDir
+from adapters.pbs.adapter import (
     PbsAdapter,
     build_element_query,
     build_qdel_command,
@@ -20,7 +20,7 @@ from adapters.pbs import (
     qdel_refused_because_finished,
     qsub_rejection,
 )
-from adapters.pbs_parse import (
+from adapters.pbs.parse import (
     PBSPRO_STATES,
     TORQUE_STATES,
     element_index,
@@ -32,8 +32,8 @@ from adapters.pbs_parse import (
     pbs_exit_code,
     pbs_status,
 )
-from adapters.ssh import CommandResult, SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pbs"
 GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"
@@ -441,7 +441,7 @@ OVER_LIMITS = "qsub: Job violates queue and/or server resource limits\n"
 
 
 def _queues() -> dict:
-    from adapters.pbs_load import parse_load
+    from adapters.pbs.load import parse_load
 
     # `workq` (the default): 72 h, 2 nodes a job, 64 cores; `gpuq`: 24 h, 4 GPUs a node.
     load = parse_load(read("load-pbspro_server.txt"), 0.0, "pbspro", None)
@@ -464,7 +464,7 @@ def _queues() -> dict:
 def test_a_refusal_over_unnamed_limits_names_the_field_over_the_queues_limit(
     asked: dict, queue: str | None, field: str | None
 ) -> None:
-    from adapters.rejections import field_over_limits, job_partition, names_no_limit
+    from adapters.batch.rejections import field_over_limits, job_partition, names_no_limit
 
     job = JobRequest(gateway_id=GID, name="r", command="true", queue=queue, **asked)
     said, named = qsub_rejection(CommandResult(1, b"", OVER_LIMITS.encode()), job)
@@ -476,7 +476,7 @@ def test_a_refusal_over_unnamed_limits_names_the_field_over_the_queues_limit(
 
 
 def test_no_partition_for_an_unknown_queue() -> None:
-    from adapters.rejections import job_partition
+    from adapters.batch.rejections import job_partition
 
     assert job_partition(tuple(_queues().values()), "nosuchq") is None
 

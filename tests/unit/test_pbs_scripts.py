@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from adapters.base import JobRequest, SubmitRejected
-from adapters.jobdir import JobDir, SpecRefused
-from adapters.pbs import PbsAdapter, build_pbs_script, pbspro_array, torque_array
-from adapters.ssh import SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.batch.jobdir import JobDir, SpecRefused
+from adapters.pbs.adapter import PbsAdapter, build_pbs_script, pbspro_array, torque_array
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import SSHPool, SSHTarget
 from tests.unit.test_slurm_scripts import load
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"

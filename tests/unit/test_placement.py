@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from adapters.base import CenterLoad, GpuLoad, PartitionLoad
-from gateway.centers import Center, CenterRegistry
-from gateway.descriptor import Admission
+from gateway.centers.config import CenterConfig
+from gateway.centers.configured import Center, CenterRegistry
+from gateway.centers.descriptor import Admission
+from gateway.centers.placement import Placer, requirement_failures
+from gateway.config_models import PlacementConfig
 from gateway.errors import ApiError
-from gateway.models import CenterConfig, JobSpec, PlacementConfig
-from gateway.placement import Placer, requirement_failures
+from gateway.jobs.models import JobSpec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJmLp0A8aOzNGzhjjHD4HoJ2HIlW3cZk3nY4lYZk1B8E"
 
@@ -257,7 +259,7 @@ async def test_auto_never_places_a_job_where_the_pbs_load_shows_it_cannot_fit(
     (tests/fixtures/pbs/load-pbspro_server.txt, in OpenPBS's JSON; `maintq` is disabled)."""
     from pathlib import Path
 
-    from adapters.pbs_load import parse_load
+    from adapters.pbs.load import parse_load
 
     text = (
         Path(__file__).parent.parent / "fixtures" / "pbs" / "load-pbspro_server.txt"

@@ -6,9 +6,10 @@ import uuid
 
 import pytest
 
-from adapters.base import ArrayElement, NativeStatus
-from gateway.models import ElementRecord, JobRecord, JobSpec, JobState, utcnow
-from gateway.poller import aggregate, merge_elements
+from adapters.base import ArrayElement, JobState, NativeStatus
+from gateway.jobs.models import ElementRecord, JobRecord, JobSpec
+from gateway.jobs.poller import aggregate, merge_elements
+from gateway.units import utcnow
 
 Q, R, H = JobState.QUEUED, JobState.RUNNING, JobState.HELD
 C, F, T, X = JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED

@@ -7,9 +7,9 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.api import health
-from gateway.api.keys import STORE
-from gateway.store import SQLiteJobStore
+from gateway.http.routes import health
+from gateway.http.routes.keys import STORE
+from gateway.store.sqlite.jobs import SQLiteJobStore
 
 
 async def test_readyz_is_503_with_the_store_error_once_the_store_is_closed(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import framing
+from adapters.transport import framing
 
 BANNER = "Welcome to Center A - quota: 80% used"
 #: Each shell's startup file for a non-interactive `-c` run, and a line in its syntax

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from adapters.base import CommandFailed, GpuLoad, PartitionLoad
-from adapters.markers import SEPARATOR
-from adapters.slurm import SlurmAdapter
-from adapters.slurm_load import (
+from adapters.batch.markers import SEPARATOR
+from adapters.slurm.adapter import SlurmAdapter
+from adapters.slurm.load import (
     build_load_command,
     gpus_by_model,
     node_condition,
@@ -20,8 +20,8 @@ from adapters.slurm_load import (
     slurm_duration,
     split_gres,
 )
-from adapters.ssh import CommandResult, SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from adapters.base import JobRequest, JobState, SubmitRejected
-from adapters.jobdir import JobDir
-from adapters.slurm import (
+from adapters.batch.jobdir import JobDir
+from adapters.slurm.adapter import (
     SLURM_STATES,
     SlurmAdapter,
     build_cancel_command,
@@ -27,8 +27,8 @@ from adapters.slurm import (
     slurm_time,
     wait_status_exit_code,
 )
-from adapters.ssh import CommandResult, SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from adapters.base import JobRequest, SubmitRejected
-from adapters.jobdir import JobDir, SpecRefused, render_user_script
-from adapters.slurm import SlurmAdapter, build_sbatch_script
-from adapters.ssh import SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.batch.jobdir import JobDir, SpecRefused, render_user_script
+from adapters.slurm.adapter import SlurmAdapter, build_sbatch_script
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import SSHPool, SSHTarget
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
 SPECS = sorted(p.stem for p in SCRIPTS.glob("*.json"))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from adapters.base import CenterUnavailable, JobState
-from adapters.markers import SEPARATOR
-from adapters.slurm import SlurmAdapter
-from adapters.ssh import CommandResult, SSHPool, SSHTarget
-from adapters.sshkeys import KeyFile
+from adapters.batch.markers import SEPARATOR
+from adapters.slurm.adapter import SlurmAdapter
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SQUEUE = (FIXTURES / "slurm" / "squeue_mixed.txt").read_text()

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.models import JobRecord, JobSpec, JobState, utcnow
-from gateway.store import SQLiteJobStore
-from gateway.store.base import DuplicateIdempotencyKey
+from adapters.base import JobState
+from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.store import DuplicateIdempotencyKey
+from gateway.store.sqlite.jobs import SQLiteJobStore
+from gateway.units import utcnow
 
 
 def _record(owner: str = "alice", key: str | None = None) -> JobRecord:
@@ -137,7 +139,7 @@ async def test_list_filters_by_owner_and_state(store: SQLiteJobStore) -> None:
 
 
 async def test_array_elements_are_stored_and_read_back(store: SQLiteJobStore) -> None:
-    from gateway.models import ElementRecord
+    from gateway.jobs.models import ElementRecord
 
     record = _record()
     await store.insert(record)

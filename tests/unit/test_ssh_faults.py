@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.base import CenterUnavailable
-from adapters.ssh import SSHPool, SSHTarget
-from adapters.sshkeys import KeyData
+from adapters.transport.keys import KeyData
+from adapters.transport.ssh import SSHPool, SSHTarget
 
 
 def _pinned_key() -> str:

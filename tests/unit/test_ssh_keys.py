@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from adapters.ssh import SSHConnection, SSHPool, SSHTarget, fingerprint, parse_pinned_key
-from adapters.sshkeys import KeyFile
+from adapters.transport.keys import KeyFile
+from adapters.transport.ssh import SSHConnection, SSHPool, SSHTarget, fingerprint, parse_pinned_key
 
 # Public keys and the fingerprints `ssh-keygen -lf` printed for them.
 ED25519 = (

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from gateway.models import (
+from adapters.base import JobState
+from gateway.jobs.models import (
     ElementRecord,
     JobRecord,
     JobSpec,
-    JobState,
     JobUsage,
     PlacementDecision,
     Price,
     StagedFile,
     Staging,
-    utcnow,
 )
-from gateway.store import SQLiteJobStore, StoreError
-from gateway.store.sqlite import _from_row
+from gateway.jobs.store import StoreError
+from gateway.store.sqlite.jobs import SQLiteJobStore, _from_row
+from gateway.units import utcnow
 
 
 def _record(**fields: object) -> JobRecord:

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from adapters.jobdir import (
+from adapters.batch.jobdir import (
     JobDir,
     batch_submit_command,
     batch_submit_input,

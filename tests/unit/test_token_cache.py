@@ -14,11 +14,11 @@ import jwt
 import jwt.api_jwt
 import pytest
 
-import gateway.tokens
-from gateway.keyring import Keyring
-from gateway.models import AuthConfig, VaultConfig
-from gateway.tokens import TokenError, TokenIssuer, TokenVerifier
-from gateway.vault import Vault
+import gateway.identity.tokens
+from gateway.config_models import AuthConfig, VaultConfig
+from gateway.identity.keyring import Keyring
+from gateway.identity.tokens import TokenError, TokenIssuer, TokenVerifier
+from gateway.identity.vault import Vault
 
 ENV = "HPCFED_TEST_MASTER_KEY"
 
@@ -93,13 +93,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Tokens whose signature and claims were checked by PyJWT, in order."""
     seen: list[str] = []
-    real = gateway.tokens._decode
+    real = gateway.identity.tokens._decode
 
     def counting(token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         seen.append(token)
         return real(token, *args, **kwargs)
 
-    monkeypatch.setattr(gateway.tokens, "_decode", counting)
+    monkeypatch.setattr(gateway.identity.tokens, "_decode", counting)
     return seen
 
 

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
-from gateway.keyring import Keyring
-from gateway.models import AuthConfig, OIDCProvider, VaultConfig
-from gateway.tokens import TokenError, TokenIssuer, TokenVerifier
-from gateway.vault import Vault
+from gateway.config_models import AuthConfig, OIDCProvider, VaultConfig
+from gateway.identity.keyring import Keyring
+from gateway.identity.tokens import TokenError, TokenIssuer, TokenVerifier
+from gateway.identity.vault import Vault
 
 ENV = "HPCFED_TEST_MASTER_KEY"
 IDP = "https://idp.example.org/realms/hpc"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway.models import VaultConfig
-from gateway.vault import Vault, VaultError, load_master_key, ssh_key_name
+from gateway.config_models import VaultConfig
+from gateway.identity.vault import Vault, VaultError, load_master_key, ssh_key_name
 
 ENV = "HPCFED_TEST_MASTER_KEY"
 FAKE_SSH_KEY = (

@@ -1,0 +1,1 @@
+"""Confined file access at a center: paths and the operations on them."""

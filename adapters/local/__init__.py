@@ -1,0 +1,1 @@
+"""The local center type: jobs run as processes on the gateway's machine."""

@@ -1,0 +1,1 @@
+"""The PBS center type (OpenPBS, PBS Pro and the Torque dialect)."""

@@ -1,0 +1,185 @@
+"""Pydantic models: the job spec and record, center and gateway configuration."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from gateway.fields import (
+    CENTER_ID_PATTERN,
+    LOGIN_PATTERN,
+    SAFE_NAME_PATTERN,
+    USER_PATTERN,
+    _Strict,
+)
+from gateway.units import MemoryMiB, Seconds
+
+
+class SSHConfig(_Strict):
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(22, ge=1, le=65535)
+    login: str | None = Field(
+        None,
+        pattern=LOGIN_PATTERN,
+        description="the center's service login (connection checks); its key is in the vault",
+    )
+    host_keys: list[str] = Field(
+        min_length=1,
+        description="pinned host public keys, 'type base64' as in a .pub or known_hosts line",
+    )
+    connect_timeout: Seconds = 10.0
+    command_timeout: Seconds = 60.0
+    keepalive_interval: Seconds = 15.0
+    max_sessions: int = Field(8, ge=1, le=64, description="concurrent channels per connection")
+
+    @field_validator("host_keys")
+    @classmethod
+    def _key_shape(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            parts = key.split()
+            if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+                raise ValueError(f"entry {i} must look like 'ssh-ed25519 AAAA...', got {key!r}")
+        return keys
+
+
+class Identity(_Strict):
+    """Who a federation user is at one center. The login's SSH key is kept in the
+    vault under ssh/<center>/<login> (`hpcfed vault add-key`)."""
+
+    login: str = Field(pattern=LOGIN_PATTERN)
+
+
+class SchedulerConfig(_Strict):
+    work_root: str = Field(
+        "~/.hpcfed", description="directory at the center that holds per-job directories"
+    )
+    default_queue: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
+    pbs_dialect: Literal["torque", "pbspro"] = "torque"
+
+
+class LocalConfig(_Strict):
+    work_root: str = Field("local-jobs", description="relative paths are under data_dir")
+    max_running: int = Field(4, ge=1, le=1024)
+    files_home: str = Field(
+        "local-files", description="what {home} means in file roots here; under data_dir"
+    )
+
+
+class FilesConfig(_Strict):
+    """The files a login may reach at a center through the gateway."""
+
+    roots: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=lambda: ["{home}"],
+        min_length=1,
+        description="absolute directories, with {home} (the login's home) and {login}; "
+        "relative paths in requests are under the first",
+    )
+    bulk_threshold: MemoryMiB = Field(
+        8, description="copies this large go through OpenSSH's ssh client, e.g. '8MiB'"
+    )
+    openssh: bool = Field(True, description="use OpenSSH for bulk copies where it is installed")
+
+    @field_validator("roots")
+    @classmethod
+    def _absolute(cls, roots: list[str]) -> list[str]:
+        for i, root in enumerate(roots):
+            if not root.startswith(("/", "{home}")):
+                raise ValueError(f"root {i} ({root!r}) must be absolute or start with {{home}}")
+            if "\0" in root or ".." in root.split("/"):
+                raise ValueError(f"root {i} ({root!r}) may not hold '..' or NUL")
+        return roots
+
+
+class CpuHardware(_Strict):
+    """Figures of a partition's CPU cores, for its theoretical peak."""
+
+    model: str = Field("", max_length=200)
+    clock_ghz: float = Field(gt=0, le=20, description="sustained clock of a core")
+    flops_per_cycle: float = Field(
+        gt=0, le=1024, description="double-precision FLOP per core per cycle (e.g. 16 for AVX2 FMA)"
+    )
+
+
+class GpuHardware(_Strict):
+    """Figures of one GPU model, for the theoretical peak."""
+
+    peak_tflops: float = Field(gt=0, le=10_000, description="double-precision peak of one GPU")
+    memory: MemoryMiB | None = Field(None, description="memory of one GPU, e.g. '40GiB'")
+
+
+class HardwareConfig(_Strict):
+    """What the scheduler cannot tell: the speed of the hardware it runs."""
+
+    cpu: CpuHardware | None = Field(None, description="every partition's cores, unless named")
+    partitions: dict[str, CpuHardware] = Field(
+        default_factory=dict, description="partition (queue) name -> its cores' figures"
+    )
+    gpus: dict[str, GpuHardware] = Field(
+        default_factory=dict, description="GPU model as the scheduler names it -> its figures"
+    )
+
+    def cpu_of(self, partition: str) -> CpuHardware | None:
+        return self.partitions.get(partition) or self.cpu
+
+
+class PriceConfig(_Strict):
+    """What the center charges; a job is billed at the price in force when it ran."""
+
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+    core_hour: float = Field(0.0, ge=0, description="per CPU core per hour")
+    gpu_hour: float = Field(0.0, ge=0, description="per GPU per hour")
+
+
+class EnergyConfig(_Strict):
+    pue: float = Field(1.5, ge=1.0, le=5.0, description="power usage effectiveness")
+    green_share: float = Field(0.0, ge=0.0, le=1.0, description="share of renewable power, 0-1")
+    carbon_intensity: float = Field(
+        500.0, ge=0, le=2000, description="gCO2e per kWh of the power the center draws"
+    )
+
+
+class CenterConfig(_Strict):
+    id: str = Field(pattern=CENTER_ID_PATTERN)
+    name: str = Field("", max_length=200)
+    type: Literal["slurm", "pbs", "local"]
+    region: str = Field("", max_length=100)
+    ssh: SSHConfig | None = None
+    users: dict[str, Identity] = Field(
+        default_factory=dict,
+        description="federation user -> login at this center ('*': a shared login for anyone)",
+    )
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    price: PriceConfig = Field(default_factory=PriceConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+
+    @field_validator("users")
+    @classmethod
+    def _user_names(cls, users: dict[str, Identity]) -> dict[str, Identity]:
+        for name in users:
+            if name != "*" and not re.match(USER_PATTERN, name):
+                raise ValueError(f"{name!r} is not a valid federation user name")
+        return users
+
+    @model_validator(mode="after")
+    def _ssh_for_remote(self) -> CenterConfig:
+        if self.type in ("slurm", "pbs") and self.ssh is None:
+            raise ValueError(f"a {self.type} center needs an 'ssh' section")
+        if self.type == "local" and self.ssh is not None:
+            raise ValueError("a local center takes no 'ssh' section")
+        if self.type == "local" and self.users:
+            raise ValueError("a local center runs every job as the gateway's own user; no 'users'")
+        return self
+
+    def login_for(self, user: str) -> str | None:
+        """The login `user` runs as here; None when the center does not map them."""
+        identity = self.users.get(user) or self.users.get("*")
+        return identity.login if identity else None

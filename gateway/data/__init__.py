@@ -1,0 +1,1 @@
+"""Data between centers: transfers and copying."""

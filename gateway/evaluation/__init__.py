@@ -1,5 +1,0 @@
-"""The access evaluation a center passes to join the federation (docs/evaluation.md)."""
-
-from gateway.evaluation.models import SUITE_VERSION, CheckResult, EvaluationRecord, Figures
-
-__all__ = ["SUITE_VERSION", "CheckResult", "EvaluationRecord", "Figures"]

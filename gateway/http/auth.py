@@ -1,0 +1,116 @@
+"""Who is calling and what they may do.
+
+A bearer token (signed by this gateway, or by a trusted OpenID Connect
+provider; see gateway/identity/tokens.py) becomes a `Principal`: a user, roles, and for
+a center-admin the centers they run. Roles grant permissions with a scope:
+their own jobs, their centers, or everything.
+
+Every route is registered through `add_route` with the one permission it needs
+(None: public). One middleware checks the token and that permission before any
+handler runs; a route added any other way is refused (fail closed). Handlers
+narrow reads to what the principal may see with `Principal.owner_filter`:
+someone else's job is "not found", so its existence is not leaked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from gateway.errors import error_response
+from gateway.identity.permissions import PERMISSIONS, Principal
+from gateway.identity.tokens import TokenError, TokenVerifier
+
+log = logging.getLogger("hpcfed.auth")
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+#: Route name -> the permission it needs; None marks a public route.
+ROUTE_PERMISSIONS = web.AppKey("route_permissions", dict[str, str | None])
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_route(
+    app: web.Application,
+    method: str,
+    path: str,
+    handler: Handler,
+    *,
+    name: str,
+    permission: str | None,
+) -> None:
+    """Register a route with the permission it needs (None: public)."""
+    if permission is not None and permission not in PERMISSIONS:
+        raise ValueError(f"route {name}: unknown permission {permission!r}")
+    table = app.setdefault(ROUTE_PERMISSIONS, {})
+    if name in table:
+        raise ValueError(f"route {name} is registered twice")
+    table[name] = permission
+    app.router.add_route(method, path, handler, name=name)
+
+
+def _unauthenticated(reason: str) -> web.Response:
+    response = error_response(
+        401, "unauthenticated", f"Authorization: {reason}", field="Authorization"
+    )
+    response.headers["WWW-Authenticate"] = 'Bearer realm="hpcfed"'
+    return response
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def auth_middleware(verifier: TokenVerifier) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        table = request.app[ROUTE_PERMISSIONS]
+        name = request.match_info.route.name
+        if name is not None and name in table and table[name] is None:
+            return await handler(request)  # public
+        token = _bearer(request)
+        if token is None:
+            return _unauthenticated("a 'Bearer <token>' header is required")
+        try:
+            principal = Principal.from_token(await verifier.verify(token))
+        except TokenError as exc:
+            return _unauthenticated(str(exc))
+        request[PRINCIPAL] = principal
+        if name is None:
+            return await handler(request)  # no such route: the router's 404/405
+        permission = table.get(name)
+        if permission is None:
+            log.error("route %s was added without a permission; refusing it", name)
+            return error_response(403, "forbidden", "this route is not open to anyone")
+        center = request.match_info.get("center")
+        if not principal.may(permission, center):
+            roles = ", ".join(sorted(principal.roles)) or "none"
+            where = f" at center {center}" if center else ""
+            return error_response(
+                403,
+                "forbidden",
+                f"user {principal.user} (roles: {roles}) lacks permission {permission}{where}",
+                permission=permission,
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def principal_of(request: web.Request) -> tuple[str | None, Iterable[str]]:
+    """Who made a request, for the audit log (None before authentication)."""
+    principal = request.get(PRINCIPAL)
+    return (principal.user, principal.roles) if principal else (None, ())
+
+
+def rate_limit_key(request: web.Request) -> str | None:
+    principal = request.get(PRINCIPAL)
+    return principal.user if principal else None

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; `gateway.http.app` registers them all."""

@@ -1,0 +1,34 @@
+"""Typed keys for the objects the app shares with its handlers."""
+
+from aiohttp import web
+
+from gateway.centers.configured import CenterRegistry
+from gateway.centers.evaluation.service import EvaluationService
+from gateway.centers.health import HealthMonitor
+from gateway.centers.power import PowerService
+from gateway.config import LoadedConfig
+from gateway.data.transfers import TransferService
+from gateway.identity.audit import AuditLog
+from gateway.identity.keyring import Keyring
+from gateway.identity.tokens import TokenIssuer, TokenVerifier
+from gateway.identity.vault import Vault
+from gateway.jobs.events import EventBus
+from gateway.jobs.poller import Poller
+from gateway.jobs.service import JobService
+from gateway.jobs.store import JobStore
+
+CONFIG = web.AppKey("config", LoadedConfig)
+STORE = web.AppKey("store", JobStore)
+CENTERS = web.AppKey("centers", CenterRegistry)
+SERVICE = web.AppKey("service", JobService)
+POLLER = web.AppKey("poller", Poller)
+VAULT = web.AppKey("vault", Vault)
+KEYRING = web.AppKey("keyring", Keyring)
+ISSUER = web.AppKey("issuer", TokenIssuer)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+AUDIT = web.AppKey("audit", AuditLog)
+TRANSFERS = web.AppKey("transfers", TransferService)
+POWER = web.AppKey("power", PowerService)
+EVALUATIONS = web.AppKey("evaluations", EvaluationService)
+EVENTS = web.AppKey("events", EventBus)
+HEALTH = web.AppKey("health", HealthMonitor)

@@ -1,0 +1,163 @@
+"""The gateway's token-signing keys: Ed25519, encrypted in the vault.
+
+Keys live under ``signing/<kid>``. The newest is the active one; rotation adds
+a key, and older keys keep verifying until retired, so tokens in flight survive
+a rotation. Private keys are decrypted for each signature and not kept; public
+keys are cached until the vault file changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from gateway.identity.vault import SIGNING_PREFIX, Vault, VaultError
+
+log = logging.getLogger("hpcfed.auth")
+
+GATEWAY_ALGORITHM = "EdDSA"
+_KID_ALPHABET = string.ascii_lowercase + string.digits  # vault names are lower case
+_KID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class SigningKeyInfo:
+    kid: str
+    created: datetime
+    active: bool
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Keyring:
+    """The gateway's Ed25519 signing keys, encrypted in the vault.
+
+    The active key is the newest. Private keys are decrypted for each signature
+    and not kept; public keys are cached until the vault file changes.
+    """
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._public: dict[str, Ed25519PublicKey] = {}
+        self._public_stamp: tuple[int, int] | None = None
+        self._public_loaded = False
+
+    def _created(self, name: str) -> datetime:
+        info = self._vault.info(name)
+        try:
+            return datetime.fromisoformat(info.meta["created"])
+        except (KeyError, ValueError):
+            return info.created
+
+    def _newest_first(self) -> list[tuple[str, datetime]]:
+        """(kid, created) of every key, newest first."""
+        keys = [
+            (name.removeprefix(SIGNING_PREFIX), self._created(name))
+            for name in self._vault.names(SIGNING_PREFIX)
+        ]
+        return sorted(keys, key=lambda item: (item[1], item[0]), reverse=True)
+
+    def _create(self) -> str:
+        existing = self._newest_first()
+        created = datetime.now(UTC)
+        if existing and created <= existing[0][1]:
+            # Keep "newest" unambiguous even if the clock is coarse or stepped back.
+            created = existing[0][1] + timedelta(microseconds=1)
+        kid = "".join(secrets.choice(_KID_ALPHABET) for _ in range(_KID_LENGTH))
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        self._vault.put(
+            SIGNING_PREFIX + kid, pem, created=created.isoformat(), algorithm=GATEWAY_ALGORITHM
+        )
+        log.info("created signing key %s", kid)
+        return kid
+
+    def ensure(self) -> str:
+        """The active kid, creating the first key if there is none."""
+        keys = self._newest_first()
+        return keys[0][0] if keys else self._create()
+
+    def rotate(self) -> str:
+        """Create a key that becomes the active one; older keys still verify."""
+        return self._create()
+
+    def retire(self, kid: str) -> None:
+        """Remove key `kid`: tokens it signed stop verifying."""
+        kids = [k for k, _ in self._newest_first()]
+        if kid not in kids:
+            raise ValueError(f"no signing key with kid {kid!r}")
+        if len(kids) == 1:
+            raise ValueError(
+                f"signing key {kid} is the only one; rotate first so that a key remains"
+            )
+        self._vault.remove(SIGNING_PREFIX + kid)
+        log.info("retired signing key %s", kid)
+
+    def keys(self) -> list[SigningKeyInfo]:
+        """All signing keys, newest (the active one) first."""
+        return [
+            SigningKeyInfo(kid=kid, created=created, active=i == 0)
+            for i, (kid, created) in enumerate(self._newest_first())
+        ]
+
+    def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
+        """The active kid and its private key, decrypted for this use only."""
+        kid = self.ensure()
+        return kid, self._private(kid)
+
+    def _private(self, kid: str) -> Ed25519PrivateKey:
+        pem = self._vault.get(SIGNING_PREFIX + kid)
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            key = None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise VaultError(f"vault: entry {SIGNING_PREFIX}{kid} is not an Ed25519 private key")
+        return key
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """kid -> public key; recomputed only when the vault file has changed."""
+        stamp = self._vault.stamp()
+        if not self._public_loaded or stamp != self._public_stamp:
+            public: dict[str, Ed25519PublicKey] = {}
+            for kid, _ in self._newest_first():
+                try:
+                    public[kid] = self._private(kid).public_key()
+                except VaultError as exc:
+                    # One unreadable key must not stop tokens of the others verifying.
+                    log.warning("signing key %s is not usable: %s", kid, exc)
+            self._public, self._public_stamp, self._public_loaded = public, stamp, True
+        return dict(self._public)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys as a JWKS document."""
+        keys = []
+        for kid, key in self.public_keys().items():
+            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            keys.append(
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": _b64url(raw),
+                    "kid": kid,
+                    "alg": GATEWAY_ALGORITHM,
+                    "use": "sig",
+                }
+            )
+        return {"keys": keys}

@@ -1,0 +1,2 @@
+"""Jobs: their models, the submission service, the poller, dependencies, staging,
+events and usage; the job store's contract."""
