@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from adapters.errors import AdapterError
+
 #: Gateway job ids are UUIDs; adapters rely on this to build remote paths.
 GATEWAY_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -233,64 +235,6 @@ class OutputChunk:
     offset: int  # where `data` starts in the file
     size: int | None  # the file's whole size when known
     exists: bool = True
-
-
-class AdapterError(Exception):
-    """Base of every error an adapter raises. Messages never carry secrets."""
-
-    def __init__(self, message: str, *, center: str | None = None) -> None:
-        super().__init__(message)
-        self.center = center
-        self.message = message
-
-
-class CenterUnavailable(AdapterError):
-    """The center could not be reached or did not answer in time.
-
-    The outcome of the operation is unknown; callers must reconcile, not
-    simply repeat a submission.
-    """
-
-
-class HostKeyRejected(AdapterError):
-    """The center presented a host key that is not pinned in its config."""
-
-    def __init__(self, message: str, *, center: str | None = None, fingerprint: str = "") -> None:
-        super().__init__(message, center=center)
-        self.fingerprint = fingerprint
-
-
-class AuthenticationFailed(AdapterError):
-    """The center refused our credentials."""
-
-
-@dataclass
-class CommandFailed(AdapterError):
-    """A scheduler command ran and exited non-zero."""
-
-    message: str
-    command: str = ""
-    exit_status: int | None = None
-    stderr: str = ""
-    center: str | None = None
-
-    def __post_init__(self) -> None:
-        Exception.__init__(self, self.message)
-
-
-@dataclass
-class SubmitRejected(CommandFailed):
-    """The scheduler refused the job (bad partition, over limits, ...).
-
-    `field` names the job spec field the scheduler's message points at
-    ("queue", "resources.walltime", "account", ...), when it can be told.
-    """
-
-    field: str | None = None
-
-
-class NativeJobNotFound(AdapterError):
-    """The center does not know the job."""
 
 
 class Adapter(abc.ABC):

@@ -1,4 +1,6 @@
-"""Pydantic models: the job spec and record, center and gateway configuration."""
+"""The gateway's configuration (`gateway.yaml`): listen address, store, auth, vault,
+request limits, admission, placement, computing power, health, and its centers.
+"""
 
 from __future__ import annotations
 

@@ -14,16 +14,17 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.base import (
+from adapters.errors import (
     AdapterError,
     AuthenticationFailed,
     CenterUnavailable,
     CommandFailed,
+    FileError,
     HostKeyRejected,
     NativeJobNotFound,
+    OffsetMismatch,
     SubmitRejected,
 )
-from adapters.files.access import FileError, OffsetMismatch
 from adapters.files.paths import PathRefused
 
 log = logging.getLogger("hpcfed.api")

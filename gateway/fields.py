@@ -1,4 +1,6 @@
-"""Pydantic models: the job spec and record, center and gateway configuration."""
+"""What models of every domain share: the strict and verbatim pydantic bases, the
+patterns of ids, names, users, roles and center paths, array and directive syntax.
+"""
 
 from __future__ import annotations
 

@@ -3,10 +3,6 @@
 A JSON line holds ts (ISO 8601, UTC), level, logger, message, request_id (while
 a request is served), every field passed with `extra=`, and an exception's
 type and traceback when there is one.
-
-`AccessLog` writes aiohttp's access log line (one per request, logger
-"aiohttp.access") with the message and fields aiohttp's own AccessLogger gives
-for its default format, at a fraction of the cost.
 """
 
 from __future__ import annotations

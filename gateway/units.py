@@ -1,4 +1,6 @@
-"""Pydantic models: the job spec and record, center and gateway configuration."""
+"""Units a client writes and the gateway keeps: memory ("8GiB" -> MiB), durations
+("01:30:00" -> seconds), and the one clock (`utcnow`).
+"""
 
 from __future__ import annotations
 

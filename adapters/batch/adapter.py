@@ -20,15 +20,11 @@ from dataclasses import dataclass
 from adapters.base import (
     GATEWAY_ID_RE,
     Adapter,
-    AdapterError,
     ArrayElement,
     CenterLoad,
-    CenterUnavailable,
-    CommandFailed,
     JobRequest,
     NativeStatus,
     OutputChunk,
-    SubmitRejected,
 )
 from adapters.batch.jobdir import (
     ARRAY,
@@ -60,6 +56,7 @@ from adapters.batch.markers import (
     settle,
     settle_array,
 )
+from adapters.errors import AdapterError, CenterUnavailable, CommandFailed, SubmitRejected
 from adapters.transport.ssh import CommandResult, SSHConnection, SSHPool, SSHTarget
 
 

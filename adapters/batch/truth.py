@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from adapters.base import Adapter, AdapterError, JobState, NativeStatus
+from adapters.base import Adapter, JobState, NativeStatus
 from adapters.batch.adapter import JobDirAdapter
 from adapters.batch.jobdir import quote
 from adapters.batch.markers import (
@@ -30,6 +30,7 @@ from adapters.batch.markers import (
     settle,
     status_from_markers,
 )
+from adapters.errors import AdapterError
 from adapters.pbs.adapter import build_requery_command
 from adapters.pbs.parse import match_ids, parse_pbspro_json, parse_torque_qstat
 from adapters.slurm.adapter import parse_sacct, slurm_state

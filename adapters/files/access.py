@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from adapters.base import AdapterError
+from adapters.errors import (
+    DirectoryNotEmpty,
+    FileError,
+    FileExists,
+    FileNotFound,
+    FilePermissionDenied,
+    IsADirectory,
+    NotADirectory,
+    OffsetMismatch,
+    PathConflict,
+)
 from adapters.files.paths import check_real, confine, expand_root, within
 
 #: The size of the pieces data moves in, over SFTP and on local disk.
@@ -60,55 +70,6 @@ def entry_type(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "symlink"
     return "other"
-
-
-class FileError(AdapterError):
-    """A file operation refused by the file system; `code` names the kind for the API."""
-
-    code = "file_error"
-    status = 409
-
-    def __init__(self, message: str, *, center: str | None = None, field: str = "path") -> None:
-        super().__init__(message, center=center)
-        self.field = field
-
-
-class FileNotFound(FileError):
-    code, status = "file_not_found", 404
-
-
-class PathConflict(FileError):
-    """The request conflicts with where the path is: a root, or inside the other path."""
-
-    code = "path_conflict"
-
-
-class FileExists(FileError):
-    code, status = "file_exists", 409
-
-
-class NotADirectory(FileError):
-    code, status = "not_a_directory", 409
-
-
-class IsADirectory(FileError):
-    code, status = "is_a_directory", 409
-
-
-class DirectoryNotEmpty(FileError):
-    code, status = "directory_not_empty", 409
-
-
-class FilePermissionDenied(FileError):
-    code, status = "permission_denied", 403
-
-
-class OffsetMismatch(FileError):
-    code, status = "offset_mismatch", 409
-
-    def __init__(self, message: str, *, size: int, center: str | None = None) -> None:
-        super().__init__(message, center=center, field="offset")
-        self.size = size
 
 
 class FileSystem(Protocol):

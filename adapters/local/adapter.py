@@ -24,12 +24,10 @@ from adapters.base import (
     DEPENDENCY_SATISFIED_BY,
     GATEWAY_ID_RE,
     Adapter,
-    AdapterError,
     ArrayElement,
     CenterLoad,
     JobRequest,
     JobState,
-    NativeJobNotFound,
     NativeStatus,
     OutputChunk,
     PartitionLoad,
@@ -51,6 +49,7 @@ from adapters.batch.jobdir import (
     resolve_path,
 )
 from adapters.batch.markers import as_element, parse_times, with_times
+from adapters.errors import AdapterError, NativeJobNotFound
 
 #: Files of a local job's directory beside the shared ones (per element: ".<index>").
 QUEUED = "queued"  # waiting for a slot or its dependencies

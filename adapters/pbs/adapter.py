@@ -47,16 +47,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from adapters.base import (
-    AdapterError,
-    ArrayElement,
-    CenterLoad,
-    CenterUnavailable,
-    CommandFailed,
-    JobRequest,
-    NativeStatus,
-    SubmitRejected,
-)
+from adapters.base import ArrayElement, CenterLoad, JobRequest, NativeStatus
 from adapters.batch.adapter import JobDirAdapter, ping_failed
 from adapters.batch.jobdir import (
     STARTED,
@@ -77,6 +68,7 @@ from adapters.batch.rejections import (
     refused_field,
     scheduler_message,
 )
+from adapters.errors import AdapterError, CenterUnavailable, CommandFailed, SubmitRejected
 from adapters.pbs.load import build_load_command, parse_load
 from adapters.pbs.parse import (
     DIALECTS,

@@ -16,15 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from adapters.base import (
-    ArrayElement,
-    CenterLoad,
-    CenterUnavailable,
-    CommandFailed,
-    JobRequest,
-    JobState,
-    NativeStatus,
-)
+from adapters.base import ArrayElement, CenterLoad, JobRequest, JobState, NativeStatus
 from adapters.batch.adapter import JobDirAdapter, ping_failed
 from adapters.batch.jobdir import (
     STDERR,
@@ -46,6 +38,7 @@ from adapters.batch.rejections import (
     refused_field,
     scheduler_message,
 )
+from adapters.errors import CenterUnavailable, CommandFailed
 from adapters.limits import AccountLimits
 from adapters.slurm.limits import build_limits_command, parse_limits
 from adapters.slurm.load import build_load_command, parse_load

@@ -29,7 +29,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from adapters.base import CenterUnavailable
+from adapters.errors import CenterUnavailable
 
 #: The longest command line sent: one argument of the login shell's, below Linux's
 #: 128 KiB limit for a single argument.

@@ -17,7 +17,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from adapters.base import AuthenticationFailed
+from adapters.errors import AuthenticationFailed
 
 
 class Credential(Protocol):

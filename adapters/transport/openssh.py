@@ -23,8 +23,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from adapters.base import AuthenticationFailed, CenterUnavailable, CommandFailed, HostKeyRejected
 from adapters.batch.jobdir import quote
+from adapters.errors import AuthenticationFailed, CenterUnavailable, CommandFailed, HostKeyRejected
 from adapters.transport import framing
 from adapters.transport.keys import parse_private_key
 from adapters.transport.ssh import HOST_KEY_ALGORITHMS, SSHTarget, parse_pinned_key

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 
 import paramiko
 
-from adapters.base import CenterUnavailable, CommandFailed
 from adapters.batch.jobdir import quote
+from adapters.errors import CenterUnavailable, CommandFailed
 from adapters.files.access import PIECE, FileEntry, entry_type
 from adapters.transport.openssh import OpenSSH
 from adapters.transport.ssh import SSHConnection, SSHPool, SSHTarget

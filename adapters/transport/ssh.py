@@ -29,8 +29,8 @@ from typing import TypeVar
 
 import paramiko
 
-from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
 from adapters.context import REQUEST_ID
+from adapters.errors import AuthenticationFailed, CenterUnavailable, HostKeyRejected
 from adapters.transport import framing
 from adapters.transport.keys import Credential
 

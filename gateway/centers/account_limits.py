@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 
-from adapters.base import AdapterError
+from adapters.errors import AdapterError
 from adapters.limits import AccountLimits, Association, ReportsLimits, Tres
 from gateway.centers.configured import Center
 from gateway.errors import ApiError

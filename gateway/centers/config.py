@@ -1,4 +1,6 @@
-"""Pydantic models: the job spec and record, center and gateway configuration."""
+"""A center's configuration file (`configs/centers/<id>.yaml`): how it is reached
+(SSH, identity), its scheduler, files, hardware, price and energy.
+"""
 
 from __future__ import annotations
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.base import AdapterError, JobState
+from adapters.base import JobState
 from adapters.batch.adapter import JobDirAdapter
+from adapters.errors import AdapterError
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.submissions import FailingSubmissions

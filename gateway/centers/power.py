@@ -18,14 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from adapters.base import (
-    AdapterError,
-    CenterLoad,
-    CenterTotals,
-    CenterUnavailable,
-    GpuLoad,
-    PartitionLoad,
-)
+from adapters.base import CenterLoad, CenterTotals, GpuLoad, PartitionLoad
+from adapters.errors import AdapterError, CenterUnavailable
 from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.descriptor import (
     Admission,

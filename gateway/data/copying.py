@@ -17,8 +17,8 @@ import posixpath
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from adapters.base import AdapterError
-from adapters.files.access import CenterFiles, FileExists, FileNotFound, PathConflict
+from adapters.errors import AdapterError, FileExists, FileNotFound, PathConflict
+from adapters.files.access import CenterFiles
 from adapters.files.paths import within
 
 log = logging.getLogger("hpcfed.copying")

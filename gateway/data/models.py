@@ -1,4 +1,4 @@
-"""Pydantic models: the job spec and record, center and gateway configuration."""
+"""Transfers between centers: the request a client sends and the record kept."""
 
 from __future__ import annotations
 

@@ -17,8 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from adapters.base import AdapterError
-from adapters.files.access import FileNotFound
+from adapters.errors import AdapterError, FileNotFound
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
 from gateway.data.copying import CopiedFile, check_overlap, copy_tree, plan

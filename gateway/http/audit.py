@@ -1,16 +1,6 @@
-"""The audit log: one JSON line per mutating action, from the gateway and the CLI.
-
-Every submit, cancel, upload, delete, token issue and config or vault change is
-appended to one file as a JSON object on its own line::
-
-    {"time": "2025-01-02T03:04:05.678Z", "actor": "alice", "roles": ["researcher"],
-     "action": "jobs.submit", "target": {"job": "j-1"}, "outcome": "ok",
-     "status": 201, "source": "10.0.0.7"}
-
-The gateway and admin commands run in different processes and may write the
-same file at once; each line is written with a single ``write(2)`` on a file
-opened with ``O_APPEND``, so lines never interleave. Headers, bodies, query
-strings and tokens are never recorded.
+"""The audit middleware: one line in the audit log (gateway/identity/audit.py) per
+mutating request (POST, PUT, PATCH, DELETE), with its actor, action, target and
+outcome. Headers, bodies, query strings and tokens are never recorded.
 """
 
 from __future__ import annotations

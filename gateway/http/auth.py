@@ -1,15 +1,9 @@
-"""Who is calling and what they may do.
-
-A bearer token (signed by this gateway, or by a trusted OpenID Connect
-provider; see gateway/identity/tokens.py) becomes a `Principal`: a user, roles, and for
-a center-admin the centers they run. Roles grant permissions with a scope:
-their own jobs, their centers, or everything.
+"""Authentication and permission at the HTTP edge.
 
 Every route is registered through `add_route` with the one permission it needs
-(None: public). One middleware checks the token and that permission before any
-handler runs; a route added any other way is refused (fail closed). Handlers
-narrow reads to what the principal may see with `Principal.owner_filter`:
-someone else's job is "not found", so its existence is not leaked.
+(None: public). One middleware checks the bearer token and that permission before
+any handler runs; a route added any other way is refused (fail closed). The
+principal it finds (gateway/identity/permissions.py) is put on the request.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Pydantic models: the job spec and record, center and gateway configuration."""
+"""The job spec a client sends (resources, staging, dependencies, placement
+preferences, array) and the job record the gateway keeps.
+"""
 
 from __future__ import annotations
 

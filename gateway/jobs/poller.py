@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from adapters.base import NOT_LISTED, TERMINAL_STATES, Adapter, AdapterError, JobState, NativeStatus
+from adapters.base import NOT_LISTED, TERMINAL_STATES, Adapter, JobState, NativeStatus
+from adapters.errors import AdapterError
 from gateway.centers.configured import Center
 from gateway.centers.submissions import retry_delay
 from gateway.errors import ApiError

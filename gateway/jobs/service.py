@@ -15,15 +15,8 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapters.base import (
-    Adapter,
-    AdapterError,
-    CenterUnavailable,
-    JobRequest,
-    JobState,
-    OutputChunk,
-    SubmitRejected,
-)
+from adapters.base import Adapter, JobRequest, JobState, OutputChunk
+from adapters.errors import AdapterError, CenterUnavailable, SubmitRejected
 from gateway.centers.configured import CenterRegistry
 from gateway.centers.placement import Placer
 from gateway.centers.submissions import SubmissionOutcomes

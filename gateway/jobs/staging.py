@@ -21,7 +21,8 @@ import logging
 import posixpath
 from collections import defaultdict
 
-from adapters.base import TERMINAL_STATES, AdapterError, CenterUnavailable, JobState
+from adapters.base import TERMINAL_STATES, JobState
+from adapters.errors import AdapterError, CenterUnavailable
 from adapters.files.access import CenterFiles
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from adapters.base import JobRequest, JobState, NativeStatus, SubmitRejected
+from adapters.base import JobRequest, JobState, NativeStatus
 from adapters.batch.adapter import JobDirAdapter
+from adapters.errors import SubmitRejected
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import SSHPool, SSHTarget
 from tests.testbed import Testbed

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from adapters.base import AuthenticationFailed, CenterUnavailable, HostKeyRejected
+from adapters.errors import AuthenticationFailed, CenterUnavailable, HostKeyRejected
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import SSHPool, fingerprint, parse_pinned_key
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.files.access import FileNotFound
+from adapters.errors import FileNotFound
 from adapters.transport.ssh import fingerprint, parse_pinned_key
 from gateway.centers.config import CenterConfig
 from gateway.centers.evaluation.models import EvaluationRecord

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.base import CenterUnavailable, CommandFailed
+from adapters.errors import CenterUnavailable, CommandFailed
 from adapters.transport import framing
 from adapters.transport.keys import KeyFile
 from adapters.transport.openssh import OpenSSH

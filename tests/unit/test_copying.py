@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import CenterUnavailable
+from adapters.errors import CenterUnavailable
 from adapters.files.access import CenterFiles, LocalFS
 from gateway.data.copying import ChecksumMismatch, copy_tree, part_path
 

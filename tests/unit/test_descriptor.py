@@ -8,13 +8,8 @@ from typing import Any
 
 import pytest
 
-from adapters.base import (
-    CenterLoad,
-    CenterTotals,
-    CenterUnavailable,
-    GpuLoad,
-    PartitionLoad,
-)
+from adapters.base import CenterLoad, CenterTotals, GpuLoad, PartitionLoad
+from adapters.errors import CenterUnavailable
 from adapters.local.adapter import LocalAdapter
 from gateway.centers.config import CenterConfig
 from gateway.centers.configured import Center, CenterRegistry

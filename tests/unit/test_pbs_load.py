@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import CenterLoad, CommandFailed, GpuLoad, PartitionLoad
+from adapters.base import CenterLoad, GpuLoad, PartitionLoad
 from adapters.batch.markers import SEPARATOR
+from adapters.errors import CommandFailed
 from adapters.pbs.adapter import PbsAdapter
 from adapters.pbs.load import (
     build_load_command,

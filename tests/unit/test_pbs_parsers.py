@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import CenterUnavailable, JobRequest, JobState
+from adapters.base import JobRequest, JobState
 from adapters.batch.jobdir import JobDir
+from adapters.errors import CenterUnavailable
 from adapters.pbs.adapter import (
     PbsAdapter,
     build_element_query,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import JobRequest, SubmitRejected
+from adapters.base import JobRequest
 from adapters.batch.jobdir import JobDir, SpecRefused
+from adapters.errors import SubmitRejected
 from adapters.pbs.adapter import PbsAdapter, build_pbs_script, pbspro_array, torque_array
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import SSHPool, SSHTarget

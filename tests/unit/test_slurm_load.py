@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import CommandFailed, GpuLoad, PartitionLoad
+from adapters.base import GpuLoad, PartitionLoad
 from adapters.batch.markers import SEPARATOR
+from adapters.errors import CommandFailed
 from adapters.slurm.adapter import SlurmAdapter
 from adapters.slurm.load import (
     build_load_command,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import JobRequest, JobState, SubmitRejected
+from adapters.base import JobRequest, JobState
 from adapters.batch.jobdir import JobDir
+from adapters.errors import SubmitRejected
 from adapters.slurm.adapter import (
     SLURM_STATES,
     SlurmAdapter,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import CenterUnavailable, JobState
+from adapters.base import JobState
 from adapters.batch.markers import SEPARATOR
+from adapters.errors import CenterUnavailable
 from adapters.slurm.adapter import SlurmAdapter
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget

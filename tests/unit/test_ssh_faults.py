@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.base import CenterUnavailable
+from adapters.errors import CenterUnavailable
 from adapters.transport.keys import KeyData
 from adapters.transport.ssh import SSHPool, SSHTarget
 

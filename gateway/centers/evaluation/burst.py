@@ -26,8 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import AdapterError, JobRequest, JobState, NativeStatus, PartitionLoad
+from adapters.base import JobRequest, JobState, NativeStatus, PartitionLoad
 from adapters.batch.truth import JobTruth, ask_one, history_settings, phase_of
+from adapters.errors import AdapterError
 from adapters.limits import ReportsLimits
 from gateway.centers.account_limits import limit_failures
 from gateway.centers.evaluation.context import (

@@ -13,7 +13,7 @@ import math
 import statistics
 import time
 
-from adapters.base import AuthenticationFailed, HostKeyRejected
+from adapters.errors import AuthenticationFailed, HostKeyRejected
 from adapters.transport.framing import LoginEnvironmentBroken
 from adapters.transport.ssh import fingerprint, parse_pinned_key
 from gateway.centers.config import SSHConfig

@@ -11,7 +11,8 @@ from typing import Any, Protocol, TypeVar
 
 from adapters.base import Adapter, CenterLoad
 from adapters.batch.adapter import JobDirAdapter
-from adapters.files.access import CenterFiles, FileExists, FileNotFound
+from adapters.errors import FileExists, FileNotFound
+from adapters.files.access import CenterFiles
 from adapters.transport.ssh import SSHConnection
 from gateway.centers.configured import Center
 from gateway.centers.evaluation.models import Figures

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from adapters.base import AdapterError, CommandFailed
+from adapters.errors import AdapterError, CommandFailed
 from gateway.centers.configured import Center
 from gateway.centers.evaluation import burst, checks, files, jobs
 from gateway.centers.evaluation.context import CheckFailed, Context, Evidence, PowerSource

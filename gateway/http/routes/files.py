@@ -15,7 +15,7 @@ from email.utils import formatdate
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adapters.base import AdapterError
+from adapters.errors import AdapterError
 from adapters.files.access import CenterFiles
 from gateway.errors import ApiError, error_response, validation_error
 from gateway.fields import PATH_SCHEMA

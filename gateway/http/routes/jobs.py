@@ -9,7 +9,8 @@ import re
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.base import AdapterError, JobState
+from adapters.base import JobState
+from adapters.errors import AdapterError
 from gateway.errors import ApiError, validation_error
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import PRINCIPAL, add_route
