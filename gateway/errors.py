@@ -1,24 +1,19 @@
-"""The one error shape of the API, and the mapping of every failure to it.
+"""The one error type of the domain: a stable code, a message, a field, details.
 
-``{"error": {"code": "...", "message": "...", ...details}}`` with the right
-status code. Adapter errors are mapped here and nowhere else.
+Nothing here knows HTTP. Each public API maps a `DomainError` to its own answer;
+the HTTP API's table of codes to statuses is `gateway.http.errors`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.errors import (
     AdapterError,
     AuthenticationFailed,
     CenterUnavailable,
-    CommandFailed,
     FileError,
     HostKeyRejected,
     NativeJobNotFound,
@@ -27,21 +22,48 @@ from adapters.errors import (
 )
 from adapters.files.paths import PathRefused
 
-log = logging.getLogger("hpcfed.api")
 
+class DomainError(Exception):
+    """A request the domain refuses or cannot carry out.
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+    `code` is stable ("not_found", "center_unavailable", "path_outside_roots"),
+    `message` names the field first (`inputs[0].destination: ...`), `field` is the
+    bracketed path of the field at fault, and `context` holds the details an
+    answer carries besides those (e.g. ``center=...``); None values are dropped.
+    """
+
+    def __init__(self, code: str, message: str, field: str | None = None, **context: Any) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
-        self.details = {k: v for k, v in details.items() if v is not None}
+        self.field = field
+        self.context = {k: v for k, v in context.items() if v is not None}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """`field` (when there is one) and `context`: what an answer carries besides
+        code and message."""
+        return {"field": self.field, **self.context} if self.field is not None else self.context
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
 
 
-def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:
-    body = {"error": {"code": code, "message": message, **details}}
-    return web.json_response(body, status=status)
+class Unprocessable(DomainError):
+    """The request was well formed, but what it says cannot be acted on: a field
+    names a job that is not the caller's, a center that does not exist, a value
+    the domain refuses. Same codes as any other error; an API may answer it apart
+    from a malformed request (HTTP: 422 rather than the code's usual status)."""
+
+
+class ApiError(DomainError):
+    """Transitional: the former HTTP-bound error, `ApiError(status, code, message,
+    **details)`, its status kept as given. New code raises `DomainError`."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        field = details.pop("field", None)
+        super().__init__(code, message, field, **details)
+        self.status = status
 
 
 def field_path(*parts: str | int) -> str:
@@ -56,7 +78,7 @@ def field_path(*parts: str | int) -> str:
     return path
 
 
-def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
+def validation_error(error: ValidationError, prefix: str = "") -> Unprocessable:
     """The first problem names its field; all of them are listed."""
     problems = []
     for item in error.errors():
@@ -66,82 +88,54 @@ def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
             message = "unknown field"
         problems.append({"field": field, "message": message})
     first = problems[0] if problems else {"field": "(body)", "message": "invalid"}
-    return ApiError(
-        422,
+    return Unprocessable(
         "invalid_request",
         f"{first['field']}: {first['message']}",
-        field=first["field"],
+        first["field"],
         problems=problems,
     )
 
 
-def adapter_error(exc: AdapterError) -> ApiError:
+def adapter_error(exc: AdapterError) -> DomainError:
+    """What an adapter's error means to the caller: its code and message."""
     center = exc.center
     if isinstance(exc, FileError):
         extra = {"size": exc.size} if isinstance(exc, OffsetMismatch) else {}
-        return ApiError(exc.status, exc.code, exc.message, center=center, field=exc.field, **extra)
+        return DomainError(exc.code, exc.message, exc.field, center=center, **extra)
     if isinstance(exc, SubmitRejected):
         # The scheduler's own words when it answered; else the adapter's message,
         # which already names the center (refused before anything was sent).
         said = exc.stderr.strip()
         detail = f"center {center} refused the job: {said}" if said else exc.message
-        return ApiError(
-            422,
+        return DomainError(
             "rejected_by_center",
             f"{exc.field}: {detail}" if exc.field else detail,
+            exc.field,
             center=center,
-            field=exc.field,
         )
     if isinstance(exc, HostKeyRejected):
-        return ApiError(502, "center_host_key_rejected", exc.message, center=center)
+        return DomainError("center_host_key_rejected", exc.message, center=center)
     if isinstance(exc, AuthenticationFailed):
-        return ApiError(502, "center_authentication_failed", exc.message, center=center)
+        return DomainError("center_authentication_failed", exc.message, center=center)
     if isinstance(exc, CenterUnavailable):
-        return ApiError(503, "center_unavailable", exc.message, center=center)
+        return DomainError("center_unavailable", exc.message, center=center)
     if isinstance(exc, NativeJobNotFound):
-        return ApiError(404, "not_found", exc.message, center=center)
-    if isinstance(exc, CommandFailed):
-        return ApiError(502, "center_error", exc.message, center=center)
-    return ApiError(502, "center_error", exc.message, center=center)
+        return DomainError("not_found", exc.message, center=center)
+    return DomainError("center_error", exc.message, center=center)  # CommandFailed, others
 
 
-def path_error(exc: PathRefused) -> ApiError:
-    if exc.outside:
-        return ApiError(403, "path_outside_roots", exc.message, field=exc.field)
-    return ApiError(400, "path_refused", exc.message, field=exc.field)
+def path_error(exc: PathRefused) -> DomainError:
+    code = "path_outside_roots" if exc.outside else "path_refused"
+    return DomainError(code, exc.message, exc.field)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MOVED_TO_HTTP = {"error_response", "error_middleware"}
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
-    except PathRefused as exc:
-        api = path_error(exc)
-        return error_response(api.status, api.code, api.message, **api.details)
-    except AdapterError as exc:
-        api = adapter_error(exc)
-        return error_response(api.status, api.code, api.message, **api.details)
-    except ValidationError as exc:
-        api = validation_error(exc)
-        return error_response(api.status, api.code, api.message, **api.details)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-            exc.status, "http_error"
-        )
-        response = error_response(exc.status, code, exc.reason)
-        if isinstance(exc, web.HTTPMethodNotAllowed):
-            # RFC 9110 15.5.6: a 405 lists the methods the resource has.
-            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-        return response
-    except json.JSONDecodeError as exc:
-        return error_response(400, "invalid_json", f"(body): not valid JSON: {exc.msg}")
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal error; see the gateway log")
+def __getattr__(name: str) -> Any:
+    # Transitional: the HTTP side moved to gateway.http.errors.
+    if name in _MOVED_TO_HTTP:
+        from gateway.http import errors as http_errors
+
+        return getattr(http_errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
