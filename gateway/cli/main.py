@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ from gateway.cli.files import (
 )
 from gateway.cli.watch import watch
 from gateway.client.core import URL_FILE, ClientError, HpcfedClient, discover
-from gateway.http.server import GatewayRunner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -75,10 +73,8 @@ def _describe(job: dict[str, Any]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from gateway.config import ConfigError, load_config
-    from gateway.http.app import create_app
+    from gateway.http.serve import run
     from gateway.identity.vault import VaultError
     from gateway.logs import setup_logging
 
@@ -92,34 +88,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format, sys.stderr)
     host = args.host or config.gateway.listen.host
     port = config.gateway.listen.port if args.port is None else args.port
-
     try:
-        app = create_app(config)
+        run(config, host, port, config.data_dir / URL_FILE)
     except VaultError as exc:
         print(f"hpcfed: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-    async def run() -> None:
-        runner = GatewayRunner(app, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else port
-        url = f"http://{host}:{bound}"
-        url_file = config.data_dir / URL_FILE
-        url_file.write_text(url + "\n", encoding="utf-8")
-        print(f"hpcfed gateway listening on {url} (data in {config.data_dir})", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            url_file.unlink(missing_ok=True)
-            await runner.cleanup()
-
-    asyncio.run(run())
     return EXIT_OK
 
 

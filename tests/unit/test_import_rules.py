@@ -1,0 +1,161 @@
+"""The import rules of docs/architecture.md.
+
+The contracts are in pyproject.toml ([tool.importlinter]); `lint-imports` checks them
+on the real import graph, imports inside functions included, and names the chain of
+every broken one. What import-linter cannot say (it forbids an external package only
+whole, and aiohttp's client is allowed where aiohttp.web is not) is checked here on
+the source: outside gateway/http/, nothing imports aiohttp's server.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+#: aiohttp's server side: aiohttp.web and the modules it is made of (web_request,
+#: web_response, web_log, web_protocol, ...), the abstract server classes (abc), the
+#: gunicorn worker and the test server.
+AIOHTTP_SERVER = re.compile(r"aiohttp\.(web|web_\w+|abc|worker|test_utils|pytest_plugin)(\.|$)")
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    assert LINT_IMPORTS.exists(), f"{LINT_IMPORTS} missing: pip install -e '.[test]'"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _contract(name: str) -> dict[str, object]:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    matches = [c for c in contracts if c["name"].startswith(name)]
+    assert len(matches) == 1, f"one contract named {name!r} in pyproject.toml"
+    return matches[0]
+
+
+def _gateway_children() -> set[str]:
+    """gateway's packages and top-level modules, as dotted names."""
+    children = set()
+    for path in (REPO / "gateway").iterdir():
+        if path.is_dir() and (path / "__init__.py").exists():
+            children.add(f"gateway.{path.name}")
+        elif path.suffix == ".py" and path.name != "__init__.py":
+            children.add(f"gateway.{path.stem}")
+    return children
+
+
+def test_the_import_contracts_hold() -> None:
+    result = _lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_http_contract_names_every_other_gateway_package() -> None:
+    contract = _contract("only gateway.http imports gateway.http")
+    assert set(contract["source_modules"]) == _gateway_children() - {"gateway.http"}
+
+
+def test_the_client_contract_forbids_every_other_gateway_package() -> None:
+    contract = _contract("gateway.client imports nothing of the server")
+    forbidden = {m for m in contract["forbidden_modules"] if m.startswith("gateway.")}
+    assert forbidden == _gateway_children() - {"gateway.client"}
+    assert "adapters" in contract["forbidden_modules"]
+
+
+def test_a_forbidden_import_inside_a_function_breaks_a_contract(tmp_path: Path) -> None:
+    """The check can fail: a copy of the tree whose adapters import gateway lazily."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    for package in ("gateway", "adapters"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=ignore)
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    errors = tmp_path / "adapters" / "errors.py"
+    errors.write_text(
+        errors.read_text(encoding="utf-8") + "\n\ndef _late():\n    import gateway.config\n",
+        encoding="utf-8",
+    )
+    result = _lint_imports(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "adapters never import gateway BROKEN" in result.stdout
+    assert "adapters.errors -> gateway.config" in result.stdout
+
+
+def aiohttp_server_imports(source: str) -> list[str]:
+    """Every use of aiohttp's server in `source`: imports of it (plain, from, by
+    importlib) and attribute access such as `aiohttp.web.Application`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            names = [f"{node.value.id}.{node.attr}"]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            arg = node.args[0]
+            if called in ("import_module", "__import__") and isinstance(arg, ast.Constant):
+                names = [str(arg.value)]
+        for name in names:
+            if AIOHTTP_SERVER.match(name):
+                found.append(f"l.{node.lineno}: {name}")
+                break
+    return found
+
+
+def test_aiohttp_server_is_recognised_in_every_form() -> None:
+    source = """
+import aiohttp
+import aiohttp.web
+import aiohttp.web_request as wr
+from aiohttp import web
+from aiohttp import ClientSession, web_response
+from aiohttp.web_log import AccessLogger
+from aiohttp.abc import AbstractAccessLogger
+import importlib
+importlib.import_module("aiohttp.web")
+app = aiohttp.web.Application()
+session = aiohttp.ClientSession()
+from aiohttp import ClientTimeout
+from .web import local
+"""
+    found = aiohttp_server_imports(source)
+    assert [f.split(":")[0] for f in found] == [
+        "l.3",
+        "l.4",
+        "l.5",
+        "l.6",
+        "l.7",
+        "l.8",
+        "l.10",
+        "l.11",
+    ], found
+
+
+@pytest.mark.parametrize("package", ["gateway", "adapters"])
+def test_only_gateway_http_imports_aiohttp_server(package: str) -> None:
+    http = REPO / "gateway" / "http"
+    offenders = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        if path.is_relative_to(http):
+            continue
+        for use in aiohttp_server_imports(path.read_text(encoding="utf-8")):
+            offenders.append(f"{path.relative_to(REPO)} {use}")
+    assert offenders == [], "aiohttp's server outside gateway/http/:\n" + "\n".join(offenders)
