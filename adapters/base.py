@@ -11,9 +11,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal, Protocol, get_args
 
 from adapters.errors import AdapterError
 
@@ -45,13 +46,27 @@ TERMINAL_STATES = frozenset(
     {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
 )
 
+#: How a job may depend on another at the same center: "afterok" (it completed),
+#: "afternotok" (it failed, timed out or was cancelled), "afterany" (it ended),
+#: "after" (it started).
+DependencyCondition = Literal["afterok", "afternotok", "afterany", "after"]
+DEPENDENCY_CONDITIONS: tuple[DependencyCondition, ...] = get_args(DependencyCondition)
+
 #: Dependency conditions: the parent states in which each holds for good.
-DEPENDENCY_SATISFIED_BY: dict[str, frozenset[JobState]] = {
+DEPENDENCY_SATISFIED_BY: dict[DependencyCondition, frozenset[JobState]] = {
     "afterok": frozenset({JobState.COMPLETED}),
     "afternotok": frozenset({JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED}),
     "afterany": TERMINAL_STATES,
     "after": TERMINAL_STATES | {JobState.RUNNING, JobState.SUSPENDED},  # it has started
 }
+
+#: A directive argument passed through verbatim to a scheduler (JSON Schema's form, as
+#: request models check it): no quotes, `$`, backticks, `#`, `;`, `&`, `|`, `<`, `>` or
+#: line breaks, so a scheduler's directive parser splits it on blanks only, and a submit
+#: command that hands directives to a shell runs nothing of it.
+DIRECTIVE_PATTERN = r"^--?[A-Za-z0-9][A-Za-z0-9 =:,._/+@%\[\]-]*$"
+#: The same for Python's `re`, where `$` would also match before a final line break.
+DIRECTIVE_RE = re.compile(DIRECTIVE_PATTERN.removesuffix("$") + r"\Z")
 
 
 @dataclass(frozen=True)
@@ -82,11 +97,11 @@ class JobRequest:
     #: Array indices in the common syntax: "0-3", "1,3,5-7", "0-15:2", with an
     #: optional "%N" limit on elements running at once. None: not an array.
     array: str | None = None
-    #: (condition, native id of a job at the same center); conditions are
-    #: "afterok", "afternotok", "afterany" and "after" (the parent has started).
+    #: (condition, native id of a job at the same center); the conditions are
+    #: `DEPENDENCY_CONDITIONS`.
     dependencies: Sequence[tuple[str, str]] = ()
     #: Raw directive arguments for this center's scheduler, e.g. "--exclusive"
-    #: or "-l place=scatter"; validated to hold no shell metacharacters.
+    #: or "-l place=scatter"; each matches `DIRECTIVE_RE`.
     extra_directives: Sequence[str] = ()
 
     def __post_init__(self) -> None:
@@ -111,6 +126,47 @@ class ArrayElement:
     exit_code: int | None = None
     started_at: float | None = None  # epoch seconds, as the center tells it
     ended_at: float | None = None
+
+
+class ElementOutcome(Protocol):
+    """What the rule of a whole array's state reads of each element."""
+
+    @property
+    def state(self) -> JobState: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+
+#: Which end a whole array has when its elements ended differently: the worst one.
+ARRAY_END_ORDER = (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.COMPLETED)
+
+
+def array_outcome(elements: Iterable[ElementOutcome]) -> tuple[JobState, int | None]:
+    """The state of a whole array job from its elements', and its exit code (the highest)
+    once all ended. RUNNING if any element runs; else UNKNOWN if any cannot be told; else,
+    while some wait, HELD or SUSPENDED if all of those are, QUEUED otherwise; once all
+    ended, the worst end (`ARRAY_END_ORDER`). No element at all: UNKNOWN. The adapters
+    and the gateway decide by this one rule."""
+    states: set[JobState] = set()
+    codes: list[int] = []
+    for e in elements:
+        states.add(e.state)
+        if e.exit_code is not None:
+            codes.append(e.exit_code)
+    if not states:
+        return JobState.UNKNOWN, None
+    pending = states - TERMINAL_STATES
+    if pending:
+        if JobState.RUNNING in pending:
+            return JobState.RUNNING, None
+        if JobState.UNKNOWN in pending:
+            return JobState.UNKNOWN, None
+        if pending in ({JobState.HELD}, {JobState.SUSPENDED}):
+            return next(iter(pending)), None
+        return JobState.QUEUED, None
+    end = next(s for s in ARRAY_END_ORDER if s in states)
+    return end, max(codes) if codes else None
 
 
 #: native_state of a job that the scheduler's answer left out and whose end nothing at the

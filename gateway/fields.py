@@ -14,6 +14,7 @@ from pydantic import (
     field_validator,
 )
 
+from adapters.base import DIRECTIVE_PATTERN
 from adapters.batch import jobdir
 from adapters.files import paths
 from gateway.units import MAX_DURATION, MAX_MEMORY_MIB
@@ -31,14 +32,6 @@ _ARRAY_SCHEMA_PATTERN = (
 
 
 MAX_ARRAY_ELEMENTS = 10_000
-
-
-#: A directive argument passed through to a scheduler: no shell metacharacters,
-#: because some schedulers' submit commands hand directives to a shell.
-DIRECTIVE_PATTERN = r"^--?[A-Za-z0-9][A-Za-z0-9 =:,._/+@%\[\]-]*$"
-
-
-DEPENDENCY_CONDITIONS = ("afterok", "afternotok", "afterany", "after")
 
 
 def array_indices(spec: str) -> list[int]:

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 
 import paramiko
 
-from adapters.base import GATEWAY_ID_RE, JobRequest, OutputChunk
+from adapters.base import (
+    DEPENDENCY_CONDITIONS,
+    DIRECTIVE_RE,
+    GATEWAY_ID_RE,
+    JobRequest,
+    OutputChunk,
+)
 
 JOB_SCRIPT = "job.sh"
 USER_SCRIPT = "script"
@@ -52,11 +58,6 @@ TIMES = "times"
 INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAYID", "PBS_ARRAY_INDEX", "HPCFED_ARRAY_INDEX")
 #: Where an element learns its own scheduler id (Torque and PBS Pro, then Slurm).
 JOB_ID_VARIABLES = ("PBS_JOBID", "SLURM_JOB_ID")
-#: Directive arguments passed through verbatim (the gateway validates the same):
-#: no quotes, `$`, backticks, `#`, `;`, `&`, `|`, `<`, `>` or line breaks, so a
-#: scheduler's directive parser splits them on blanks only.
-EXTRA_DIRECTIVE_RE = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9 =:,._/+@%\[\]-]*\Z")
-DEPENDENCY_CONDITIONS = ("afterok", "afternotok", "afterany", "after")
 _INDEX = '"$HPCFED_ARRAY_INDEX"'  # the element's index in job.sh, validated digits
 #: Now, in job.sh: bash 5's EPOCHREALTIME (microseconds; its decimal point is the
 #: locale's), else `date +%s` (bash 4 has no EPOCHREALTIME).
@@ -355,7 +356,7 @@ def check_request(job: JobRequest, native_id_re: re.Pattern[str], scheduler: str
         if not native_id_re.match(parent):
             raise SpecRefused(f"dependencies[{i}].job", f"{parent!r} is not a {scheduler} job id")
     for i, arg in enumerate(job.extra_directives):
-        if not EXTRA_DIRECTIVE_RE.match(arg):
+        if not DIRECTIVE_RE.match(arg):
             raise SpecRefused(
                 f"extra_directives.{scheduler}[{i}]",
                 f"extra directive {arg!r} must be '-x value' or '--name=value' without quotes "

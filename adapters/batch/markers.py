@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from adapters.base import (
     GATEWAY_ID_RE,
     NOT_LISTED,
-    TERMINAL_STATES,
     ArrayElement,
     JobState,
     NativeStatus,
+    array_outcome,
 )
 from adapters.batch.jobdir import (
     ARRAY,
@@ -347,33 +347,15 @@ def _settle_end(seen: NativeStatus, from_dir: NativeStatus) -> NativeStatus:
 # ------------------------------------------------------------ array jobs
 
 
-#: Which state a whole array is in when its elements differ (the gateway decides the
-#: same way): running if any runs, else waiting; once all ended, the worst end.
-_ARRAY_END_ORDER = (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.COMPLETED)
-
-
 def aggregate(
     native_id: str, elements: Sequence[ArrayElement], seen: NativeStatus | None = None
 ) -> NativeStatus:
-    """One status for an array job from its elements (sorted by index)."""
-    states = {e.state for e in elements}
-    codes = [e.exit_code for e in elements if e.exit_code is not None]
-    code: int | None = None
-    if not elements:
-        state = seen.state if seen is not None else JobState.UNKNOWN
-    elif not states <= TERMINAL_STATES:
-        pending = states - TERMINAL_STATES
-        if JobState.RUNNING in states:
-            state = JobState.RUNNING
-        elif JobState.UNKNOWN in pending:
-            state = JobState.UNKNOWN
-        elif len(pending) == 1:
-            (state,) = pending
-        else:
-            state = JobState.QUEUED
+    """One status for an array job from its elements (sorted by index), by the rule the
+    gateway applies too (`array_outcome`); with no element, what the scheduler said."""
+    if elements:
+        state, code = array_outcome(elements)
     else:
-        state = next(s for s in _ARRAY_END_ORDER if s in states)
-        code = max(codes) if codes else None
+        state, code = (seen.state if seen is not None else JobState.UNKNOWN), None
     counts = Counter(e.state for e in elements)
     reason = ", ".join(f"{n} {s.value}" for s, n in counts.items()) or None
     natives = sorted({e.native_state for e in elements})

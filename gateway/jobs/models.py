@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from adapters.base import ENV_NAME_RE, JobState
+from adapters.base import ENV_NAME_RE, DependencyCondition, JobState
 from gateway.fields import (
     _ARRAY_SCHEMA_PATTERN,
     _DURATION_SCHEMA,
@@ -74,7 +74,7 @@ class Dependency(_Verbatim):
         pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
         description="gateway id of a job of yours at the same center",
     )
-    condition: Literal["afterok", "afternotok", "afterany", "after"] = Field(
+    condition: DependencyCondition = Field(
         "afterok",
         description="afterok: the job completed; afternotok: it failed, timed out or was "
         "cancelled; afterany: it ended; after: it started",

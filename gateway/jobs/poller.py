@@ -18,7 +18,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from adapters.base import NOT_LISTED, TERMINAL_STATES, Adapter, JobState, NativeStatus
+from adapters.base import (
+    NOT_LISTED,
+    TERMINAL_STATES,
+    Adapter,
+    JobState,
+    NativeStatus,
+    array_outcome,
+)
 from adapters.errors import AdapterError
 from gateway.centers.configured import Center
 from gateway.centers.submissions import retry_delay
@@ -253,7 +260,7 @@ class Poller:
         }
         if job.spec.array:
             elements = merge_elements(job, status)
-            state, exit_code = aggregate(elements)
+            state, exit_code = array_outcome(elements)
             changed.update(state=state, exit_code=exit_code, elements=elements)
         final = changed["state"]
         if job.started_at is None and final not in (JobState.QUEUED, JobState.HELD):
@@ -393,24 +400,3 @@ def merge_elements(job: JobRecord, status: NativeStatus) -> list[ElementRecord]:
         else:
             merged.append(ElementRecord(index=index, state=JobState.QUEUED))
     return merged
-
-
-#: Which terminal state an array ends in when its elements differ: the worst one.
-_ARRAY_END_ORDER = (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.COMPLETED)
-
-
-def aggregate(elements: list[ElementRecord]) -> tuple[JobState, int | None]:
-    """The state of a whole array job, and its exit code (the highest) once all ended."""
-    states = {e.state for e in elements}
-    if not states <= TERMINAL_STATES:
-        if JobState.RUNNING in states:
-            return JobState.RUNNING, None
-        pending = states - TERMINAL_STATES
-        if pending == {JobState.HELD}:
-            return JobState.HELD, None
-        if JobState.UNKNOWN in pending:
-            return JobState.UNKNOWN, None
-        return (JobState.SUSPENDED if pending == {JobState.SUSPENDED} else JobState.QUEUED), None
-    end = next(s for s in _ARRAY_END_ORDER if s in states)
-    codes = [e.exit_code for e in elements if e.exit_code is not None]
-    return end, max(codes) if codes else None

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from adapters.base import ArrayElement, JobState, NativeStatus
+from adapters.base import ArrayElement, JobState, NativeStatus, array_outcome
 from gateway.jobs.models import ElementRecord, JobRecord, JobSpec
-from gateway.jobs.poller import aggregate, merge_elements
+from gateway.jobs.poller import merge_elements
 from gateway.units import utcnow
 
 Q, R, H = JobState.QUEUED, JobState.RUNNING, JobState.HELD
@@ -39,12 +39,12 @@ def _elements(*states: JobState, codes: tuple[int | None, ...] = ()) -> list[Ele
     ],
 )
 def test_array_state_follows_its_elements(states: tuple[JobState, ...], whole: JobState) -> None:
-    assert aggregate(_elements(*states))[0] is whole
+    assert array_outcome(_elements(*states))[0] is whole
 
 
 def test_array_exit_code_is_the_highest_once_all_ended() -> None:
-    assert aggregate(_elements(C, F, F, codes=(0, 3, 1))) == (F, 3)
-    assert aggregate(_elements(C, R, codes=(0, None))) == (R, None)
+    assert array_outcome(_elements(C, F, F, codes=(0, 3, 1))) == (F, 3)
+    assert array_outcome(_elements(C, R, codes=(0, None))) == (R, None)
 
 
 def _array_job(spec: str, elements: list[ElementRecord] | None = None) -> JobRecord:
