@@ -67,16 +67,30 @@ def parse_private_key(data: bytes) -> paramiko.PKey:
         raise ValueError(f"unreadable {key_class.__name__} ({type(exc).__name__})") from None
 
 
-def _unusable(center_id: str, label: str, exc: Exception) -> AuthenticationFailed:
-    if isinstance(exc, paramiko.PasswordRequiredException):
-        why = "is encrypted with a passphrase; store it unencrypted in the vault"
-    else:
-        why = f"is not a usable private key ({exc})"
-    return AuthenticationFailed(f"center {center_id}: {label} {why}", center=center_id)
+class _Parsed:
+    """What every credential does with its `material`: parse it, or say why it cannot."""
+
+    label: str
+
+    def material(self, center_id: str) -> bytes:
+        raise NotImplementedError
+
+    def load(self, center_id: str) -> paramiko.PKey:
+        data = self.material(center_id)
+        try:
+            return parse_private_key(data)
+        except (paramiko.PasswordRequiredException, ValueError) as exc:
+            if isinstance(exc, paramiko.PasswordRequiredException):
+                why = "is encrypted with a passphrase; store it unencrypted in the vault"
+            else:
+                why = f"is not a usable private key ({exc})"
+            raise AuthenticationFailed(
+                f"center {center_id}: {self.label} {why}", center=center_id
+            ) from None
 
 
 @dataclass(frozen=True)
-class KeyFile:
+class KeyFile(_Parsed):
     """A private key read from a file at each connect."""
 
     path: str
@@ -93,16 +107,9 @@ class KeyFile:
                 f"center {center_id}: cannot read {self.label}: {exc.strerror}", center=center_id
             ) from None
 
-    def load(self, center_id: str) -> paramiko.PKey:
-        data = self.material(center_id)
-        try:
-            return parse_private_key(data)
-        except (paramiko.PasswordRequiredException, ValueError) as exc:
-            raise _unusable(center_id, self.label, exc) from None
-
 
 @dataclass(frozen=True)
-class KeyData:
+class KeyData(_Parsed):
     """A private key fetched on demand (e.g. decrypted from a vault) at each connect.
 
     `fetch` raises LookupError with a message fit for the user when the key is missing.
@@ -119,10 +126,3 @@ class KeyData:
                 f"center {center_id}: {exc.args[0] if exc.args else self.label}",
                 center=center_id,
             ) from None
-
-    def load(self, center_id: str) -> paramiko.PKey:
-        data = self.material(center_id)
-        try:
-            return parse_private_key(data)
-        except (paramiko.PasswordRequiredException, ValueError) as exc:
-            raise _unusable(center_id, self.label, exc) from None
