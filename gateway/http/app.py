@@ -16,10 +16,10 @@ from gateway.centers.placement import Placer
 from gateway.centers.power import PowerService
 from gateway.config import LoadedConfig
 from gateway.data.transfers import TransferService
-from gateway.errors import error_middleware
 from gateway.http.access_log import AccessLog
 from gateway.http.audit import audit_middleware
 from gateway.http.auth import auth_middleware, principal_of, rate_limit_key
+from gateway.http.errors import error_middleware
 from gateway.http.limits import (
     MemoryBudget,
     RateLimiter,

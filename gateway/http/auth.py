@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from gateway.errors import error_response
+from gateway.http.errors import error_response
 from gateway.identity.permissions import PERMISSIONS, Principal
 from gateway.identity.tokens import TokenError, TokenVerifier
 

@@ -1,6 +1,6 @@
 """Request limits: a per-user rate limit and a cap on request bodies.
 
-Both answer in the API's one error shape (``gateway.errors.error_response``):
+Both answer in the API's one error shape (``gateway.http.errors.error_response``):
 429 ``rate_limited`` with ``Retry-After``, and 413 ``body_too_large``.
 """
 
@@ -16,7 +16,7 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.errors import error_response
+from gateway.http.errors import error_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
