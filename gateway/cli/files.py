@@ -1,5 +1,5 @@
 """The file commands of `hpcfed` (docs/data.md): ls, put, get, rm, mkdir, checksum,
-transfer; and the upload of a job spec's `local:` inputs by `hpcfed submit`.
+transfer.
 
 A file at a center is named CENTER:PATH, e.g. `centera:data/in.bin`; the path is
 relative to the first of the login's roots at the center, or absolute inside one.
@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import copy
 import dataclasses
-import json
 import stat as stat_mod
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    bad_file,
+    print_json,
+    progress_bar,
+    show_progress,
+)
 from gateway.client.core import ClientError, HpcfedClient
-from gateway.client.files import Progress, sha256_file
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from gateway.client.files import sha256_file
 
 _TYPE_CHARS = {"dir": "d", "symlink": "l", "file": "-", "other": "?"}
 
@@ -52,44 +56,6 @@ def parse_remote(text: str) -> Remote:
             f"{text!r}: {center!r} is not a center id (write CENTER:PATH)"
         )
     return Remote(center, path)
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _bad_file(message: str) -> ClientError:
-    return ClientError(0, "bad_file", message)
-
-
-def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars only for a person watching: stderr a terminal, and no --json."""
-    return not args.json and sys.stderr.isatty()
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool, description: str) -> Iterator[Progress]:
-    """A `Progress` callback drawing a bar on stderr (rich), or doing nothing."""
-    if not enabled:
-        yield lambda done, total: None
-        return
-    import rich.console
-    import rich.progress as rp
-
-    with rp.Progress(
-        rp.TextColumn("[bold]{task.description}"),
-        rp.BarColumn(),
-        rp.DownloadColumn(binary_units=True),
-        rp.TransferSpeedColumn(),
-        rp.TimeRemainingColumn(),
-        console=rich.console.Console(stderr=True),
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 # ---------------------------------------------------------------- ls
@@ -139,7 +105,7 @@ async def cmd_ls(client: HpcfedClient, args: argparse.Namespace) -> int:
         entry = await client.stat(remote.center, path)
         listing = {"path": entry.get("path", path), "entries": [entry]}
     if args.json:
-        _print_json({"center": remote.center, **listing})
+        print_json({"center": remote.center, **listing})
     else:
         for line in format_entries(listing["entries"]):
             print(line)
@@ -167,19 +133,19 @@ def get_target(remote_path: str, local: str | None) -> Path | None:
     name = remote_path.rstrip("/").rsplit("/", 1)[-1]
     if local is None:
         if not name or name in (".", ".."):
-            raise _bad_file(f"{remote_path!r} names no file; give the local file to write")
+            raise bad_file(f"{remote_path!r} names no file; give the local file to write")
         return Path(name)
     target = Path(local)
     if target.is_dir():
         if not name:
-            raise _bad_file(f"{remote_path!r} names no file")
+            raise bad_file(f"{remote_path!r} names no file")
         return target / name
     return target
 
 
 def _local_file_size(local: Path) -> int:
     if not local.is_file():
-        raise _bad_file(f"{local}: not a file" if local.exists() else f"{local}: no such file")
+        raise bad_file(f"{local}: not a file" if local.exists() else f"{local}: no such file")
     return local.stat().st_size
 
 
@@ -207,10 +173,10 @@ async def cmd_put(client: HpcfedClient, args: argparse.Namespace) -> int:
     offset = 0
     if args.resume and existing is not None:
         if existing.get("type") != "file":
-            raise _bad_file(f"{center}:{path} is a {existing.get('type')}, not a file")
+            raise bad_file(f"{center}:{path} is a {existing.get('type')}, not a file")
         offset = int(existing["size"])
         if offset > size:
-            raise _bad_file(
+            raise bad_file(
                 f"{center}:{path} has {offset} bytes, more than {local} ({size}); "
                 "it is not a part of this file: put it again without --resume"
             )
@@ -242,7 +208,7 @@ async def cmd_put(client: HpcfedClient, args: argparse.Namespace) -> int:
     answer.setdefault("size", size)
     answer.setdefault("sha256", digest)
     if args.json:
-        _print_json(answer)
+        print_json(answer)
     else:
         print(f"{center}:{answer['path']}  {answer['size']} bytes  sha256 {answer['sha256']}")
     return EXIT_OK
@@ -270,7 +236,7 @@ async def cmd_get(client: HpcfedClient, args: argparse.Namespace) -> int:
         )
     answer = {"center": remote.center, "local": str(target), **result}
     if args.json:
-        _print_json(answer)
+        print_json(answer)
     else:
         resumed = f" (resumed at byte {result['offset']})" if result["offset"] else ""
         print(f"{target}  {result['size']} bytes{resumed}  sha256 {result['sha256']}")
@@ -284,7 +250,7 @@ async def cmd_rm(client: HpcfedClient, args: argparse.Namespace) -> int:
     remote: Remote = args.remote
     await client.rm(remote.center, remote.path, recursive=args.recursive)
     if args.json:
-        _print_json({"center": remote.center, "path": remote.path, "removed": True})
+        print_json({"center": remote.center, "path": remote.path, "removed": True})
     return EXIT_OK
 
 
@@ -292,7 +258,7 @@ async def cmd_mkdir(client: HpcfedClient, args: argparse.Namespace) -> int:
     remote: Remote = args.remote
     entry = await client.mkdir(remote.center, remote.path, parents=args.parents)
     if args.json:
-        _print_json({"center": remote.center, **entry})
+        print_json({"center": remote.center, **entry})
     return EXIT_OK
 
 
@@ -300,7 +266,7 @@ async def cmd_checksum(client: HpcfedClient, args: argparse.Namespace) -> int:
     remote: Remote = args.remote
     result = await client.checksum(remote.center, remote.path)
     if args.json:
-        _print_json({"center": remote.center, **result})
+        print_json({"center": remote.center, **result})
     else:
         print(f"{result['sha256']}  {remote.center}:{result.get('path', remote.path)}")
     return EXIT_OK
@@ -327,7 +293,7 @@ async def cmd_transfer(client: HpcfedClient, args: argparse.Namespace) -> int:
         src.center, src.path, dst.center, dst.path, overwrite=args.overwrite
     )
     if not args.wait:
-        _print_json(transfer) if args.json else print(transfer["id"])
+        print_json(transfer) if args.json else print(transfer["id"])
         return EXIT_OK
     if not args.json:
         print(f"transfer {transfer['id']}: {src} -> {dst}", file=sys.stderr)
@@ -341,86 +307,12 @@ async def cmd_transfer(client: HpcfedClient, args: argparse.Namespace) -> int:
             transfer["id"], timeout=args.timeout, interval=args.interval, on_update=update
         )
     if args.json:
-        _print_json(transfer)
+        print_json(transfer)
     else:
         print(describe_transfer(transfer))
         if transfer.get("error"):
             print(f"hpcfed: transfer {transfer['state']}: {transfer['error']}", file=sys.stderr)
     return EXIT_OK if transfer["state"] == "COMPLETED" else EXIT_FAILED
-
-
-# ---------------------------------------------------------------- submit: local inputs
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalInput:
-    """An input of a job spec that `hpcfed submit` uploads: its index and local file."""
-
-    index: int
-    file: Path
-    destination: str
-
-
-def prepare_local_inputs(
-    spec: dict[str, Any], spec_file: str
-) -> tuple[dict[str, Any], list[LocalInput]]:
-    """The spec with each `{local: FILE, destination: D}` input rewritten to
-    `{upload: true, destination: D}`, and the files to upload after the submit.
-
-    A relative FILE is relative to the spec file's directory (the current one for
-    stdin); `destination` defaults to FILE's name. The spec given is not changed.
-    """
-    inputs = spec.get("inputs")
-    if not isinstance(inputs, list) or not any(
-        isinstance(i, dict) and "local" in i for i in inputs
-    ):
-        return spec, []
-    base = Path.cwd() if spec_file == "-" else Path(spec_file).parent
-    spec = copy.deepcopy(spec)
-    uploads: list[LocalInput] = []
-    for index, item in enumerate(spec["inputs"]):
-        if not isinstance(item, dict) or "local" not in item:
-            continue
-        where = f"inputs[{index}]"
-        local = item.pop("local")
-        if not isinstance(local, str) or not local:
-            raise _bad_file(f"{spec_file}: {where}.local: a local file name is needed")
-        for other in ("source", "upload"):
-            if other in item:
-                raise _bad_file(f"{spec_file}: {where}: 'local' and '{other}' together")
-        file = (base / Path(local).expanduser()).resolve()
-        if not file.is_file():
-            problem = "not a file" if file.exists() else "no such file"
-            raise _bad_file(f"{spec_file}: {where}.local: {file}: {problem}")
-        destination = item.get("destination") or file.name
-        item["destination"] = destination
-        item["upload"] = True
-        uploads.append(LocalInput(index, file, str(destination)))
-    return spec, uploads
-
-
-async def upload_local_inputs(
-    client: HpcfedClient, job: dict[str, Any], uploads: list[LocalInput], *, progress: bool
-) -> None:
-    """Upload each local input of a just-submitted job. If one fails the job is
-    cancelled (it could never start) and the error raised."""
-    for item in uploads:
-        try:
-            digest = await sha256_file(item.file)
-            with progress_bar(progress, f"input {item.index} {item.file.name}") as bar:
-                await client.upload_job_input(
-                    job["id"], item.index, item.file, sha256=digest, progress=bar
-                )
-        except (ClientError, OSError) as exc:
-            with contextlib.suppress(ClientError):
-                await client.cancel(job["id"])
-            message = exc.message if isinstance(exc, ClientError) else str(exc)
-            raise ClientError(
-                getattr(exc, "status", 0),
-                getattr(exc, "code", "bad_file"),
-                f"job {job['id']} cancelled: uploading input {item.index} "
-                f"({item.file} -> {item.destination}) failed: {message}",
-            ) from None
 
 
 # ---------------------------------------------------------------- wiring
@@ -436,7 +328,7 @@ def _local_errors(fn: Command) -> Command:
             return await fn(client, args)
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            raise _bad_file(f"{where}{exc.strerror or exc}") from None
+            raise bad_file(f"{where}{exc.strerror or exc}") from None
 
     return wrapped
 
@@ -495,12 +387,4 @@ def add_file_parsers(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
 
 
-__all__ = [
-    "FILE_COMMANDS",
-    "LocalInput",
-    "Remote",
-    "add_file_parsers",
-    "parse_remote",
-    "prepare_local_inputs",
-    "upload_local_inputs",
-]
+__all__ = ["FILE_COMMANDS", "Remote", "add_file_parsers", "parse_remote"]

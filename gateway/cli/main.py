@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -15,30 +14,19 @@ from typing import Any
 import yaml
 
 from gateway.cli.admin import ADMIN_COMMANDS, add_admin_parsers
-from gateway.cli.evaluate import EVALUATE_COMMANDS, add_evaluate_parsers
-from gateway.cli.files import (
-    FILE_COMMANDS,
-    add_file_parsers,
-    prepare_local_inputs,
+from gateway.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    print_json,
     show_progress,
-    upload_local_inputs,
+    table,
 )
+from gateway.cli.evaluate import EVALUATE_COMMANDS, add_evaluate_parsers
+from gateway.cli.files import FILE_COMMANDS, add_file_parsers
+from gateway.cli.inputs import prepare_local_inputs, upload_local_inputs
 from gateway.cli.watch import watch
 from gateway.client.core import URL_FILE, ClientError, HpcfedClient, discover
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _describe(job: dict[str, Any]) -> None:
@@ -121,13 +109,13 @@ async def cmd_submit(client: HpcfedClient, args: argparse.Namespace) -> int:
         print(f"placed: {job['placement']['explanation']}", file=sys.stderr)
     await upload_local_inputs(client, job, uploads, progress=show_progress(args))
     if not args.wait:
-        _print_json(job) if args.json else print(job["id"])
+        print_json(job) if args.json else print(job["id"])
         return EXIT_OK
     if not args.json:
         print(f"submitted {job['id']} to {job['center']}", file=sys.stderr)
     job = await client.wait(job["id"], timeout=args.timeout)
     if args.json:
-        _print_json(job)
+        print_json(job)
     else:
         code = f" (exit code {job['exit_code']})" if job.get("exit_code") is not None else ""
         print(f"{job['id']} {job['state']}{code}")
@@ -139,14 +127,14 @@ async def cmd_status(client: HpcfedClient, args: argparse.Namespace) -> int:
         return await watch(client, args.id, as_json=args.json)
     if args.id:
         job = await client.get(args.id)
-        _print_json(job) if args.json else _describe(job)
+        print_json(job) if args.json else _describe(job)
         return EXIT_OK
     page = await client.list(state=args.state, center=args.center, limit=args.limit)
     if args.json:
-        _print_json(page)
+        print_json(page)
     else:
         rows = [{**j, "name": j["spec"].get("name")} for j in page["jobs"]]
-        _table(rows, ["id", "name", "center", "state", "exit_code", "created_at"])
+        table(rows, ["id", "name", "center", "state", "exit_code", "created_at"])
     return EXIT_OK
 
 
@@ -165,24 +153,24 @@ async def cmd_logs(client: HpcfedClient, args: argparse.Namespace) -> int:
 
 async def cmd_cancel(client: HpcfedClient, args: argparse.Namespace) -> int:
     job = await client.cancel(args.id)
-    _print_json(job) if args.json else print(f"{job['id']} {job['state']} (cancel requested)")
+    print_json(job) if args.json else print(f"{job['id']} {job['state']} (cancel requested)")
     return EXIT_OK
 
 
 async def cmd_centers(client: HpcfedClient, args: argparse.Namespace) -> int:
     centers = await client.centers()
     if args.json:
-        _print_json(centers)
+        print_json(centers)
         return EXIT_OK
     rows = [{**c, "admitted": "yes" if c["admission"]["admitted"] else "no"} for c in centers]
-    _table(rows, ["id", "type", "region", "admitted", "name"])
+    table(rows, ["id", "type", "region", "admitted", "name"])
     return EXIT_OK
 
 
 async def cmd_power(client: HpcfedClient, args: argparse.Namespace) -> int:
     doc = await client.computing_power(args.center, refresh=args.refresh)
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return EXIT_OK
     live, peak = doc["live"], doc["peak"]
     print(f"{doc['center']['id']} ({doc['center']['type']}, region {doc['center']['region']})")
@@ -226,7 +214,7 @@ async def cmd_power(client: HpcfedClient, args: argparse.Namespace) -> int:
         for p in doc["partitions"]
     ]
     if rows:
-        _table(rows, ["partition", "nodes", "cores", "mem/node", "gpus", "max walltime"])
+        table(rows, ["partition", "nodes", "cores", "mem/node", "gpus", "max walltime"])
     return EXIT_OK
 
 
@@ -248,14 +236,14 @@ async def cmd_usage(client: HpcfedClient, args: argparse.Namespace) -> int:
         jobs=args.jobs or None,
     )
     if args.json:
-        _print_json(report)
+        print_json(report)
         return EXIT_OK
     columns = [*report["group_by"], "jobs", "core_hours", "gpu_hours", "cost", "currency"]
-    _table([_figures(r) for r in report["totals"]], columns)
+    table([_figures(r) for r in report["totals"]], columns)
     if args.jobs:
         print()
         rows = [_figures(j) for j in report["jobs"]]
-        _table(rows, ["id", "user", "center", "state", "core_hours", "gpu_hours", "cost"])
+        table(rows, ["id", "user", "center", "state", "core_hours", "gpu_hours", "cost"])
     return EXIT_OK
 
 

@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli.common import show_progress
 from gateway.cli.files import (
-    LocalInput,
     Remote,
     format_entries,
     get_target,
     mode_string,
     parse_remote,
-    prepare_local_inputs,
     put_target,
-    show_progress,
 )
+from gateway.cli.inputs import LocalInput, prepare_local_inputs
 from gateway.cli.main import build_parser
 from gateway.client.core import ClientError
 from gateway.client.files import _parse_content_range, sha256_file
