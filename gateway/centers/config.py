@@ -1,22 +1,31 @@
 """A center's configuration file (`configs/centers/<id>.yaml`): how it is reached
-(SSH, identity), its scheduler, files, hardware, price and energy.
+(SSH, identity), its type and that type's own section, files, hardware, price and
+energy. The type's section is validated by the model its registry entry names.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from functools import cache
+from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import (
+    BaseModel,
     Field,
+    ModelWrapValidatorHandler,
+    TypeAdapter,
+    ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from adapters.registry import CenterType, UnknownCenterType, center_types
+from adapters.registry import center_type as registered_type
 from gateway.fields import (
     CENTER_ID_PATTERN,
     LOGIN_PATTERN,
-    SAFE_NAME_PATTERN,
     USER_PATTERN,
     _Strict,
 )
@@ -55,22 +64,6 @@ class Identity(_Strict):
     vault under ssh/<center>/<login> (`hpcfed vault add-key`)."""
 
     login: str = Field(pattern=LOGIN_PATTERN)
-
-
-class SchedulerConfig(_Strict):
-    work_root: str = Field(
-        "~/.hpcfed", description="directory at the center that holds per-job directories"
-    )
-    default_queue: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
-    pbs_dialect: Literal["torque", "pbspro"] = "torque"
-
-
-class LocalConfig(_Strict):
-    work_root: str = Field("local-jobs", description="relative paths are under data_dir")
-    max_running: int = Field(4, ge=1, le=1024)
-    files_home: str = Field(
-        "local-files", description="what {home} means in file roots here; under data_dir"
-    )
 
 
 class FilesConfig(_Strict):
@@ -147,21 +140,31 @@ class EnergyConfig(_Strict):
 
 
 class CenterConfig(_Strict):
+    """A center file. `type` names a registered center type (`adapters.registry`),
+    whose own section (`scheduler` for slurm and pbs, `local` for local) its model
+    validates: validating a CenterConfig gives an instance of the type's subclass
+    (`config_class`), which holds that section."""
+
     id: str = Field(pattern=CENTER_ID_PATTERN)
     name: str = Field("", max_length=200)
-    type: Literal["slurm", "pbs", "local"]
+    type: str = Field(description="a registered center type")
     region: str = Field("", max_length=100)
     ssh: SSHConfig | None = None
     users: dict[str, Identity] = Field(
         default_factory=dict,
         description="federation user -> login at this center ('*': a shared login for anyone)",
     )
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    local: LocalConfig = Field(default_factory=LocalConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     price: PriceConfig = Field(default_factory=PriceConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _of_its_type(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        if cls is CenterConfig and isinstance(data, dict) and "type" in data:
+            return config_class(data["type"]).model_validate(data)
+        return handler(data)
 
     @field_validator("users")
     @classmethod
@@ -172,16 +175,86 @@ class CenterConfig(_Strict):
         return users
 
     @model_validator(mode="after")
-    def _ssh_for_remote(self) -> CenterConfig:
-        if self.type in ("slurm", "pbs") and self.ssh is None:
+    def _reached_as_its_type_says(self) -> CenterConfig:
+        kind = self.center_type
+        if kind.needs_ssh and self.ssh is None:
             raise ValueError(f"a {self.type} center needs an 'ssh' section")
-        if self.type == "local" and self.ssh is not None:
-            raise ValueError("a local center takes no 'ssh' section")
-        if self.type == "local" and self.users:
-            raise ValueError("a local center runs every job as the gateway's own user; no 'users'")
+        if not kind.needs_ssh and self.ssh is not None:
+            raise ValueError(f"a {self.type} center takes no 'ssh' section")
+        if kind.runs_on_gateway_host and self.users:
+            raise ValueError(
+                f"a {self.type} center runs every job as the gateway's own user; no 'users'"
+            )
         return self
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """CenterConfig's: one object per registered type, told apart by `type`."""
+        if cls is not CenterConfig:
+            return super().model_json_schema(*args, **kwargs)
+        classes = tuple(config_class(kind.name) for kind in center_types())
+        union: Any = Annotated[Union[classes], Field(discriminator="type")]  # noqa: UP007
+        schema = TypeAdapter(union).json_schema(*args, **kwargs)
+        schema["description"] = (
+            "A center file; `type` is one of the center types registered where this schema "
+            "was made (the committed file: the built-in ones)."
+        )
+        return schema
+
+    @property
+    def center_type(self) -> CenterType:
+        """The registered type this center is of."""
+        return _TYPE_OF.get(type(self)) or registered_type(self.type)
+
+    @property
+    def settings(self) -> BaseModel:
+        """The center's section of its type (`scheduler`, `local`, ...)."""
+        return cast(BaseModel, getattr(self, self.center_type.section))
 
     def login_for(self, user: str) -> str | None:
         """The login `user` runs as here; None when the center does not map them."""
         identity = self.users.get(user) or self.users.get("*")
         return identity.login if identity else None
+
+
+_TYPE_OF: dict[type[CenterConfig], CenterType] = {}
+
+
+def _unknown_type(value: object, error: UnknownCenterType) -> ValidationError:
+    message = f"must be one of the known center types ({', '.join(error.known)})"
+    if error.broken:
+        message += f"; {error.broken}"
+    detail = InitErrorDetails(
+        type=PydanticCustomError("unknown_center_type", message), loc=("type",), input=value
+    )
+    return ValidationError.from_exception_data("CenterConfig", [detail])
+
+
+@cache
+def _config_class_of(kind: CenterType) -> type[CenterConfig]:
+    if kind.section in CenterConfig.model_fields:
+        raise ValueError(f"center type {kind.name}: section {kind.section!r} is a common field")
+    title = "".join(part.title() for part in re.split(r"[-_]", kind.name)) + "CenterConfig"
+    fields: dict[str, Any] = {
+        "type": (Literal[kind.name], Field(description=kind.description or kind.name)),
+        kind.section: (
+            kind.settings_model,
+            Field(default_factory=kind.settings_model, description=f"the {kind.name} settings"),
+        ),
+    }
+    doc = f"A center file of type {kind.name}" + (
+        f": {kind.description}." if kind.description else "."
+    )
+    model = create_model(title, __base__=CenterConfig, __module__=__name__, __doc__=doc, **fields)
+    _TYPE_OF[model] = kind
+    return model
+
+
+def config_class(type_name: object) -> type[CenterConfig]:
+    """The model of a center file of the named type; a ValidationError at `type`
+    naming the known types when no type has that name."""
+    try:
+        kind = registered_type(type_name)
+    except UnknownCenterType as exc:
+        raise _unknown_type(type_name, exc) from None
+    return _config_class_of(kind)

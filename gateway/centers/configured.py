@@ -8,19 +8,15 @@ another login's commands.
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from adapters.base import Adapter
-from adapters.files.access import CenterFiles, LocalFS
-from adapters.local.adapter import LocalAdapter
-from adapters.pbs.adapter import PbsAdapter
-from adapters.slurm.adapter import SlurmAdapter
+from adapters.files.access import CenterFiles
+from adapters.registry import CenterSite
 from adapters.transport import openssh
 from adapters.transport.keys import KeyData
 from adapters.transport.openssh import OpenSSH
-from adapters.transport.sftp import SFTPFS
 from adapters.transport.ssh import SSHPool, SSHTarget
 from gateway.centers.config import CenterConfig
 from gateway.config import LoadedConfig
@@ -50,7 +46,8 @@ class Center:
 
     @property
     def is_local(self) -> bool:
-        return self.config.type == "local"
+        """Jobs run on the gateway's machine as its own user: no logins, no SSH."""
+        return self.config.center_type.runs_on_gateway_host
 
     def public(self) -> dict[str, object]:
         return {
@@ -240,68 +237,43 @@ def _target(cfg: CenterConfig, login: str, vault: Vault) -> SSHTarget:
     )
 
 
-def _files_factory(
+def _site_factory(
     config: LoadedConfig, cfg: CenterConfig, pool: SSHPool, vault: Vault, bulk: OpenSSH | None
-) -> Callable[[str | None], CenterFiles]:
-    roots = cfg.files.roots
-    if cfg.type == "local":
-        home = config.data_path(cfg.local.files_home)
-        user = getpass.getuser()
+) -> Callable[[str | None], CenterSite]:
+    """What the center's type is given to build an adapter or file access for a login."""
+    kind = cfg.center_type
 
-        def make_local(_login: str | None) -> CenterFiles:
-            home.mkdir(parents=True, exist_ok=True)
-            return CenterFiles(cfg.id, user, LocalFS(str(home)), roots)
-
-        return make_local
-    threshold = cfg.files.bulk_threshold << 20
-    use_bulk = bulk if cfg.files.openssh else None
-
-    def make(login: str | None) -> CenterFiles:
-        assert login is not None
-        fs = SFTPFS(_target(cfg, login, vault), pool, use_bulk, threshold)
-        return CenterFiles(cfg.id, login, fs, roots)
-
-    return make
-
-
-def _adapter_factory(
-    config: LoadedConfig, cfg: CenterConfig, pool: SSHPool, vault: Vault
-) -> Callable[[str | None], Adapter]:
-    if cfg.type == "local":
-        work_root = config.data_path(cfg.local.work_root)
-        return lambda _login: LocalAdapter(cfg.id, work_root, max_running=cfg.local.max_running)
-
-    def make(login: str | None) -> Adapter:
-        assert login is not None
-        target = _target(cfg, login, vault)
-        if cfg.type == "slurm":
-            return SlurmAdapter(
-                target,
-                pool,
-                work_root=cfg.scheduler.work_root,
-                default_queue=cfg.scheduler.default_queue,
-            )
-        return PbsAdapter(
-            target,
-            pool,
-            work_root=cfg.scheduler.work_root,
-            default_queue=cfg.scheduler.default_queue,
-            dialect=cfg.scheduler.pbs_dialect,
+    def site(login: str | None) -> CenterSite:
+        if kind.needs_ssh and login is None:
+            raise ValueError(f"center {cfg.id}: a center reached over SSH needs a login")
+        return CenterSite(
+            center_id=cfg.id,
+            settings=cfg.settings,
+            login=login,
+            target=_target(cfg, login, vault) if kind.needs_ssh and login else None,
+            pool=pool if kind.needs_ssh else None,
+            roots=cfg.files.roots,
+            data_path=config.data_path,
+            bulk=bulk if cfg.files.openssh else None,
+            bulk_threshold=cfg.files.bulk_threshold << 20,
         )
 
-    return make
+    return site
 
 
 def build_registry(config: LoadedConfig, vault: Vault) -> CenterRegistry:
     """Every configured center; remote centers share one SSH pool keyed by login."""
     pool = SSHPool()
     bulk = OpenSSH(config.data_dir / "run") if openssh.available() else None
-    centers = {
-        cfg.id: Center(
+    centers = {}
+    for cfg in config.centers.values():
+        kind, site = cfg.center_type, _site_factory(config, cfg, pool, vault, bulk)
+        make_files = kind.make_files
+        centers[cfg.id] = Center(
             cfg,
-            _adapter_factory(config, cfg, pool, vault),
-            _files_factory(config, cfg, pool, vault, bulk),
+            lambda login, make=kind.make_adapter, site=site: make(site(login)),
+            None
+            if make_files is None
+            else lambda login, make=make_files, site=site: make(site(login)),
         )
-        for cfg in config.centers.values()
-    }
     return CenterRegistry(centers, default=config.gateway.default_center, pool=pool, bulk=bulk)

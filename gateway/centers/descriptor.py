@@ -1,9 +1,10 @@
 """The computing-power descriptor: the standard document every center publishes.
 
-One shape for Slurm, PBS and local centers, versioned by `DESCRIPTOR_VERSION`;
-`configs/schema/computing-power.schema.json` is generated from these models
-(`hpcfed center descriptor-schema`) and every document the gateway serves
-validates against that file. A change that breaks readers bumps the major version.
+One shape for every center type (Slurm, PBS, local, and any other registered),
+versioned by `DESCRIPTOR_VERSION`; `configs/schema/computing-power.schema.json` is
+generated from these models (`hpcfed center descriptor-schema`) and every document
+the gateway serves validates against that file. A change that breaks readers bumps
+the major version.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ class _Doc(BaseModel):
 class CenterIdentity(_Doc):
     id: str
     name: str
-    type: Literal["slurm", "pbs", "local"]
+    type: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="the center's type as its registry entry names it: slurm, pbs, local, "
+        "or a type added to the gateway",
+    )
     region: str
 
 

@@ -130,8 +130,9 @@ def cmd_vault(args: argparse.Namespace) -> int:
     if args.vault_cmd == "add-key":
         if args.center not in config.centers:
             raise _Refused(f"--center: no center named {args.center!r} in {args.config}")
-        if config.centers[args.center].type == "local":
-            raise _Refused(f"--center: {args.center} is local; it runs jobs without SSH")
+        center = config.centers[args.center]
+        if not center.center_type.needs_ssh:
+            raise _Refused(f"--center: {args.center} is {center.type}; it runs jobs without SSH")
         try:
             data = Path(args.key_file).read_bytes()
         except OSError as exc:
