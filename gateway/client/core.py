@@ -21,6 +21,7 @@ from gateway.client.centers import CentersClientMixin
 from gateway.client.errors import ClientError, raise_for
 from gateway.client.events import EventsClientMixin
 from gateway.client.files import FilesClientMixin
+from gateway.client.transfers import TransfersClientMixin
 
 DEFAULT_URL = "http://127.0.0.1:8750"
 #: Files the gateway leaves in its data dir for clients on the same machine.
@@ -47,7 +48,7 @@ def discover(url: str | None = None, token: str | None = None) -> tuple[str, str
     return (url or DEFAULT_URL).rstrip("/"), token
 
 
-class HpcfedClient(EventsClientMixin, FilesClientMixin, CentersClientMixin):
+class HpcfedClient(EventsClientMixin, FilesClientMixin, TransfersClientMixin, CentersClientMixin):
     def __init__(self, url: str, token: str | None, *, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,10 +1,9 @@
-"""Files at the centers and transfers between them (docs/data.md), as methods of
-`HpcfedClient` (it mixes `FilesClientMixin` in).
+"""Files at the centers (docs/data.md), as methods of `HpcfedClient` (it mixes
+`FilesClientMixin` in).
 
 async with HpcfedClient(url, token) as client:
     await client.upload("centera", "data/in.bin", Path("in.bin"), sha256=await sha256_file(...))
     await client.download("centera", "data/in.bin", Path("copy.bin"))
-    transfer = await client.transfer("centera", "data", "centerc", "data")
 
 Uploads and downloads stream between the local disk and the gateway in chunks;
 no file is ever held whole in memory.
@@ -30,8 +29,6 @@ CHUNK = 1024 * 1024
 
 #: Called as bytes move: (bytes of the file done so far, the file's size if known).
 Progress = Callable[[int, int | None], None]
-
-TRANSFER_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
@@ -74,7 +71,7 @@ def _int_header(resp: aiohttp.ClientResponse, name: str) -> int | None:
 
 
 class FilesClientMixin:
-    """The file and transfer routes; needs `url`, `session` and `_request` of HpcfedClient."""
+    """The file routes; needs `url`, `session` and `_request` of HpcfedClient."""
 
     url: str
 
@@ -333,62 +330,6 @@ class FilesClientMixin:
                 return {}
         except aiohttp.ClientConnectionError as exc:
             raise _unreachable(self.url, exc, offset + sent[0], upload=True) from None
-
-    # ------------------------------------------------------------ transfers
-
-    async def transfer(
-        self,
-        source_center: str,
-        source_path: str,
-        dest_center: str,
-        dest_path: str,
-        overwrite: bool = False,
-    ) -> dict[str, Any]:
-        """Start a copy between centers (or within one); answers the transfer resource."""
-        body = {
-            "source": {"center": source_center, "path": source_path},
-            "destination": {"center": dest_center, "path": dest_path},
-            "overwrite": overwrite,
-        }
-        result: dict[str, Any] = await self._request("POST", "/v1/transfers", json=body)
-        return result
-
-    async def get_transfer(self, transfer_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request(
-            "GET", f"/v1/transfers/{quote(transfer_id, safe='')}"
-        )
-        return result
-
-    async def list_transfers(self) -> list[dict[str, Any]]:
-        result = await self._request("GET", "/v1/transfers")
-        transfers: list[dict[str, Any]] = (
-            result["transfers"] if isinstance(result, dict) else result
-        )
-        return transfers
-
-    async def cancel_transfer(self, transfer_id: str) -> dict[str, Any]:
-        result = await self._request("DELETE", f"/v1/transfers/{quote(transfer_id, safe='')}")
-        if isinstance(result, dict):
-            return result
-        return await self.get_transfer(transfer_id)
-
-    async def wait_transfer(
-        self,
-        transfer_id: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - callers think in deadlines
-        interval: float = 0.5,
-        on_update: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
-        """Poll until the transfer is COMPLETED, FAILED or CANCELLED; return it."""
-        async with asyncio.timeout(timeout):
-            while True:
-                transfer = await self.get_transfer(transfer_id)
-                if on_update:
-                    on_update(transfer)
-                if transfer["state"] in TRANSFER_TERMINAL:
-                    return transfer
-                await asyncio.sleep(interval)
 
 
 async def _hash_prefix(path: Path, length: int, digest: Any) -> None:
