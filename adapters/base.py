@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol, get_args
 
-from adapters.errors import AdapterError
+from adapters.errors import AdapterError, InvalidCall
 
 #: Gateway job ids are UUIDs; adapters rely on this to build remote paths.
 GATEWAY_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -283,6 +283,22 @@ class CenterTotals:
     gpus: tuple[GpuLoad, ...] = ()
 
 
+#: The job output files `Adapter.read_output` reads.
+OUTPUT_STREAMS = ("stdout", "stderr")
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    """What `Adapter.read_output` was asked for, checked."""
+
+    native_id: str
+    gateway_id: str
+    stream: str  # one of OUTPUT_STREAMS
+    offset: int
+    limit: int
+    element: int | None  # the index of an array job's element; None for a plain job
+
+
 @dataclass(frozen=True)
 class OutputChunk:
     """A slice of a job's stdout or stderr file."""
@@ -339,7 +355,6 @@ class Adapter(abc.ABC):
     async def cancel(self, native_id: str, gateway_id: str) -> None:
         """Ask the center to cancel the job. Cancelling a finished job is not an error."""
 
-    @abc.abstractmethod
     async def read_output(
         self,
         native_id: str,
@@ -349,8 +364,25 @@ class Adapter(abc.ABC):
         limit: int = 1 << 20,
         element: int | None = None,
     ) -> OutputChunk:
-        """Read up to `limit` bytes of 'stdout' or 'stderr' from `offset`
-        (of array element `element` for an array job)."""
+        """Read up to `limit` bytes of 'stdout' or 'stderr' from `offset` (of array
+        element `element` for an array job); InvalidCall for what is none of these."""
+        if stream not in OUTPUT_STREAMS:
+            raise InvalidCall(
+                f"stream must be stdout or stderr, got {stream!r}", center=self.center_id
+            )
+        if offset < 0 or limit < 0:
+            raise InvalidCall("offset and limit must not be negative", center=self.center_id)
+        if element is not None and (isinstance(element, bool) or element < 0):
+            raise InvalidCall(
+                f"element must be an array index, got {element!r}", center=self.center_id
+            )
+        request = OutputRequest(native_id, gateway_id, stream, offset, limit, element)
+        return await self.output_chunk(request)
+
+    async def output_chunk(self, request: OutputRequest) -> OutputChunk:
+        """`read_output`'s reading, of a checked request: what an adapter implements. A
+        file that does not exist (yet) is an empty chunk with `exists=False`."""
+        raise AdapterError(f"center {self.center_id} serves no job output", center=self.center_id)
 
     async def load(self) -> CenterLoad:
         """Partitions, nodes, cores, GPUs and queue of the whole center, from one

@@ -65,6 +65,14 @@ class NativeJobNotFound(AdapterError):
     """The center does not know the job."""
 
 
+class InvalidCall(AdapterError):
+    """An adapter was asked for what no center could be: a native id not of its
+    scheduler's form, an output stream other than stdout and stderr, a negative offset
+    or limit, an element that is not an index. A defect of the caller (the gateway
+    checks all of these first), raised before anything is sent; the gateway answers it
+    as a fault of its own."""
+
+
 class FileError(AdapterError):
     """A file operation refused by the file system; `code` names the kind for the API."""
 

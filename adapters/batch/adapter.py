@@ -25,13 +25,12 @@ from adapters.base import (
     JobRequest,
     NativeStatus,
     OutputChunk,
+    OutputRequest,
 )
 from adapters.batch.jobdir import (
     ARRAY,
     JOB_DIR_FAILED,
     NATIVE_ID,
-    STDERR,
-    STDOUT,
     JobDir,
     JobFile,
     SpecRefused,
@@ -56,7 +55,13 @@ from adapters.batch.markers import (
     settle,
     settle_array,
 )
-from adapters.errors import AdapterError, CenterUnavailable, CommandFailed, SubmitRejected
+from adapters.errors import (
+    AdapterError,
+    CenterUnavailable,
+    CommandFailed,
+    InvalidCall,
+    SubmitRejected,
+)
 from adapters.transport.ssh import CommandResult, SSHConnection, SSHPool, SSHTarget
 
 
@@ -494,7 +499,9 @@ class JobDirAdapter(Adapter):
 
     async def cancel(self, native_id: str, gateway_id: str) -> None:
         if not self._NATIVE_ID_RE.match(native_id):
-            raise ValueError(f"not a {self.scheduler} job id: {native_id!r}")
+            raise InvalidCall(
+                f"not a {self.scheduler} job id: {native_id!r}", center=self.center_id
+            )
         command = self.cancel_command(native_id, JobDir(await self.root(), gateway_id))
         result = await self.run(command)
         if result.exit_status != 0 and not self.already_gone(result):
@@ -504,23 +511,12 @@ class JobDirAdapter(Adapter):
         """Whether a failed cancel only says the job has already finished."""
         return False
 
-    async def read_output(
-        self,
-        native_id: str,
-        gateway_id: str,
-        stream: str,
-        offset: int = 0,
-        limit: int = 1 << 20,
-        element: int | None = None,
-    ) -> OutputChunk:
-        if stream not in (STDOUT, STDERR):
-            raise ValueError(f"stream must be stdout or stderr, got {stream!r}")
-        if offset < 0 or limit < 0:
-            raise ValueError("offset and limit must not be negative")
-        if element is not None and (isinstance(element, bool) or element < 0):
-            raise ValueError(f"element must be an array index, got {element!r}")
+    async def output_chunk(self, request: OutputRequest) -> OutputChunk:
         # An array job has no plain `stdout`: element=None finds nothing, as it should.
-        path = JobDir(await self.root(), gateway_id).file(element_file(stream, element))
+        path = JobDir(await self.root(), request.gateway_id).file(
+            element_file(request.stream, request.element)
+        )
+        offset, limit = request.offset, request.limit
         return await self.connection.sftp(lambda s: read_chunk(s, path, offset, limit))
 
     async def job_workdir(self, gateway_id: str, working_dir: str | None) -> str:

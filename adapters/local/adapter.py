@@ -30,6 +30,7 @@ from adapters.base import (
     JobState,
     NativeStatus,
     OutputChunk,
+    OutputRequest,
     PartitionLoad,
 )
 from adapters.batch.jobdir import (
@@ -37,8 +38,6 @@ from adapters.batch.jobdir import (
     CANCELLED,
     EXIT_CODE,
     JOB_SCRIPT,
-    STDERR,
-    STDOUT,
     TIMES,
     USER_SCRIPT,
     JobDir,
@@ -49,7 +48,7 @@ from adapters.batch.jobdir import (
     resolve_path,
 )
 from adapters.batch.markers import as_element, parse_times, with_times
-from adapters.errors import AdapterError, NativeJobNotFound
+from adapters.errors import NativeJobNotFound
 
 #: Files of a local job's directory beside the shared ones (per element: ".<index>").
 QUEUED = "queued"  # waiting for a slot or its dependencies
@@ -355,19 +354,9 @@ class LocalAdapter(Adapter):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(int(pid_text), signal.SIGTERM)
 
-    async def read_output(
-        self,
-        native_id: str,
-        gateway_id: str,
-        stream: str,
-        offset: int = 0,
-        limit: int = 1 << 20,
-        element: int | None = None,
-    ) -> OutputChunk:
-        if stream not in (STDOUT, STDERR):
-            raise AdapterError(f"unknown stream {stream!r}", center=self.center_id)
-        path = self._dir(gateway_id) / element_file(stream, element)
-        return await asyncio.to_thread(self._read_chunk, path, offset, limit)
+    async def output_chunk(self, request: OutputRequest) -> OutputChunk:
+        path = self._dir(request.gateway_id) / element_file(request.stream, request.element)
+        return await asyncio.to_thread(self._read_chunk, path, request.offset, request.limit)
 
     @staticmethod
     def _read_chunk(path: Path, offset: int, limit: int) -> OutputChunk:

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.errors import AdapterError
+from adapters.errors import AdapterError, InvalidCall
 from adapters.files.paths import PathRefused
 from gateway.errors import (
     DomainError,
@@ -120,8 +120,8 @@ def as_domain_error(exc: BaseException) -> DomainError | None:
         return exc
     if isinstance(exc, PathRefused):
         return path_error(exc)
-    if isinstance(exc, AdapterError):
-        return adapter_error(exc)
+    if isinstance(exc, AdapterError) and not isinstance(exc, InvalidCall):
+        return adapter_error(exc)  # an InvalidCall is a fault of ours, answered as one
     if isinstance(exc, ValidationError):
         return validation_error(exc)
     if isinstance(exc, json.JSONDecodeError):
