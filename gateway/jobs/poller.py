@@ -29,7 +29,7 @@ from adapters.base import (
 from adapters.errors import AdapterError
 from gateway.centers.configured import Center
 from gateway.centers.submissions import retry_delay
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.fields import array_indices
 from gateway.jobs.models import ElementRecord, JobRecord
 from gateway.jobs.service import JobService, SubmitRejectedError
@@ -133,7 +133,7 @@ class Poller:
             for job in jobs:
                 try:
                     adapter = center.adapter_for_job(job)
-                except ApiError as exc:  # the owner's login was unmapped meanwhile
+                except DomainError as exc:  # the owner's login was unmapped meanwhile
                     await self._mark_unknown([job], exc.message)
                     continue
                 by_adapter.setdefault(id(adapter), (adapter, []))[1].append(job)
