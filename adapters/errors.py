@@ -1,5 +1,6 @@
 """Every error an adapter raises derives from `AdapterError`; messages never carry
-secrets. The gateway maps each kind to its own answer (gateway/errors.py).
+secrets and no error carries an HTTP status. The gateway maps each kind to a domain
+error (gateway/errors.py), and the HTTP API each code to its status.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class InvalidCall(AdapterError):
 
 
 class FileError(AdapterError):
-    """A file operation refused by the file system; `code` names the kind for the API."""
+    """A file operation refused by the file system; `code` names the kind for the API
+    (whose table gives each code its answer), `field` the request field at fault."""
 
     code = "file_error"
-    status = 409
 
     def __init__(self, message: str, *, center: str | None = None, field: str = "path") -> None:
         super().__init__(message, center=center)
@@ -85,7 +86,9 @@ class FileError(AdapterError):
 
 
 class FileNotFound(FileError):
-    code, status = "file_not_found", 404
+    """No file or directory at the path."""
+
+    code = "file_not_found"
 
 
 class PathConflict(FileError):
@@ -95,27 +98,39 @@ class PathConflict(FileError):
 
 
 class FileExists(FileError):
-    code, status = "file_exists", 409
+    """Something is at the path already, and the request does not replace it."""
+
+    code = "file_exists"
 
 
 class NotADirectory(FileError):
-    code, status = "not_a_directory", 409
+    """The path (or one of its parents) is a file where a directory is needed."""
+
+    code = "not_a_directory"
 
 
 class IsADirectory(FileError):
-    code, status = "is_a_directory", 409
+    """The path is a directory (or no regular file) where a regular file is needed."""
+
+    code = "is_a_directory"
 
 
 class DirectoryNotEmpty(FileError):
-    code, status = "directory_not_empty", 409
+    """A directory to remove still holds entries, and the removal is not recursive."""
+
+    code = "directory_not_empty"
 
 
 class FilePermissionDenied(FileError):
-    code, status = "permission_denied", 403
+    """The center's file system refuses the login access to the path."""
+
+    code = "permission_denied"
 
 
 class OffsetMismatch(FileError):
-    code, status = "offset_mismatch", 409
+    """A resumed upload's offset is not the file's size; `size` is."""
+
+    code = "offset_mismatch"
 
     def __init__(self, message: str, *, size: int, center: str | None = None) -> None:
         super().__init__(message, center=center, field="offset")
