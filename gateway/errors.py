@@ -127,15 +127,3 @@ def adapter_error(exc: AdapterError) -> DomainError:
 def path_error(exc: PathRefused) -> DomainError:
     code = "path_outside_roots" if exc.outside else "path_refused"
     return DomainError(code, exc.message, exc.field)
-
-
-_MOVED_TO_HTTP = {"error_response", "error_middleware"}
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional: the HTTP side moved to gateway.http.errors.
-    if name in _MOVED_TO_HTTP:
-        from gateway.http import errors as http_errors
-
-        return getattr(http_errors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ import time
 from adapters.errors import AdapterError
 from adapters.limits import AccountLimits, Association, ReportsLimits, Tres
 from gateway.centers.configured import Center
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.jobs.models import JobSpec
 
 log = logging.getLogger("hpcfed.placement")
@@ -58,7 +58,7 @@ class LimitsCache:
             try:
                 async with asyncio.timeout(LIMITS_TIMEOUT):
                     limits = await adapter.account_limits()
-            except (AdapterError, ApiError, TimeoutError) as exc:
+            except (AdapterError, DomainError, TimeoutError) as exc:
                 log.warning("center %s: limits of login %s unknown: %s", center.id, login, exc)
                 self._cache[key] = (time.monotonic() + self.error_ttl, None)
                 return None

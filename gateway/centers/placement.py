@@ -25,7 +25,7 @@ from gateway.centers.account_limits import LimitsCache, limit_failures
 from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.power import PowerService
 from gateway.config_models import PlacementConfig
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.jobs.models import PREFERENCES, CandidateScore, JobRecord, JobSpec, PlacementDecision
 from gateway.units import utcnow
 
@@ -77,12 +77,11 @@ class Placer:
     async def place(
         self, owner: str, spec: JobSpec, active: Iterable[JobRecord] = ()
     ) -> PlacementDecision:
-        """The decision for a new job of `owner`; 4xx/503 naming what failed where."""
+        """The decision for a new job of `owner`; a DomainError naming what failed where."""
         prefs = spec.placement
         serving = [c for c in self.centers if c.serves(owner)]
         if not serving:
-            raise ApiError(
-                403,
+            raise DomainError(
                 "no_identity_at_center",
                 f"center: user {owner} has no login at any center; ask a center to map them",
                 field="center",
@@ -408,12 +407,11 @@ def _candidate(o: _Option) -> CandidateScore:
     )
 
 
-def _unsatisfiable(refused: dict[str, list[str]], unavailable: set[str]) -> ApiError:
+def _unsatisfiable(refused: dict[str, list[str]], unavailable: set[str]) -> DomainError:
     listing = "; ".join(f"{cid}: {', '.join(r)}" for cid, r in sorted(refused.items()))
     details = {"candidates": [{"center": c, "refused": r} for c, r in sorted(refused.items())]}
     if unavailable:
-        return ApiError(
-            503,
+        return DomainError(
             "no_center_available",
             f"center: no center can take the job now: {listing}",
             field="center",
@@ -421,8 +419,7 @@ def _unsatisfiable(refused: dict[str, list[str]], unavailable: set[str]) -> ApiE
         )
     fields = Counter(r[0].split(":", 1)[0] for r in refused.values() if r)
     name = fields.most_common(1)[0][0] if fields else "center"
-    return ApiError(
-        422,
+    return DomainError(
         "unsatisfiable",
         f"{name}: no center can run this job: {listing}",
         field=name,

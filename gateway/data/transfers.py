@@ -22,7 +22,7 @@ from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
 from gateway.data.copying import CopiedFile, check_overlap, copy_tree, plan
 from gateway.data.models import TransferFile, TransferRecord, TransferRequest
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.store.sqlite.transfers import SQLiteTransferStore
 from gateway.units import utcnow
 
@@ -70,7 +70,7 @@ class TransferService:
         try:
             await src.stat(request.source.path, "source.path")
         except FileNotFound as exc:
-            raise ApiError(404, "file_not_found", exc.message, field="source.path") from None
+            raise DomainError("file_not_found", exc.message, field="source.path") from None
         now = utcnow()
         record = TransferRecord(
             id=str(uuid.uuid4()),
@@ -88,7 +88,7 @@ class TransferService:
     async def get(self, owner: str | None, transfer_id: str) -> TransferRecord:
         record = self._live.get(transfer_id) or await self.store.get(transfer_id)
         if record is None or (owner is not None and record.owner != owner):
-            raise ApiError(404, "not_found", f"transfer {transfer_id} not found", field="id")
+            raise DomainError("not_found", f"transfer {transfer_id} not found", field="id")
         return record
 
     async def list(self, owner: str | None, limit: int) -> list[TransferRecord]:
@@ -133,7 +133,7 @@ class TransferService:
             record.error = "cancelled" if record.cancel_requested else "the gateway stopped"
             if not record.cancel_requested:
                 record.state = "QUEUED"  # taken up again at the next start
-        except (ApiError, AdapterError, PathRefused) as exc:
+        except (DomainError, AdapterError, PathRefused) as exc:
             record.state, record.error = "FAILED", exc.message
         except Exception:
             log.exception("transfer %s failed", record.id)

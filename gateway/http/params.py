@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import JobState
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 
 #: An integer query parameter: ASCII digits, an optional leading minus.
 INTEGER_PATTERN = r"^-?[0-9]{1,19}$"
@@ -43,13 +43,11 @@ def int_query(request: web.Request, name: str, default: int, low: int, high: int
     if raw is None:
         return default
     if not _INTEGER_RE.fullmatch(raw):
-        raise ApiError(
-            400, "invalid_request", f"{name}: must be an integer, got {raw!r}", field=name
-        )
+        raise DomainError("invalid_request", f"{name}: must be an integer, got {raw!r}", field=name)
     value = int(raw)
     if not low <= value <= high:
-        raise ApiError(
-            400, "invalid_request", f"{name}: must be {low}-{high}, got {value}", field=name
+        raise DomainError(
+            "invalid_request", f"{name}: must be {low}-{high}, got {value}", field=name
         )
     return value
 
@@ -60,17 +58,15 @@ def bool_query(request: web.Request, name: str) -> bool:
         return False
     if raw in ("1", "true", "yes"):
         return True
-    raise ApiError(
-        400, "invalid_request", f"{name}: must be true or false, got {raw!r}", field=name
-    )
+    raise DomainError("invalid_request", f"{name}: must be true or false, got {raw!r}", field=name)
 
 
 def cursor_query(request: web.Request) -> str | None:
     """The `cursor` parameter, None when absent or empty; 400 when it cannot be one."""
     raw = request.query.get("cursor") or None
     if raw is not None and not _CURSOR_RE.fullmatch(raw):
-        raise ApiError(
-            400, "invalid_request", "cursor: not a cursor returned by this API", field="cursor"
+        raise DomainError(
+            "invalid_request", "cursor: not a cursor returned by this API", field="cursor"
         )
     return raw
 
@@ -85,19 +81,17 @@ def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ApiError(
-            400,
+        raise DomainError(
             "invalid_json",
             f"(body): not UTF-8 (byte {exc.start}); JSON bodies must be UTF-8",
             field="(body)",
         ) from None
     if text.startswith("\ufeff"):
-        raise ApiError(400, "invalid_json", "(body): starts with a byte-order mark", field="(body)")
+        raise DomainError("invalid_json", "(body): starts with a byte-order mark", field="(body)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ApiError(
-            400,
+        raise DomainError(
             "invalid_json",
             f"(body): not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})",
             field="(body)",
@@ -107,14 +101,14 @@ def parse_json(raw: bytes) -> Any:
 async def json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw:
-        raise ApiError(400, "invalid_request", "(body): a JSON object is required", field="(body)")
+        raise DomainError("invalid_request", "(body): a JSON object is required", field="(body)")
     try:
         data = parse_json(raw)
     except RecursionError:
         # json.loads recurses per nesting level; no request of ours nests this deep.
-        raise ApiError(
-            400, "invalid_json", "(body): nested too deeply to be a request", field="(body)"
+        raise DomainError(
+            "invalid_json", "(body): nested too deeply to be a request", field="(body)"
         ) from None
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_request", "(body): must be a JSON object", field="(body)")
+        raise DomainError("invalid_request", "(body): must be a JSON object", field="(body)")
     return data

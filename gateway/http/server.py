@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import (
@@ -37,6 +36,9 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.errors import DomainError
+from gateway.http.errors import error_body, status_of
+
 log = logging.getLogger("hpcfed.http")
 
 #: The start of a header line (or, from aiohttp's C parser, of its value alone) that
@@ -47,38 +49,36 @@ _CREDENTIALS = re.compile(
 )
 
 
-def parser_refusal(exc: BaseException | None) -> tuple[int, str, str, str | None]:
-    """(status, code, message, field) for a request aiohttp's parser refused. The
-    message is made of fixed words and the parser's limits, never the request."""
+def parser_refusal(exc: BaseException | None) -> DomainError:
+    """What was wrong with a request aiohttp's parser refused. The message is made of
+    fixed words and the parser's limits, never the request."""
     if isinstance(exc, LineTooLong):
         line, limit = exc.args[0], exc.args[1]
         start = line if isinstance(line, bytes) else str(line).encode("latin-1", "replace")
         if _CREDENTIALS.match(start):
-            return (
-                401,
+            return DomainError(
                 "unauthenticated",
                 f"Authorization: the credentials are longer than {limit} bytes; "
                 "no token of this gateway or its providers is that long",
                 "Authorization",
             )
-        return (
-            431,
+        return DomainError(
             "header_too_large",
             f"(headers): a request line or header is longer than {limit} bytes",
             "(headers)",
         )
     if isinstance(exc, BadHttpMethod):
-        return 400, "bad_request", "(request line): not an HTTP request method", None
+        return DomainError("bad_request", "(request line): not an HTTP request method")
     if isinstance(exc, BadStatusLine | InvalidURLError):
-        return 400, "bad_request", "(request line): not a valid HTTP request line", None
+        return DomainError("bad_request", "(request line): not a valid HTTP request line")
     if isinstance(exc, InvalidHeader):
-        return 400, "bad_request", "(headers): a header is not valid HTTP", "(headers)"
+        return DomainError("bad_request", "(headers): a header is not valid HTTP", "(headers)")
     if isinstance(exc, ContentLengthError | TransferEncodingError | PayloadEncodingError):
-        return 400, "bad_request", "(body): the body does not match its framing", "(body)"
+        return DomainError("bad_request", "(body): the body does not match its framing", "(body)")
     text = str(getattr(exc, "message", "") or "")
     if "Too many headers" in text:
-        return 431, "header_too_large", "(headers): too many header lines", "(headers)"
-    return 400, "bad_request", "(request): not a valid HTTP request", None
+        return DomainError("header_too_large", "(headers): too many header lines", "(headers)")
+    return DomainError("bad_request", "(request): not a valid HTTP request")
 
 
 class GatewayRequestHandler(RequestHandler):
@@ -94,17 +94,18 @@ class GatewayRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         if status >= 500 or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
-        status, code, text, field = parser_refusal(exc)
-        log.info("refused an unreadable request from %s: %s %s", request.remote, status, text)
+        error = parser_refusal(exc)
+        status = status_of(error)
+        log.info(
+            "refused an unreadable request from %s: %s %s", request.remote, status, error.message
+        )
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was sent already; closing the connection")
-        error: dict[str, Any] = {"code": code, "message": text}
-        if field is not None:
-            error["field"] = field
-        headers = {"WWW-Authenticate": 'Bearer realm="hpcfed"'} if status == 401 else {}
+        unauthenticated = error.code == "unauthenticated"
+        headers = {"WWW-Authenticate": 'Bearer realm="hpcfed"'} if unauthenticated else {}
         resp = web.Response(
             status=status,
-            body=json.dumps({"error": error}).encode(),
+            body=json.dumps(error_body(error)).encode(),
             content_type="application/json",
             headers=headers,
         )

@@ -9,20 +9,21 @@ parent not yet at its center makes the child wait in the gateway.
 from __future__ import annotations
 
 from adapters.base import DEPENDENCY_SATISFIED_BY as SATISFIED_BY
-from gateway.errors import ApiError
+from gateway.errors import DomainError, Unprocessable
 from gateway.jobs.models import JobRecord, JobSpec
 from gateway.jobs.store import JobStore
 
 
-class DependencyNeverMet(ApiError):
+class DependencyNeverMet(DomainError):
+    """A parent ended in a state its condition excludes: the job can never run."""
+
     def __init__(self, index: int, parent: JobRecord, condition: str) -> None:
         field = f"dependencies[{index}].job"
         super().__init__(
-            422,
             "dependency_never_met",
             f"{field}: job {parent.id} ended {parent.state.value}, so '{condition}' "
             "can never be met",
-            field=field,
+            field,
         )
 
 
@@ -32,9 +33,7 @@ async def load_parents(store: JobStore, owner: str, spec: JobSpec) -> list[JobRe
         parent = await store.get(dep.job)
         if parent is None or parent.owner != owner:
             field = f"dependencies[{index}].job"
-            raise ApiError(
-                422, "invalid_request", f"{field}: no job {dep.job} of yours", field=field
-            )
+            raise Unprocessable("invalid_request", f"{field}: no job {dep.job} of yours", field)
         parents.append(parent)
     return parents
 
@@ -43,12 +42,11 @@ def check_center(parents: list[JobRecord], center: str) -> None:
     for index, parent in enumerate(parents):
         if parent.center != center:
             field = f"dependencies[{index}].job"
-            raise ApiError(
-                422,
+            raise Unprocessable(
                 "invalid_request",
                 f"{field}: job {parent.id} runs at {parent.center}; a job can depend only on "
                 f"jobs at its own center ({center})",
-                field=field,
+                field,
             )
 
 

@@ -15,94 +15,23 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapters.base import Adapter, JobRequest, JobState, OutputChunk
+from adapters.base import JobState, OutputChunk
 from adapters.errors import AdapterError, CenterUnavailable, SubmitRejected
 from gateway.centers.configured import CenterRegistry
 from gateway.centers.placement import Placer
 from gateway.centers.submissions import SubmissionOutcomes
-from gateway.errors import ApiError, adapter_error
+from gateway.errors import DomainError, adapter_error
 from gateway.fields import array_indices
+from gateway.jobs.batch import BatchItem, submit_batch
 from gateway.jobs.dependencies import check_center, load_parents, native_dependencies
 from gateway.jobs.models import JobRecord, JobSpec, PlacementDecision, Price
+from gateway.jobs.sending import SubmitRejectedError, sent_fields, to_request
 from gateway.jobs.staging import Stager, StagingFailed
 from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobStore
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.jobs")
 T = TypeVar("T")
-
-
-def to_request(
-    record: JobRecord, center_type: str, dependencies: list[tuple[str, str]]
-) -> JobRequest:
-    spec = record.spec
-    res = spec.resources
-    extra = {"slurm": spec.extra_directives.slurm, "pbs": spec.extra_directives.pbs}
-    return JobRequest(
-        gateway_id=record.id,
-        name=spec.name,
-        script=spec.script,
-        command=spec.command,
-        arguments=tuple(spec.arguments),
-        nodes=res.nodes,
-        tasks_per_node=res.tasks_per_node,
-        cpus_per_task=res.cpus_per_task,
-        gpus_per_node=res.gpus_per_node,
-        gpu_type=res.gpu_type,
-        memory_per_node_mib=res.memory_per_node,
-        walltime_seconds=int(-(-res.walltime // 1)) if res.walltime else None,
-        queue=spec.queue,
-        account=spec.account,
-        environment=dict(spec.environment),
-        working_dir=spec.working_dir,
-        qos=spec.qos,
-        array=spec.array,
-        dependencies=tuple(dependencies),
-        extra_directives=tuple(extra.get(center_type, ())),
-    )
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One job's outcome in a batch: `status` as a single submission would answer."""
-
-    index: int
-    status: int  # 201 sent, 202 stored and sent later, 200 an earlier job, 4xx/5xx
-    record: JobRecord | None = None
-    error: ApiError | None = None
-
-
-@dataclass
-class _Group:
-    """The jobs of a batch that go to one center as one login."""
-
-    center: str
-    adapter: Adapter
-    jobs: list[tuple[int, JobRecord]]
-
-
-def _sent_fields(native_id: str) -> dict[str, Any]:
-    """What a job's record takes when its center has it."""
-    return {
-        "native_id": native_id,
-        "state": JobState.QUEUED,
-        "native_state": "SUBMITTED",
-        "reason": None,
-        "submitted_at": utcnow(),
-    }
-
-
-def _sent_status(record: JobRecord) -> int:
-    return 202 if record.state is JobState.SUBMITTING else 201
-
-
-def _internal(job_id: str) -> ApiError:
-    return ApiError(
-        500,
-        "internal",
-        "internal error while submitting; see the gateway log",
-        job_id=job_id,
-    )
 
 
 @dataclass(frozen=True)
@@ -139,7 +68,7 @@ class JobService:
         self, owner: str, spec: JobSpec, idempotency_key: str | None = None
     ) -> SubmitOutcome:
         parents = await load_parents(self.store, owner, spec)
-        record = await self._new_record(owner, spec, idempotency_key, parents)
+        record = await self.new_record(owner, spec, idempotency_key, parents)
         direct = not spec.inputs and not spec.dependencies
         if direct:
             # Sent right after it is stored: counted as sent from the start (after a
@@ -161,10 +90,10 @@ class JobService:
         try:
             record = await asyncio.shield(task)
         except SubmitRejectedError as exc:
-            raise exc.api from None
+            raise exc.error from None
         return SubmitOutcome(record, created=True)
 
-    async def _new_record(
+    async def new_record(
         self,
         owner: str,
         spec: JobSpec,
@@ -172,7 +101,7 @@ class JobService:
         parents: list[JobRecord],
         active: list[JobRecord] | None = None,
     ) -> JobRecord:
-        """A SUBMITTING record for `spec`, placed and checked (ApiError if it cannot go
+        """A SUBMITTING record for `spec`, placed and checked (DomainError if it cannot go
         anywhere or may not), not yet stored. `active`: the jobs not yet ended, when the
         caller has them (placement weighs them)."""
         decision: PlacementDecision | None = None
@@ -186,8 +115,8 @@ class JobService:
             decision = await self.placer.place(owner, spec, active)
             center_id = decision.chosen
         center = self.centers.get(center_id)
-        center.require_available()  # 503 at once while the center is down
-        login = center.login_for(owner)  # 403 when unmapped there
+        center.require_available()  # center_unavailable at once while the center is down
+        login = center.login_for(owner)  # no_identity_at_center when unmapped there
         check_center(parents, center_id)
         self.staging.check(spec, owner)
         native_dependencies(spec, parents)  # refuses what can never run, before storing
@@ -212,106 +141,10 @@ class JobService:
     async def submit_batch(
         self, owner: str, specs: Sequence[JobSpec], idempotency_key: str | None = None
     ) -> list[BatchItem]:
-        """Submit independent jobs; each has its own outcome, in the order given.
+        """Submit independent jobs, each with its own outcome (gateway.jobs.batch)."""
+        return await submit_batch(self, owner, specs, idempotency_key)
 
-        Every job is stored (one commit for all) before any center is contacted, like
-        a single submission. The jobs that need no staging and wait for no job go to
-        their center together: per (center, login) one `submit_many`, which sends many
-        jobs per remote command. With an idempotency key, job i has the key
-        `<key>#<i>`."""
-        items: list[BatchItem | None] = [None] * len(specs)
-        active: list[JobRecord] | None = None
-        new: list[tuple[int, JobRecord]] = []
-        for i, spec in enumerate(specs):
-            key = f"{idempotency_key}#{i}" if idempotency_key is not None else None
-            try:
-                parents = await load_parents(self.store, owner, spec)
-                if spec.center == "auto" and not parents and active is None:
-                    active = await self.store.active()  # once: placement weighs them
-                record = await self._new_record(owner, spec, key, parents, active)
-            except ApiError as exc:
-                items[i] = BatchItem(i, exc.status, error=exc)
-                continue
-            if not spec.inputs and not spec.dependencies:
-                # Sent right after the commit below: counted as sent from the start, so
-                # after a crash in between it is looked up at its center before it is
-                # sent again. The poller leaves it to this request meanwhile.
-                record.submit_attempts = 1
-                self.in_flight.add(record.id)
-            new.append((i, record))
-        try:
-            duplicates = await self.store.insert_many([r for _, r in new])
-        except BaseException:
-            self.in_flight.difference_update(r.id for _, r in new)
-            raise
-        groups: dict[int, _Group] = {}
-        alone: list[tuple[int, JobRecord, asyncio.Task[JobRecord]]] = []
-        for (i, record), dup in zip(new, duplicates, strict=True):
-            if dup is not None:
-                self.in_flight.discard(record.id)
-                items[i] = BatchItem(i, 200, record=dup.existing)
-            elif record.spec.inputs:
-                self.resume(record)
-                items[i] = BatchItem(i, 202, record=record)  # staging may take long
-            elif record.spec.dependencies:
-                alone.append((i, record, self.resume(record)))
-            else:
-                center = self.centers.get(record.center)
-                adapter = center.adapter_for_job(record)
-                group = groups.setdefault(id(adapter), _Group(center.id, adapter, []))
-                group.jobs.append((i, record))
-        # The sending goes on even if the client goes away mid-request.
-        sends = [self._track(self._send_group(g)) for g in groups.values()]
-        for task in sends:
-            for i, item in await asyncio.shield(task):
-                items[i] = item
-        for i, record, task in alone:
-            try:
-                sent = await asyncio.shield(task)
-                items[i] = BatchItem(i, _sent_status(sent), record=sent)
-            except SubmitRejectedError as exc:
-                items[i] = BatchItem(i, exc.api.status, error=exc.api, record=exc.record)
-            except Exception:  # logged and FAILED by the submission itself
-                items[i] = BatchItem(i, 500, error=_internal(record.id))
-        return [item for item in items if item is not None]
-
-    async def _send_group(self, group: _Group) -> list[tuple[int, BatchItem]]:
-        """Send a group's jobs (already in `in_flight`) and store each outcome."""
-        center = self.centers.get(group.center)
-        records = [r for _, r in group.jobs]
-        try:
-            requests = [to_request(r, center.config.type, []) for r in records]
-            # As long as one submission may take, and a little per job.
-            async with asyncio.timeout(self.submit_timeout + 0.1 * len(requests)):
-                outcomes: list[str | Exception] = await group.adapter.submit_many(requests)
-        except Exception as exc:  # TimeoutError, CenterUnavailable: unknown; others: ours
-            outcomes = [exc] * len(records)
-        finally:
-            self.in_flight.difference_update(r.id for r in records)
-        out: list[tuple[int, BatchItem]] = []
-        sent = [(r, o) for r, o in zip(records, outcomes, strict=True) if isinstance(o, str)]
-        if sent:
-            self.outcomes.succeeded(center.id)
-        # The jobs the center took, stored together (one commit).
-        stored = await self.store.update_many([(r.id, _sent_fields(o)) for r, o in sent])
-        by_id = {r.id: r for r in stored}
-        for (i, record), outcome in zip(group.jobs, outcomes, strict=True):
-            if isinstance(outcome, str):
-                settled = by_id[record.id]
-                if settled.cancel_requested:
-                    await self._cancel_at_center(settled)
-                out.append((i, BatchItem(i, _sent_status(settled), record=settled)))
-                continue
-            try:
-                settled = await self._settle(record, center.id, outcome)
-                out.append((i, BatchItem(i, _sent_status(settled), record=settled)))
-            except SubmitRejectedError as exc:
-                out.append((i, BatchItem(i, exc.api.status, error=exc.api, record=exc.record)))
-            except Exception:  # logged and FAILED by _settle
-                out.append((i, BatchItem(i, 500, error=_internal(record.id))))
-        return out
-
-    def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
@@ -344,7 +177,7 @@ class JobService:
         try:
             parents = await load_parents(self.store, record.owner, record.spec)
             dependencies = native_dependencies(record.spec, parents)
-        except ApiError as exc:
+        except DomainError as exc:
             failed = await self.store.update(
                 record.id, state=JobState.FAILED, reason=exc.message, finished_at=utcnow()
             )
@@ -372,9 +205,9 @@ class JobService:
             outcome = exc
         finally:
             self.in_flight.discard(record.id)
-        return await self._settle(record, center.id, outcome)
+        return await self.settle(record, center.id, outcome)
 
-    async def _settle(
+    async def settle(
         self, record: JobRecord, center_id: str, outcome: str | Exception
     ) -> JobRecord:
         """Store what became of one submission to its center: the native id (QUEUED); an
@@ -382,9 +215,9 @@ class JobService:
         SubmitRejectedError raised for the submitting request)."""
         if isinstance(outcome, str):
             self.outcomes.succeeded(center_id)
-            updated = await self.store.update(record.id, **_sent_fields(outcome))
+            updated = await self.store.update(record.id, **sent_fields(outcome))
             if updated.cancel_requested:
-                await self._cancel_at_center(updated)
+                await self.cancel_at_center(updated)
             return updated
         if isinstance(outcome, (TimeoutError, CenterUnavailable)):
             reason = (
@@ -404,11 +237,11 @@ class JobService:
             # The center, not the spec: its host key, the login's key, the job directory.
             self.outcomes.failed(center_id, str(outcome))
         if isinstance(outcome, StagingFailed):
-            api = ApiError(422, "staging_failed", str(outcome), field="inputs")
+            error = DomainError("staging_failed", str(outcome), "inputs")
         elif isinstance(outcome, AdapterError):
             # SubmitRejected: the scheduler refused. Others: host key or credential
             # problems; the job cannot go there as configured.
-            api = adapter_error(outcome)
+            error = adapter_error(outcome)
         else:
             # A fault of ours: fail this job visibly rather than retry it forever.
             log.error("job %s: submission to %s failed", record.id, center_id, exc_info=outcome)
@@ -420,9 +253,9 @@ class JobService:
             )
             raise outcome
         failed = await self.store.update(
-            record.id, state=JobState.FAILED, reason=api.message, finished_at=utcnow()
+            record.id, state=JobState.FAILED, reason=error.message, finished_at=utcnow()
         )
-        raise SubmitRejectedError(api, failed) from None
+        raise SubmitRejectedError(error, failed) from None
 
     async def close(self) -> None:
         """Let submissions under way finish (bounded by submit_timeout)."""
@@ -436,7 +269,7 @@ class JobService:
         """A job of `owner` (None: any owner). Someone else's job is 'not found'."""
         record = await self.store.get(job_id) if _is_uuid(job_id) else None
         if record is None or (owner is not None and record.owner != owner):
-            raise ApiError(404, "not_found", f"job {job_id} not found", field="id")
+            raise DomainError("not_found", f"job {job_id} not found", "id")
         return record
 
     async def list(
@@ -459,7 +292,7 @@ class JobService:
                 max_bytes=max_bytes,
             )
         except ValueError as exc:
-            raise ApiError(400, "invalid_request", f"cursor: {exc}", field="cursor") from None
+            raise DomainError("invalid_request", f"cursor: {exc}", "cursor") from None
 
     # ------------------------------------------------------------ cancel
 
@@ -474,10 +307,10 @@ class JobService:
             return record
         if self.centers.get(record.center).down is not None:
             return record  # stored as requested: the poller sends it when the center is back
-        await self._cancel_at_center(record)
+        await self.cancel_at_center(record)
         return record
 
-    async def _cancel_at_center(self, record: JobRecord) -> None:
+    async def cancel_at_center(self, record: JobRecord) -> None:
         assert record.native_id is not None
         center = self.centers.get(record.center)
         await center.adapter_for_job(record).cancel(record.native_id, record.id)
@@ -498,19 +331,15 @@ class JobService:
         if element is not None and (
             record.spec.array is None or element not in array_indices(record.spec.array)
         ):
-            raise ApiError(
-                404,
-                "not_found",
-                f"element: job {record.id} has no element {element}",
-                field="element",
+            raise DomainError(
+                "not_found", f"element: job {record.id} has no element {element}", "element"
             )
         if record.spec.array is not None and element is None:
-            raise ApiError(
-                400,
+            raise DomainError(
                 "invalid_request",
                 f"element: this job is an array ({record.spec.array}); name one of its "
                 "indices with ?element=",
-                field="element",
+                "element",
             )
         if record.native_id is None:
             return record, OutputChunk(b"", offset, None, exists=False)
@@ -520,16 +349,6 @@ class JobService:
             record.native_id, record.id, stream, offset=offset, limit=limit, element=element
         )
         return record, chunk
-
-
-class SubmitRejectedError(Exception):
-    """Internal: carries the API error and the FAILED record out of the shielded task."""
-
-    def __init__(self, api: ApiError, record: JobRecord) -> None:
-        super().__init__(api.message)
-        self.api = api
-        self.api.details["job_id"] = record.id
-        self.record = record
 
 
 def _is_uuid(value: str) -> bool:

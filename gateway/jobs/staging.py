@@ -27,7 +27,7 @@ from adapters.files.access import CenterFiles
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
 from gateway.data.copying import copy_tree
-from gateway.errors import ApiError, path_error
+from gateway.errors import DomainError, Unprocessable, path_error
 from gateway.jobs.models import JobRecord, JobSpec, StagedFile, Staging
 from gateway.jobs.store import JobStore
 from gateway.units import utcnow
@@ -51,7 +51,7 @@ def _at(workdir: str, path: str) -> str:
 
 
 def _why(exc: Exception) -> str:
-    if isinstance(exc, ApiError | AdapterError | PathRefused):
+    if isinstance(exc, DomainError | AdapterError | PathRefused):
         return exc.message
     return str(exc)
 
@@ -86,8 +86,8 @@ class Stager:
 
     async def check_workdir(self, record: JobRecord) -> None:
         """Refuse, before anything is stored, a job that stages files into or out of a
-        `working_dir` outside the owner's roots at its center (403, field
-        `working_dir`). A job without inputs or outputs may run anywhere its login may."""
+        `working_dir` outside the owner's roots at its center (`path_outside_roots`,
+        field `working_dir`). A job without inputs or outputs may run anywhere its login may."""
         spec = record.spec
         if not spec.working_dir or not (spec.inputs or spec.outputs):
             return
@@ -95,9 +95,7 @@ class Stager:
             await self._view(record)
         except PathRefused as exc:
             if exc.outside or "outside your roots" in exc.message:
-                raise ApiError(
-                    403, "path_outside_roots", exc.message, field="working_dir"
-                ) from None
+                raise DomainError("path_outside_roots", exc.message, "working_dir") from None
             raise path_error(exc) from None
 
     async def _save(self, job_id: str, which: str, index: int, item: StagedFile) -> JobRecord:
@@ -124,18 +122,16 @@ class Stager:
                 continue
             center = self.centers.find(place.center)
             if center is None:
-                raise ApiError(
-                    422,
+                raise Unprocessable(
                     "unknown_center",
                     f"{field}.center: no center named {place.center!r}",
-                    field=f"{field}.center",
+                    f"{field}.center",
                 )
             if not center.serves(owner):
-                raise ApiError(
-                    403,
+                raise DomainError(
                     "no_identity_at_center",
                     f"{field}.center: user {owner} has no login at center {center.id}",
-                    field=f"{field}.center",
+                    f"{field}.center",
                     center=center.id,
                 )
 
@@ -155,7 +151,7 @@ class Stager:
             await dst.mkdir(workdir, parents=True)
         except CenterUnavailable:
             raise
-        except (AdapterError, ApiError, PathRefused) as exc:
+        except (AdapterError, DomainError, PathRefused) as exc:
             raise StagingFailed(f"staging: the working directory: {_why(exc)}") from None
         done = {s.index for s in record.staging.inputs if s.state == "done"}
         for i, inp in enumerate(record.spec.inputs):
@@ -168,7 +164,7 @@ class Stager:
                 files = await copy_tree(src, inp.source.path, dst, target, overwrite=True)
             except CenterUnavailable:
                 raise  # not this input's fault: the submission is tried again later
-            except (AdapterError, ApiError, PathRefused) as exc:
+            except (AdapterError, DomainError, PathRefused) as exc:
                 await self._save(
                     record.id, "inputs", i, StagedFile(index=i, state="failed", error=_why(exc))
                 )
@@ -205,17 +201,14 @@ class Stager:
     async def upload_target(self, record: JobRecord, index: int) -> tuple[CenterFiles, str]:
         """Where an upload input goes, checked; (files, full path)."""
         if not 0 <= index < len(record.spec.inputs):
-            raise ApiError(404, "not_found", f"index: the job has no input {index}", field="index")
+            raise DomainError("not_found", f"index: the job has no input {index}", "index")
         if not record.spec.inputs[index].upload:
-            raise ApiError(
-                409, "not_an_upload", f"index: input {index} is copied from a center", field="index"
+            raise DomainError(
+                "not_an_upload", f"index: input {index} is copied from a center", "index"
             )
         if record.state is not JobState.SUBMITTING or record.native_id is not None:
-            raise ApiError(
-                409,
-                "job_submitted",
-                "index: the job has been submitted; inputs are fixed",
-                field="index",
+            raise DomainError(
+                "job_submitted", "index: the job has been submitted; inputs are fixed", "index"
             )
         dst, workdir = await self._view(record)
         await dst.mkdir(workdir, parents=True)
@@ -255,7 +248,7 @@ class Stager:
         except PathRefused as exc:  # a root removed from the center's config since
             await self._fail_outputs(record, final, f"the working directory: {exc.message}")
             return
-        except (AdapterError, ApiError) as exc:
+        except (AdapterError, DomainError) as exc:
             log.warning("job %s: cannot reach its outputs: %s", record.id, _why(exc))
             return  # the next poll tries again
         for i, out in enumerate(record.spec.outputs):
@@ -273,7 +266,7 @@ class Stager:
             except CenterUnavailable as exc:
                 log.warning("job %s: outputs wait for a center: %s", record.id, exc.message)
                 return  # nothing is decided; the next poll that sees the job ended tries again
-            except (AdapterError, ApiError, PathRefused, StagingFailed) as exc:
+            except (AdapterError, DomainError, PathRefused, StagingFailed) as exc:
                 item.state, item.error = "failed", _why(exc)
                 problems.append(f"output {i} ({out.source}): {item.error}")
             record = await self._save(record.id, "outputs", i, item)

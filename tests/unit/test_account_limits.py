@@ -13,7 +13,8 @@ from adapters.slurm.limits import build_limits_command, parse_limits, parse_tres
 from gateway.centers.account_limits import LimitsCache, limit_failures
 from gateway.centers.config import CenterConfig
 from gateway.centers.configured import Center
-from gateway.errors import ApiError
+from gateway.errors import DomainError
+from gateway.http.errors import status_of
 from tests.unit.test_placement import KEY, Loads, partition, placer, spec
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
@@ -183,9 +184,9 @@ async def test_auto_with_only_that_center_is_refused_naming_the_field() -> None:
     p = placer(
         [accounting_center("centerd", LimitsAdapter(alice()))], Loads({"centerd": [partition()]})
     )
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         await p.place("alice", spec(resources={"cpus_per_task": 4}))
-    assert (err.value.status, err.value.details["field"]) == (422, "account")
+    assert (status_of(err.value), err.value.field) == (422, "account")
     assert "allows 2 CPUs (GrpTRES), the job needs 4" in err.value.message
 
 

@@ -15,8 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.errors import ApiError, error_middleware, error_response
+from gateway.errors import DomainError
 from gateway.http.audit import AUDIT_TARGET, Handler, audit_middleware
+from gateway.http.errors import error_middleware, error_response
 from gateway.identity.audit import AuditError, AuditLog, read_audit
 
 Client = TestClient[web.Request, web.Application]
@@ -233,7 +234,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
 
 
 async def _api_error(request: web.Request) -> web.Response:
-    raise ApiError(409, "conflict", "job: already finished", field="job")
+    raise DomainError("job_submitted", "job: already submitted", field="job")
 
 
 async def _forbidden(request: web.Request) -> web.Response:
@@ -332,7 +333,7 @@ async def test_json_error_code_and_status_are_recorded(client: Client, log_path:
     assert entry["action"] == "conflict"
     assert entry["target"] == {"id": "j-1"}
     assert entry["status"] == 409
-    assert entry["error"] == "conflict"
+    assert entry["error"] == "job_submitted"
     assert entry["outcome"] == "refused"
 
 

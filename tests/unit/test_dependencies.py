@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from adapters.base import JobState
+from gateway.http.errors import status_of
 from gateway.jobs.dependencies import DependencyNeverMet, native_dependencies
 from gateway.jobs.models import JobRecord, JobSpec
 from gateway.units import utcnow
@@ -66,5 +67,5 @@ def test_a_condition_that_can_never_hold_is_refused(condition: str, state: JobSt
     parent = _parent(state)
     with pytest.raises(DependencyNeverMet) as err:
         native_dependencies(_child(parent, condition), [parent])
-    assert err.value.details["field"] == "dependencies[0].job"
-    assert err.value.status == 422
+    assert (err.value.code, err.value.field) == ("dependency_never_met", "dependencies[0].job")
+    assert status_of(err.value) == 422

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.errors import ApiError
+from gateway.errors import DomainError
+from gateway.http.errors import status_of
 from gateway.http.params import json_body
 
 
@@ -19,7 +20,7 @@ async def test_deeply_nested_json_body_is_a_400_naming_the_body(raw: bytes) -> N
         return raw
 
     request.read = read  # type: ignore[method-assign]
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         await json_body(request)
-    assert (caught.value.status, caught.value.code) == (400, "invalid_json")
-    assert caught.value.details["field"] == "(body)"
+    assert (status_of(caught.value), caught.value.code) == (400, "invalid_json")
+    assert caught.value.field == "(body)"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.files.paths import PathRefused, check_real, confine, expand_root, within
-from gateway.errors import ApiError
+from gateway.errors import DomainError
+from gateway.http.errors import status_of
 from gateway.http.routes.files import byte_range
 
 ROOTS = ["/home/alice", "/scratch/alice"]
@@ -114,7 +115,7 @@ def test_byte_ranges_are_read_as_rfc_9110_says(
 )
 def test_bad_or_unsatisfiable_ranges_are_refused_naming_range(header: str, status: int) -> None:
     size = 0 if header == "bytes=0-" else 10
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         byte_range(header, size)
-    assert refused.value.status == status
-    assert refused.value.details["field"] == "Range"
+    assert status_of(refused.value) == status
+    assert refused.value.field == "Range"

@@ -18,7 +18,8 @@ from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.descriptor import Admission
 from gateway.centers.placement import Placer, requirement_failures
 from gateway.config_models import PlacementConfig
-from gateway.errors import ApiError
+from gateway.errors import DomainError
+from gateway.http.errors import status_of
 from gateway.jobs.models import JobSpec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJmLp0A8aOzNGzhjjHD4HoJ2HIlW3cZk3nY4lYZk1B8E"
@@ -125,11 +126,11 @@ async def test_an_unsatisfiable_spec_is_refused_naming_the_requirement_at_each_c
     p = placer(
         [center("centera"), center("centerb")], Loads({"centera": [partition()], "centerb": [gpu]})
     )
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         await p.place("alice", spec(resources={"gpus_per_node": 8}))
-    assert err.value.status == 422
+    assert status_of(err.value) == 422
     assert err.value.code == "unsatisfiable"
-    assert err.value.details["field"] == "resources.gpus_per_node"
+    assert err.value.field == "resources.gpus_per_node"
     assert "centera partition batch has no GPUs" in err.value.message
     assert "centerb partition gpu has at most 4 per node, asked 8" in err.value.message
 
@@ -211,9 +212,9 @@ async def test_centers_not_admitted_or_unreachable_get_no_job_and_say_so() -> No
     assert refused["centera"] == ["center: not admitted (not evaluated yet)"]
     assert refused["centerb"] == ["center: unreachable now (connection refused)"]
     only = placer([center("centera")], loads)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         await only.place("alice", spec())
-    assert (err.value.status, err.value.code) == (503, "no_center_available")
+    assert (status_of(err.value), err.value.code) == (503, "no_center_available")
 
 
 async def test_the_default_center_takes_jobs_without_preferences_when_it_can() -> None:
@@ -267,7 +268,7 @@ async def test_auto_never_places_a_job_where_the_pbs_load_shows_it_cannot_fit(
     queues = list(parse_load(text, time.time(), "pbspro", None).partitions)
     p = placer([center("pbs1")], Loads({"pbs1": queues}))
     assert (await p.place("alice", spec(resources={"cpus_per_task": 8}))).chosen == "pbs1"
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         await p.place("alice", spec(resources=resources))
-    assert (err.value.status, err.value.details["field"]) == (422, field)
+    assert (status_of(err.value), err.value.field) == (422, field)
     assert "pbs1 partition" in err.value.message

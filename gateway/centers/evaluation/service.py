@@ -16,7 +16,7 @@ from gateway.centers.evaluation.context import PowerSource
 from gateway.centers.evaluation.models import EvaluationRecord
 from gateway.centers.evaluation.suite import SuiteRun, new_record
 from gateway.config_models import AdmissionConfig
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.store.sqlite.evaluations import SQLiteEvaluationStore
 from gateway.units import utcnow
 
@@ -82,8 +82,7 @@ class EvaluationService:
     async def get(self, center_id: str, evaluation_id: str) -> EvaluationRecord:
         record = self._live(evaluation_id) or await self.store.get(evaluation_id)
         if record is None or record.center != center_id:
-            raise ApiError(
-                404,
+            raise DomainError(
                 "not_found",
                 f"evaluation {evaluation_id} of center {center_id} not found",
                 field="id",
@@ -139,9 +138,8 @@ def _interrupt(record: EvaluationRecord) -> None:
             check.state, check.message = "skipped", f"interrupted: {STOPPED}"
 
 
-def _already_running(record: EvaluationRecord) -> ApiError:
-    return ApiError(
-        409,
+def _already_running(record: EvaluationRecord) -> DomainError:
+    return DomainError(
         "evaluation_running",
         f"center {record.center}: evaluation {record.id} is still running",
         center=record.center,

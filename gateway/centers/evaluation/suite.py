@@ -22,7 +22,7 @@ from gateway.centers.evaluation.context import CheckFailed, Context, Evidence, P
 from gateway.centers.evaluation.models import SUITE_VERSION, CheckResult, EvaluationRecord
 from gateway.centers.evaluation.verdict import judge
 from gateway.config_models import AdmissionConfig
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.evaluation")
@@ -219,7 +219,7 @@ def _failure(exc: Exception, ev: Evidence) -> str:
             "stderr": exc.stderr[-1000:],
         }
         return exc.message
-    if isinstance(exc, AdapterError | ApiError):
+    if isinstance(exc, AdapterError | DomainError):
         return exc.message
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {exc.strerror or exc}"
@@ -294,7 +294,7 @@ class SuiteRun:
             why = f"did not finish within {budget:g}s" if over else f"timed out: {exc}"
             result.state, result.message = "failed", why
         except Exception as exc:
-            if not isinstance(exc, CheckFailed | AdapterError | ApiError | OSError):
+            if not isinstance(exc, CheckFailed | AdapterError | DomainError | OSError):
                 log.exception("evaluation %s: check %s raised", self.record.id, check.name)
             result.state, result.message = "failed", _failure(exc, result.evidence)
         finally:

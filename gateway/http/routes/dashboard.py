@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.http.auth import add_route
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
@@ -36,7 +36,7 @@ _HEADERS = {
 async def _asset(name: str) -> web.Response:
     content_type = ASSETS.get(name)
     if content_type is None:
-        raise ApiError(404, "not_found", f"no dashboard file {name!r}")
+        raise DomainError("not_found", f"no dashboard file {name!r}")
     body = await asyncio.to_thread((DASHBOARD_DIR / name).read_bytes)
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=_HEADERS)
 

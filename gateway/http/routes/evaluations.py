@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.centers.evaluation.render import render_markdown
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import PRINCIPAL, add_route
 from gateway.http.params import int_query
@@ -41,8 +41,7 @@ async def get_evaluation(request: web.Request) -> web.Response:
     if wanted == "markdown":
         return web.Response(text=render_markdown(record), content_type="text/markdown")
     if wanted != "json":
-        raise ApiError(
-            400,
+        raise DomainError(
             "invalid_request",
             f"format: must be json or markdown, got {wanted!r}",
             field="format",

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.errors import AdapterError
 from adapters.files.access import CenterFiles
-from gateway.errors import ApiError, error_response, validation_error
+from gateway.errors import DomainError, validation_error
 from gateway.fields import PATH_SCHEMA
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import PRINCIPAL, add_route
+from gateway.http.errors import domain_response
 from gateway.http.metrics import METRICS
 from gateway.http.params import bool_query, int_query, json_body
 from gateway.http.routes.keys import CENTERS
@@ -59,7 +60,7 @@ def files_of(request: web.Request) -> CenterFiles:
 def path_query(request: web.Request, default: str | None = None) -> str:
     path = request.query.get("path", default)
     if path is None:
-        raise ApiError(400, "invalid_request", "path: is required", field="path")
+        raise DomainError("invalid_request", "path: is required", field="path")
     return path
 
 
@@ -72,8 +73,7 @@ def expected_sha256(request: web.Request) -> str | None:
     if value is None:
         return None
     if not SHA256_RE.match(value.strip()):
-        raise ApiError(
-            400,
+        raise DomainError(
             "invalid_request",
             f"{CHECKSUM_HEADER}: must be 64 hexadecimal digits",
             field=CHECKSUM_HEADER,
@@ -87,8 +87,7 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     match = _RANGE_RE.match(header.strip())
     if match is None or match.groups() == ("", ""):
-        raise ApiError(
-            400,
+        raise DomainError(
             "invalid_request",
             "Range: must be 'bytes=START-', 'bytes=START-END' or 'bytes=-SUFFIX' (one range)",
             field="Range",
@@ -100,10 +99,9 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         start = int(first)
         end = min(size, int(last) + 1) if last else size
         if last and int(last) < start:
-            raise ApiError(400, "invalid_request", "Range: END is before START", field="Range")
+            raise DomainError("invalid_request", "Range: END is before START", field="Range")
     if start >= size:
-        raise ApiError(
-            416,
+        raise DomainError(
             "range_not_satisfiable",
             f"Range: starts at {start}, but the file holds {size} bytes",
             field="Range",
@@ -179,11 +177,11 @@ async def download(request: web.Request) -> web.StreamResponse:
     full, entry = await files.open_read(path)
     try:
         wanted = byte_range(request.headers.get("Range"), entry.size)
-    except ApiError as exc:
-        if exc.status != 416:
+    except DomainError as exc:
+        if exc.code != "range_not_satisfiable":
             raise
         # RFC 9110 15.5.17: a 416 says the current length of the file.
-        response = error_response(exc.status, exc.code, exc.message, **exc.details)
+        response = domain_response(exc)
         response.headers["Content-Range"] = f"bytes */{entry.size}"
         response.headers["Accept-Ranges"] = "bytes"
         return response
@@ -219,13 +217,12 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def check_sha256(files: CenterFiles, full: str, expected: str) -> tuple[str, int]:
-    """The sha256 and size of a file just written, computed at the center; 422 when the
-    sha256 is not the one the client sent. The file is kept either way, so the upload
-    can be resumed or repeated."""
+    """The sha256 and size of a file just written, computed at the center;
+    `checksum_mismatch` when the sha256 is not the one the client sent. The file is
+    kept either way, so the upload can be resumed or repeated."""
     digest, size = await files.sha256(full)
     if digest != expected:
-        raise ApiError(
-            422,
+        raise DomainError(
             "checksum_mismatch",
             f"{CHECKSUM_HEADER}: the file at the center has sha256 {digest}, not "
             f"{expected}; it is kept, so the upload can be resumed or repeated",

@@ -11,13 +11,15 @@ from pydantic import ValidationError
 
 from adapters.base import JobState
 from adapters.errors import AdapterError
-from gateway.errors import ApiError, validation_error
+from gateway.errors import DomainError, validation_error
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import PRINCIPAL, add_route
+from gateway.http.errors import error_body, status_of
 from gateway.http.params import bool_query, cursor_query, int_query, json_body
 from gateway.http.routes.files import body_chunks, check_sha256, expected_sha256
 from gateway.http.routes.keys import CONFIG, POLLER, SERVICE
-from gateway.jobs.models import JobBatch, JobSpec
+from gateway.jobs.batch import BatchItem
+from gateway.jobs.models import JobBatch, JobRecord, JobSpec
 
 MAX_OUTPUT_CHUNK = 4 << 20
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}\Z")
@@ -29,17 +31,16 @@ def _idempotency_key(request: web.Request) -> str | None:
     if key is None:
         return None
     if not _IDEMPOTENCY_KEY.match(key):
-        raise ApiError(
-            400,
+        raise DomainError(
             "invalid_request",
             "Idempotency-Key: must be 1-200 printable ASCII characters without spaces",
-            field="Idempotency-Key",
+            "Idempotency-Key",
         )
     return key
 
 
 def check_spec_size(request: web.Request, spec: JobSpec, prefix: str = "") -> None:
-    """413 `spec_too_large`, naming the largest part, for a spec whose script (or
+    """`spec_too_large`, naming the largest part, for a spec whose script (or
     command), arguments and environment together pass `limits.max_spec`."""
     cap = request.app[CONFIG].gateway.limits.max_spec << 20
     sizes = spec.content_sizes()
@@ -48,13 +49,12 @@ def check_spec_size(request: web.Request, spec: JobSpec, prefix: str = "") -> No
         return
     largest = max(sizes, key=lambda name: sizes[name])
     field = f"{prefix}{largest}"
-    raise ApiError(
-        413,
+    raise DomainError(
         "spec_too_large",
         f"{field}: the job's script, command, arguments and environment come to "
         f"{total} bytes, more than the {cap} bytes (limits.max_spec) a job may carry; "
         "put large inputs in files (inputs) instead",
-        field=field,
+        field,
         size=total,
         limit=cap,
     )
@@ -74,15 +74,27 @@ async def submit_job(request: web.Request) -> web.Response:
     record = outcome.record
     request[AUDIT_TARGET] = {"job": record.id, "center": record.center}
     request.app[POLLER].wake()
-    if not outcome.created:
-        status = 200
-    elif record.state is JobState.SUBMITTING:
-        status = 202  # stored; the center's answer is pending and will be reconciled
-    else:
-        status = 201
     return web.json_response(
-        record.public(), status=status, headers={"Location": f"/v1/jobs/{record.id}"}
+        record.public(),
+        status=_submitted_status(record, outcome.created),
+        headers={"Location": f"/v1/jobs/{record.id}"},
     )
+
+
+def _submitted_status(record: JobRecord, created: bool) -> int:
+    if not created:
+        return 200  # an earlier job, returned for the idempotency key
+    if record.state is JobState.SUBMITTING:
+        return 202  # stored; the center's answer is pending and will be reconciled
+    return 201
+
+
+def _item_status(item: BatchItem) -> int:
+    """A batch job's status: what a single submission of it would have answered."""
+    if item.error is not None:
+        return status_of(item.error)
+    assert item.record is not None
+    return _submitted_status(item.record, item.created)
 
 
 async def submit_batch(request: web.Request) -> web.Response:
@@ -106,18 +118,15 @@ async def submit_batch(request: web.Request) -> web.Response:
     }
     request.app[POLLER].wake()
     results = []
-    for item in items:
-        entry: dict[str, object] = {"index": item.index, "status": item.status}
+    statuses = [_item_status(item) for item in items]
+    for item, item_status in zip(items, statuses, strict=True):
+        entry: dict[str, object] = {"index": item.index, "status": item_status}
         if item.record is not None:
             entry["job"] = item.record.public()
         if item.error is not None:
-            entry["error"] = {
-                "code": item.error.code,
-                "message": item.error.message,
-                **item.error.details,
-            }
+            entry.update(error_body(item.error))
         results.append(entry)
-    status = 201 if all(item.status == 201 for item in items) else 207
+    status = 201 if all(s == 201 for s in statuses) else 207
     return web.json_response({"results": results}, status=status)
 
 
@@ -128,8 +137,8 @@ async def list_jobs(request: web.Request) -> web.Response:
             states.append(JobState(raw.strip().upper()))
         except ValueError:
             choices = ", ".join(s.value for s in JobState)
-            raise ApiError(
-                400, "invalid_request", f"state: {raw!r} is not one of {choices}", field="state"
+            raise DomainError(
+                "invalid_request", f"state: {raw!r} is not one of {choices}", "state"
             ) from None
     center = request.query.get("center") or None
     page = await request.app[SERVICE].list(
@@ -163,8 +172,8 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def job_output(request: web.Request) -> web.StreamResponse:
     stream = request.match_info["stream"]
     if stream not in _STREAMS:
-        raise ApiError(
-            404, "not_found", f"stream: must be stdout or stderr, got {stream!r}", field="stream"
+        raise DomainError(
+            "not_found", f"stream: must be stdout or stderr, got {stream!r}", "stream"
         )
     offset = int_query(request, "offset", 0, 0, 1 << 62)
     limit = int_query(request, "limit", 1 << 20, 1, MAX_OUTPUT_CHUNK)
@@ -217,7 +226,7 @@ async def upload_input(request: web.Request) -> web.Response:
     record = await service.get(owner, request.match_info["id"])
     raw = request.match_info["index"]
     if not re.fullmatch(r"[0-9]{1,9}", raw):
-        raise ApiError(400, "invalid_request", f"index: not a number: {raw!r}", field="index")
+        raise DomainError("invalid_request", f"index: not a number: {raw!r}", "index")
     index = int(raw)
     expected = expected_sha256(request)
     request[AUDIT_TARGET] = {"job": record.id, "input": index}

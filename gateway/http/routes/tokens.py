@@ -7,7 +7,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import ApiError, validation_error
+from gateway.errors import Unprocessable, validation_error
 from gateway.fields import CENTER_ID_PATTERN, USER_PATTERN, Role
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import add_route
@@ -51,7 +51,7 @@ async def issue_token(request: web.Request) -> web.Response:
         issued = request.app[ISSUER].issue(wanted.user, wanted.roles, wanted.centers, wanted.ttl)
     except ValueError as exc:
         field = str(exc).split(":", 1)[0]
-        raise ApiError(422, "invalid_request", str(exc), field=field) from None
+        raise Unprocessable("invalid_request", str(exc), field=field) from None
     request[AUDIT_TARGET] = {"user": issued.user, "token_id": issued.token_id}
     return web.json_response(
         issued.public(),

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.http.auth import PRINCIPAL, add_route
 from gateway.http.params import bool_query
 from gateway.http.routes.keys import CENTERS, STORE
@@ -49,8 +49,7 @@ def _time(request: web.Request, name: str) -> datetime | None:
             raise ValueError(raw)
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError(
-            400,
+        raise DomainError(
             "invalid_request",
             f"{name}: must be an ISO 8601 date or time such as 2026-12-01 or "
             f"2026-12-01T08:00:00Z, got {raw!r}",
@@ -65,14 +64,13 @@ def _group_by(request: web.Request) -> list[str]:
     groups = [g.strip() for g in raw.split(",") if g.strip()]
     for group in groups:
         if group not in GROUPS:
-            raise ApiError(
-                400,
+            raise DomainError(
                 "invalid_request",
                 f"group_by: {group!r} is not one of {', '.join(GROUPS)}",
                 field="group_by",
             )
     if len(set(groups)) != len(groups):
-        raise ApiError(400, "invalid_request", "group_by: names a group twice", field="group_by")
+        raise DomainError("invalid_request", "group_by: names a group twice", field="group_by")
     return groups
 
 
@@ -82,8 +80,7 @@ async def get_usage(request: web.Request) -> web.Response:
     own = principal.owner_filter("usage.read")
     user = request.query.get("user") or None
     if own is not None and user not in (None, own):
-        raise ApiError(
-            403,
+        raise DomainError(
             "forbidden",
             f"user: {principal.user} may see only their own usage",
             field="user",
