@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import getpass
 
-from adapters.files.access import CenterFiles, LocalFS
+from adapters.files.access import CenterFiles
+from adapters.files.local import LocalFS
 from adapters.local.adapter import LocalAdapter
 from adapters.local.settings import LocalSettings
 from adapters.registry import CenterSite, CenterType, register

@@ -18,7 +18,7 @@ import paramiko
 
 from adapters.batch.jobdir import quote
 from adapters.errors import CenterUnavailable, CommandFailed
-from adapters.files.access import PIECE, FileEntry, entry_type
+from adapters.files.filesystem import PIECE, FileEntry, entry_type
 from adapters.transport.openssh import OpenSSH
 from adapters.transport.ssh import SSHConnection, SSHPool, SSHTarget
 

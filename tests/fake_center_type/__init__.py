@@ -17,7 +17,8 @@ from pydantic import Field
 
 from adapters.base import Adapter, JobRequest, JobState, NativeStatus, OutputChunk
 from adapters.errors import NativeJobNotFound
-from adapters.files.access import CenterFiles, LocalFS
+from adapters.files.access import CenterFiles
+from adapters.files.local import LocalFS
 from adapters.registry import CenterSite, CenterType, TypeSettings
 
 NAME = "fakesched"

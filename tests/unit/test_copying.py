@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from adapters.errors import CenterUnavailable
-from adapters.files.access import CenterFiles, LocalFS
+from adapters.files.access import CenterFiles
+from adapters.files.local import LocalFS
 from gateway.data.copying import ChecksumMismatch, copy_tree, part_path
 
 

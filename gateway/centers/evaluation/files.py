@@ -9,7 +9,8 @@ import posixpath
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from adapters.files.access import PIECE, CenterFiles
+from adapters.files.access import CenterFiles
+from adapters.files.filesystem import PIECE
 from gateway.centers.evaluation.context import CALL_TIMEOUT, CheckFailed, Context, Evidence, bounded
 from gateway.centers.evaluation.jobs import run_one_job
 from gateway.centers.evaluation.verdict import num, threshold_failures
