@@ -64,8 +64,9 @@ from gateway.http.routes.keys import (
 from gateway.identity.audit import AuditLog
 from gateway.identity.keyring import Keyring
 from gateway.identity.permissions import CLIENT_TOKEN_FILE, ensure_client_token
-from gateway.identity.tokens import TokenIssuer, TokenVerifier
+from gateway.identity.tokens import TokenIssuer
 from gateway.identity.vault import Vault
+from gateway.identity.verifier import TokenVerifier
 from gateway.jobs.events import EventBus, PublishingJobStore
 from gateway.jobs.poller import Poller
 from gateway.jobs.service import JobService

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from gateway.http.errors import error_response
 from gateway.identity.permissions import PERMISSIONS, Principal
-from gateway.identity.tokens import TokenError, TokenVerifier
+from gateway.identity.tokens import TokenError
+from gateway.identity.verifier import TokenVerifier
 
 log = logging.getLogger("hpcfed.auth")
 

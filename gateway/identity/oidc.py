@@ -4,7 +4,7 @@ refetched sparingly.
 A provider's JWKS is read from a file (re-read when the file changes) or fetched
 over HTTP (trusted for the provider's ``jwks_refresh`` seconds). Only public
 signature keys are kept. A key set that cannot be loaded raises `KeySetError`,
-whose message is fit for a 401 response; `gateway.identity.tokens.TokenVerifier` turns it
+whose message is fit for a 401 response; `gateway.identity.verifier.TokenVerifier` turns it
 into a `TokenError`. Neither messages nor logs hold key material.
 """
 

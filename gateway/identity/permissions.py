@@ -1,7 +1,7 @@
 """Who is calling and what they may do.
 
 A bearer token (signed by this gateway, or by a trusted OpenID Connect
-provider; see gateway/identity/tokens.py) becomes a `Principal`: a user, roles, and for
+provider; see gateway/identity/verifier.py) becomes a `Principal`: a user, roles, and for
 a center-admin the centers they run. Roles grant permissions with a scope:
 their own jobs, their centers, or everything. `Principal.owner_filter` narrows
 reads to what the principal may see: someone else's job is "not found", so its
@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
 
-from gateway.identity.tokens import TokenError, TokenIssuer, TokenVerifier, VerifiedToken
+from gateway.identity.tokens import TokenError, TokenIssuer, VerifiedToken
+from gateway.identity.verifier import TokenVerifier
 
 log = logging.getLogger("hpcfed.auth")
 

@@ -14,11 +14,12 @@ import jwt
 import jwt.api_jwt
 import pytest
 
-import gateway.identity.tokens
+import gateway.identity.verifier
 from gateway.config_models import AuthConfig, VaultConfig
 from gateway.identity.keyring import Keyring
-from gateway.identity.tokens import TokenError, TokenIssuer, TokenVerifier
+from gateway.identity.tokens import TokenError, TokenIssuer
 from gateway.identity.vault import Vault
+from gateway.identity.verifier import TokenVerifier
 
 ENV = "HPCFED_TEST_MASTER_KEY"
 
@@ -93,13 +94,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Tokens whose signature and claims were checked by PyJWT, in order."""
     seen: list[str] = []
-    real = gateway.identity.tokens._decode
+    real = gateway.identity.verifier._decode
 
     def counting(token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         seen.append(token)
         return real(token, *args, **kwargs)
 
-    monkeypatch.setattr(gateway.identity.tokens, "_decode", counting)
+    monkeypatch.setattr(gateway.identity.verifier, "_decode", counting)
     return seen
 
 

@@ -22,8 +22,9 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from gateway.config_models import AuthConfig, OIDCProvider, VaultConfig
 from gateway.identity.keyring import Keyring
-from gateway.identity.tokens import TokenError, TokenIssuer, TokenVerifier
+from gateway.identity.tokens import TokenError, TokenIssuer
 from gateway.identity.vault import Vault
+from gateway.identity.verifier import TokenVerifier
 
 ENV = "HPCFED_TEST_MASTER_KEY"
 IDP = "https://idp.example.org/realms/hpc"

@@ -10,8 +10,9 @@ from gateway.config import LoadedConfig
 from gateway.data.transfers import TransferService
 from gateway.identity.audit import AuditLog
 from gateway.identity.keyring import Keyring
-from gateway.identity.tokens import TokenIssuer, TokenVerifier
+from gateway.identity.tokens import TokenIssuer
 from gateway.identity.vault import Vault
+from gateway.identity.verifier import TokenVerifier
 from gateway.jobs.events import EventBus
 from gateway.jobs.poller import Poller
 from gateway.jobs.service import JobService
