@@ -1,5 +1,5 @@
 """The per-job answers the access evaluation holds the batched status path to, and the
-rule that compares the two (gateway/centers/evaluation/burst.py, adapters/batch/truth.py).
+rule that compares the two (gateway/centers/evaluation/agreement.py, adapters/batch/truth.py).
 
 Recorded output: the `scontrol`, `sacct` and Slurm-`qstat` texts were printed by the
 testbed's Slurm 22.05 (centera, and centerc's Torque-compatible qstat). The PBS Pro
@@ -13,15 +13,10 @@ from pathlib import Path
 
 from adapters.base import JobState, NativeStatus
 from adapters.batch.markers import JobMarkers
-from adapters.batch.truth import (
-    JobTruth,
-    combine,
-    parse_pbs_history,
-    parse_scontrol_job,
-    parse_slurm_history,
-    phase_of,
-)
-from gateway.centers.evaluation.burst import Tracked, disagreement
+from adapters.batch.truth import JobTruth, combine, phase_of
+from adapters.pbs.truth import parse_pbs_history
+from adapters.slurm.truth import parse_scontrol_job, parse_slurm_history
+from gateway.centers.evaluation.agreement import Tracked, disagreement
 from gateway.centers.evaluation.jobs import Job
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -173,7 +168,7 @@ def test_openpbs_per_job_answers_with_their_stderr_and_history_off() -> None:
     """`qstat -f -F json -x <id> 2>&1` as the per-job query runs it, on the recorded
     OpenPBS 23.06 answers (tests/fixtures/pbs/openpbs_*.json; README fact 2 gives the
     history-off message, which goes to stderr)."""
-    from adapters.batch.truth import _pbs_parse_for
+    from adapters.pbs.truth import _pbs_parse_for
 
     parse = _pbs_parse_for("pbspro")
     finished = (FIXTURES / "pbs" / "openpbs_finished_job.qstat_f_F_json.json").read_text()

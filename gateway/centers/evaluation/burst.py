@@ -15,6 +15,7 @@ blocker runs, and once every job ended) the gateway's view is compared with the
 center's, job by job; any difference that persists over a second look refuses the
 center, naming the job, what the gateway said and what the center said. Whatever
 happens, the check ends with none of its jobs queued or running at the center.
+How the two views are compared is gateway/centers/evaluation/agreement.py.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ import asyncio
 import posixpath
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from adapters.base import JobRequest, JobState, NativeStatus, PartitionLoad
-from adapters.batch.truth import JobTruth, ask_one, history_settings, phase_of
+from adapters.base import JobRequest, JobState, PartitionLoad
+from adapters.batch.truth import JobTruth, ask_one, history_settings
 from adapters.errors import AdapterError
 from adapters.limits import ReportsLimits
 from gateway.centers.account_limits import limit_failures
+from gateway.centers.evaluation.agreement import Tracked, accounts_for, disagreement, shown
 from gateway.centers.evaluation.context import (
     CALL_TIMEOUT,
     CLEANUP_TIMEOUT,
@@ -51,87 +51,6 @@ AGREE_WITHIN = 10.0
 RELEASE = "burst.release"
 #: A job of the burst: its label, its request, how it should end.
 Wanted = tuple[str, JobRequest, tuple[JobState, "int | None"]]
-
-
-@dataclass
-class Tracked:
-    """A job of the burst: what the gateway derived, and what the center says."""
-
-    job: Job
-    expect: tuple[JobState, int | None]  # how it should end (None: any exit code)
-    #: The latest batched answer about it (None: that answer did not account for it).
-    last_answer: NativeStatus | None = None
-    asked: int = 0  # batched answers that were asked about it
-    missing: int = 0  # of those, the ones that did not account for it
-    truth: JobTruth | None = None
-    cancelled_while: str | None = None  # its native state when the check cancelled it
-
-    @property
-    def label(self) -> str:
-        return self.job.label
-
-    @property
-    def derived(self) -> NativeStatus | None:
-        return self.job.status
-
-    def evidence(self) -> dict[str, Any]:
-        out = self.job.evidence()
-        out["batched_answers"] = self.asked
-        out["missing_from_batched_answers"] = self.missing
-        if self.cancelled_while:
-            out["cancelled_while"] = self.cancelled_while
-        out["center"] = self.truth.evidence() if self.truth else None
-        return out
-
-
-def _accounts_for(status: NativeStatus | None) -> bool:
-    """Whether a batched answer tells the job's state. One that left the job out, or
-    could only call it UNKNOWN (not listed, nothing confirming an end), does not: the
-    poller keeps what it knew of such a job."""
-    return status is not None and not status.unlisted and status.state is not JobState.UNKNOWN
-
-
-def _shown(status: NativeStatus | None) -> str:
-    if status is None:
-        return "nothing (never accounted for by a batched answer)"
-    code = "" if status.exit_code is None else f"/{status.exit_code}"
-    return f"{status.state.value}{code} ({status.native_state})"
-
-
-def disagreement(t: Tracked, final: bool) -> str | None:
-    """How the gateway's view of one job differs from the center's, in words; None
-    when they agree. `final`: every job has ended at the center."""
-    truth = t.truth
-    if truth is None:
-        return None
-    center = truth.status
-    said = f"the center says {_shown(center)}"
-    derived, phase = t.derived, truth.phase
-    gateway = f"the gateway says {_shown(derived)}"
-    if phase in ("queued", "running"):
-        if derived is not None and derived.state.is_terminal:
-            return f"{gateway} while {said}"
-        if not _accounts_for(t.last_answer):
-            last = "left it out" if t.last_answer is None else f"said {_shown(t.last_answer)}"
-            return (
-                f"the batched status answers did not account for it ({t.missing} of "
-                f"{t.asked}; the last {last}), {gateway}; {said}"
-            )
-        if derived is not None and phase_of(derived.state) != phase:
-            return f"{gateway}; {said}"
-        return None
-    if phase == "ended":
-        if derived is None or not derived.state.is_terminal:
-            return f"the gateway never learned the end: {gateway}; {said}"
-        if (derived.state, derived.exit_code) != (center.state, center.exit_code):
-            return f"{gateway}; {said}"
-        return None
-    # The center has no word on it: an end the gateway shows has no evidence behind it.
-    if derived is not None and derived.state.is_terminal:
-        return f"{gateway}, but the center has no record of an end: {said}"
-    if final:
-        return f"neither knows how it ended: {gateway}; {said}"
-    return None
 
 
 class Burst:
@@ -224,7 +143,7 @@ class Burst:
                 status = answer.get(t.job.native_id)
                 t.last_answer = status
                 t.asked += 1
-                if _accounts_for(status):
+                if accounts_for(status):
                     assert status is not None
                     t.job.status = status
                     if status.state.value not in t.job.seen:
@@ -453,7 +372,7 @@ async def jobs_batched_status(ctx: Context, ev: Evidence) -> str:
         await burst.until(all_ended, "the end of every job", ctx.admission.job_timeout)
         await burst.compare("once every job had ended", final=True)
         wrong = [
-            f"{t.label} ended {_shown(t.derived)}, expected {t.expect[0].value}"
+            f"{t.label} ended {shown(t.derived)}, expected {t.expect[0].value}"
             + ("" if t.expect[1] is None else f"/{t.expect[1]}")
             for t in burst.tracked
             if t.derived is None
