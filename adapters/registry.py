@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict
 from adapters.base import Adapter
 from adapters.files.access import CenterFiles
 from adapters.transport.openssh import OpenSSH
-from adapters.transport.sftp import SFTPFS
 from adapters.transport.ssh import SSHPool, SSHTarget
 
 log = logging.getLogger("hpcfed.adapters")
@@ -74,6 +73,8 @@ FilesFactory = Callable[[CenterSite], CenterFiles]
 
 def ssh_files(site: CenterSite) -> CenterFiles:
     """The files of a center reached over SSH: SFTP, OpenSSH for bulk copies."""
+    from adapters.transport.sftp import SFTPFS
+
     if site.target is None or site.pool is None or site.login is None:
         raise ValueError(f"center {site.center_id}: SFTP needs an SSH target and a login")
     fs = SFTPFS(site.target, site.pool, site.bulk, site.bulk_threshold)

@@ -3,30 +3,13 @@ qdel over SSH."""
 
 from __future__ import annotations
 
+from adapters.batch.settings import batch_center_type
 from adapters.pbs.adapter import PbsAdapter
 from adapters.pbs.settings import PbsSettings
-from adapters.registry import CenterSite, CenterType, register
-
-
-def make_adapter(site: CenterSite) -> PbsAdapter:
-    settings = site.settings
-    assert isinstance(settings, PbsSettings) and site.target is not None and site.pool
-    return PbsAdapter(
-        site.target,
-        site.pool,
-        work_root=settings.work_root,
-        default_queue=settings.default_queue,
-        dialect=settings.pbs_dialect,
-    )
-
+from adapters.registry import register
 
 CENTER_TYPE = register(
-    CenterType(
-        name="pbs",
-        section="scheduler",
-        settings_model=PbsSettings,
-        make_adapter=make_adapter,
-        directives_key="pbs",
-        description="a PBS Pro, OpenPBS or Torque cluster reached over SSH",
+    batch_center_type(
+        "pbs", PbsAdapter, PbsSettings, "a PBS Pro, OpenPBS or Torque cluster reached over SSH"
     )
 )

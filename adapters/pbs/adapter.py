@@ -43,32 +43,26 @@ OpenPBS 20 / PBS Pro 2020 syntax), `-W depend=`, no QoS (refused, naming `qos`),
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from adapters.base import ArrayElement, CenterLoad, JobRequest, NativeStatus
 from adapters.batch.adapter import JobDirAdapter, ping_failed
-from adapters.batch.jobdir import (
-    STARTED,
-    JobDir,
-    SpecRefused,
-    cancelled_marker_command,
-    directive,
-    quote,
-    render_body,
-    reserved_directive,
-)
-from adapters.batch.markers import SEPARATOR, JobMarkers, as_element
-from adapters.batch.rejections import (
-    PBS_REJECTIONS,
-    field_over_limits,
-    job_partition,
-    names_no_limit,
-    refused_field,
-    scheduler_message,
-)
+from adapters.batch.jobdir import JobDir
+from adapters.batch.markers import JobMarkers, as_element
+from adapters.batch.rejections import field_over_limits, job_partition, names_no_limit
+from adapters.batch.truth import TruthQueries
 from adapters.errors import AdapterError, CenterUnavailable, CommandFailed, SubmitRejected
+from adapters.pbs.commands import (
+    build_element_query,
+    build_qdel_command,
+    build_qstat_command,
+    build_requery_command,
+    ping_command,
+    qdel_refused_because_finished,
+    qsub_rejection,
+)
 from adapters.pbs.load import build_load_command, parse_load
 from adapters.pbs.parse import (
     DIALECTS,
@@ -78,232 +72,9 @@ from adapters.pbs.parse import (
     parse_torque_qstat,
     short_id,
 )
+from adapters.pbs.script import build_pbs_script, check_qsub_job
+from adapters.pbs.truth import pbs_truth
 from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
-
-#: qsub options an extra directive may not set: arrays and dependencies have fields
-#: of their own, and job.sh needs bash.
-RESERVED_QSUB = ("-t", "-J", "-W depend", "-S")
-#: Torque's conditions on an array job (`123[]`) are spelled apart.
-TORQUE_ARRAY_CONDITIONS = {
-    "afterok": "afterokarray",
-    "afternotok": "afternotokarray",
-    "afterany": "afteranyarray",
-    "after": "afterstartarray",
-}
-
-
-def pbs_walltime(seconds: int) -> str:
-    hours, rest = divmod(max(1, seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
-# ------------------------------------------------------------ script builder
-
-
-def _safe_name(name: str) -> str:
-    # PBS job names: at most 15 characters in Torque, starting with a letter.
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    return (cleaned if cleaned[:1].isalpha() else "j" + cleaned)[:15]
-
-
-def _torque_nodes(job: JobRequest) -> str:
-    spec = f"{job.nodes}:ppn={job.tasks_per_node * job.cpus_per_task}"
-    return spec + (f":gpus={job.gpus_per_node}" if job.gpus_per_node else "")
-
-
-def _pbspro_select(job: JobRequest) -> str:
-    spec = (
-        f"{job.nodes}:ncpus={job.tasks_per_node * job.cpus_per_task}:mpiprocs={job.tasks_per_node}"
-    )
-    if job.memory_per_node_mib:
-        spec += f":mem={job.memory_per_node_mib}mb"
-    if job.gpus_per_node:
-        spec += f":ngpus={job.gpus_per_node}"
-    return spec
-
-
-def _walltime(job: JobRequest) -> str | None:
-    return pbs_walltime(job.walltime_seconds) if job.walltime_seconds else None
-
-
-def _torque_mem(job: JobRequest) -> str | None:
-    # Torque's `mem` is the whole job's memory, not one node's.
-    return f"{job.memory_per_node_mib * job.nodes}mb" if job.memory_per_node_mib else None
-
-
-def torque_array(spec: str | None) -> str | None:
-    """Torque's `-t`: ranges and lists with an optional "%N" limit, but no steps:
-    a stepped range becomes the list of its indices."""
-    if spec is None:
-        return None
-    body, percent, limit = spec.partition("%")
-    parts = []
-    for part in body.split(","):
-        bounds, _, step = part.partition(":")
-        first, _, last = bounds.partition("-")
-        if step and int(step) > 1:
-            parts += [str(i) for i in range(int(first), int(last or first) + 1, int(step))]
-        else:
-            parts.append(bounds)
-    return ",".join(parts) + (f"%{limit}" if percent else "")
-
-
-def pbspro_array(spec: str | None) -> str | None:
-    """PBS Pro's `-J X-Y[:Z][%N]`: one range of at least two indices, nothing else."""
-    if spec is None:
-        return None
-    body = spec.partition("%")[0]
-    bounds = body.partition(":")[0]
-    first, dash, last = bounds.partition("-")
-    if "," in body or not dash or int(last) <= int(first):
-        raise SpecRefused(
-            "array",
-            f"PBS Pro takes one range of at least two indices (start-end[:step][%N]), not {spec!r}",
-        )
-    return spec
-
-
-def _dependencies(job: JobRequest, dialect: str) -> str | None:
-    by_condition: dict[str, list[str]] = {}
-    for condition, parent in job.dependencies:
-        if dialect == "torque" and "[]" in parent:
-            condition = TORQUE_ARRAY_CONDITIONS[condition]
-        by_condition.setdefault(condition, []).append(parent)
-    return ",".join(":".join((c, *ids)) for c, ids in by_condition.items()) or None
-
-
-#: (directive, resource name or "", how to render the value); None skips the line.
-_Render = Callable[[JobRequest, str | None], "str | None"]
-PBS_DIRECTIVES: dict[str, tuple[tuple[str, str, _Render], ...]] = {
-    "torque": (
-        ("#PBS -N", "", lambda j, q: _safe_name(j.name)),
-        ("#PBS -l", "nodes", lambda j, q: _torque_nodes(j)),
-        ("#PBS -l", "walltime", lambda j, q: _walltime(j)),
-        ("#PBS -l", "mem", lambda j, q: _torque_mem(j)),
-        ("#PBS -q", "", lambda j, q: q),
-        ("#PBS -A", "", lambda j, q: j.account),
-        ("#PBS -W", "x", lambda j, q: f"QOS:{j.qos}" if j.qos else None),  # Moab's extension
-        ("#SBATCH --qos", "", lambda j, q: j.qos),  # Slurm's qsub drops the line above
-        ("#PBS -t", "", lambda j, q: torque_array(j.array)),
-        ("#PBS -W", "depend", lambda j, q: _dependencies(j, "torque")),
-    ),
-    "pbspro": (
-        ("#PBS -N", "", lambda j, q: _safe_name(j.name)),
-        ("#PBS -l", "select", lambda j, q: _pbspro_select(j)),
-        ("#PBS -l", "walltime", lambda j, q: _walltime(j)),
-        ("#PBS -q", "", lambda j, q: q),
-        ("#PBS -A", "", lambda j, q: j.account),
-        ("#PBS -J", "", lambda j, q: pbspro_array(j.array)),
-        ("#PBS -W", "depend", lambda j, q: _dependencies(j, "pbspro")),
-    ),
-}
-
-
-def check_qsub_job(job: JobRequest, dialect: str) -> None:
-    """What this dialect cannot be asked for as given (beyond what every scheduler refuses)."""
-    if dialect == "pbspro":
-        if job.qos is not None:
-            raise SpecRefused("qos", "PBS Pro has no QoS: the pbspro dialect cannot express 'qos'")
-        pbspro_array(job.array)
-    for i, arg in enumerate(job.extra_directives):
-        if reserved_directive(arg, RESERVED_QSUB):
-            raise SpecRefused(
-                f"extra_directives.pbs[{i}]",
-                f"extra directive {arg!r} is not allowed: arrays and dependencies have "
-                "fields of their own, and the job script needs bash",
-            )
-
-
-def build_pbs_script(
-    job: JobRequest, jobdir: JobDir, home: str, dialect: str, default_queue: str | None = None
-) -> str:
-    check_qsub_job(job, dialect)
-    queue = job.queue or default_queue
-    lines = ["#!/bin/bash"]
-    for head, resource, render in PBS_DIRECTIVES[dialect]:
-        value = render(job, queue)
-        if value is None:
-            continue
-        if head.startswith("#SBATCH"):
-            lines.append(directive(f"{head}=", value))
-        else:
-            lines.append(directive(f"{head} {resource}=" if resource else f"{head} ", value))
-    # Verbatim: validated to hold nothing a directive parser would unquote.
-    lines += [f"#PBS {arg}" for arg in job.extra_directives]
-    # Some PBS front ends ignore -o/-e (Slurm's qsub writes <script>.o<id> beside the
-    # script), so the job sends its own output into the job directory.
-    return "\n".join(lines) + "\n\n" + render_body(job, jobdir, home, redirect_output=True)
-
-
-# ------------------------------------------------------------ commands
-
-
-#: qstat prints times in its local time, the center's zone, unknown here: ask for UTC,
-#: which `adapters.pbs.adapter.parse.pbs_epoch` reads.
-_QSTAT = "TZ=UTC0 qstat"
-
-
-#: PBS Pro keeps finished jobs for `qstat -x` only with job history on, and with it off
-#: (the default after install) `-x` makes qstat answer no job at all, live ones included
-#: ("PBS is not configured to maintain job history", exit 0): ask for `-x` only where
-#: the server keeps history. Without it a finished job is gone from every answer and
-#: its job directory tells how it ended.
-_PBSPRO_HISTORY = "h=; qstat -Bf 2>/dev/null | grep -q 'job_history_enable = True' && h=-x"
-
-
-def build_qstat_command(native_ids: Sequence[str], dialect: str) -> str:
-    ids = " ".join(quote(i) for i in native_ids)
-    if dialect == "pbspro":
-        # Text, not `-F json`: OpenPBS's JSON answer to several ids lists only the first.
-        # -w: one attribute a line; -t: array elements; $h: finished jobs, where kept.
-        return f"{_PBSPRO_HISTORY}; {_QSTAT} -f -w $h -t {ids}"
-    return f"{_QSTAT} -f {ids}"
-
-
-def build_requery_command(native_ids: Sequence[str]) -> str:
-    """PBS Pro: the jobs a status answer left out, asked about one id at a time (in
-    JSON, which serves one id right), from its history where the server keeps one."""
-    ids = " ".join(quote(i) for i in native_ids)
-    return f'{_PBSPRO_HISTORY}; for id in {ids}; do {_QSTAT} -f -F json $h -t "$id"; done'
-
-
-def build_element_query() -> str:
-    """A filter over marker lines: `qstat -f` of the ids array elements recorded in their
-    `started.<index>` files, then its exit status. Torque's qstat lists an element
-    only when asked about it by id, and Slurm's cannot tell an element from any other
-    job. The ids pass sed's filter (no shell metacharacters) and are not globbed."""
-    pattern = rf"s/^[0-9a-f-]*\/{STARTED}\.[0-9]*:\([][0-9A-Za-z._-]\{{1,128\}}\)$/\1/p"
-    return (
-        f'sed -n {quote(pattern)} | {{ set -f; ids=$(cat); if [ -n "$ids" ]; then '
-        f'{_QSTAT} -f $ids 2>/dev/null; echo "{SEPARATOR} $?"; else echo "{SEPARATOR} 0"; fi; }}'
-    )
-
-
-def build_qdel_command(native_id: str, jobdir: JobDir) -> str:
-    return f"qdel {quote(native_id)} && {cancelled_marker_command(jobdir)}"
-
-
-def qdel_refused_because_finished(result: CommandResult) -> bool:
-    said = (result.stdout + result.stderr).decode(errors="replace")
-    if not said.strip():  # Slurm's qdel: silent non-zero exit for finished or unknown jobs
-        return True
-    return any(
-        text in said
-        for text in ("Unknown Job Id", "Job has finished", "invalid for state", "already done")
-    )
-
-
-def ping_command(dialect: str) -> str:
-    """The health probe, exit 0 when the server answers. Slurm's Torque wrapper has no
-    `qstat -B` without an argument; its `qstat -Q` exits 8 ("Problem loading jobs.")
-    when slurmctld does not answer."""
-    return "qstat -B" if dialect == "pbspro" else "qstat -Q"
-
-
-def qsub_rejection(result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
-    said = scheduler_message(result.stdout, result.stderr)
-    return said, refused_field(said, PBS_REJECTIONS, job, "pbs")
 
 
 class PbsAdapter(JobDirAdapter):
@@ -314,17 +85,12 @@ class PbsAdapter(JobDirAdapter):
     family = "pbs"
 
     def __init__(
-        self,
-        target: SSHTarget,
-        pool: SSHPool,
-        *,
-        work_root: str = "~/.hpcfed",
-        default_queue: str | None = None,
-        dialect: str = "torque",
+        self, target: SSHTarget, pool: SSHPool, *, dialect: str = "torque", **options: Any
     ) -> None:
+        """`options`: those of `JobDirAdapter` (work_root, default_queue)."""
         if dialect not in DIALECTS:
             raise ValueError(f"PBS dialect must be one of {DIALECTS}, got {dialect!r}")
-        super().__init__(target, pool, work_root=work_root, default_queue=default_queue)
+        super().__init__(target, pool, **options)
         self.dialect = dialect
         # PBS Pro's `qstat -t` lists every subjob; Torque's qstat (and Slurm's) only
         # what it is asked about by id, and Slurm's prints an array's id like any job's.
@@ -442,6 +208,9 @@ class PbsAdapter(JobDirAdapter):
 
     def load_command(self) -> str | None:
         return build_load_command(self.dialect)
+
+    def truth_queries(self) -> TruthQueries:
+        return pbs_truth(self.dialect)
 
     def parse_load(self, result: CommandResult, queried_at: float) -> CenterLoad:
         try:

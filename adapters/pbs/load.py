@@ -34,63 +34,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import CenterLoad, CenterTotals, GpuLoad, PartitionLoad
+from adapters.base import CenterLoad, PartitionLoad
+from adapters.batch.load import sum_nodes
 from adapters.batch.markers import SEPARATOR
 from adapters.pbs.parse import DIALECTS, parse_qstat_blocks
+from adapters.pbs.values import (
+    node_condition,
+    node_states,
+    pbs_duration,
+    pbs_int,
+    pbs_size_mib,
+    state_counts,
+    truthy,
+)
 from adapters.slurm.load import gpus_by_model
 
-#: Node states (pbsnodes `state`, comma-separated when several) -> how a node counts.
-#: Torque, PBS Pro, and the Slurm states the wrapper prints lowercased ("idle" becomes
-#: "free", "drained" "offline", "allocated" "job-exclusive"/"busy").
-PBS_NODE_STATES: dict[str, str] = {
-    "free": "idle",
-    "sleep": "idle",  # PBS Pro: powered down to save energy; woken for a job
-    "cloud": "idle",  # wrapper: a cloud node not yet started
-    "powered_down": "idle",  # wrapper: started again for a job
-    "planned": "idle",  # wrapper: idle, a pending job planned on it
-    "resume": "idle",
-    "cancel_reboot": "idle",
-    "job-exclusive": "allocated",  # every CPU (Torque) / the whole vnode (PBS Pro) taken
-    "job-sharing": "allocated",
-    "job-busy": "allocated",  # PBS Pro: every CPU assigned
-    "resv-exclusive": "allocated",  # PBS Pro: the whole vnode held by a reservation
-    "busy": "allocated",  # load above $max_load (wrapper: allocated)
-    "reserve": "allocated",
-    "time-shared": "allocated",
-    "mixed": "allocated",  # wrapper: partly allocated
-    "allocated": "allocated",
-    "completing": "allocated",  # wrapper: a job's epilog still runs
-    "reserved": "allocated",  # wrapper: in an advance reservation
-    "perfctrs": "allocated",
-    "power_up": "allocated",  # wrapper: booting for a job
-    "powering_up": "allocated",
-    "down": "down",
-    "offline": "down",  # marked offline by an administrator (wrapper: drained)
-    "draining": "down",  # wrapper: runs its jobs, takes no new one
-    "state-unknown": "down",
-    "unknown": "down",
-    "stale": "down",  # PBS Pro: the server lost track of it
-    "unresolvable": "down",
-    "provisioning": "down",
-    "wait-provisioning": "down",
-    "maintenance": "down",
-    "maint": "down",
-    "initializing": "down",
-    "fail": "down",
-    "failing": "down",
-    "reboot": "down",
-    "reboot_issued": "down",
-    "future": "down",
-    "inval": "down",
-    "power_down": "down",
-    "powering_down": "down",
-}
 #: States in which no CPU of the node is left for a job queued now, whatever its jobs hold.
 _FULL_NODE_STATES = frozenset({"job-exclusive", "resv-exclusive", "busy", "allocated"})
 #: Wrapper states whose allocated CPUs only the running jobs tell.
 _PARTLY_ALLOCATED = ("mixed", "draining", "failing", "completing")
-_STATE_SUFFIXES = "*~#%!$@^-+"  # Slurm's flags after a state name, kept by the wrapper
-_SIZE_RE = re.compile(r"^(\d+)([kmgtp]?)(b|w)?$", re.IGNORECASE)
 _SLOTS_RE = re.compile(r"(\d+)(?:-(\d+))?/")
 _EXEC_HOST_RE = re.compile(r"^([^/+]+)/(\d+)$")
 
@@ -116,67 +78,6 @@ def build_load_command(dialect: str) -> str:
     )
 
 
-# ------------------------------------------------------------ small parsers
-
-
-def pbs_duration(value: object) -> int | None:
-    """A PBS walltime ("48:00:00", "1:00:00:00", "3600", 3600) -> seconds; None for
-    none ("--", "")."""
-    text = str(value).strip()
-    if not text or text == "--":
-        return None
-    parts = text.split(":")
-    if len(parts) > 4 or not all(p.isdigit() for p in parts):
-        return None
-    seconds = 0
-    for part, unit in zip(reversed(parts), (1, 60, 3600, 86400), strict=False):
-        seconds += int(part) * unit
-    return seconds
-
-
-def pbs_size_mib(value: object) -> int:
-    """A PBS size ("8192mb", "32657912kb", "64gb", bytes) -> MiB; units are powers of 1024."""
-    match = _SIZE_RE.match(str(value).strip())
-    if match is None:
-        return 0
-    number, unit, word = match.groups()
-    scale = 1024 ** "bkmgtp".index((unit or "b").lower()) * (8 if word in ("w", "W") else 1)
-    return int(number) * scale // (1024 * 1024)
-
-
-def _truthy(value: object) -> bool:
-    return str(value).strip().lower() in ("true", "yes", "y", "1", "t")
-
-
-def _int(value: object) -> int:
-    text = str(value).strip()
-    return int(text) if text.isdigit() else 0
-
-
-def node_states(value: object) -> list[str]:
-    """pbsnodes `state` ("down,offline", "free~") -> its states, Slurm flags dropped."""
-    return [s.strip().lower().rstrip(_STATE_SUFFIXES) for s in str(value).split(",") if s.strip()]
-
-
-def node_condition(states: list[str]) -> str:
-    """pbsnodes states -> "idle", "allocated" or "down"; a state not known is unusable."""
-    conditions = {PBS_NODE_STATES.get(s, "down") for s in states} or {"down"}
-    for condition in ("down", "allocated"):
-        if condition in conditions:
-            return condition
-    return "idle"
-
-
-def _state_counts(text: object) -> dict[str, int]:
-    """ "Transit:0 Queued:3 Held:1 Waiting:0 Running:2 Exiting:0 Begun:0" -> counts."""
-    counts = {}
-    for word in str(text).split():
-        name, _, number = word.partition(":")
-        if number.isdigit():
-            counts[name.lower()] = int(number)
-    return counts
-
-
 # ------------------------------------------------------------ nodes and queues
 
 
@@ -190,6 +91,17 @@ class _Node:
     gpus: dict[str, int] = field(default_factory=dict)
     gpus_allocated: dict[str, int] = field(default_factory=dict)
     queue: str | None = None  # PBS Pro: the one queue whose jobs it runs
+
+    @property
+    def cores(self) -> tuple[int, int, int, int]:
+        """Allocated, idle, down and total: a down node's free CPUs are down."""
+        free = self.cpus - self.cpus_allocated
+        down = self.condition == "down"
+        return (self.cpus_allocated, 0 if down else free, free if down else 0, self.cpus)
+
+    @property
+    def gpus_used(self) -> dict[str, int]:
+        return self.gpus_allocated
 
 
 @dataclass
@@ -248,7 +160,7 @@ def _running_cpus_by_node(qstat_f: str) -> dict[str, int]:
 
 
 def _torque_gpus(attrs: Mapping[str, str], status: Mapping[str, str]) -> dict[str, int]:
-    total = _int(attrs.get("gpus", "0"))
+    total = pbs_int(attrs.get("gpus", "0"))
     typed = gpus_by_model(status.get("gres", ""))
     if total and sum(typed.values()) == total:
         return typed
@@ -261,7 +173,7 @@ def _torque_nodes(text: str, running_cpus: Mapping[str, int]) -> list[_Node]:
         status = _status_items(attrs.get("status", ""))
         states = node_states(attrs.get("state", ""))
         condition = node_condition(states)
-        cpus = _int(attrs.get("np", "")) or _int(status.get("ncpus", ""))
+        cpus = pbs_int(attrs.get("np", "")) or pbs_int(status.get("ncpus", ""))
         jobs = attrs.get("jobs", "").strip()
         if jobs:  # Torque: the slots its jobs hold, "0-3/12.server,4/13.server"
             held = sum(int(b or a) - int(a) + 1 for a, b in _SLOTS_RE.findall(jobs))
@@ -318,17 +230,19 @@ def _torque_queues(blocks_text: str, limits_text: str) -> list[_Queue]:
         row = limits.get(name) or next(  # qstat -q cuts names at 16 characters
             (r for n, r in limits.items() if len(n) == 16 and name.startswith(n)), []
         )
-        counts = _state_counts(attrs.get("state_count", ""))
+        counts = state_counts(attrs.get("state_count", ""))
         walltime = pbs_duration(attrs.get("resources_max.walltime", ""))
         if walltime is None and row:
             walltime = pbs_duration(row[3])
-        max_nodes = _int(attrs.get("resources_max.nodect", "")) or (_int(row[4]) if row else 0)
+        max_nodes = pbs_int(attrs.get("resources_max.nodect", "")) or (
+            pbs_int(row[4]) if row else 0
+        )
         if counts:
             queued = counts.get("queued", 0) + counts.get("held", 0) + counts.get("waiting", 0)
             running = counts.get("running", 0) + counts.get("exiting", 0)
         else:
-            queued, running = (_int(row[6]), _int(row[5])) if row else (0, 0)
-        available = _truthy(attrs.get("enabled")) and _truthy(attrs.get("started"))
+            queued, running = (pbs_int(row[6]), pbs_int(row[5])) if row else (0, 0)
+        available = truthy(attrs.get("enabled")) and truthy(attrs.get("started"))
         queues.append(_Queue(name, available, walltime, max_nodes or None, queued, running, None))
     return queues
 
@@ -347,13 +261,13 @@ def _pbspro_nodes(text: str) -> list[_Node]:
         available = attrs.get("resources_available") or {}
         assigned = attrs.get("resources_assigned") or {}
         states = node_states(attrs.get("state", ""))
-        cpus = _int(available.get("ncpus", attrs.get("pcpus", 0)))
+        cpus = pbs_int(available.get("ncpus", attrs.get("pcpus", 0)))
         full = _FULL_NODE_STATES.intersection(states)
-        held = cpus if full else _int(assigned.get("ncpus", 0))
+        held = cpus if full else pbs_int(assigned.get("ncpus", 0))
         condition = node_condition(states)
         if condition == "idle" and held:
             condition = "allocated"  # "free" with CPUs assigned: partly used
-        gpus = _int(available.get("ngpus", 0))
+        gpus = pbs_int(available.get("ngpus", 0))
         nodes.append(
             _Node(
                 name,
@@ -362,7 +276,7 @@ def _pbspro_nodes(text: str) -> list[_Node]:
                 min(held, cpus),
                 pbs_size_mib(available.get("mem", "")),
                 {"gpu": gpus} if gpus else {},
-                {"gpu": min(_int(assigned.get("ngpus", 0)), gpus)} if gpus else {},
+                {"gpu": min(pbs_int(assigned.get("ngpus", 0)), gpus)} if gpus else {},
                 attrs.get("queue") or None,
             )
         )
@@ -375,13 +289,13 @@ def _pbspro_queues(text: str) -> list[_Queue]:
         if str(attrs.get("queue_type", "Execution")).lower().startswith("r"):
             continue
         most = attrs.get("resources_max") or {}
-        counts = _state_counts(attrs.get("state_count", ""))
+        counts = state_counts(attrs.get("state_count", ""))
         queues.append(
             _Queue(
                 name,
-                _truthy(attrs.get("enabled")) and _truthy(attrs.get("started")),
+                truthy(attrs.get("enabled")) and truthy(attrs.get("started")),
                 pbs_duration(most.get("walltime", "")),
-                _int(most.get("nodect", "")) or None,
+                pbs_int(most.get("nodect", "")) or None,
                 counts.get("queued", 0) + counts.get("held", 0) + counts.get("waiting", 0),
                 counts.get("running", 0) + counts.get("exiting", 0) + counts.get("begun", 0),
                 counts.get("queued", 0),
@@ -401,31 +315,6 @@ def _server_default_queue(text: str, dialect: str) -> str | None:
 
 
 # ------------------------------------------------------------ the parser
-
-
-def _sum_nodes(nodes: list[_Node]) -> CenterTotals:
-    conditions = [n.condition for n in nodes]
-    usable = [n for n in nodes if n.condition != "down"]
-    models = sorted({m for n in nodes for m in n.gpus})
-    return CenterTotals(
-        nodes_total=len(nodes),
-        nodes_idle=conditions.count("idle"),
-        nodes_allocated=conditions.count("allocated"),
-        nodes_down=conditions.count("down"),
-        cores_total=sum(n.cpus for n in nodes),
-        cores_idle=sum(n.cpus - n.cpus_allocated for n in usable),
-        cores_allocated=sum(n.cpus_allocated for n in nodes),
-        cores_down=sum(n.cpus - n.cpus_allocated for n in nodes if n.condition == "down"),
-        gpus=tuple(
-            GpuLoad(
-                model,
-                total=sum(n.gpus.get(model, 0) for n in nodes),
-                allocated=sum(n.gpus_allocated.get(model, 0) for n in nodes),
-                per_node=max(n.gpus.get(model, 0) for n in nodes),
-            )
-            for model in models
-        ),
-    )
 
 
 def _nodes_of(queue: str, nodes: list[_Node], dialect: str) -> list[_Node]:
@@ -462,7 +351,7 @@ def parse_load(
     loads = []
     for queue in queues:
         members = _nodes_of(queue.name, nodes, dialect)
-        sums = _sum_nodes(members)
+        sums = sum_nodes(members)
         loads.append(
             PartitionLoad.of(
                 sums,
@@ -483,5 +372,5 @@ def parse_load(
         now,
         jobs_queued=sum(q.queued for q in queues),
         jobs_running=sum(q.running for q in queues),
-        totals=_sum_nodes(nodes),
+        totals=sum_nodes(nodes),
     )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from adapters.batch.settings import BatchSettings
-from adapters.registry import CenterSite, CenterType, register
+from adapters.batch.settings import BatchSettings, batch_center_type
+from adapters.registry import register
 from adapters.slurm.adapter import SlurmAdapter
 
 
@@ -11,21 +11,6 @@ class SlurmSettings(BatchSettings):
     """A Slurm center's `scheduler` section."""
 
 
-def make_adapter(site: CenterSite) -> SlurmAdapter:
-    settings = site.settings
-    assert isinstance(settings, SlurmSettings) and site.target is not None and site.pool
-    return SlurmAdapter(
-        site.target, site.pool, work_root=settings.work_root, default_queue=settings.default_queue
-    )
-
-
 CENTER_TYPE = register(
-    CenterType(
-        name="slurm",
-        section="scheduler",
-        settings_model=SlurmSettings,
-        make_adapter=make_adapter,
-        directives_key="slurm",
-        description="a Slurm cluster reached over SSH",
-    )
+    batch_center_type("slurm", SlurmAdapter, SlurmSettings, "a Slurm cluster reached over SSH")
 )

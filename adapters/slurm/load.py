@@ -16,11 +16,12 @@ exits non-zero with that part's message on stderr and nothing is read from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from adapters.base import CenterLoad, CenterTotals, GpuLoad, PartitionLoad
+from adapters.base import CenterLoad, PartitionLoad
 from adapters.batch.jobdir import array_indices, quote
+from adapters.batch.load import sum_nodes
 from adapters.batch.markers import SEPARATOR
 
 #: `sinfo -O` fields; ":|" is "no width, then a '|'": nothing is padded or cut.
@@ -188,7 +189,7 @@ class _Node:
     condition: str
     cpus: int
     memory_mib: int
-    cores: tuple[int, int, int, int]  # allocated, idle, other, total
+    cores: tuple[int, int, int, int]  # sinfo's A/I/O/T: allocated, idle, other, total
     gpus: dict[str, int]
     gpus_used: dict[str, int]
 
@@ -232,31 +233,6 @@ def _parse_node_line(line: str) -> tuple[_Node, str, str, str, str] | None:
         gpus_by_model(used),
     )
     return parsed, partition, avail, limit, size
-
-
-def _sum_nodes(nodes: Sequence[_Node]) -> CenterTotals:
-    """Nodes by condition, cores by sinfo's A/I/O/T and GPUs by model of some nodes."""
-    conditions = [n.condition for n in nodes]
-    models = sorted({m for n in nodes for m in n.gpus})
-    return CenterTotals(
-        nodes_total=len(nodes),
-        nodes_idle=conditions.count("idle"),
-        nodes_allocated=conditions.count("allocated"),
-        nodes_down=conditions.count("down"),
-        cores_total=sum(n.cores[3] for n in nodes),
-        cores_idle=sum(n.cores[1] for n in nodes),
-        cores_allocated=sum(n.cores[0] for n in nodes),
-        cores_down=sum(n.cores[2] for n in nodes),  # drained, down: sinfo's "other"
-        gpus=tuple(
-            GpuLoad(
-                model,
-                total=sum(n.gpus.get(model, 0) for n in nodes),
-                allocated=sum(min(n.gpus_used.get(model, 0), n.gpus.get(model, 0)) for n in nodes),
-                per_node=max(n.gpus.get(model, 0) for n in nodes),
-            )
-            for model in models
-        ),
-    )
 
 
 def _count_jobs(lines: Iterable[str], partitions: dict[str, _Partition]) -> tuple[int, int]:
@@ -337,7 +313,7 @@ def parse_load(stdout: str, now: float) -> CenterLoad:
     queued, running = _count_jobs(squeue_text.splitlines(), partitions)
     loads = []
     for part in partitions.values():
-        sums = _sum_nodes(part.nodes)
+        sums = sum_nodes(part.nodes)
         loads.append(
             PartitionLoad.of(
                 sums,
@@ -353,5 +329,5 @@ def parse_load(stdout: str, now: float) -> CenterLoad:
                 estimated_wait_seconds=_estimated_wait(part, sums.cores_idle, clock),
             )
         )
-    totals = _sum_nodes(list(nodes.values()))  # each node once, whatever its partitions
+    totals = sum_nodes(list(nodes.values()))  # each node once, whatever its partitions
     return CenterLoad(tuple(loads), now, queued, running, totals)

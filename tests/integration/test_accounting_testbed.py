@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapters.slurm.adapter import slurm_state
+from adapters.slurm.status import slurm_state
 from gateway.client.core import ClientError, HpcfedClient
 from gateway.config import LoadedConfig
 from gateway.config_models import AdmissionConfig

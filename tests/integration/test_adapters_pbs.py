@@ -10,7 +10,8 @@ import pytest
 
 from adapters.base import JobState
 from adapters.batch.jobdir import JobDir
-from adapters.pbs.adapter import PbsAdapter, build_qstat_command
+from adapters.pbs.adapter import PbsAdapter
+from adapters.pbs.commands import build_qstat_command
 from adapters.pbs.parse import parse_torque_qstat
 from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`

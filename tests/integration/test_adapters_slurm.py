@@ -13,7 +13,8 @@ import pytest
 from adapters.base import NOT_LISTED, JobState
 from adapters.batch.jobdir import JobDir, quote
 from adapters.errors import SubmitRejected
-from adapters.slurm.adapter import SQUEUE_FIELDS, SlurmAdapter, build_squeue_command, parse_squeue
+from adapters.slurm.adapter import SlurmAdapter
+from adapters.slurm.status import SQUEUE_FIELDS, build_squeue_command, parse_squeue
 from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     check_array_of_four,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from adapters.pbs.adapter import ping_command
+from adapters.pbs.commands import ping_command
 from adapters.slurm.adapter import slurmctld_up
 from gateway.centers.health import (
     DEGRADED,

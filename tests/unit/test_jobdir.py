@@ -35,7 +35,7 @@ from adapters.batch.markers import (
     settle_array,
     status_from_markers,
 )
-from adapters.slurm.adapter import _SLURM_ID_RE
+from adapters.slurm.status import SLURM_ID_RE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GID = "0b5b8a5e-8d4c-4c5e-9a43-3f1b2d6c7e8f"
@@ -409,9 +409,9 @@ def test_malformed_dependencies_and_directives_are_refused_naming_the_field() ->
     ]
     for request, field in cases:
         with pytest.raises(SpecRefused) as refused:
-            check_request(request, _SLURM_ID_RE, "slurm")
+            check_request(request, SLURM_ID_RE, "slurm")
         assert refused.value.field == field
-    check_request(job(dependencies=[("afterany", "12_3")]), _SLURM_ID_RE, "slurm")
+    check_request(job(dependencies=[("afterany", "12_3")]), SLURM_ID_RE, "slurm")
 
 
 def test_dependencies_are_grouped_by_condition_in_order() -> None:

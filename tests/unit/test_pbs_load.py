@@ -14,14 +14,8 @@ from adapters.base import CenterLoad, GpuLoad, PartitionLoad
 from adapters.batch.markers import SEPARATOR
 from adapters.errors import CommandFailed
 from adapters.pbs.adapter import PbsAdapter
-from adapters.pbs.load import (
-    build_load_command,
-    node_condition,
-    node_states,
-    parse_load,
-    pbs_duration,
-    pbs_size_mib,
-)
+from adapters.pbs.load import build_load_command, parse_load
+from adapters.pbs.values import node_condition, node_states, pbs_duration, pbs_size_mib
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 

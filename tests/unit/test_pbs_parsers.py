@@ -13,8 +13,8 @@ import pytest
 from adapters.base import JobRequest, JobState
 from adapters.batch.jobdir import JobDir
 from adapters.errors import CenterUnavailable
-from adapters.pbs.adapter import (
-    PbsAdapter,
+from adapters.pbs.adapter import PbsAdapter
+from adapters.pbs.commands import (
     build_element_query,
     build_qdel_command,
     build_qstat_command,

@@ -11,7 +11,8 @@ import pytest
 from adapters.base import JobRequest
 from adapters.batch.jobdir import JobDir, SpecRefused
 from adapters.errors import SubmitRejected
-from adapters.pbs.adapter import PbsAdapter, build_pbs_script, pbspro_array, torque_array
+from adapters.pbs.adapter import PbsAdapter
+from adapters.pbs.script import build_pbs_script, pbspro_array, torque_array
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import SSHPool, SSHTarget
 from tests.unit.test_slurm_scripts import load

@@ -12,20 +12,22 @@ from adapters.base import JobRequest, JobState
 from adapters.batch.jobdir import JobDir
 from adapters.errors import SubmitRejected
 from adapters.slurm.adapter import (
-    SLURM_STATES,
     SlurmAdapter,
     build_cancel_command,
+    cancel_refused_because_finished,
+    sbatch_rejection,
+)
+from adapters.slurm.script import slurm_time
+from adapters.slurm.status import (
+    SLURM_STATES,
     build_sacct_command,
     build_squeue_command,
-    cancel_refused_because_finished,
     current_reason,
     parse_sacct,
     parse_squeue,
     parse_squeue_comments,
-    sbatch_rejection,
     slurm_epoch,
     slurm_state,
-    slurm_time,
     wait_status_exit_code,
 )
 from adapters.transport.keys import KeyFile

@@ -11,7 +11,8 @@ import pytest
 from adapters.base import JobRequest
 from adapters.batch.jobdir import JobDir, SpecRefused, render_user_script
 from adapters.errors import SubmitRejected
-from adapters.slurm.adapter import SlurmAdapter, build_sbatch_script
+from adapters.slurm.adapter import SlurmAdapter
+from adapters.slurm.script import build_sbatch_script
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import SSHPool, SSHTarget
 
