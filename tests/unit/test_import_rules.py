@@ -50,14 +50,14 @@ def _contract(name: str) -> dict[str, object]:
     return matches[0]
 
 
-def _gateway_children() -> set[str]:
-    """gateway's packages and top-level modules, as dotted names."""
+def _children(package: str) -> set[str]:
+    """A package's subpackages and top-level modules, as dotted names."""
     children = set()
-    for path in (REPO / "gateway").iterdir():
+    for path in (REPO / package).iterdir():
         if path.is_dir() and (path / "__init__.py").exists():
-            children.add(f"gateway.{path.name}")
+            children.add(f"{package}.{path.name}")
         elif path.suffix == ".py" and path.name != "__init__.py":
-            children.add(f"gateway.{path.stem}")
+            children.add(f"{package}.{path.stem}")
     return children
 
 
@@ -68,14 +68,21 @@ def test_the_import_contracts_hold() -> None:
 
 def test_the_http_contract_names_every_other_gateway_package() -> None:
     contract = _contract("only gateway.http imports gateway.http")
-    assert set(contract["source_modules"]) == _gateway_children() - {"gateway.http"}
+    assert set(contract["source_modules"]) == _children("gateway") - {"gateway.http"}
 
 
 def test_the_client_contract_forbids_every_other_gateway_package() -> None:
     contract = _contract("gateway.client imports nothing of the server")
     forbidden = {m for m in contract["forbidden_modules"] if m.startswith("gateway.")}
-    assert forbidden == _gateway_children() - {"gateway.client"}
+    assert forbidden == _children("gateway") - {"gateway.client"}
     assert "adapters" in contract["forbidden_modules"]
+
+
+def test_the_adapter_machinery_contract_names_every_other_adapters_package() -> None:
+    contract = _contract("the shared adapter machinery imports no center type")
+    sources, types = set(contract["source_modules"]), set(contract["forbidden_modules"])
+    assert sources | types == _children("adapters")
+    assert not sources & types
 
 
 def test_a_forbidden_import_inside_a_function_breaks_a_contract(tmp_path: Path) -> None:
