@@ -6,7 +6,7 @@ service login, the scheduler's own ping (`Adapter.ping`), and a stat of each
 storage root. Outcomes go to the probes table; a small state machine per
 center turns them into up / degraded / down. While a center is down,
 `Center.down` is set, and `Center.require_available()` refuses requests that
-need it with a 503 at once instead of letting them hang.
+need it at once (center_unavailable) instead of letting them hang.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from adapters.batch.adapter import JobDirAdapter
 from adapters.errors import AdapterError
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import Center, CenterRegistry
+from gateway.centers.probes import ProbeStore
 from gateway.centers.submissions import FailingSubmissions
 from gateway.config_models import HealthConfig
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.jobs.poller import Poller
 from gateway.jobs.store import JobStore
-from gateway.store.sqlite.probes import SQLiteProbeStore
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.health")
@@ -149,7 +149,7 @@ class HealthMonitor:
     def __init__(
         self,
         centers: CenterRegistry,
-        probes: SQLiteProbeStore,
+        probes: ProbeStore,
         config: HealthConfig,
         store: JobStore,
         poller: Poller | None = None,
@@ -234,7 +234,7 @@ class HealthMonitor:
         at = utcnow()
         try:
             login = center.service_login()
-        except ApiError as exc:
+        except DomainError as exc:
             failed = Check(False, None, exc.message)
             return Probe(at, failed, failed, failed)
         ssh, scheduler, storage = await asyncio.gather(
@@ -252,7 +252,7 @@ class HealthMonitor:
             return Check(
                 False, None, f"{what} did not answer within {self.config.probe_timeout:g}s"
             )
-        except (AdapterError, ApiError, PathRefused) as exc:
+        except (AdapterError, DomainError, PathRefused) as exc:
             return Check(False, None, exc.message)
         except Exception as exc:  # a probe must never stop the loop
             log.exception("health probe failed")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from adapters.base import CenterLoad, CenterTotals, GpuLoad, PartitionLoad
 from adapters.errors import AdapterError, CenterUnavailable
@@ -41,19 +41,16 @@ from gateway.centers.descriptor import (
     PriceDoc,
 )
 from gateway.centers.evaluation.models import EvaluationRecord
+from gateway.centers.evaluation.store import EvaluationStore
+from gateway.centers.probes import ProbeStore
 from gateway.config_models import AdmissionConfig, ComputingPowerConfig
-from gateway.errors import ApiError, adapter_error
-from gateway.store.sqlite.probes import SQLiteProbeStore
+from gateway.errors import DomainError, adapter_error
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.power")
 
 #: A load query may take this long at most, whatever the center's command timeout.
 LOAD_TIMEOUT = 30.0
-
-
-class EvaluationLookup(Protocol):
-    async def latest(self, center_id: str) -> EvaluationRecord | None: ...
 
 
 @dataclass
@@ -68,15 +65,17 @@ class PowerService:
     def __init__(
         self,
         centers: CenterRegistry,
-        probes: SQLiteProbeStore,
+        probes: ProbeStore,
+        evaluations: EvaluationStore,
         config: ComputingPowerConfig,
         admission: AdmissionConfig,
     ) -> None:
         self.centers = centers
         self.probes = probes
+        #: Admission and measured figures come from each center's latest finished one.
+        self.evaluations = evaluations
         self.config = config
         self.admission_config = admission
-        self.evaluations: EvaluationLookup | None = None  # set once the service exists
         self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -107,7 +106,7 @@ class PowerService:
                 adapter = center.adapter_for(center.service_login())
                 async with asyncio.timeout(LOAD_TIMEOUT):
                     load = await adapter.load()
-            except (AdapterError, TimeoutError, ApiError) as exc:
+            except (AdapterError, TimeoutError, DomainError) as exc:
                 message = _message(center, exc)
                 if isinstance(exc, TimeoutError):
                     exc = CenterUnavailable(message, center=center.id)
@@ -136,7 +135,7 @@ class PowerService:
     # ------------------------------------------------------------ admission
 
     async def latest_evaluation(self, center_id: str) -> EvaluationRecord | None:
-        return await self.evaluations.latest(center_id) if self.evaluations else None
+        return await self.evaluations.latest_finished(center_id)
 
     async def admission(self, center_id: str) -> Admission:
         center = self.centers.get(center_id)
@@ -210,7 +209,7 @@ class PowerService:
 def _message(center: Center, exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"center {center.id}: the load query did not answer within {LOAD_TIMEOUT:g}s"
-    if isinstance(exc, ApiError):
+    if isinstance(exc, DomainError):
         return exc.message
     assert isinstance(exc, AdapterError)
     return adapter_error(exc).message

@@ -22,8 +22,8 @@ from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
 from gateway.data.copying import CopiedFile, check_overlap, copy_tree, plan
 from gateway.data.models import TransferFile, TransferRecord, TransferRequest
+from gateway.data.store import TransferStore
 from gateway.errors import DomainError
-from gateway.store.sqlite.transfers import SQLiteTransferStore
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.transfers")
@@ -33,7 +33,7 @@ _SAVE_EVERY = 1.0  # seconds between progress writes
 
 
 class TransferService:
-    def __init__(self, store: SQLiteTransferStore, centers: CenterRegistry) -> None:
+    def __init__(self, store: TransferStore, centers: CenterRegistry) -> None:
         self.store = store
         self.centers = centers
         self._live: dict[str, TransferRecord] = {}

@@ -61,7 +61,6 @@ from gateway.http.routes.keys import (
     VAULT,
     VERIFIER,
 )
-from gateway.identity.audit import AuditLog
 from gateway.identity.keyring import Keyring
 from gateway.identity.permissions import CLIENT_TOKEN_FILE, ensure_client_token
 from gateway.identity.tokens import TokenIssuer
@@ -70,10 +69,7 @@ from gateway.identity.verifier import TokenVerifier
 from gateway.jobs.events import EventBus, PublishingJobStore
 from gateway.jobs.poller import Poller
 from gateway.jobs.service import JobService
-from gateway.store.sqlite.evaluations import SQLiteEvaluationStore
-from gateway.store.sqlite.jobs import SQLiteJobStore
-from gateway.store.sqlite.probes import SQLiteProbeStore
-from gateway.store.sqlite.transfers import SQLiteTransferStore
+from gateway.store import Stores, open_stores
 
 #: Routes whose handlers stream their bodies, so no body cap applies to them.
 STREAMED_UPLOADS = (CONTENT_ROUTE, "/v1/jobs/{id}/inputs/{index}")
@@ -84,6 +80,8 @@ UPLOAD_READ_BUFFER = 1 << 20
 MAX_REQUEST_LINE = 64 << 10
 #: Bootstrap client tokens live this long at most; they are renewed at start.
 CLIENT_TOKEN_TTL = 30 * 86400.0
+#: Every store of the gateway, of the configured backend.
+STORES = web.AppKey("stores", Stores)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -104,11 +102,12 @@ def setup_routes(app: web.Application) -> None:
 def create_app(config: LoadedConfig) -> web.Application:
     """The gateway app. Opens (and on first use creates) the vault and a signing key."""
     gw = config.gateway
-    vault = Vault.open(gw.vault, config.data_path, create=True)
+    stores = open_stores(config)
+    vault = Vault.open(gw.vault, config.data_path, create=True, entries=stores.vault)
     keyring = Keyring(vault)
     keyring.ensure()
     verifier = TokenVerifier(keyring, gw.auth, config.data_path)
-    audit = AuditLog(config.data_path(gw.audit_log))
+    audit = stores.audit
     max_body = gw.limits.max_body << 20
     limiter = RateLimiter(gw.limits.rate, gw.limits.burst)
     metrics = GatewayMetrics()
@@ -148,6 +147,7 @@ def create_app(config: LoadedConfig) -> web.Application:
         verifier,
         audit,
     )
+    app[STORES] = stores
     app[ISSUER] = TokenIssuer(keyring, gw.auth)
     app[METRICS] = metrics
     setup_request_id(app)
@@ -169,16 +169,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             auth.bootstrap_roles,
             min(CLIENT_TOKEN_TTL, auth.max_ttl),
         )
+    stores = app[STORES]
+    await stores.open()
     # Every job write passes the publishing wrapper: that is where job events are born.
-    store = PublishingJobStore(
-        SQLiteJobStore(config.data_path(config.gateway.store.path)), app[EVENTS]
-    )
-    await store.open()
+    store = PublishingJobStore(stores.jobs, app[EVENTS])
     centers = build_registry(config, app[VAULT])
-    probe_store = SQLiteProbeStore(config.data_path(config.gateway.store.path))
-    await probe_store.open()
     power = PowerService(
-        centers, probe_store, config.gateway.computing_power, config.gateway.admission
+        centers,
+        stores.probes,
+        stores.evaluations,
+        config.gateway.computing_power,
+        config.gateway.admission,
     )
     app[POWER] = power
     service = JobService(
@@ -194,21 +195,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         unaccounted_after=config.gateway.unaccounted_after,
         submit_attempts=config.gateway.submit_attempts,
     )
-    transfer_store = SQLiteTransferStore(config.data_path(config.gateway.store.path))
-    await transfer_store.open()
-    transfers = TransferService(transfer_store, centers)
+    transfers = TransferService(stores.transfers, centers)
     app[STORE], app[CENTERS], app[SERVICE], app[POLLER] = store, centers, service, poller
     app[TRANSFERS] = transfers
     app[METRICS].watch(centers, poller, transfers)
     await transfers.start()
-    evaluation_store = SQLiteEvaluationStore(config.data_path(config.gateway.store.path))
-    await evaluation_store.open()
-    evaluations = EvaluationService(evaluation_store, centers, power, config.gateway.admission)
+    evaluations = EvaluationService(stores.evaluations, centers, power, config.gateway.admission)
     await evaluations.start_service()
-    power.evaluations = evaluations  # admission and measured figures come from it
     app[EVALUATIONS] = evaluations
     poll_task = asyncio.create_task(poller.run(), name="poller")
-    health = HealthMonitor(centers, probe_store, config.gateway.health, store, poller)
+    health = HealthMonitor(centers, stores.probes, config.gateway.health, store, poller)
     app[HEALTH] = health
     await health.start()
     try:
@@ -220,11 +216,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await poll_task
         await service.close()
         await evaluations.close()  # before the centers: its runs cancel their jobs
-        await evaluation_store.close()
         await transfers.close()
-        await transfer_store.close()
-        await probe_store.close()
         await centers.close()
-        await store.close()
         await app[VERIFIER].close()
-        app[AUDIT].close()
+        await stores.close()  # last: the audit trail records until the end

@@ -7,14 +7,17 @@ appended to one file as a JSON object on its own line::
      "action": "jobs.submit", "target": {"job": "j-1"}, "outcome": "ok",
      "status": 201, "source": "10.0.0.7"}
 
-The gateway and admin commands run in different processes and may write the
-same file at once; each line is written with a single ``write(2)`` on a file
-opened with ``O_APPEND``, so lines never interleave. Headers, bodies, query
-strings and tokens are never recorded.
+`AuditTrail` is the contract: `record` builds the entry, a backend keeps it
+(`append`) and gives every entry back in order (`entries`). `AuditLog` is the
+backend of the embedded store, a file of JSON lines: the gateway and admin
+commands run in different processes and may write it at once; each line is
+written with a single ``write(2)`` on a file opened with ``O_APPEND``, so lines
+never interleave. Headers, bodies, query strings and tokens are never recorded.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -23,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 log = logging.getLogger("hpcfed.audit")
 
@@ -31,20 +35,12 @@ class AuditError(Exception):
     """An audit line could not be written."""
 
 
-class AuditLog:
-    """Appends audit lines to ``path``; safe across threads and processes."""
+class AuditTrail(abc.ABC):
+    """Where audit entries are kept, in the order they were recorded.
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # 0600: the log names users and what they did. The mode applies when the
-        # file is created; an existing file keeps the mode its owner gave it.
-        self._fd: int | None = os.open(
-            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        # O_APPEND keeps processes apart; the lock keeps this object's threads
-        # from racing close() against a write on the same descriptor.
-        self._lock = threading.Lock()
+    Errors: `append` (and so `record`) raises AuditError when the entry cannot be
+    kept, also after `close`; `entries` raises ValueError naming a corrupt entry.
+    """
 
     def record(
         self,
@@ -59,7 +55,7 @@ class AuditLog:
         error: str | None = None,
         **details: object,
     ) -> None:
-        """Append one line. Raises AuditError (after logging it) if it cannot."""
+        """Keep one entry. Raises AuditError (after logging it) if it cannot."""
         entry: dict[str, object] = {
             "time": _now(),
             "actor": actor,
@@ -75,10 +71,50 @@ class AuditLog:
             if key in entry:  # only "time" can get here: the rest are named parameters
                 raise TypeError(f"audit detail {key!r} would replace a standard field")
             entry[key] = value
-        line = json.dumps(
-            {k: _jsonable(v) for k, v in entry.items() if v is not None},
-            separators=(",", ":"),
+        self.append({k: _jsonable(v) for k, v in entry.items() if v is not None})
+
+    @abc.abstractmethod
+    def append(self, entry: dict[str, object]) -> None:
+        """Keep one entry (plain JSON values, no None) durably, after every earlier one."""
+
+    @abc.abstractmethod
+    def entries(self) -> list[dict[str, object]]:
+        """Every entry, oldest first."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the backend; later appends raise AuditError. Safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AuditLog(AuditTrail):
+    """Appends audit lines to ``path`` (JSON lines); safe across threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600: the log names users and what they did. The mode applies when the
+        # file is created; an existing file keeps the mode its owner gave it.
+        self._fd: int | None = os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
+        # O_APPEND keeps processes apart; the lock keeps this object's threads
+        # from racing close() against a write on the same descriptor.
+        self._lock = threading.Lock()
+
+    def append(self, entry: dict[str, object]) -> None:
+        action = entry.get("action")
+        line = json.dumps(entry, separators=(",", ":"))
         # ensure_ascii (the default) keeps the line free of U+2028 and friends,
         # so nothing but the final newline can split it.
         data = (line + "\n").encode("ascii")
@@ -96,23 +132,14 @@ class AuditLog:
                 log.error("cannot write the audit line for %s to %s: %s", action, self.path, exc)
                 raise AuditError(f"{self.path}: cannot write the audit line: {exc}") from exc
 
+    def entries(self) -> list[dict[str, object]]:
+        return read_audit(self.path) if self.path.exists() else []
+
     def close(self) -> None:
-        """Close the file; later records raise AuditError. Safe to call twice."""
         with self._lock:
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-
-    def __enter__(self) -> AuditLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def read_audit(path: Path) -> list[dict[str, object]]:

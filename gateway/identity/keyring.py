@@ -1,9 +1,10 @@
 """The gateway's token-signing keys: Ed25519, encrypted in the vault.
 
-Keys live under ``signing/<kid>``. The newest is the active one; rotation adds
-a key, and older keys keep verifying until retired, so tokens in flight survive
-a rotation. Private keys are decrypted for each signature and not kept; public
-keys are cached until the vault file changes.
+Keys live in the vault under ``signing/<kid>``, so they are kept wherever the
+vault's entries are (`gateway.identity.vault.VaultEntries`). The newest is the
+active one; rotation adds a key, and older keys keep verifying until retired, so
+tokens in flight survive a rotation. Private keys are decrypted for each
+signature and not kept; public keys are cached until the vault's entries change.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import logging
 import secrets
 import string
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,7 +54,7 @@ class Keyring:
     def __init__(self, vault: Vault) -> None:
         self._vault = vault
         self._public: dict[str, Ed25519PublicKey] = {}
-        self._public_stamp: tuple[int, int] | None = None
+        self._public_stamp: Hashable | None = None
         self._public_loaded = False
 
     def _created(self, name: str) -> datetime:

@@ -4,20 +4,23 @@ Each secret is encrypted with Fernet from `cryptography` (AES-128-CBC with an
 HMAC-SHA256 tag: authenticated encryption, widely used and well reviewed), under
 one master key taken from an environment variable or a mode-0600 key file.
 
-The vault is one JSON file::
+Where the encrypted entries are kept is the `VaultEntries` contract: name ->
+``{"created": iso, "meta": {...}, "secret": "<fernet token>"}``, read afresh on
+each call (a key the CLI adds is seen without a restart) and changed under a
+lock all writers share. The embedded backend, `VaultFile`, is one JSON file::
 
-    {"format": "hpcfed-vault", "version": 1,
-     "entries": {name: {"created": iso, "meta": {...}, "secret": "<fernet token>"}}}
+    {"format": "hpcfed-vault", "version": 1, "entries": {name: entry, ...}}
 
-Writers rewrite the whole file atomically under an exclusive lock on
-``<path>.lock``, so the CLI and a running gateway can both write; readers re-read
-the file on each call, so a key the CLI adds is seen without a restart.
+rewritten whole and atomically under an exclusive lock on ``<path>.lock``, so
+the CLI and a running gateway can both write. The signing keyring keeps its keys
+in the vault (entries ``signing/<kid>``), so this contract holds them too.
 
 Messages (`VaultError`) never hold secret material or key bytes.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import json
@@ -25,7 +28,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +41,10 @@ from gateway.config_models import VaultConfig
 __all__ = [
     "SIGNING_PREFIX",
     "Vault",
+    "VaultEntries",
     "VaultEntry",
     "VaultError",
+    "VaultFile",
     "load_master_key",
     "ssh_key_name",
 ]
@@ -170,29 +175,39 @@ def load_master_key(
     return key
 
 
-# ---------------------------------------------------------------- vault
+# ---------------------------------------------------------------- where entries are kept
 
 
-class Vault:
-    """Named secrets in one encrypted file."""
+class VaultEntries(abc.ABC):
+    """The vault's entries as stored: name -> {"created", "meta", "secret"}, the
+    secret already encrypted (a backend never sees a plain secret).
 
-    def __init__(self, path: Path, master_key: bytes) -> None:
+    Errors: VaultError when the entries cannot be read or written, its message
+    naming where and never holding an entry's content."""
+
+    @abc.abstractmethod
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Every entry, read afresh; empty when none was ever stored."""
+
+    @abc.abstractmethod
+    def change(self) -> contextlib.AbstractContextManager[dict[str, dict[str, Any]]]:
+        """The entries under a lock every writer (of any process) takes; what the
+        block leaves in the dict is stored, at once and whole, if it succeeds and
+        changed anything. A reader sees the entries before or after, never between."""
+
+    @abc.abstractmethod
+    def stamp(self) -> Hashable | None:
+        """A value that changes whenever the entries do (None: none stored yet), a
+        cheap check whether something read from them is still current."""
+
+
+class VaultFile(VaultEntries):
+    """The entries in one JSON file, mode 0600, in a directory of mode 0700."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._fernet = Fernet(master_key)
 
-    @classmethod
-    def open(
-        cls, config: VaultConfig, data_path: Callable[[str], Path], *, create: bool = False
-    ) -> Vault:
-        """The configured vault. With `create`, a missing master key file is made;
-        the vault file itself appears with the first `put`."""
-        key = load_master_key(config, data_path, create=create)
-        return cls(data_path(config.path), key)
-
-    # ------------------------------------------------------------ reading
-
-    def _load(self) -> dict[str, dict[str, Any]]:
-        """The entries as stored, read afresh; empty when the file does not exist."""
+    def read(self) -> dict[str, dict[str, Any]]:
         try:
             raw = _read_private(self.path, "vault file")
         except FileNotFoundError:
@@ -213,6 +228,93 @@ class Vault:
                 f"vault: {self.path} is not an hpcfed vault (format {FORMAT!r}, version {VERSION})"
             )
         return data["entries"]
+
+    def stamp(self) -> tuple[int, int] | None:
+        """(mtime_ns, size) of the file, None when absent."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    @contextlib.contextmanager
+    def change(self) -> Iterator[dict[str, dict[str, Any]]]:
+        _make_private_dirs(self.path.parent)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            entries = self.read()
+            before = json.dumps(entries, sort_keys=True)
+            yield entries
+            if json.dumps(entries, sort_keys=True) != before:
+                self._write(entries)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _write(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Replace the file atomically, so a reader sees the old or the new vault, never half."""
+        data = {"format": FORMAT, "version": VERSION, "entries": entries}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                json.dump(data, fh, indent=1, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        # fsync the directory so the rename itself survives a crash.
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+# ---------------------------------------------------------------- vault
+
+
+class Vault:
+    """Named secrets, encrypted under the master key, kept in `entries` (a path: the
+    vault file)."""
+
+    def __init__(self, entries: VaultEntries | Path, master_key: bytes) -> None:
+        self.entries = entries if isinstance(entries, VaultEntries) else VaultFile(entries)
+        self._fernet = Fernet(master_key)
+
+    @property
+    def path(self) -> Path | None:
+        """The vault file, where the entries are kept in one."""
+        return self.entries.path if isinstance(self.entries, VaultFile) else None
+
+    @classmethod
+    def open(
+        cls,
+        config: VaultConfig,
+        data_path: Callable[[str], Path],
+        *,
+        create: bool = False,
+        entries: VaultEntries | None = None,
+    ) -> Vault:
+        """The configured vault, its entries in `entries` (default: the vault file).
+        With `create`, a missing master key file is made; the vault file itself
+        appears with the first `put`."""
+        key = load_master_key(config, data_path, create=create)
+        return cls(entries or VaultFile(data_path(config.path)), key)
+
+    # ------------------------------------------------------------ reading
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        return self.entries.read()
 
     def _entry(self, name: str) -> dict[str, Any]:
         entry = self._load().get(name)
@@ -254,13 +356,9 @@ class Vault:
         meta = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
         return VaultEntry(name=name, created=created, meta=meta)
 
-    def stamp(self) -> tuple[int, int] | None:
-        """(mtime_ns, size) of the vault file, None when absent: a cheap change check."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+    def stamp(self) -> Hashable | None:
+        """Changes whenever the entries do (None when there are none): a cheap change check."""
+        return self.entries.stamp()
 
     # ------------------------------------------------------------ writing
 
@@ -272,7 +370,7 @@ class Vault:
                 "'_', '.', '-', and '/' between parts"
             )
         token = self._fernet.encrypt(name.encode() + _NAME_SEPARATOR + bytes(secret))
-        with self._locked() as entries:
+        with self.entries.change() as entries:
             entries[name] = {
                 "created": datetime.now(UTC).isoformat(),
                 "meta": {str(k): str(v) for k, v in meta.items()},
@@ -281,48 +379,5 @@ class Vault:
 
     def remove(self, name: str) -> bool:
         """Delete `name`; False when there was no such entry."""
-        with self._locked() as entries:
+        with self.entries.change() as entries:
             return entries.pop(name, None) is not None
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
-        """The entries, read under the write lock; written back if the block succeeds."""
-        _make_private_dirs(self.path.parent)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            entries = self._load()
-            before = json.dumps(entries, sort_keys=True)
-            yield entries
-            if json.dumps(entries, sort_keys=True) != before:
-                self._write(entries)
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def _write(self, entries: dict[str, dict[str, Any]]) -> None:
-        """Replace the file atomically, so a reader sees the old or the new vault, never half."""
-        data = {"format": FORMAT, "version": VERSION, "entries": entries}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                json.dump(data, fh, indent=1, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        self._sync_dir()
-
-    def _sync_dir(self) -> None:
-        # fsync the directory so the rename itself survives a crash.
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapters.base import JobState
 from gateway.jobs.models import JobRecord
-from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobStore
+from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobQuery, JobStore
 
 #: Events a subscriber may have pending before they are coalesced.
 DEFAULT_QUEUE_SIZE = 64
@@ -272,24 +271,8 @@ class PublishingJobStore(JobStore):
             self.bus.publish(record)
         return records
 
-    async def list(
-        self,
-        *,
-        owner: str | None,
-        states: Sequence[JobState] = (),
-        center: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-        max_bytes: int | None = None,
-    ) -> JobPage:
-        return await self.inner.list(
-            owner=owner,
-            states=states,
-            center=center,
-            limit=limit,
-            cursor=cursor,
-            max_bytes=max_bytes,
-        )
+    async def list(self, query: JobQuery) -> JobPage:
+        return await self.inner.list(query)
 
     async def finished(
         self,

@@ -27,7 +27,7 @@ from gateway.jobs.dependencies import check_center, load_parents, native_depende
 from gateway.jobs.models import JobRecord, JobSpec, PlacementDecision, Price
 from gateway.jobs.sending import SubmitRejectedError, sent_fields, to_request
 from gateway.jobs.staging import Stager, StagingFailed
-from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobStore
+from gateway.jobs.store import DuplicateIdempotencyKey, InvalidCursor, JobPage, JobQuery, JobStore
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.jobs")
@@ -272,26 +272,10 @@ class JobService:
             raise DomainError("not_found", f"job {job_id} not found", "id")
         return record
 
-    async def list(
-        self,
-        owner: str | None,
-        *,
-        states: Sequence[JobState] = (),
-        center: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-        max_bytes: int | None = None,
-    ) -> JobPage:
+    async def list(self, query: JobQuery) -> JobPage:
         try:
-            return await self.store.list(
-                owner=owner,
-                states=states,
-                center=center,
-                limit=limit,
-                cursor=cursor,
-                max_bytes=max_bytes,
-            )
-        except ValueError as exc:
+            return await self.store.list(query)
+        except InvalidCursor as exc:
             raise DomainError("invalid_request", f"cursor: {exc}", "cursor") from None
 
     # ------------------------------------------------------------ cancel

@@ -1,4 +1,13 @@
-"""The JobStore interface every backend implements."""
+"""The JobStore contract every backend implements: job records and their
+idempotency keys.
+
+Errors are part of the contract: every failing call raises `StoreError` (or one
+of its kinds below) and writes nothing. Callers rely on `DuplicateIdempotencyKey`
+(a reused key hands back the job that holds it), `InvalidCursor` (a cursor the
+store did not make) and `NoSuchJob` (an update of a job that does not exist).
+Asking to change a field that cannot change (`id`, `owner`, `login`, `spec`,
+`created_at`) is a programming error: ValueError, nothing written.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +19,55 @@ from typing import Any
 
 from adapters.base import JobState
 from gateway.jobs.models import JobRecord
+from gateway.store.contract import Store, StoreError
 
+__all__ = [
+    "DuplicateIdempotencyKey",
+    "InvalidCursor",
+    "JobPage",
+    "JobQuery",
+    "JobStore",
+    "NoSuchJob",
+    "StoreError",
+]
 
-class StoreError(Exception):
-    """The store failed; nothing was written by the failing call."""
+#: What the fields of a record that never change are called.
+FIXED_FIELDS = frozenset({"id", "owner", "login", "created_at", "spec"})
 
 
 class DuplicateIdempotencyKey(StoreError):
+    """The owner already has a job with this idempotency key: `existing`."""
+
     def __init__(self, existing: JobRecord) -> None:
         super().__init__("idempotency key already used")
         self.existing = existing
+
+
+class InvalidCursor(StoreError):
+    """A cursor this store did not return (the message says so, for the client)."""
+
+    def __init__(self) -> None:
+        super().__init__("not a cursor returned by this API")
+
+
+class NoSuchJob(StoreError):
+    """An update named a job the store does not have."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} does not exist")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs to list, and which page of them. `owner=None`: every owner's."""
+
+    owner: str | None
+    states: Sequence[JobState] = ()
+    center: str | None = None
+    limit: int = 100
+    cursor: str | None = None  # from the previous page's next_cursor
+    max_bytes: int | None = None  # the page ends early past about this much of records
 
 
 @dataclass(frozen=True)
@@ -28,20 +76,11 @@ class JobPage:
     next_cursor: str | None
 
 
-class JobStore(abc.ABC):
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Raise StoreError if the store cannot serve."""
-
+class JobStore(Store):
     @abc.abstractmethod
     async def insert(self, record: JobRecord) -> None:
-        """Store a new record durably; raise DuplicateIdempotencyKey on a reused key."""
+        """Store a new record durably; raise DuplicateIdempotencyKey when its owner
+        already has a job with its idempotency key (keys are per owner)."""
 
     async def insert_many(
         self, records: Sequence[JobRecord]
@@ -58,30 +97,24 @@ class JobStore(abc.ABC):
         return out
 
     @abc.abstractmethod
-    async def get(self, job_id: str) -> JobRecord | None: ...
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The whole record (spec and all), a copy the caller may change; None if absent."""
 
     @abc.abstractmethod
     async def update(self, job_id: str, **fields: Any) -> JobRecord:
-        """Change some fields (updated_at is set) and return the new record."""
+        """Change some fields (updated_at is set) and return the new record. Raises
+        NoSuchJob for an unknown id, ValueError for a field in FIXED_FIELDS."""
 
     async def update_many(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> list[JobRecord]:
         """`update` of each (job id, fields), together where the store can (one commit)."""
         return [await self.update(job_id, **fields) for job_id, fields in changes]
 
     @abc.abstractmethod
-    async def list(
-        self,
-        *,
-        owner: str | None,
-        states: Sequence[JobState] = (),
-        center: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-        max_bytes: int | None = None,
-    ) -> JobPage:
-        """Newest first; `owner=None` lists every owner's jobs. A page holds at most
-        `limit` records and ends early (with a cursor) past about `max_bytes` of
-        records, always holding at least one."""
+    async def list(self, query: JobQuery) -> JobPage:
+        """Newest first (by creation time, then id); a page holds at most `query.limit`
+        records and ends early (with a cursor) past about `query.max_bytes` of records,
+        always holding at least one. Following the cursors reaches every matching job
+        once, also when many share a creation instant. Raises InvalidCursor."""
 
     @abc.abstractmethod
     async def finished(

@@ -16,6 +16,7 @@ from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.descriptor import SCHEMA_FILE, descriptor_schema, schema_errors
 from gateway.centers.power import PowerService
 from gateway.config_models import AdmissionConfig, ComputingPowerConfig
+from gateway.store.sqlite.evaluations import SQLiteEvaluationStore
 from gateway.store.sqlite.probes import SQLiteProbeStore
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJmLp0A8aOzNGzhjjHD4HoJ2HIlW3cZk3nY4lYZk1B8E"
@@ -74,7 +75,11 @@ async def service(tmp_path: Path, adapter: ScriptedLoads, **config: Any) -> Powe
     registry = CenterRegistry({"centerb": Center(cfg, lambda _login: adapter)})
     probes = SQLiteProbeStore(tmp_path / "db.sqlite")
     await probes.open()
-    return PowerService(registry, probes, ComputingPowerConfig(cache_ttl=60), AdmissionConfig())
+    evaluations = SQLiteEvaluationStore(tmp_path / "db.sqlite")
+    await evaluations.open()
+    return PowerService(
+        registry, probes, evaluations, ComputingPowerConfig(cache_ttl=60), AdmissionConfig()
+    )
 
 
 HARDWARE = {

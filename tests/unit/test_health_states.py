@@ -16,9 +16,9 @@ from gateway.centers.health import (
     Probe,
     federation_status,
 )
+from gateway.centers.probes import ProbeWindow
 from gateway.centers.submissions import FailingSubmissions
 from gateway.config_models import HealthConfig
-from gateway.store.sqlite.probes import ProbeWindow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -14,10 +14,10 @@ import uuid
 from gateway.centers.configured import CenterRegistry
 from gateway.centers.evaluation.context import PowerSource
 from gateway.centers.evaluation.models import EvaluationRecord
+from gateway.centers.evaluation.store import EvaluationStore
 from gateway.centers.evaluation.suite import SuiteRun, new_record
 from gateway.config_models import AdmissionConfig
 from gateway.errors import DomainError
-from gateway.store.sqlite.evaluations import SQLiteEvaluationStore
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.evaluation")
@@ -30,7 +30,7 @@ CLOSE_TIMEOUT = 30.0
 class EvaluationService:
     def __init__(
         self,
-        store: SQLiteEvaluationStore,
+        store: EvaluationStore,
         centers: CenterRegistry,
         power: PowerSource,
         admission_config: AdmissionConfig,

@@ -20,6 +20,7 @@ from gateway.http.routes.files import body_chunks, check_sha256, expected_sha256
 from gateway.http.routes.keys import CONFIG, POLLER, SERVICE
 from gateway.jobs.batch import BatchItem
 from gateway.jobs.models import JobBatch, JobRecord, JobSpec
+from gateway.jobs.store import JobQuery
 
 MAX_OUTPUT_CHUNK = 4 << 20
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}\Z")
@@ -142,12 +143,14 @@ async def list_jobs(request: web.Request) -> web.Response:
             ) from None
     center = request.query.get("center") or None
     page = await request.app[SERVICE].list(
-        request[PRINCIPAL].owner_filter("jobs.read"),
-        states=states,
-        center=center,
-        limit=int_query(request, "limit", 100, 1, 1000),
-        cursor=cursor_query(request),
-        max_bytes=request.app[CONFIG].gateway.limits.max_page << 20,
+        JobQuery(
+            request[PRINCIPAL].owner_filter("jobs.read"),
+            states=states,
+            center=center,
+            limit=int_query(request, "limit", 100, 1, 1000),
+            cursor=cursor_query(request),
+            max_bytes=request.app[CONFIG].gateway.limits.max_page << 20,
+        )
     )
     body = b'{"jobs":[%s],"next_cursor":%s}' % (
         b",".join(j.public_json() for j in page.jobs),

@@ -1,1 +1,2 @@
-"""The SQLite backend of every store (the embedded default)."""
+"""The SQLite backend, the embedded default (`store.kind: sqlite`); its stores are
+assembled in `backend`."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
-
 from gateway.centers.evaluation.models import EvaluationRecord
-from gateway.store.sqlite.jobs import SQLiteFile
+from gateway.centers.evaluation.store import EvaluationStore
+from gateway.store.sqlite.file import SQLiteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -22,12 +20,8 @@ CREATE INDEX IF NOT EXISTS evaluations_state ON evaluations (state);
 """
 
 
-class SQLiteEvaluationStore(SQLiteFile):
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        db.executescript(_SCHEMA)
-
-    async def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return await self._call(lambda db: db.execute(sql, args).fetchall())
+class SQLiteEvaluationStore(SQLiteFile, EvaluationStore):
+    schema = _SCHEMA
 
     async def save(self, record: EvaluationRecord) -> EvaluationRecord:
         doc = record.model_dump_json()  # here, on the caller's loop: the record may change later
@@ -43,7 +37,6 @@ class SQLiteEvaluationStore(SQLiteFile):
         return EvaluationRecord.model_validate_json(rows[0]["doc"]) if rows else None
 
     async def list(self, center: str, limit: int = 100) -> list[EvaluationRecord]:
-        """The center's evaluations, newest first."""
         rows = await self._query(
             "SELECT doc FROM evaluations WHERE center = ? ORDER BY created_at DESC, id LIMIT ?",
             (center, limit),
@@ -51,7 +44,6 @@ class SQLiteEvaluationStore(SQLiteFile):
         return [EvaluationRecord.model_validate_json(r["doc"]) for r in rows]
 
     async def latest_finished(self, center: str) -> EvaluationRecord | None:
-        """The newest evaluation of the center that ended (DONE or ERROR)."""
         rows = await self._query(
             "SELECT doc FROM evaluations WHERE center = ? AND state IN ('DONE', 'ERROR') "
             "ORDER BY created_at DESC, id LIMIT 1",

@@ -1,18 +1,20 @@
-"""Probe outcomes per center, beside the jobs (the same database file).
-
-Every time the gateway asks a center something on its own behalf (a load
-query, a health probe) the outcome is kept here; a center's availability is
-the share of them it answered.
-"""
+"""Probe outcomes in SQLite, beside the jobs (the same database file)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from gateway.store.sqlite.jobs import SQLiteFile
+from gateway.centers.probes import (
+    KEEP,
+    RECENT_ERRORS,
+    ProbeError,
+    ProbeStats,
+    ProbeStore,
+    ProbeWindow,
+)
+from gateway.store.sqlite.file import SQLiteFile
 from gateway.units import utcnow
 
 _SCHEMA = """
@@ -26,26 +28,10 @@ CREATE TABLE IF NOT EXISTS probes (
 );
 CREATE INDEX IF NOT EXISTS probes_center_at ON probes (center, at);
 """
-#: Outcomes older than this are deleted as new ones arrive.
-KEEP = timedelta(days=30)
 
 
-@dataclass(frozen=True)
-class ProbeStats:
-    probes: int
-    successes: int
-    last_probe_at: datetime | None
-    last_success_at: datetime | None
-    last_error: str | None
-
-    @property
-    def ratio(self) -> float | None:
-        return self.successes / self.probes if self.probes else None
-
-
-class SQLiteProbeStore(SQLiteFile):
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        db.executescript(_SCHEMA)
+class SQLiteProbeStore(SQLiteFile, ProbeStore):
+    schema = _SCHEMA
 
     async def record(
         self, center: str, kind: str, ok: bool, latency_ms: float | None, error: str | None
@@ -87,7 +73,6 @@ class SQLiteProbeStore(SQLiteFile):
         return await self._call(read)
 
     async def window(self, center: str, kinds: Sequence[str], since: datetime) -> ProbeWindow:
-        """The outcomes of `kinds` since `since`: counts, latencies, the latest errors."""
         marks = ", ".join("?" for _ in kinds)
 
         def read(db: sqlite3.Connection) -> ProbeWindow:
@@ -116,34 +101,3 @@ class SQLiteProbeStore(SQLiteFile):
             return ProbeWindow(row["n"], row["bad"], sorted(latencies), errors)
 
         return await self._call(read)
-
-
-#: How many failed probes a window lists.
-RECENT_ERRORS = 5
-
-
-@dataclass(frozen=True)
-class ProbeError:
-    at: datetime
-    kind: str
-    error: str
-
-
-@dataclass(frozen=True)
-class ProbeWindow:
-    probes: int
-    failures: int
-    ssh_latencies_ms: list[float]  # of good ssh probes, ascending
-    recent_errors: list[ProbeError]  # newest first
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.failures / self.probes if self.probes else None
-
-    def ssh_percentile(self, share: float) -> float | None:
-        """The nearest-rank percentile of the good SSH round trips (share in 0..1)."""
-        values = self.ssh_latencies_ms
-        if not values:
-            return None
-        rank = max(0, min(len(values) - 1, round(share * len(values) + 0.5) - 1))
-        return round(values[rank], 3)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
-
 from gateway.data.models import TRANSFER_TERMINAL, TransferRecord
-from gateway.store.sqlite.jobs import SQLiteFile
+from gateway.data.store import TransferStore
+from gateway.store.sqlite.file import SQLiteFile
 from gateway.units import utcnow
 
 _SCHEMA = """
@@ -21,12 +19,8 @@ CREATE INDEX IF NOT EXISTS transfers_owner_created ON transfers (owner, created_
 """
 
 
-class SQLiteTransferStore(SQLiteFile):
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        db.executescript(_SCHEMA)
-
-    async def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return await self._call(lambda db: db.execute(sql, args).fetchall())
+class SQLiteTransferStore(SQLiteFile, TransferStore):
+    schema = _SCHEMA
 
     async def save(self, record: TransferRecord) -> TransferRecord:
         record.updated_at = utcnow()
