@@ -20,7 +20,7 @@ from adapters.transport.openssh import OpenSSH
 from adapters.transport.ssh import SSHPool, SSHTarget
 from gateway.centers.config import CenterConfig
 from gateway.config import LoadedConfig
-from gateway.errors import ApiError
+from gateway.errors import DomainError
 from gateway.identity.vault import Vault, VaultError, ssh_key_name
 from gateway.jobs.models import JobRecord
 
@@ -65,22 +65,21 @@ class Center:
         return f"center {self.id} is down (since {since.isoformat()}): {error}"
 
     def require_available(self) -> None:
-        """The circuit breaker: 503 at once while the health monitor says down."""
+        """The circuit breaker: refused at once while the health monitor says down."""
         reason = self.down_reason()
         if reason is not None:
-            raise ApiError(503, "center_unavailable", reason, center=self.id)
+            raise DomainError("center_unavailable", reason, center=self.id)
 
     def serves(self, user: str) -> bool:
         return self.is_local or self.config.login_for(user) is not None
 
     def login_for(self, user: str) -> str | None:
-        """The login `user` runs as here (None at the local center); 403 if unmapped."""
+        """The login `user` runs as here (None at the local center); refused if unmapped."""
         if self.is_local:
             return None
         login = self.config.login_for(user)
         if login is None:
-            raise ApiError(
-                403,
+            raise DomainError(
                 "no_identity_at_center",
                 f"center: user {user} has no login at center {self.id}; ask the center to map "
                 "them in its 'users' section",
@@ -102,8 +101,7 @@ class Center:
             return cfg.users["*"].login
         if cfg.users:
             return next(iter(cfg.users.values())).login
-        raise ApiError(
-            409,
+        raise DomainError(
             "no_service_login",
             f"center {self.id} has no login for the gateway: set ssh.login in its config",
             field="ssh.login",
@@ -131,7 +129,7 @@ class Center:
         return self.adapter_for(login)
 
     def files_for(self, user: str) -> CenterFiles:
-        """`user`'s files here, as their own login (403 when unmapped)."""
+        """`user`'s files here, as their own login (refused when unmapped)."""
         return self._files_of_login(self.login_for(user))
 
     def files_for_job(self, record: JobRecord) -> CenterFiles:
@@ -144,8 +142,8 @@ class Center:
         files = self._files.get(login)
         if files is None:
             if self._make_files is None:
-                raise ApiError(
-                    501, "not_supported", f"center {self.id} offers no file access", field="center"
+                raise DomainError(
+                    "not_supported", f"center {self.id} offers no file access", field="center"
                 )
             files = self._files[login] = self._make_files(login)
         return files
@@ -189,8 +187,8 @@ class CenterRegistry:
         try:
             return self._centers[center_id]
         except KeyError:
-            raise ApiError(
-                404, "unknown_center", f"center: no center named {center_id!r}", field="center"
+            raise DomainError(
+                "unknown_center", f"center: no center named {center_id!r}", field="center"
             ) from None
 
     async def close(self) -> None:
