@@ -6,17 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.base import JobRequest, JobState
+from adapters.registry import center_type
 from gateway.errors import DomainError
 from gateway.jobs.models import JobRecord
 from gateway.units import utcnow
 
 
 def to_request(
-    record: JobRecord, center_type: str, dependencies: list[tuple[str, str]]
+    record: JobRecord, center_type_name: str, dependencies: list[tuple[str, str]]
 ) -> JobRequest:
     spec = record.spec
     res = spec.resources
-    extra = {"slurm": spec.extra_directives.slurm, "pbs": spec.extra_directives.pbs}
+    key = center_type(center_type_name).directives_key
+    extra = getattr(spec.extra_directives, key, ()) if key else ()
     return JobRequest(
         gateway_id=record.id,
         name=spec.name,
@@ -37,7 +39,7 @@ def to_request(
         qos=spec.qos,
         array=spec.array,
         dependencies=tuple(dependencies),
-        extra_directives=tuple(extra.get(center_type, ())),
+        extra_directives=tuple(extra),
     )
 
 
