@@ -150,7 +150,7 @@ def error_middleware_for(render: Renderer) -> Middleware:
             if exc.status < 400:
                 raise
             code = _HTTP_CODES.get(exc.status, "http_error")
-            response = render(_Routed(exc.status, code, exc.reason))
+            response = render(_Routed(code, exc.reason, exc.status))
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 # RFC 9110 15.5.6: a 405 lists the methods the resource has.
                 response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
@@ -168,7 +168,7 @@ def error_middleware_for(render: Renderer) -> Middleware:
 class _Routed(DomainError):
     """A refusal of aiohttp's router or body reader, its status given by aiohttp."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int) -> None:
         super().__init__(code, message)
         self.status = status
 
