@@ -12,26 +12,19 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.data.models import TransferRequest
 from gateway.http.auth import ROUTE_PERMISSIONS
 from gateway.http.openapi.route_doc import ERROR_SCHEMA, ERROR_STATUSES, INT_HEADER, RouteDoc
 from gateway.http.openapi.routes import ROUTES
 from gateway.http.routes.dashboard import ASSETS
-from gateway.http.routes.files import MkdirRequest, RenameRequest
 from gateway.http.routes.keys import CONFIG
-from gateway.http.routes.tokens import TokenRequest
 from gateway.jobs.models import JobBatch, JobSpec
 
 OPENAPI_VERSION = "3.1.0"
 _PATH_PARAM = re.compile(r"\{([^}/]+)\}")
 
-_BODY_MODELS: tuple[type[BaseModel], ...] = (
-    JobSpec,
-    JobBatch,
-    TransferRequest,
-    TokenRequest,
-    MkdirRequest,
-    RenameRequest,
+#: The models of JSON request bodies: those the routes in ROUTES name.
+_BODY_MODELS: tuple[type[BaseModel], ...] = tuple(
+    dict.fromkeys(doc.body for doc in ROUTES.values() if isinstance(doc.body, type))
 )
 
 
