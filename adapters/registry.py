@@ -166,6 +166,15 @@ def _load() -> None:
     _loaded = True
     for package in BUILTIN_PACKAGES:
         importlib.import_module(package)
+    load_entry_points()
+
+
+def load_entry_points() -> list[str]:
+    """Register the types that installed distributions declare in the entry-point group
+    `hpcfed.center_types`; the names of those registered. An entry point that fails
+    to load is logged and remembered (a center of that type is refused saying why);
+    the others still load."""
+    added = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             found = point.load()
@@ -173,9 +182,11 @@ def _load() -> None:
             if not isinstance(entry, CenterType):
                 raise TypeError(f"it gave {type(entry).__name__}, not a CenterType")
             register(entry)
+            added.append(entry.name)
         except Exception as exc:  # one broken plugin does not stop the others
             _BROKEN[point.name] = f"entry point {point.name} ({point.value}) failed to load: {exc}"
             log.error("center type %s", _BROKEN[point.name])
+    return added
 
 
 def known_types() -> list[str]:

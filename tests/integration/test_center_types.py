@@ -7,11 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
-from adapters.registry import center_type, known_types, registered
+from adapters import registry
+from adapters.registry import ENTRY_POINT_GROUP, center_type, known_types, registered
 from gateway.config import ConfigError, LoadedConfig, center_schema, load_center_file
 from gateway.http.routes.keys import SERVICE
 from tests.conftest import REPO, GatewayFactory, config_with
@@ -70,6 +72,32 @@ async def test_a_type_registered_from_outside_the_gateway_runs_a_job(
 def test_the_type_is_known_only_while_registered(fakesched: None) -> None:
     assert "fakesched" in known_types() and center_type("fakesched") is FAKE_SCHED
     assert '"fakesched"' in center_schema()
+
+
+def test_an_installed_distribution_registers_its_type_through_an_entry_point(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    declared = [
+        EntryPoint("fakesched", "tests.fake_center_type:FAKE_SCHED", ENTRY_POINT_GROUP),
+        EntryPoint("lsf", "tests.fake_center_type:NO_SUCH_TYPE", ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: declared)
+    monkeypatch.setattr(registry, "_BROKEN", {})  # what failed is forgotten after the test
+    try:
+        assert registry.load_entry_points() == ["fakesched"]
+        assert center_type("fakesched") is FAKE_SCHED
+        path = tmp_path / "lsf.yaml"
+        path.write_text("id: lsf1\ntype: lsf\n")
+        with pytest.raises(ConfigError) as refused:
+            load_center_file(path)
+        assert "type: must be one of the known center types (fakesched, local, pbs, slurm)" in (
+            str(refused.value)
+        )
+        assert "entry point lsf (tests.fake_center_type:NO_SUCH_TYPE) failed to load" in (
+            str(refused.value)
+        )
+    finally:
+        registry.unregister("fakesched")
 
 
 def test_an_unknown_type_is_refused_with_the_file_the_field_and_the_known_types(
