@@ -56,16 +56,6 @@ class Unprocessable(DomainError):
     from a malformed request (HTTP: 422 rather than the code's usual status)."""
 
 
-class ApiError(DomainError):
-    """Transitional: the former HTTP-bound error, `ApiError(status, code, message,
-    **details)`, its status kept as given. New code raises `DomainError`."""
-
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
-        field = details.pop("field", None)
-        super().__init__(code, message, field, **details)
-        self.status = status
-
-
 def field_path(*parts: str | int) -> str:
     """A field's path as errors name it: names joined by dots, list indexes in
     brackets (`inputs[0].destination`, `jobs[3].resources.walltime`)."""

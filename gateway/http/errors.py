@@ -92,9 +92,8 @@ INTERNAL = DomainError("internal_error", "internal error; see the gateway log")
 
 def status_of(error: DomainError) -> int:
     """The HTTP status of a domain error: its code's, or 422 when `Unprocessable`."""
-    legacy = getattr(error, "status", None)  # ApiError, until no caller is left
-    if isinstance(legacy, int):
-        return legacy
+    if isinstance(error, _Routed):
+        return error.status
     if isinstance(error, Unprocessable):
         return UNPROCESSABLE
     return STATUS[error.code]
