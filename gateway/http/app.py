@@ -217,6 +217,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await service.close()
         await evaluations.close()  # before the centers: its runs cancel their jobs
         await transfers.close()
-        await centers.close()
+        await stores.close()
+        await centers.close()  # every SSH connection
         await app[VERIFIER].close()
-        await stores.close()  # last: the audit trail records until the end
