@@ -52,9 +52,11 @@ bench: install system-deps
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks --profile --markdown benchmarks/RESULTS.md
 
+# ruff, and the import rules of docs/architecture.md (also a test: tests/unit/test_import_rules.py).
 lint: install
 	$(BIN)/ruff check gateway adapters tests benchmarks
 	$(BIN)/ruff format --check gateway adapters tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 schema: install
 	$(BIN)/hpcfed center schema > configs/schema/center.schema.json
