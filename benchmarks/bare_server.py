@@ -58,7 +58,7 @@ def make_app(doc: dict[str, Any]) -> web.Application:
 
 
 async def serve(doc: dict[str, Any]) -> None:
-    # The same runner and site as `hpcfed serve` (gateway/cli/main.py), defaults included.
+    # The same runner and site as `hpcfed serve` (gateway/http/serve.py), defaults included.
     runner = web.AppRunner(make_app(doc), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, HOST, 0)
