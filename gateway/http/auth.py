@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from gateway.http.errors import error_response
+from gateway.errors import DomainError
+from gateway.http.errors import domain_response
 from gateway.identity.permissions import PERMISSIONS, Principal
 from gateway.identity.tokens import TokenError
 from gateway.identity.verifier import TokenVerifier
@@ -51,8 +52,8 @@ def add_route(
 
 
 def _unauthenticated(reason: str) -> web.Response:
-    response = error_response(
-        401, "unauthenticated", f"Authorization: {reason}", field="Authorization"
+    response = domain_response(
+        DomainError("unauthenticated", f"Authorization: {reason}", "Authorization")
     )
     response.headers["WWW-Authenticate"] = 'Bearer realm="hpcfed"'
     return response
@@ -84,16 +85,17 @@ def auth_middleware(verifier: TokenVerifier) -> Callable[..., Awaitable[web.Stre
         permission = table.get(name)
         if permission is None:
             log.error("route %s was added without a permission; refusing it", name)
-            return error_response(403, "forbidden", "this route is not open to anyone")
+            return domain_response(DomainError("forbidden", "this route is not open to anyone"))
         center = request.match_info.get("center")
         if not principal.may(permission, center):
             roles = ", ".join(sorted(principal.roles)) or "none"
             where = f" at center {center}" if center else ""
-            return error_response(
-                403,
-                "forbidden",
-                f"user {principal.user} (roles: {roles}) lacks permission {permission}{where}",
-                permission=permission,
+            return domain_response(
+                DomainError(
+                    "forbidden",
+                    f"user {principal.user} (roles: {roles}) lacks permission {permission}{where}",
+                    permission=permission,
+                )
             )
         return await handler(request)
 

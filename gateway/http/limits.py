@@ -1,7 +1,8 @@
 """Request limits: a per-user rate limit and a cap on request bodies.
 
-Both answer in the API's one error shape (``gateway.http.errors.error_response``):
-429 ``rate_limited`` with ``Retry-After``, and 413 ``body_too_large``.
+Both answer with a domain error in the API's one error shape (its status from the
+table of ``gateway.http.errors``): ``rate_limited`` (429) with ``Retry-After``, and
+``body_too_large`` (413).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.http.errors import error_response
+from gateway.errors import DomainError
+from gateway.http.errors import domain_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -126,11 +128,10 @@ def rate_limit_middleware(
         # Whole seconds (Retry-After has no fractions), never 0: "retry now" would
         # only earn another refusal.
         seconds = max(1, math.ceil(wait))
-        response = error_response(
-            429,
-            "rate_limited",
-            f"too many requests; retry after {seconds} s",
-            retry_after=seconds,
+        response = domain_response(
+            DomainError(
+                "rate_limited", f"too many requests; retry after {seconds} s", retry_after=seconds
+            )
         )
         response.headers["Retry-After"] = str(seconds)
         return response
@@ -155,12 +156,10 @@ def body_limit_middleware(max_bytes: int, exempt: Collection[str] = ()) -> Middl
             return await handler(request)
         # The unread body is drained (for a while) and the connection then closed
         # by aiohttp itself, so the client still gets to read this answer.
-        return error_response(
-            413,
-            "body_too_large",
-            f"body: larger than the {human} limit",
-            field="body",
-            limit=max_bytes,
+        return domain_response(
+            DomainError(
+                "body_too_large", f"body: larger than the {human} limit", "body", limit=max_bytes
+            )
         )
 
     return middleware
