@@ -16,7 +16,8 @@ from adapters.base import CenterLoad, GpuLoad, PartitionLoad
 from gateway.centers.config import CenterConfig
 from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.descriptor import Admission
-from gateway.centers.placement import Placer, requirement_failures
+from gateway.centers.partitions import requirement_failures
+from gateway.centers.placement import Placer
 from gateway.config_models import PlacementConfig
 from gateway.errors import DomainError
 from gateway.http.errors import status_of
