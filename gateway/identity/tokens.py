@@ -29,8 +29,8 @@ __all__ = ["IssuedToken", "TokenError", "TokenIssuer", "VerifiedToken", "matches
 
 
 class TokenError(Exception):
-    """A token is refused. The message is a reason safe to send with a 401; it never
-    holds the token or any part of it."""
+    """A token is refused. The message is a reason safe to give the caller (the API
+    answers `unauthenticated`); it never holds the token or any part of it."""
 
 
 @dataclass(frozen=True)

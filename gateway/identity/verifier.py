@@ -6,8 +6,8 @@ file or fetched over HTTP and cached (see gateway/identity/oidc.py).
 
 Only asymmetric algorithms are accepted: a token with alg "none" or HS* is
 refused before any key is looked at, so a public key can never be used as an
-HMAC secret. Refusals raise `TokenError` with a reason fit for a 401 response;
-neither reasons nor logs hold a token or key material.
+HMAC secret. Refusals raise `TokenError` with a reason fit for the caller (the API
+answers `unauthenticated`); neither reasons nor logs hold a token or key material.
 
 The gateway's own tokens, once verified, are remembered in a bounded LRU cache
 keyed by the exact token string, so that a client sending the same token again

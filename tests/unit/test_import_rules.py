@@ -4,7 +4,8 @@ The contracts are in pyproject.toml ([tool.importlinter]); `lint-imports` checks
 on the real import graph, imports inside functions included, and names the chain of
 every broken one. What import-linter cannot say (it forbids an external package only
 whole, and aiohttp's client is allowed where aiohttp.web is not) is checked here on
-the source: outside gateway/http/, nothing imports aiohttp's server.
+the source: outside gateway/http/, nothing imports aiohttp's server; and no code but
+the HTTP edge and the clients of HTTP servers speaks in HTTP statuses.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 #: web_response, web_log, web_protocol, ...), the abstract server classes (abc), the
 #: gunicorn worker and the test server.
 AIOHTTP_SERVER = re.compile(r"aiohttp\.(web|web_\w+|abc|worker|test_utils|pytest_plugin)(\.|$)")
+
+#: Where HTTP statuses may be read or written, besides gateway/http/: clients of an
+#: HTTP server (the API's, an OIDC provider's key set), reading the status it answered.
+HTTP_CLIENTS = ("gateway/client/", "gateway/cli/", "gateway/identity/oidc.py")
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -166,3 +171,61 @@ def test_only_gateway_http_imports_aiohttp_server(package: str) -> None:
         for use in aiohttp_server_imports(path.read_text(encoding="utf-8")):
             offenders.append(f"{path.relative_to(REPO)} {use}")
     assert offenders == [], "aiohttp's server outside gateway/http/:\n" + "\n".join(offenders)
+
+
+def _status_number(node: ast.AST) -> int | None:
+    if isinstance(node, ast.Constant) and type(node.value) is int and 100 <= node.value <= 599:
+        return node.value
+    return None
+
+
+def _names_a_status(name: str) -> bool:
+    return "status" in name.lower() and "exit" not in name.lower()
+
+
+def http_statuses(source: str) -> list[str]:
+    """Every place `source` speaks in HTTP statuses, by line: a keyword argument named
+    for a status given a number 100-599, a comparison of something named for a status
+    (not an exit status) with such a number, and `HTTPStatus`."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.keyword) and node.arg and _names_a_status(node.arg):
+            if (number := _status_number(node.value)) is not None:
+                found.append((node.value.lineno, f"{node.arg}={number}"))
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            members = [m for s in sides if isinstance(s, ast.Tuple | ast.List) for m in s.elts]
+            numbers = [n for n in map(_status_number, sides + members) if n is not None]
+            names = [getattr(s, "attr", None) or getattr(s, "id", "") for s in sides]
+            if numbers and any(_names_a_status(name) for name in names):
+                found.append((node.lineno, f"a status compared with {numbers[0]}"))
+        elif isinstance(node, ast.Name) and node.id == "HTTPStatus":
+            found.append((node.lineno, "HTTPStatus"))
+        elif isinstance(node, ast.Attribute) and node.attr == "HTTPStatus":
+            found.append((node.lineno, "HTTPStatus"))
+    return [f"l.{line}: {what}" for line, what in sorted(found)]
+
+
+def test_http_statuses_are_recognised() -> None:
+    source = """
+return_value(status=404)
+if resp.status == 503: ...
+if response.status in (200, 206): ...
+if exit_status > 256: ...
+limit(size=404)
+code = HTTPStatus.NOT_FOUND
+if job.status == "RUNNING": ...
+"""
+    assert [f.split(":")[0] for f in http_statuses(source)] == ["l.2", "l.3", "l.4", "l.7"]
+
+
+@pytest.mark.parametrize("package", ["gateway", "adapters"])
+def test_only_the_http_edge_speaks_in_http_statuses(package: str) -> None:
+    offenders = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        where = path.relative_to(REPO).as_posix()
+        if where.startswith(("gateway/http/", *HTTP_CLIENTS)):
+            continue
+        for use in http_statuses(path.read_text(encoding="utf-8")):
+            offenders.append(f"{where} {use}")
+    assert offenders == [], "HTTP statuses outside the HTTP edge:\n" + "\n".join(offenders)
