@@ -12,6 +12,7 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.http.errors import INTERNAL, status_of
 from gateway.identity.audit import AuditError, AuditLog
 
 log = logging.getLogger("hpcfed.audit")
@@ -79,7 +80,7 @@ def audit_middleware(audit: AuditLog, actor: ActorOf) -> Middleware:
             write(request, exc.status, outcome_of(exc.status), _error_code(exc))
             raise
         except Exception:
-            write(request, 500, "failed", "internal_error")
+            write(request, status_of(INTERNAL), "failed", INTERNAL.code)
             raise
         except BaseException:
             # Cancelled (gateway shutdown): what was done is unknown, and no
