@@ -105,6 +105,8 @@ def error_body(error: DomainError) -> dict[str, Any]:
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:
+    """An answer built by a middleware before any handler runs; its status is its
+    code's in `STATUS` (tests/unit/test_domain_errors.py holds them to it)."""
     body = {"error": {"code": code, "message": message, **details}}
     return web.json_response(body, status=status)
 
@@ -128,7 +130,10 @@ def as_domain_error(exc: BaseException) -> DomainError | None:
     return None
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+#: aiohttp's own refusals that have a code of the table; any other is `http_error`.
+_ROUTER_CODES = {
+    STATUS[code]: code for code in ("not_found", "method_not_allowed", "body_too_large")
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Turns a domain error into a sub-app's own answer.
@@ -148,7 +153,7 @@ def error_middleware_for(render: Renderer) -> Middleware:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            code = _HTTP_CODES.get(exc.status, "http_error")
+            code = _ROUTER_CODES.get(exc.status, "http_error")
             response = render(_Routed(code, exc.reason, exc.status))
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 # RFC 9110 15.5.6: a 405 lists the methods the resource has.

@@ -92,7 +92,7 @@ def _code_arg(call: ast.Call, index: int) -> ast.expr | None:
 
 def _codes_of(expr: ast.expr, scope: ast.AST, module: ast.Module) -> set[str] | None:
     """The codes an argument can be: a literal; a name bound in the function to
-    literals (or to a lookup in a module-level dict of them); None when it cannot be
+    literals (or to a lookup in a module-level dict naming them); None when it cannot be
     told from the source (`exc.code`: the class attributes are collected apart)."""
     if isinstance(expr, ast.Constant) and type(expr.value) is str:
         return {expr.value}
@@ -112,7 +112,9 @@ def _codes_of(expr: ast.expr, scope: ast.AST, module: ast.Module) -> set[str] | 
         ):
             found |= _strings(node.value)
             for name in ast.walk(node.value):
-                if isinstance(name, ast.Name) and isinstance(tables.get(name.id), ast.Dict):
+                if isinstance(name, ast.Name) and isinstance(
+                    tables.get(name.id), ast.Dict | ast.DictComp
+                ):
                     found |= _strings(tables[name.id])
     return found or None
 
