@@ -26,8 +26,9 @@ from pathlib import Path
 from adapters.batch.jobdir import quote
 from adapters.errors import AuthenticationFailed, CenterUnavailable, CommandFailed, HostKeyRejected
 from adapters.transport import framing
+from adapters.transport.connect import SSHTarget
+from adapters.transport.hostkeys import host_key_algorithms, parse_pinned_key
 from adapters.transport.keys import parse_private_key
-from adapters.transport.ssh import HOST_KEY_ALGORITHMS, SSHTarget, parse_pinned_key
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +137,12 @@ class OpenSSH:
     def _known_hosts(self, target: SSHTarget) -> tuple[str, str]:
         """(known_hosts file, host key algorithms) for the target's pinned keys."""
         path = self._workdir() / f"known_hosts-{target.center_id}"
-        lines, algorithms = [], []
-        for line in target.host_keys:
-            key_type, _ = parse_pinned_key(line)
-            lines.append(f"{target.center_id} {key_type} {line.split()[1]}")
-            algorithms += [a for a in HOST_KEY_ALGORITHMS[key_type] if a not in algorithms]
+        types = [parse_pinned_key(line)[0] for line in target.host_keys]
+        lines = [
+            f"{target.center_id} {key_type} {line.split()[1]}"
+            for key_type, line in zip(types, target.host_keys, strict=True)
+        ]
+        algorithms = host_key_algorithms(types)
         text = "\n".join(lines) + "\n"
         if not path.exists() or path.read_text(encoding="ascii") != text:
             path.write_text(text, encoding="ascii")

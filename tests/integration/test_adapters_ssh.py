@@ -9,8 +9,9 @@ import time
 import pytest
 
 from adapters.errors import AuthenticationFailed, CenterUnavailable, HostKeyRejected
+from adapters.transport.hostkeys import fingerprint, parse_pinned_key
 from adapters.transport.keys import KeyFile
-from adapters.transport.ssh import SSHPool, fingerprint, parse_pinned_key
+from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
     pool_fixture,
     target,

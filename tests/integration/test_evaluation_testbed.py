@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from adapters.errors import FileNotFound
-from adapters.transport.ssh import fingerprint, parse_pinned_key
+from adapters.transport.hostkeys import fingerprint, parse_pinned_key
 from gateway.centers.config import CenterConfig
 from gateway.centers.evaluation.models import EvaluationRecord
 from gateway.centers.evaluation.suite import new_record

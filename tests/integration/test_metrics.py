@@ -174,7 +174,9 @@ async def test_metrics_count_a_jobs_requests_commands_polls_and_bytes(
 
     # The submission's SSH commands carry its request id, in records and JSON lines.
     commands = [
-        r for r in captured.records if r.name == "adapters.ssh" and hasattr(r, "exit_status")
+        r
+        for r in captured.records
+        if r.name == "adapters.transport.ssh" and hasattr(r, "exit_status")
     ]
     tagged = [r for r in commands if getattr(r, "request_id", None) == "abc-123"]
     assert tagged, [r.getMessage() for r in commands]

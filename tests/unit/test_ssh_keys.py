@@ -6,8 +6,9 @@ import base64
 
 import pytest
 
+from adapters.transport.hostkeys import fingerprint, parse_pinned_key
 from adapters.transport.keys import KeyFile
-from adapters.transport.ssh import SSHConnection, SSHPool, SSHTarget, fingerprint, parse_pinned_key
+from adapters.transport.ssh import SSHConnection, SSHPool, SSHTarget
 
 # Public keys and the fingerprints `ssh-keygen -lf` printed for them.
 ED25519 = (

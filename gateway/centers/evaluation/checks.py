@@ -15,7 +15,7 @@ import time
 
 from adapters.errors import AuthenticationFailed, HostKeyRejected
 from adapters.transport.framing import LoginEnvironmentBroken
-from adapters.transport.ssh import fingerprint, parse_pinned_key
+from adapters.transport.hostkeys import fingerprint, parse_pinned_key
 from gateway.centers.config import SSHConfig
 from gateway.centers.descriptor import schema_errors
 from gateway.centers.evaluation.context import CALL_TIMEOUT, CheckFailed, Context, Evidence, bounded
