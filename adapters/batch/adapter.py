@@ -1,26 +1,23 @@
 """The flow shared by batch schedulers (Slurm, PBS) reached over SSH.
 
 Submit, poll, cancel and read output of jobs kept in job directories
-(`adapters.batch.adapter.jobdir`); a subclass supplies pure command builders and output
-parsers for its scheduler, and this class runs them over the pooled connection.
+(`adapters.batch.jobdir`, read back by `adapters.batch.markers`); a subclass supplies
+the pure command builders and output parsers of its scheduler
+(`adapters.batch.scheduler`), and this class runs them over the pooled connection,
+submissions sharing commands (`adapters.batch.submitting`).
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import collections
 import functools
 import posixpath
-import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from adapters.base import (
     GATEWAY_ID_RE,
     Adapter,
-    ArrayElement,
     CenterLoad,
     JobRequest,
     NativeStatus,
@@ -32,29 +29,25 @@ from adapters.batch.jobdir import (
     JOB_DIR_FAILED,
     NATIVE_ID,
     JobDir,
-    JobFile,
     SpecRefused,
     batch_submit_command,
     batch_submit_input,
-    check_request,
     element_file,
     job_files,
     parse_batch_output,
     read_chunk,
     render_user_script,
     resolve_path,
-    submit_command,
 )
 from adapters.batch.markers import (
     SEPARATOR,
-    JobMarkers,
     all_markers_command,
     markers_command,
-    needs_job_dir,
     parse_markers,
-    settle,
-    settle_array,
 )
+from adapters.batch.scheduler import BatchScheduler, decoded
+from adapters.batch.settle import needs_job_dir, settle, settle_array
+from adapters.batch.submitting import Outcome, Prepared, SubmitQueue
 from adapters.errors import (
     AdapterError,
     CenterUnavailable,
@@ -65,28 +58,9 @@ from adapters.errors import (
 from adapters.transport.ssh import CommandResult, SSHConnection, SSHPool, SSHTarget
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """A job of a `submit_many` call, ready to send."""
-
-    index: int  # in the call's list
-    job: JobRequest
-    jobdir: JobDir
-    files: list[JobFile]
-
-
-class JobDirAdapter(Adapter):
+class JobDirAdapter(BatchScheduler, Adapter):
     """Submit, poll, cancel and read output of batch jobs kept in job directories."""
 
-    scheduler = "batch"  # the submit command, for messages
-    family = "batch"  # the key of the spec's extra_directives for this kind of center
-    _NATIVE_ID_RE = re.compile(r"^[0-9A-Za-z._\[\]-]{1,128}$")
-    #: The status command lists every element of an array not yet ended, pending
-    #: ones included, so an element it does not list has left the queue.
-    lists_pending_elements = True
-    #: The status command cannot tell an array job from others: it also reads each
-    #: tracked job's `array` marker (in the same remote command).
-    reads_array_markers = False
     #: Jobs one submission command carries, and how many such commands run at once.
     batch_size = 40
     batch_parallel = 6
@@ -107,119 +81,15 @@ class JobDirAdapter(Adapter):
         self.work_root = work_root
         self.default_queue = default_queue
         self.remote_commands = 0
-        # Prepared jobs waiting for a submission command, and the commands under way.
-        self._queue: collections.deque[tuple[_Prepared, asyncio.Future[str | Exception]]] = (
-            collections.deque()
-        )
-        self._sending = 0
-        self._senders: set[asyncio.Task[None]] = set()
         self._pool = pool
-
-    # ---------------------------------------------------- subclass hooks (pure)
-    def check_job(self, job: JobRequest) -> None:
-        """Refuse (SpecRefused) what this scheduler cannot be asked for, before any contact."""
-        check_request(job, self._NATIVE_ID_RE, self.family)
-
-    @abc.abstractmethod
-    def render_job_script(self, job: JobRequest, jobdir: JobDir, home: str) -> str: ...
-
-    #: The scheduler's submit command, given the job script's name (`sbatch --parsable`).
-    submit_tool = ""
-
-    def submit_command(self, jobdir: JobDir) -> str:
-        """Submit a laid-out job dir (what a submission runs for each job, as messages
-        show it)."""
-        return submit_command(jobdir, self.submit_tool)
-
-    @abc.abstractmethod
-    def rejection(self, result: CommandResult, job: JobRequest) -> tuple[str, str | None]:
-        """A refused submission: the scheduler's message, and the spec field it names."""
-
-    @abc.abstractmethod
-    def status_command(self, native_ids: Sequence[str]) -> str: ...
-
-    @abc.abstractmethod
-    def parse_status(
-        self, result: CommandResult, native_ids: Sequence[str]
-    ) -> dict[str, NativeStatus]: ...
-
-    @abc.abstractmethod
-    def cancel_command(self, native_id: str, jobdir: JobDir) -> str: ...
-
-    @abc.abstractmethod
-    def element_native_id(self, array_id: str, index: int, started: str | None) -> str:
-        """An element's id where the scheduler did not list it; `started` is the id
-        the element recorded when it started, if it did."""
-
-    def is_array_id(self, native_id: str) -> bool:
-        """Whether the id alone says the job is an array."""
-        return False
-
-    def accounting_command(self, native_ids: Sequence[str]) -> str | None:
-        """A command learning final states from the scheduler's history, if any."""
-        return None
-
-    def parse_accounting(
-        self, text: str, stderr: str, native_ids: Sequence[str]
-    ) -> dict[str, NativeStatus]:
-        """`accounting_command(native_ids)`'s output: native id -> what the scheduler's
-        history (or a query of those jobs alone) says of it."""
-        return {}
-
-    def element_query_command(self) -> str | None:
-        """A filter reading marker lines on stdin and printing the scheduler's status of
-        the element ids they record, then always a `SEPARATOR <exit status>` line; for
-        schedulers whose status command does not list array elements."""
-        return None
-
-    def parse_element_query(self, text: str, exit_status: int) -> dict[str, NativeStatus]:
-        """`element_query_command`'s output and exit status: element id -> status."""
-        return {}
-
-    def queried_elements(
-        self, markers: JobMarkers, queried: Mapping[str, NativeStatus]
-    ) -> list[ArrayElement]:
-        """The elements of one array among the queried ones, by the ids they recorded."""
-        return []
-
-    def listing_command(self) -> str | None:
-        """A command listing jobs with the gateway ids they carry, if the scheduler keeps them."""
-        return None
-
-    def parse_listing(self, text: str) -> dict[str, str]:
-        """gateway id -> native id from `listing_command`'s output."""
-        return {}
-
-    def load_command(self) -> str | None:
-        """One command telling the center's partitions, nodes and queue, if the scheduler can."""
-        return None
-
-    def parse_load(self, result: CommandResult, queried_at: float) -> CenterLoad:
-        """`load_command`'s (successful) result -> the center's load."""
-        raise NotImplementedError
-
-    def parse_submit(self, result: CommandResult, command: str, job: JobRequest) -> str:
-        if result.exit_status != 0:
-            said, field = self.rejection(result, job)
-            raise SubmitRejected(
-                f"center {self.center_id}: {self.scheduler} refused the job "
-                f"(exit {result.exit_status}): {said[:500]}",
-                command=command,
-                exit_status=result.exit_status,
-                stderr=said,
-                center=self.center_id,
-                field=field,
-            )
-        native_id = _text(result.stdout).split(";")[0].strip()  # sbatch: "id[;cluster]"
-        if not self._NATIVE_ID_RE.match(native_id):
-            raise CommandFailed(
-                f"center {self.center_id}: no job id in the submit output {native_id[:80]!r}",
-                command=command,
-                exit_status=result.exit_status,
-                stderr=_text(result.stderr),
-                center=self.center_id,
-            )
-        return native_id
+        self._submissions = SubmitQueue(
+            self.center_id,
+            self._submit_chunk,
+            batch_size=self.batch_size,
+            # Leave sessions of the connection for the other calls meanwhile.
+            parallel=min(self.batch_parallel, max(1, target.max_sessions - 2)),
+            eager=self.eager_commands,
+        )
 
     # ---------------------------------------------------- running
     @property
@@ -238,10 +108,10 @@ class JobDirAdapter(Adapter):
     def _failed(self, what: str, command: str, result: CommandResult) -> CommandFailed:
         return CommandFailed(
             f"center {self.center_id}: {what} failed (exit {result.exit_status}): "
-            f"{_text(result.stderr)[:500]}",
+            f"{decoded(result.stderr)[:500]}",
             command=command,
             exit_status=result.exit_status,
-            stderr=_text(result.stderr),
+            stderr=decoded(result.stderr),
             center=self.center_id,
         )
 
@@ -257,21 +127,19 @@ class JobDirAdapter(Adapter):
             raise outcome
         return outcome
 
-    async def submit_many(self, jobs: Sequence[JobRequest]) -> list[str | Exception]:
+    async def submit_many(self, jobs: Sequence[JobRequest]) -> list[Outcome]:
         """Each job's directory is laid out and the job submitted by one script; up to
-        `batch_size` jobs (of this call or of concurrent ones, see `_dispatch`) share one
-        remote command and `batch_parallel` such commands run at once over the pooled
-        connection. A command that fails as a whole (the connection lost, its time up)
-        leaves its jobs' outcome unknown: `CenterUnavailable` for each, for the caller
-        to reconcile by gateway id. A caller cancelled before its jobs were sent leaves
-        them unsent."""
+        `batch_size` jobs (of this call or of concurrent ones) share one remote command
+        and `batch_parallel` such commands run at once over the pooled connection
+        (`SubmitQueue`, which says what a command that fails as a whole leaves). A job
+        this scheduler cannot be asked for is refused before the center is reached."""
         results: list[str | Exception | None] = [None] * len(jobs)
         for i, job in enumerate(jobs):
             try:
                 self.check_job(job)  # refused before the center is reached
             except SpecRefused as exc:
                 results[i] = self._refused(exc)
-        ready: list[_Prepared] = []
+        ready: list[Prepared] = []
         if any(r is None for r in results):
             home = await self.connection.home()
             root = await self.root()
@@ -287,66 +155,13 @@ class JobDirAdapter(Adapter):
             # The array spec tells the final-state read which elements to expect.
             extra = {ARRAY: job.array + "\n"} if job.array is not None else {}
             files = job_files(job_script, render_user_script(job), extra)
-            ready.append(_Prepared(i, job, jobdir, files))
-        loop = asyncio.get_running_loop()
-        waiting: list[tuple[int, asyncio.Future[str | Exception]]] = []
-        for prepared in ready:
-            future: asyncio.Future[str | Exception] = loop.create_future()
-            self._queue.append((prepared, future))
-            waiting.append((prepared.index, future))
-        self._dispatch()
-        try:
-            for i, future in waiting:
-                results[i] = await future
-        except BaseException:
-            for _, future in waiting:
-                future.cancel()  # a job not yet sent is never sent
-            raise
+            ready.append(Prepared(i, job, jobdir, files))
+        for prepared, outcome in zip(ready, await self._submissions.submit(ready), strict=True):
+            results[prepared.index] = outcome
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
-    def _dispatch(self) -> None:
-        """Send what is queued, `batch_size` jobs per command, while fewer than
-        `batch_parallel` commands are under way (fewer than `eager_commands` for a part
-        of a batch). A job that arrives when the center is idle goes at once, alone;
-        jobs that arrive meanwhile (a batch, or many clients at once) share the next
-        commands."""
-        # Leave sessions of the connection for the other calls meanwhile.
-        limit = min(self.batch_parallel, max(1, self.target.max_sessions - 2))
-        while self._queue and self._sending < limit:
-            if self._sending >= self.eager_commands and len(self._queue) < self.batch_size:
-                return  # the next command to end sends these, with those that come meanwhile
-            chunk: list[tuple[_Prepared, asyncio.Future[str | Exception]]] = []
-            while self._queue and len(chunk) < self.batch_size:
-                prepared, future = self._queue.popleft()
-                if not future.done():  # its caller gave up before it was sent
-                    chunk.append((prepared, future))
-            if not chunk:
-                return
-            self._sending += 1
-            task = asyncio.create_task(self._send(chunk))
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
-
-    async def _send(self, chunk: list[tuple[_Prepared, asyncio.Future[str | Exception]]]) -> None:
-        try:
-            outcomes = await self._submit_chunk([p for p, _ in chunk])
-        except BaseException as exc:
-            unknown = CenterUnavailable(
-                f"center {self.center_id}: the submission was interrupted ({exc!r}); "
-                "its outcome is unknown",
-                center=self.center_id,
-            )
-            outcomes = [unknown] * len(chunk)
-            raise
-        finally:
-            self._sending -= 1
-            for (_, future), outcome in zip(chunk, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
-            self._dispatch()
-
-    async def _submit_chunk(self, chunk: list[_Prepared]) -> list[str | Exception]:
+    async def _submit_chunk(self, chunk: list[Prepared]) -> list[Outcome]:
         command = batch_submit_command(
             await self.root(), [p.jobdir for p in chunk], self.submit_tool
         )
@@ -367,22 +182,22 @@ class JobDirAdapter(Adapter):
         jobdir: JobDir,
         answer: tuple[int, bytes, bytes] | None,
         whole: CommandResult,
-    ) -> str | Exception:
+    ) -> Outcome:
         command = self.submit_command(jobdir)  # what ran for this job, as messages show it
         if answer is None:
             return CenterUnavailable(
                 f"center {self.center_id}: the submission (exit {whole.exit_status}) gave "
-                f"no answer for this job; its outcome is unknown: {_text(whole.stderr)[:300]}",
+                f"no answer for this job; its outcome is unknown: {decoded(whole.stderr)[:300]}",
                 center=self.center_id,
             )
         rc, stdout, stderr = answer
         if rc in JOB_DIR_FAILED:
             return CommandFailed(
                 f"center {self.center_id}: could not write the job directory {jobdir.path}: "
-                f"{_text(stderr)[:500]}",
+                f"{decoded(stderr)[:500]}",
                 command=command,
                 exit_status=rc,
-                stderr=_text(stderr),
+                stderr=decoded(stderr),
                 center=self.center_id,
             )
         try:
@@ -450,11 +265,11 @@ class JobDirAdapter(Adapter):
         else:
             parts.append(marker_cmd)
         result = await self.run("; ".join(parts), stdin)
-        out = _text(result.stdout)
+        out = decoded(result.stdout)
         history: dict[str, NativeStatus] = {}
         if accounting is not None:
             head, _, out = out.partition(SEPARATOR + "\n")
-            history = self.parse_accounting(head, _text(result.stderr), missing)
+            history = self.parse_accounting(head, decoded(result.stderr), missing)
         queried: dict[str, NativeStatus] = {}
         if element_query is not None:
             head, _, rest = out.partition(SEPARATOR + " ")
@@ -487,7 +302,7 @@ class JobDirAdapter(Adapter):
         listing = self.listing_command()
         if listing is not None:
             command = f"{listing} </dev/null; echo {SEPARATOR}; {command}"
-        out = _text((await self.run(command, stdin)).stdout)
+        out = decoded((await self.run(command, stdin)).stdout)
         found: dict[str, str] = {}
         if listing is not None:
             head, _, out = out.partition(SEPARATOR + "\n")
@@ -506,10 +321,6 @@ class JobDirAdapter(Adapter):
         result = await self.run(command)
         if result.exit_status != 0 and not self.already_gone(result):
             raise self._failed("cancel", command, result)
-
-    def already_gone(self, result: CommandResult) -> bool:
-        """Whether a failed cancel only says the job has already finished."""
-        return False
 
     async def output_chunk(self, request: OutputRequest) -> OutputChunk:
         # An array job has no plain `stdout`: element=None finds nothing, as it should.
@@ -540,14 +351,10 @@ class JobDirAdapter(Adapter):
         """The pool belongs to whoever made it; nothing of our own to release."""
 
 
-def _text(data: bytes) -> str:
-    return data.decode(errors="replace")
-
-
 def _split_status(result: CommandResult) -> tuple[CommandResult, str]:
     """`{ status; } ...; echo "SEPARATOR $?"; more`: the status command's own result
     (its exit status from the separator line), and what followed."""
-    head, sep, rest = _text(result.stdout).partition(SEPARATOR + " ")
+    head, sep, rest = decoded(result.stdout).partition(SEPARATOR + " ")
     if not sep:  # the shell did not get that far
         return result, ""
     status, _, tail = rest.partition("\n")
@@ -557,11 +364,11 @@ def _split_status(result: CommandResult) -> tuple[CommandResult, str]:
 
 def ping_failed(center_id: str, command: str, result: CommandResult) -> CommandFailed:
     """A scheduler ping that failed, with what it said (Slurm's on stdout, PBS's on stderr)."""
-    said = " ".join(_text(result.stdout + result.stderr).split())[:300] or "no output"
+    said = " ".join(decoded(result.stdout + result.stderr).split())[:300] or "no output"
     return CommandFailed(
         f"center {center_id}: '{command}' failed (exit {result.exit_status}): {said}",
         command=command,
         exit_status=result.exit_status,
-        stderr=_text(result.stderr),
+        stderr=decoded(result.stderr),
         center=center_id,
     )

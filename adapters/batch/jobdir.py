@@ -15,7 +15,7 @@ The directory is what lets the gateway learn a job's true end after the
 scheduler has forgotten it (no accounting database, or a purged history) and
 reconcile a submission whose reply was lost. `adapters.batch.adapter.JobDirAdapter`
 runs the flow both schedulers share; this module holds the layout, the
-rendering and the file transfers, `adapters.batch.adapter.markers` reads the files back.
+rendering and the file transfers, `adapters.batch.markers` reads the files back.
 """
 
 from __future__ import annotations

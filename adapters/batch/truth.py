@@ -23,13 +23,8 @@ from typing import Protocol, runtime_checkable
 
 from adapters.base import Adapter, JobState, NativeStatus
 from adapters.batch.adapter import JobDirAdapter
-from adapters.batch.markers import (
-    JobMarkers,
-    all_markers_command,
-    parse_markers,
-    settle,
-    status_from_markers,
-)
+from adapters.batch.markers import JobMarkers, all_markers_command, parse_markers
+from adapters.batch.settle import settle, status_from_markers
 from adapters.errors import AdapterError
 
 #: Between the parts of one truth command's output: `<mark> <exit status>` on a line.

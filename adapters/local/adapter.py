@@ -47,7 +47,8 @@ from adapters.batch.jobdir import (
     render_user_script,
     resolve_path,
 )
-from adapters.batch.markers import as_element, parse_times, with_times
+from adapters.batch.markers import parse_times
+from adapters.batch.settle import as_element, with_times
 from adapters.errors import NativeJobNotFound
 
 #: Files of a local job's directory beside the shared ones (per element: ".<index>").

@@ -50,8 +50,9 @@ from typing import Any
 from adapters.base import ArrayElement, CenterLoad, JobRequest, NativeStatus
 from adapters.batch.adapter import JobDirAdapter, ping_failed
 from adapters.batch.jobdir import JobDir
-from adapters.batch.markers import JobMarkers, as_element
+from adapters.batch.markers import JobMarkers
 from adapters.batch.rejections import field_over_limits, job_partition, names_no_limit
+from adapters.batch.settle import as_element
 from adapters.batch.truth import TruthQueries
 from adapters.errors import AdapterError, CenterUnavailable, CommandFailed, SubmitRejected
 from adapters.pbs.commands import (

@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from adapters.base import ArrayElement, JobState, NativeStatus
-from adapters.batch.markers import aggregate, as_element, with_times
+from adapters.batch.settle import aggregate, as_element, with_times
 
 DIALECTS = ("torque", "pbspro")
 

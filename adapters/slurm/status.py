@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from adapters.base import ArrayElement, JobState, NativeStatus
 from adapters.batch.jobdir import array_indices, quote
-from adapters.batch.markers import aggregate, as_element, never_started, with_times
+from adapters.batch.settle import aggregate, as_element, never_started, with_times
 
 #: Every Slurm job state (squeue %T / sacct State) -> the normalized state.
 SLURM_STATES: dict[str, JobState] = {

@@ -11,7 +11,8 @@ import pytest
 
 from adapters.base import NOT_LISTED, ArrayElement, JobState, NativeStatus
 from adapters.batch.adapter import JobDirAdapter
-from adapters.batch.markers import ElementMarkers, JobMarkers, Termination, aggregate, settle_array
+from adapters.batch.markers import ElementMarkers, JobMarkers, Termination
+from adapters.batch.settle import aggregate, settle_array
 from adapters.pbs.adapter import PbsAdapter
 from adapters.slurm.adapter import SlurmAdapter
 from adapters.transport.keys import KeyFile

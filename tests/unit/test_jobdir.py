@@ -22,15 +22,17 @@ from adapters.batch.jobdir import (
     resolve_path,
 )
 from adapters.batch.markers import (
-    LEFT_QUEUE,
     ElementMarkers,
     JobMarkers,
     Termination,
     all_markers_command,
     markers_command,
-    needs_job_dir,
     parse_markers,
     parse_times,
+)
+from adapters.batch.settle import (
+    LEFT_QUEUE,
+    needs_job_dir,
     settle,
     settle_array,
     status_from_markers,
