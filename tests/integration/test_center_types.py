@@ -14,6 +14,7 @@ import pytest
 
 from adapters import registry
 from adapters.registry import ENTRY_POINT_GROUP, center_type, known_types, registered
+from gateway.centers.descriptor import schema_errors
 from gateway.config import ConfigError, LoadedConfig, center_schema, load_center_file
 from gateway.http.routes.keys import SERVICE
 from tests.conftest import REPO, GatewayFactory, config_with
@@ -50,6 +51,10 @@ async def test_a_type_registered_from_outside_the_gateway_runs_a_job(
     async with gw.client() as client:
         centers = {c["id"]: c for c in (await client.centers())}
         assert centers["fake"]["type"] == "fakesched"
+        # Its descriptor names its type and holds to the published schema.
+        descriptor = await client.computing_power("fake")
+        assert descriptor["center"]["type"] == "fakesched"
+        assert schema_errors(descriptor) == []
         job = await client.submit(
             {
                 "name": "hello",
