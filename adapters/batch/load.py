@@ -1,11 +1,17 @@
-"""What the load parsers of every batch scheduler share: a center's nodes summed."""
+"""What the load parsers of every batch scheduler share: a center's nodes summed, and
+GPUs counted from Slurm's GRES notation (which Slurm's Torque wrapper prints too)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from adapters.base import CenterTotals, GpuLoad
+
+#: "gpu:a100:4", "gpu:4", and "gpu:(null):1" (GresUsed of untyped GPUs bound to devices).
+_GRES_RE = re.compile(r"^gpu(?::(\(null\)|[^:()]+))?:(\d+)([KMG]?)")
+_GRES_SCALE = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
 class CountedNode(Protocol):
@@ -51,3 +57,32 @@ def sum_nodes(nodes: Sequence[CountedNode]) -> CenterTotals:
             for model in models
         ),
     )
+
+
+def split_gres(text: str) -> list[str]:
+    """ "gpu:a100:2(S:0,1),gpu:v100:1" -> its entries; commas inside "(...)" stay."""
+    entries, depth, current = [], 0, []
+    for char in text:
+        if char == "," and depth == 0:
+            entries.append("".join(current))
+            current = []
+            continue
+        depth += char == "("
+        depth -= char == ")" and depth > 0
+        current.append(char)
+    entries.append("".join(current))
+    return [e.strip() for e in entries if e.strip() and e.strip() != "(null)"]
+
+
+def gpus_by_model(gres: str) -> dict[str, int]:
+    """GPU counts by model from a GRES string; "gpu" for untyped GPUs. Other GRES
+    (mps, shard, licenses) are not GPUs and are left out."""
+    counts: dict[str, int] = {}
+    for entry in split_gres(gres):
+        match = _GRES_RE.match(entry)
+        if match is None:
+            continue
+        kind, number, scale = match.groups()
+        model = kind if kind and kind != "(null)" else "gpu"
+        counts[model] = counts.get(model, 0) + int(number) * _GRES_SCALE[scale]
+    return counts

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import CenterLoad, PartitionLoad
-from adapters.batch.load import sum_nodes
+from adapters.batch.load import gpus_by_model, sum_nodes
 from adapters.batch.markers import SEPARATOR
 from adapters.pbs.parse import DIALECTS, parse_qstat_blocks
 from adapters.pbs.values import (
@@ -47,7 +47,6 @@ from adapters.pbs.values import (
     state_counts,
     truthy,
 )
-from adapters.slurm.load import gpus_by_model
 
 #: States in which no CPU of the node is left for a job queued now, whatever its jobs hold.
 _FULL_NODE_STATES = frozenset({"job-exclusive", "resv-exclusive", "busy", "allocated"})

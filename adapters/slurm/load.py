@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from adapters.base import CenterLoad, PartitionLoad
 from adapters.batch.jobdir import array_indices, quote
-from adapters.batch.load import sum_nodes
+from adapters.batch.load import gpus_by_model, sum_nodes
 from adapters.batch.markers import SEPARATOR
 
 #: `sinfo -O` fields; ":|" is "no width, then a '|'": nothing is padded or cut.
@@ -79,9 +79,6 @@ NODE_TAKEN_FLAGS = frozenset(
 #: of a job queued now. Jobs held, waiting for a dependency, a begin time, a
 #: reservation or their own account's limits do not.
 QUEUE_AHEAD_REASONS = frozenset({"Resources", "Priority", "None", ""})
-#: "gpu:a100:4", "gpu:4", and "gpu:(null):1" (GresUsed of untyped GPUs bound to devices).
-_GRES_RE = re.compile(r"^gpu(?::(\(null\)|[^:()]+))?:(\d+)([KMG]?)")
-_GRES_SCALE = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 _CPUS_STATE_RE = re.compile(r"^(\d+)/(\d+)/(\d+)/(\d+)$")
 _ARRAY_PENDING_RE = re.compile(r"^\d+_\[([0-9,:%-]+)\]$")
 
@@ -121,35 +118,6 @@ def slurm_duration(text: str) -> int | None:
     else:
         hours, minutes, seconds = 0, numbers[0], 0
     return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
-def split_gres(text: str) -> list[str]:
-    """ "gpu:a100:2(S:0,1),gpu:v100:1" -> its entries; commas inside "(...)" stay."""
-    entries, depth, current = [], 0, []
-    for char in text:
-        if char == "," and depth == 0:
-            entries.append("".join(current))
-            current = []
-            continue
-        depth += char == "("
-        depth -= char == ")" and depth > 0
-        current.append(char)
-    entries.append("".join(current))
-    return [e.strip() for e in entries if e.strip() and e.strip() != "(null)"]
-
-
-def gpus_by_model(gres: str) -> dict[str, int]:
-    """GPU counts by model from a GRES string; "gpu" for untyped GPUs. Other GRES
-    (mps, shard, licenses) are not GPUs and are left out."""
-    counts: dict[str, int] = {}
-    for entry in split_gres(gres):
-        match = _GRES_RE.match(entry)
-        if match is None:
-            continue
-        kind, number, scale = match.groups()
-        model = kind if kind and kind != "(null)" else "gpu"
-        counts[model] = counts.get(model, 0) + int(number) * _GRES_SCALE[scale]
-    return counts
 
 
 def node_condition(state: str) -> str:

@@ -10,17 +10,11 @@ from pathlib import Path
 import pytest
 
 from adapters.base import GpuLoad, PartitionLoad
+from adapters.batch.load import gpus_by_model, split_gres
 from adapters.batch.markers import SEPARATOR
 from adapters.errors import CommandFailed
 from adapters.slurm.adapter import SlurmAdapter
-from adapters.slurm.load import (
-    build_load_command,
-    gpus_by_model,
-    node_condition,
-    parse_load,
-    slurm_duration,
-    split_gres,
-)
+from adapters.slurm.load import build_load_command, node_condition, parse_load, slurm_duration
 from adapters.transport.keys import KeyFile
 from adapters.transport.ssh import CommandResult, SSHPool, SSHTarget
 
