@@ -13,7 +13,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.http.errors import INTERNAL, status_of
-from gateway.identity.audit import AuditError, AuditLog
+from gateway.identity.audit import AuditError, AuditTrail
 
 log = logging.getLogger("hpcfed.audit")
 
@@ -36,7 +36,7 @@ Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 ActorOf = Callable[[web.Request], tuple[str | None, Iterable[str]]]
 
 
-def audit_middleware(audit: AuditLog, actor: ActorOf) -> Middleware:
+def audit_middleware(audit: AuditTrail, actor: ActorOf) -> Middleware:
     """Record every POST, PUT, PATCH and DELETE with its outcome.
 
     Meant to be the outermost middleware, so that it sees the answer the client
@@ -44,7 +44,7 @@ def audit_middleware(audit: AuditLog, actor: ActorOf) -> Middleware:
     the handler, when inner middlewares have identified the caller.
 
     If the line cannot be written the action has already happened; the client
-    still gets its answer and the failure is in the gateway log (AuditLog logs it).
+    still gets its answer and the failure is in the gateway log (the trail logs it).
     """
 
     def write(request: web.Request, status: int | None, outcome: str, error: str | None) -> None:

@@ -8,7 +8,7 @@ from gateway.centers.health import HealthMonitor
 from gateway.centers.power import PowerService
 from gateway.config import LoadedConfig
 from gateway.data.transfers import TransferService
-from gateway.identity.audit import AuditLog
+from gateway.identity.audit import AuditTrail
 from gateway.identity.keyring import Keyring
 from gateway.identity.tokens import TokenIssuer
 from gateway.identity.vault import Vault
@@ -27,7 +27,7 @@ VAULT = web.AppKey("vault", Vault)
 KEYRING = web.AppKey("keyring", Keyring)
 ISSUER = web.AppKey("issuer", TokenIssuer)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
-AUDIT = web.AppKey("audit", AuditLog)
+AUDIT = web.AppKey("audit", AuditTrail)
 TRANSFERS = web.AppKey("transfers", TransferService)
 POWER = web.AppKey("power", PowerService)
 EVALUATIONS = web.AppKey("evaluations", EvaluationService)
