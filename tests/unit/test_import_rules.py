@@ -88,6 +88,8 @@ def test_the_adapter_machinery_contract_names_every_other_adapters_package() -> 
     sources, types = set(contract["source_modules"]), set(contract["forbidden_modules"])
     assert sources | types == _children("adapters")
     assert not sources & types
+    independent = _contract("center types import nothing of each other")["modules"]
+    assert set(independent) == types
 
 
 def test_a_forbidden_import_inside_a_function_breaks_a_contract(tmp_path: Path) -> None:
