@@ -11,10 +11,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol, get_args
+from typing import Literal, get_args
 
 from adapters.errors import AdapterError, InvalidCall
 
@@ -126,47 +126,6 @@ class ArrayElement:
     exit_code: int | None = None
     started_at: float | None = None  # epoch seconds, as the center tells it
     ended_at: float | None = None
-
-
-class ElementOutcome(Protocol):
-    """What the rule of a whole array's state reads of each element."""
-
-    @property
-    def state(self) -> JobState: ...
-
-    @property
-    def exit_code(self) -> int | None: ...
-
-
-#: Which end a whole array has when its elements ended differently: the worst one.
-ARRAY_END_ORDER = (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.COMPLETED)
-
-
-def array_outcome(elements: Iterable[ElementOutcome]) -> tuple[JobState, int | None]:
-    """The state of a whole array job from its elements', and its exit code (the highest)
-    once all ended. RUNNING if any element runs; else UNKNOWN if any cannot be told; else,
-    while some wait, HELD or SUSPENDED if all of those are, QUEUED otherwise; once all
-    ended, the worst end (`ARRAY_END_ORDER`). No element at all: UNKNOWN. The adapters
-    and the gateway decide by this one rule."""
-    states: set[JobState] = set()
-    codes: list[int] = []
-    for e in elements:
-        states.add(e.state)
-        if e.exit_code is not None:
-            codes.append(e.exit_code)
-    if not states:
-        return JobState.UNKNOWN, None
-    pending = states - TERMINAL_STATES
-    if pending:
-        if JobState.RUNNING in pending:
-            return JobState.RUNNING, None
-        if JobState.UNKNOWN in pending:
-            return JobState.UNKNOWN, None
-        if pending in ({JobState.HELD}, {JobState.SUSPENDED}):
-            return next(iter(pending)), None
-        return JobState.QUEUED, None
-    end = next(s for s in ARRAY_END_ORDER if s in states)
-    return end, max(codes) if codes else None
 
 
 #: native_state of a job that the scheduler's answer left out and whose end nothing at the

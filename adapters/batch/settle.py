@@ -10,12 +10,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
+from adapters.arrays import array_outcome
 from adapters.base import (
     NOT_LISTED,
     ArrayElement,
     JobState,
     NativeStatus,
-    array_outcome,
 )
 from adapters.batch.markers import ElementMarkers, JobMarkers, Termination
 

@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from adapters.arrays import array_outcome
 from adapters.base import (
     NOT_LISTED,
     TERMINAL_STATES,
     Adapter,
     JobState,
     NativeStatus,
-    array_outcome,
 )
 from adapters.errors import AdapterError
 from gateway.centers.configured import Center

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from adapters.base import ArrayElement, JobState, NativeStatus, array_outcome
+from adapters.arrays import array_outcome
+from adapters.base import ArrayElement, JobState, NativeStatus
 from gateway.jobs.models import ElementRecord, JobRecord, JobSpec
 from gateway.jobs.poller import merge_elements
 from gateway.units import utcnow
