@@ -115,9 +115,13 @@ class JobDirAdapter(BatchScheduler, Adapter):
             center=self.center_id,
         )
 
-    def _refused(self, exc: SpecRefused) -> SubmitRejected:
+    def _refused(self, exc: ValueError) -> SubmitRejected:
+        """A job refused before anything was sent: SpecRefused names its field; another
+        ValueError of the script's rendering (a value no directive line may carry) none."""
         return SubmitRejected(
-            f"center {self.center_id}: {exc}", center=self.center_id, field=exc.field
+            f"center {self.center_id}: {exc}",
+            center=self.center_id,
+            field=exc.field if isinstance(exc, SpecRefused) else None,
         )
 
     # ---------------------------------------------------- the Adapter contract
@@ -149,7 +153,7 @@ class JobDirAdapter(BatchScheduler, Adapter):
             jobdir = JobDir(root, job.gateway_id)
             try:
                 job_script = self.render_job_script(job, jobdir, home)
-            except SpecRefused as exc:
+            except ValueError as exc:  # SpecRefused, or a value no script may carry
                 results[i] = self._refused(exc)
                 continue
             # The array spec tells the final-state read which elements to expect.
@@ -332,7 +336,11 @@ class JobDirAdapter(BatchScheduler, Adapter):
 
     async def job_workdir(self, gateway_id: str, working_dir: str | None) -> str:
         if working_dir:
-            return resolve_path(working_dir, await self.connection.home())
+            home = await self.connection.home()
+            try:
+                return resolve_path(working_dir, home)
+            except ValueError as exc:  # '~user': the gateway refuses it first
+                raise InvalidCall(f"working_dir: {exc}", center=self.center_id) from None
         return JobDir(await self.root(), gateway_id).path
 
     async def load(self) -> CenterLoad:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Adapter
-from adapters.errors import AdapterError, InvalidCall
+from adapters.base import Adapter, JobRequest
+from adapters.errors import AdapterError, InvalidCall, SubmitRejected
 from adapters.local.adapter import LocalAdapter
 from adapters.slurm.adapter import SlurmAdapter
 from adapters.transport.keys import KeyFile
@@ -18,9 +18,22 @@ from gateway.http.errors import as_domain_error
 GID = "0b0e3f6a-5d1c-4c3e-9a51-1f2d3c4b5a69"
 
 
-def _slurm() -> SlurmAdapter:
+def _slurm(pool: object | None = None) -> SlurmAdapter:
     target = SSHTarget("centera", "127.0.0.1", 1, "alice", KeyFile("/k"), ("ssh-ed25519 AAAA",))
-    return SlurmAdapter(target, SSHPool(), work_root="/work")
+    return SlurmAdapter(target, pool or SSHPool(), work_root="/work")  # type: ignore[arg-type]
+
+
+class _HomeOnly:
+    """A pool whose one connection tells the login's home and runs nothing."""
+
+    def connection(self, target: SSHTarget) -> _HomeOnly:
+        return self
+
+    async def home(self) -> str:
+        return "/home/alice"
+
+    async def run(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing may be sent")
 
 
 def _local(tmp_path: Path) -> LocalAdapter:
@@ -65,6 +78,22 @@ async def test_a_local_output_read_reads_the_jobs_file(tmp_path: Path) -> None:
     assert (chunk.data, chunk.offset, chunk.size, chunk.exists) == (b"thr", 8, 13, True)
     missing = await adapter.read_output(GID, GID, "stdout", element=3)
     assert not missing.exists
+
+
+async def test_a_value_no_script_may_carry_is_a_refusal_not_a_crash() -> None:
+    adapter = _slurm(_HomeOnly())
+    job = JobRequest(gateway_id=GID, name="r", command="true", queue="debug\x01x")
+    (outcome,) = await adapter.submit_many([job])
+    assert isinstance(outcome, SubmitRejected)
+    assert "control character" in outcome.message and outcome.center == "centera"
+    assert adapter.remote_commands == 0
+
+
+async def test_a_working_dir_of_another_users_home_is_an_invalid_call() -> None:
+    adapter = _slurm(_HomeOnly())
+    with pytest.raises(InvalidCall, match=r"working_dir: .*'~user'"):
+        await adapter.job_workdir(GID, "~bob/data")
+    assert await adapter.job_workdir(GID, "~/data") == "/home/alice/data"
 
 
 def test_the_gateway_answers_an_invalid_call_as_its_own_fault() -> None:
