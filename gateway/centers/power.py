@@ -156,7 +156,10 @@ class PowerService:
         doc = ComputingPower(
             generated_at=utcnow(),
             center=CenterIdentity(
-                id=cfg.id, name=cfg.name or cfg.id, type=cfg.type, region=cfg.region
+                id=cfg.id,
+                name=cfg.name or cfg.id,
+                type=cfg.center_type.descriptor_kind,
+                region=cfg.region,
             ),
             partitions=partitions,
             peak=_peak(center, partitions),
