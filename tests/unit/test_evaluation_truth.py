@@ -1,5 +1,5 @@
 """The per-job answers the access evaluation holds the batched status path to, and the
-rule that compares the two (gateway/centers/evaluation/burst.py, adapters/batch/truth.py).
+rule that compares the two (gateway/centers/evaluation/agreement.py, adapters/batch/truth.py).
 
 Recorded output: the `scontrol`, `sacct` and Slurm-`qstat` texts were printed by the
 testbed's Slurm 22.05 (centera, and centerc's Torque-compatible qstat). The PBS Pro
@@ -16,7 +16,7 @@ from adapters.batch.markers import JobMarkers
 from adapters.batch.truth import JobTruth, combine, phase_of
 from adapters.pbs.truth import parse_pbs_history
 from adapters.slurm.truth import parse_scontrol_job, parse_slurm_history
-from gateway.centers.evaluation.burst import Tracked, disagreement
+from gateway.centers.evaluation.agreement import Tracked, disagreement
 from gateway.centers.evaluation.jobs import Job
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
