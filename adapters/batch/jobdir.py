@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import posixpath
 import re
-import shlex
 import stat
 import tarfile
 import time
@@ -39,6 +38,7 @@ from adapters.base import (
     JobRequest,
     OutputChunk,
 )
+from adapters.transport.framing import quote
 
 JOB_SCRIPT = "job.sh"
 USER_SCRIPT = "script"
@@ -71,11 +71,6 @@ class SpecRefused(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-def quote(value: str) -> str:
-    """The one place a value is quoted for a remote shell."""
-    return shlex.quote(value)
 
 
 def directive(head: str, value: str) -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adapters.base import JobRequest
-from adapters.batch.jobdir import STARTED, JobDir, cancelled_marker_command, quote
+from adapters.batch.jobdir import STARTED, JobDir, cancelled_marker_command
 from adapters.batch.markers import SEPARATOR
 from adapters.batch.rejections import PBS_REJECTIONS, refused_field, scheduler_message
+from adapters.transport.framing import quote
 from adapters.transport.ssh import CommandResult
 
 #: qstat prints times in its local time, the center's zone, unknown here: ask for UTC,

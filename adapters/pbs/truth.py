@@ -9,10 +9,10 @@ import re
 from collections.abc import Callable, Sequence
 
 from adapters.base import NativeStatus
-from adapters.batch.jobdir import quote
 from adapters.batch.truth import SAID_LIMIT, HistorySettings, TruthQueries, exit_marked
 from adapters.pbs.commands import build_requery_command
 from adapters.pbs.parse import match_ids, parse_pbspro_json, parse_torque_qstat
+from adapters.transport.framing import quote
 
 
 def _pbs_commands(native_id: str, dialect: str) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from adapters.base import CenterLoad, JobRequest, NativeStatus
 from adapters.batch.adapter import JobDirAdapter, ping_failed
-from adapters.batch.jobdir import JobDir, cancelled_marker_command, quote
+from adapters.batch.jobdir import JobDir, cancelled_marker_command
 from adapters.batch.rejections import (
     SLURM_REJECTIONS,
     no_association,
@@ -34,6 +34,7 @@ from adapters.slurm.status import (
     parse_squeue_comments,
 )
 from adapters.slurm.truth import SLURM_TRUTH
+from adapters.transport.framing import quote
 from adapters.transport.ssh import CommandResult
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 
-from adapters.batch.jobdir import quote
 from adapters.batch.markers import SEPARATOR
 from adapters.limits import AccountLimits, AccountNode, Association, QosLimits
 from adapters.slurm.load import slurm_duration
+from adapters.transport.framing import quote
 
 USER_FIELDS = "User,DefaultAccount,Account,Partition,GrpTRES,MaxTRES,MaxWall,QOS,DefaultQOS"
 ACCOUNT_FIELDS = "Account,ParentName,GrpTRES"

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from adapters.base import CenterLoad, PartitionLoad
-from adapters.batch.jobdir import array_indices, quote
+from adapters.batch.jobdir import array_indices
 from adapters.batch.load import gpus_by_model, sum_nodes
 from adapters.batch.markers import SEPARATOR
+from adapters.transport.framing import quote
 
 #: `sinfo -O` fields; ":|" is "no width, then a '|'": nothing is padded or cut.
 SINFO_FIELDS = (

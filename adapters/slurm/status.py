@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from adapters.base import ArrayElement, JobState, NativeStatus
-from adapters.batch.jobdir import array_indices, quote
+from adapters.batch.jobdir import array_indices
 from adapters.batch.settle import aggregate, as_element, never_started, with_times
+from adapters.transport.framing import quote
 
 #: Every Slurm job state (squeue %T / sacct State) -> the normalized state.
 SLURM_STATES: dict[str, JobState] = {

@@ -7,9 +7,9 @@ import re
 from collections.abc import Sequence
 
 from adapters.base import JobState, NativeStatus
-from adapters.batch.jobdir import quote
 from adapters.batch.truth import SAID_LIMIT, HistorySettings, TruthQueries, exit_marked
 from adapters.slurm.status import parse_sacct, slurm_state
+from adapters.transport.framing import quote
 
 _SCONTROL_RE = re.compile(r"(?:^|\s)(JobId|JobState|Reason|ExitCode|ArrayJobId)=(\S*)")
 _EXIT_RE = re.compile(r"(\d+):(\d+)")

@@ -27,9 +27,16 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 from dataclasses import dataclass
 
 from adapters.errors import CenterUnavailable
+
+
+def quote(value: str) -> str:
+    """The one place a value is quoted for a remote shell."""
+    return shlex.quote(value)
+
 
 #: The longest command line sent: one argument of the login shell's, below Linux's
 #: 128 KiB limit for a single argument.

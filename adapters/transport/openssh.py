@@ -18,10 +18,10 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 
-from adapters.batch.jobdir import quote
 from adapters.errors import AuthenticationFailed, CenterUnavailable, CommandFailed, HostKeyRejected
 from adapters.transport import framing
 from adapters.transport.connect import SSHTarget
+from adapters.transport.framing import quote
 from adapters.transport.openssh_setup import OpenSSHSetup, base_env
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 
 import paramiko
 
-from adapters.batch.jobdir import quote
 from adapters.errors import CenterUnavailable, CommandFailed
 from adapters.files.filesystem import PIECE, FileEntry, entry_type
+from adapters.transport.framing import quote
 from adapters.transport.openssh import OpenSSH
 from adapters.transport.ssh import SSHConnection, SSHPool, SSHTarget
 
