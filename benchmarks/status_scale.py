@@ -56,7 +56,7 @@ from benchmarks.submit_throughput import (
     submit_batch,
     submit_one,
 )
-from gateway.jobs.models import JobRecord, JobUsage
+from gateway.jobs.records import JobRecord, JobUsage
 from gateway.store.sqlite.jobs import SQLiteJobStore
 from gateway.units import utcnow
 

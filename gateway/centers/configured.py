@@ -22,7 +22,7 @@ from gateway.centers.config import CenterConfig
 from gateway.config import LoadedConfig
 from gateway.errors import DomainError
 from gateway.identity.vault import Vault, VaultError, ssh_key_name
-from gateway.jobs.models import JobRecord
+from gateway.jobs.records import JobRecord
 
 
 class Center:

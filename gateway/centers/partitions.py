@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from adapters.base import CenterLoad, PartitionLoad
-from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord
 
 #: Without the scheduler's own estimate, each queued job ahead is taken to cost this.
 SECONDS_PER_QUEUED_JOB = 300.0

@@ -27,7 +27,8 @@ from gateway.centers.partitions import estimated_wait, not_yet_seen, requirement
 from gateway.centers.power import PowerService
 from gateway.config_models import PlacementConfig
 from gateway.errors import DomainError
-from gateway.jobs.models import PREFERENCES, CandidateScore, JobRecord, JobSpec, PlacementDecision
+from gateway.jobs.models import PREFERENCES, JobSpec
+from gateway.jobs.records import CandidateScore, JobRecord, PlacementDecision
 from gateway.units import utcnow
 
 #: How long a placement waits for centers' load queries; slower ones count as unreachable

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from adapters.base import Adapter
 from gateway.errors import DomainError
 from gateway.jobs.dependencies import load_parents
-from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord
 from gateway.jobs.sending import SubmitRejectedError, sent_fields, to_request
 
 if TYPE_CHECKING:

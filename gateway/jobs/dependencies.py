@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from adapters.base import DEPENDENCY_SATISFIED_BY as SATISFIED_BY
 from gateway.errors import DomainError, Unprocessable
-from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord
 from gateway.jobs.store import JobStore
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.jobs.models import JobRecord
+from gateway.jobs.records import JobRecord
 from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobQuery, JobStore
 
 #: Events a subscriber may have pending before they are coalesced.

@@ -1,15 +1,12 @@
-"""The job spec a client sends (resources, staging, dependencies, placement
-preferences, array) and the job record the gateway keeps.
-"""
+"""The job spec a client sends: resources, staging, dependencies, placement
+preferences, array, extra directives; and a batch of specs. The record the gateway
+keeps is in gateway/jobs/records.py."""
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -17,8 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from adapters.base import ENV_NAME_RE, DependencyCondition, JobState
-
+from adapters.base import ENV_NAME_RE, DependencyCondition
 from gateway.fields import (
     _ARRAY_SCHEMA_PATTERN,
     _DURATION_SCHEMA,
@@ -36,17 +32,13 @@ from gateway.fields import (
     _Verbatim,
     array_indices,
 )
-
 from gateway.units import MemoryMiB, Seconds
-
-
 
 #: gpu_type needs gpus_per_node (Resources._gpu_type_needs_gpus).
 _GPU_TYPE_NEEDS_GPUS: dict[str, Any] = {
     "if": {"required": ["gpu_type"], "properties": {"gpu_type": {"type": "string"}}},
     "then": {"required": ["gpus_per_node"], "properties": {"gpus_per_node": {"minimum": 1}}},
 }
-
 
 
 class Resources(_Verbatim):
@@ -75,7 +67,6 @@ class Resources(_Verbatim):
         return self
 
 
-
 class Dependency(_Verbatim):
     job: str = Field(
         pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
@@ -88,13 +79,11 @@ class Dependency(_Verbatim):
     )
 
 
-
 class ExtraDirectives(_Verbatim):
     """Directives the spec's fields do not cover, per scheduler; used at centers of that type."""
 
     slurm: list[Directive] = Field(default_factory=list, max_length=32)
     pbs: list[Directive] = Field(default_factory=list, max_length=32)
-
 
 
 #: Exactly one of `source` and `upload: true` (StageIn._one_source).
@@ -110,7 +99,6 @@ _ONE_SOURCE: dict[str, Any] = {
         },
     ]
 }
-
 
 
 class StageIn(_Verbatim):
@@ -134,7 +122,6 @@ class StageIn(_Verbatim):
         return self
 
 
-
 class StageOut(_Verbatim):
     """An output collected (checksummed, and optionally copied) once the job ends."""
 
@@ -147,18 +134,14 @@ class StageOut(_Verbatim):
         return _path_form(value)
 
 
-
 Preference = Literal["fastest", "cheapest", "greenest", "near_data"]
-
 
 
 PREFERENCES: tuple[str, ...] = ("fastest", "cheapest", "greenest", "near_data")
 
 
-
 def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
-
 
 
 class PlacementSpec(_Verbatim):
@@ -186,10 +169,8 @@ class PlacementSpec(_Verbatim):
         return prefer
 
 
-
 #: JSON Schema of text that holds no NUL (the model's validators refuse one).
 _NO_NUL: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
-
 
 
 #: Exactly one of `script` and `command` is a string; `arguments` go with `command`.
@@ -209,7 +190,6 @@ _SCRIPT_OR_COMMAND: dict[str, Any] = {
         },
     ]
 }
-
 
 
 class JobSpec(_Verbatim):
@@ -315,14 +295,11 @@ class JobSpec(_Verbatim):
         return self
 
 
-
 #: The most jobs one `POST /v1/jobs/batch` may carry.
 MAX_BATCH = 1000
-
 
 
 class JobBatch(_Verbatim):
     """`POST /v1/jobs/batch`: independent jobs submitted together."""
 
     jobs: list[JobSpec] = Field(min_length=1, max_length=MAX_BATCH)
-

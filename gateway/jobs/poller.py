@@ -31,7 +31,7 @@ from gateway.centers.configured import Center
 from gateway.centers.submissions import retry_delay
 from gateway.errors import DomainError
 from gateway.fields import array_indices
-from gateway.jobs.models import ElementRecord, JobRecord
+from gateway.jobs.records import ElementRecord, JobRecord
 from gateway.jobs.service import JobService, SubmitRejectedError
 from gateway.jobs.staging import STAGING_OUTPUTS, waits_for_upload
 from gateway.jobs.usage import epoch, job_usage

@@ -1,44 +1,21 @@
-"""The job spec a client sends (resources, staging, dependencies, placement
-preferences, array) and the job record the gateway keeps.
-"""
+"""The job record the gateway keeps: state, native id and state, staging, placement
+decision, usage, array elements; and how a record is written for a client."""
 
 from __future__ import annotations
 
 from datetime import datetime
-
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    field_validator,
-    model_validator,
 )
 
-from adapters.base import ENV_NAME_RE, DependencyCondition, JobState
-
+from adapters.base import JobState
 from gateway.fields import (
-    _ARRAY_SCHEMA_PATTERN,
-    _DURATION_SCHEMA,
-    _MEMORY_SCHEMA,
-    ARRAY_PATTERN,
-    CENTER_ID_PATTERN,
-    PATH_MAX_CHARS,
-    SAFE_NAME_PATTERN,
-    WORKDIR_PATTERN,
     CenterPath,
-    Directive,
-    RemotePath,
-    WholeNumber,
-    _path_form,
-    _Verbatim,
-    array_indices,
 )
-
-from gateway.units import MemoryMiB, Seconds
-
+from gateway.jobs.models import JobSpec
 
 
 class ElementRecord(BaseModel):
@@ -54,7 +31,6 @@ class ElementRecord(BaseModel):
     ended_at: datetime | None = None
 
 
-
 class StagedFile(BaseModel):
     """How one input or output of a job fared."""
 
@@ -67,14 +43,12 @@ class StagedFile(BaseModel):
     error: str | None = None
 
 
-
 class Staging(BaseModel):
     inputs: list[StagedFile] = Field(default_factory=list)
     outputs: list[StagedFile] = Field(default_factory=list)
     #: The state the center reported while outputs were still being collected.
     final_state: JobState | None = None
     collected: bool = False  # outputs collected (or none to collect)
-
 
 
 class CandidateScore(BaseModel):
@@ -93,7 +67,6 @@ class CandidateScore(BaseModel):
     score: float | None = None  # 0..1, higher is better
 
 
-
 class PlacementDecision(BaseModel):
     """Why `center: auto` chose where the job went."""
 
@@ -104,12 +77,10 @@ class PlacementDecision(BaseModel):
     decided_at: datetime
 
 
-
 class Price(BaseModel):
     currency: str
     core_hour: float
     gpu_hour: float
-
 
 
 class JobUsage(BaseModel):
@@ -126,7 +97,6 @@ class JobUsage(BaseModel):
     cost: float = 0.0
     #: "center": times the center reported; "gateway": times the gateway saw.
     source: Literal["center", "gateway"] = "center"
-
 
 
 class JobRecord(BaseModel):
@@ -171,14 +141,10 @@ class JobRecord(BaseModel):
         return body[:-1].encode() + (_TERMINAL_TRUE if self.state.is_terminal else _TERMINAL_FALSE)
 
 
-
 _PRIVATE_JOB_FIELDS: set[str] = {"submit_attempts"}
-
 
 
 _TERMINAL_TRUE = b',"terminal":true}'
 
 
-
 _TERMINAL_FALSE = b',"terminal":false}'
-

@@ -8,7 +8,7 @@ from typing import Any
 from adapters.base import JobRequest, JobState
 from adapters.registry import center_type
 from gateway.errors import DomainError
-from gateway.jobs.models import JobRecord
+from gateway.jobs.records import JobRecord
 from gateway.units import utcnow
 
 

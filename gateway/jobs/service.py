@@ -24,7 +24,8 @@ from gateway.errors import DomainError, adapter_error
 from gateway.fields import array_indices
 from gateway.jobs.batch import BatchItem, submit_batch
 from gateway.jobs.dependencies import check_center, load_parents, native_dependencies
-from gateway.jobs.models import JobRecord, JobSpec, PlacementDecision, Price
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord, PlacementDecision, Price
 from gateway.jobs.sending import SubmitRejectedError, sent_fields, to_request
 from gateway.jobs.staging import Stager, StagingFailed
 from gateway.jobs.store import DuplicateIdempotencyKey, InvalidCursor, JobPage, JobQuery, JobStore

@@ -28,7 +28,8 @@ from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
 from gateway.data.copying import copy_tree
 from gateway.errors import DomainError, Unprocessable, path_error
-from gateway.jobs.models import JobRecord, JobSpec, StagedFile, Staging
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord, StagedFile, Staging
 from gateway.jobs.store import JobStore
 from gateway.units import utcnow
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.base import JobState
-from gateway.jobs.models import JobRecord
+from gateway.jobs.records import JobRecord
 from gateway.store.contract import Store, StoreError
 
 __all__ = [

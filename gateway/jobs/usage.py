@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.jobs.models import ElementRecord, JobRecord, JobUsage, Price
+from gateway.jobs.records import ElementRecord, JobRecord, JobUsage, Price
 
 #: Figures are rounded to this many decimals where they are served.
 DIGITS = 6

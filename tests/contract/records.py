@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime
 
 from adapters.base import JobState
-from gateway.jobs.models import (
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import (
     ElementRecord,
     JobRecord,
-    JobSpec,
     JobUsage,
     PlacementDecision,
     Price,

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.base import JobState
-from gateway.jobs.models import ElementRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import ElementRecord
 from gateway.jobs.store import (
     DuplicateIdempotencyKey,
     InvalidCursor,

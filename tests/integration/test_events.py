@@ -26,7 +26,7 @@ from gateway.config import LoadedConfig
 from gateway.http.app import create_app
 from gateway.http.routes.keys import EVENTS, ISSUER
 from gateway.jobs.events import JobEvent
-from gateway.jobs.models import JobRecord
+from gateway.jobs.records import JobRecord
 from tests.conftest import Gateway, GatewayFactory, config_with, stop_gateway
 
 RANK = {"SUBMITTING": 0, "QUEUED": 1, "HELD": 1, "RUNNING": 2, "COMPLETED": 3}

@@ -17,7 +17,8 @@ from adapters.base import JobState
 from gateway.client.core import ClientError
 from gateway.config import LoadedConfig, load_config
 from gateway.config_models import LimitsConfig
-from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord
 from gateway.store.sqlite.jobs import SQLiteJobStore
 from gateway.units import utcnow
 from tests.conftest import GatewayFactory, config_with

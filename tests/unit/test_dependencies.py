@@ -9,7 +9,8 @@ import pytest
 from adapters.base import JobState
 from gateway.http.errors import status_of
 from gateway.jobs.dependencies import DependencyNeverMet, native_dependencies
-from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord
 from gateway.units import utcnow
 
 

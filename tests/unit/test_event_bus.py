@@ -9,7 +9,8 @@ from pathlib import Path
 from adapters.base import JobState
 from gateway.client.events import SSEParser
 from gateway.jobs.events import EventBus, PublishingJobStore, Subscription
-from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord
 from gateway.store.sqlite.jobs import SQLiteJobStore
 from gateway.units import utcnow
 

@@ -8,8 +8,9 @@ import pytest
 
 from adapters.arrays import array_outcome
 from adapters.base import ArrayElement, JobState, NativeStatus
-from gateway.jobs.models import ElementRecord, JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
 from gateway.jobs.poller import merge_elements
+from gateway.jobs.records import ElementRecord, JobRecord
 from gateway.units import utcnow
 
 Q, R, H = JobState.QUEUED, JobState.RUNNING, JobState.HELD

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.http.auth import PRINCIPAL, add_route
 from gateway.http.routes.keys import EVENTS, SERVICE
 from gateway.jobs.events import Subscription
-from gateway.jobs.models import JobRecord
+from gateway.jobs.records import JobRecord
 
 #: Seconds of silence after which a keepalive comment is sent.
 KEEPALIVE = 15.0

@@ -19,7 +19,8 @@ from gateway.http.params import bool_query, cursor_query, int_query, json_body
 from gateway.http.routes.files import body_chunks, check_sha256, expected_sha256
 from gateway.http.routes.keys import CONFIG, POLLER, SERVICE
 from gateway.jobs.batch import BatchItem
-from gateway.jobs.models import JobBatch, JobRecord, JobSpec
+from gateway.jobs.models import JobBatch, JobSpec
+from gateway.jobs.records import JobRecord
 from gateway.jobs.store import JobQuery
 
 MAX_OUTPUT_CHUNK = 4 << 20

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from adapters.base import TERMINAL_STATES, JobState
-from gateway.jobs.models import JobRecord, JobSpec
+from gateway.jobs.models import JobSpec
+from gateway.jobs.records import JobRecord
 from gateway.jobs.store import FIXED_FIELDS, InvalidCursor, JobQuery
 
 SCHEMA = """

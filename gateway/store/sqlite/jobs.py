@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.jobs.models import JobRecord
+from gateway.jobs.records import JobRecord
 from gateway.jobs.store import (
     DuplicateIdempotencyKey,
     JobPage,
