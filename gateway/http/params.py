@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from adapters.base import JobState
-from gateway.errors import DomainError
+from gateway.errors import DomainError, validation_error
+
+Body = TypeVar("Body", bound=BaseModel)
 
 #: An integer query parameter: ASCII digits, an optional leading minus.
 INTEGER_PATTERN = r"^-?[0-9]{1,19}$"
@@ -112,3 +115,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DomainError("invalid_request", "(body): must be a JSON object", field="(body)")
     return data
+
+
+async def body_as(request: web.Request, model: type[Body]) -> Body:
+    """The request's JSON object as `model`; a field it refuses is a 422 naming it."""
+    try:
+        return model.model_validate(await json_body(request))
+    except ValidationError as exc:
+        raise validation_error(exc) from None

@@ -13,17 +13,17 @@ from collections.abc import AsyncIterator
 from email.utils import formatdate
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import AdapterError
 from adapters.files.access import CenterFiles
-from gateway.errors import DomainError, validation_error
+from gateway.errors import DomainError
 from gateway.fields import PATH_SCHEMA
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import PRINCIPAL, add_route
 from gateway.http.errors import domain_response
 from gateway.http.metrics import METRICS
-from gateway.http.params import bool_query, int_query, json_body
+from gateway.http.params import body_as, bool_query, int_query
 from gateway.http.routes.keys import CENTERS
 
 log = logging.getLogger("hpcfed.files")
@@ -144,10 +144,7 @@ async def checksum(request: web.Request) -> web.Response:
 
 
 async def mkdir(request: web.Request) -> web.Response:
-    try:
-        wanted = MkdirRequest.model_validate(await json_body(request))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    wanted = await body_as(request, MkdirRequest)
     files = files_of(request)
     request[AUDIT_TARGET] = {"center": files.center_id, "path": wanted.path}
     entry, created = await files.mkdir(wanted.path, wanted.parents)
@@ -155,10 +152,7 @@ async def mkdir(request: web.Request) -> web.Response:
 
 
 async def rename(request: web.Request) -> web.Response:
-    try:
-        wanted = RenameRequest.model_validate(await json_body(request))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    wanted = await body_as(request, RenameRequest)
     files = files_of(request)
     request[AUDIT_TARGET] = {"center": files.center_id, "path": wanted.path, "to": wanted.to}
     entry = await files.rename(wanted.path, wanted.to, wanted.overwrite)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.errors import Unprocessable, validation_error
+from gateway.errors import Unprocessable
 from gateway.fields import CENTER_ID_PATTERN, USER_PATTERN, Role
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import add_route
-from gateway.http.params import json_body
+from gateway.http.params import body_as
 from gateway.http.routes.keys import ISSUER, KEYRING
 from gateway.units import Seconds
 
@@ -43,10 +43,7 @@ class TokenRequest(BaseModel):
 
 
 async def issue_token(request: web.Request) -> web.Response:
-    try:
-        wanted = TokenRequest.model_validate(await json_body(request))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    wanted = await body_as(request, TokenRequest)
     try:
         issued = request.app[ISSUER].issue(wanted.user, wanted.roles, wanted.centers, wanted.ttl)
     except ValueError as exc:

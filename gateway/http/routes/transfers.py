@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.data.models import TransferRequest
-from gateway.errors import validation_error
 from gateway.http.audit import AUDIT_TARGET
 from gateway.http.auth import PRINCIPAL, add_route
-from gateway.http.params import int_query, json_body
+from gateway.http.params import body_as, int_query
 from gateway.http.routes.keys import TRANSFERS
 
 
 async def create_transfer(request: web.Request) -> web.Response:
-    try:
-        wanted = TransferRequest.model_validate(await json_body(request))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    wanted = await body_as(request, TransferRequest)
     record = await request.app[TRANSFERS].create(request[PRINCIPAL].user, wanted)
     request[AUDIT_TARGET] = {
         "transfer": record.id,
