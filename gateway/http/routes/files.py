@@ -82,7 +82,10 @@ def expected_sha256(request: web.Request) -> str | None:
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end) (end exclusive) of a `Range: bytes=...` header; None without one."""
+    """(start, end) (end exclusive) of a `Range: bytes=...` header; None without one, and
+    None for a range whose END is before its START: RFC 9110 14.1.1 calls that range
+    invalid and 14.2 lets a server ignore it, so the whole file is sent (as nginx and
+    Apache do), and every range the API's pattern admits gets the file or a 416."""
     if header is None:
         return None
     match = _RANGE_RE.match(header.strip())
@@ -97,9 +100,9 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         start, end = max(0, size - int(last)), size
     else:
         start = int(first)
-        end = min(size, int(last) + 1) if last else size
         if last and int(last) < start:
-            raise DomainError("invalid_request", "Range: END is before START", field="Range")
+            return None
+        end = min(size, int(last) + 1) if last else size
     if start >= size:
         raise DomainError(
             "range_not_satisfiable",
