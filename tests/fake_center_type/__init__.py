@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from adapters.base import Adapter, JobRequest, JobState, NativeStatus, OutputChunk
+from adapters.base import (
+    Adapter,
+    JobRequest,
+    JobState,
+    NativeStatus,
+    OutputChunk,
+    OutputRequest,
+)
 from adapters.errors import NativeJobNotFound
 from adapters.files.access import CenterFiles
 from adapters.files.local import LocalFS
@@ -79,20 +86,13 @@ class FakeSchedAdapter(Adapter):
         if native_id in self.jobs:
             self.jobs[native_id].cancelled = True
 
-    async def read_output(
-        self,
-        native_id: str,
-        gateway_id: str,
-        stream: str,
-        offset: int = 0,
-        limit: int = 1 << 20,
-        element: int | None = None,
-    ) -> OutputChunk:
-        job = self.jobs.get(native_id)
+    async def output_chunk(self, request: OutputRequest) -> OutputChunk:
+        job = self.jobs.get(request.native_id)
         if job is None:
-            raise NativeJobNotFound(f"no job {native_id} here", center=self.center_id)
-        data = job.output if stream == "stdout" else b""
-        return OutputChunk(data[offset : offset + limit], offset, len(data))
+            raise NativeJobNotFound(f"no job {request.native_id} here", center=self.center_id)
+        data = job.output if request.stream == "stdout" else b""
+        start = request.offset
+        return OutputChunk(data[start : start + request.limit], start, len(data))
 
     async def ping(self) -> None:
         return None
