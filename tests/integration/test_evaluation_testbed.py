@@ -47,8 +47,6 @@ SUITE_2 = [
     "ssh.latency",
     "files.bandwidth",
 ]
-#: The whole suite should take this long at most at a testbed center.
-TARGET_SECONDS = 25.0
 
 
 def completed(center: CenterConfig) -> CenterConfig:
@@ -107,7 +105,6 @@ async def test_each_testbed_center_is_evaluated_and_admitted(
         assert set(states(record).values()) == {"passed"}, record["checks"]
         assert record["thresholds"] == gw.config.gateway.admission.model_dump(mode="json")
         EvaluationRecord.model_validate(record)
-        assert took(record) < TARGET_SECONDS
 
         figures = record["figures"]
         assert 0 < figures["ssh_latency_ms_p50"] <= figures["ssh_latency_ms_p95"] < 250
