@@ -4,6 +4,7 @@ request limits, admission, placement, computing power, health, and its centers.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import (
@@ -20,9 +21,57 @@ class ListenConfig(_Strict):
     port: int = Field(8750, ge=0, le=65535)
 
 
+class PoolConfig(_Strict):
+    """Connections a replica keeps to PostgreSQL."""
+
+    min_size: int = Field(2, ge=1, le=1000)
+    max_size: int = Field(10, ge=1, le=1000)
+    timeout: Seconds = Field(
+        5.0, gt=0, description="how long a request waits for a connection before 503"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolConfig:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) is above max_size ({self.max_size})")
+        return self
+
+
+#: A libpq connection URI or key=value string; its password part is refused.
+_DSN_PASSWORD = re.compile(r"^postgres(?:ql)?://[^/@]*:[^/@]*@|(?:^|\s)password\s*=", re.I)
+
+
 class StoreConfig(_Strict):
-    kind: Literal["sqlite"] = "sqlite"
-    path: str = Field("hpcfed.db", description="relative paths are under data_dir")
+    """Where state is kept: `sqlite` (one file, one gateway process: the embedded
+    default) or `postgres` (shared by every replica; see docs/deployment.md)."""
+
+    kind: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = Field("hpcfed.db", description="sqlite: relative paths are under data_dir")
+    dsn: str | None = Field(
+        None,
+        min_length=1,
+        description="postgres: a libpq connection string without its password "
+        "(the password comes from PGPASSWORD or a pgpass file)",
+    )
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    migrate: Literal["auto", "manual"] = Field(
+        "auto",
+        description="auto: a start applies the migrations the schema lacks; manual: it "
+        "refuses to start until `hpcfed db migrate` has",
+    )
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StoreConfig:
+        if self.kind == "postgres":
+            if self.dsn is None:
+                raise ValueError("dsn: required with kind postgres")
+            if _DSN_PASSWORD.search(self.dsn):
+                raise ValueError(
+                    "dsn: holds a password; give it in PGPASSWORD or a pgpass file instead"
+                )
+        elif self.dsn is not None:
+            raise ValueError("dsn: only with kind postgres")
+        return self
 
 
 class OIDCProvider(_Strict):

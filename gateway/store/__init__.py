@@ -5,8 +5,9 @@ The contracts: `gateway.jobs.store.JobStore` (jobs and their idempotency keys),
 `gateway.data.store.TransferStore`, `gateway.centers.evaluation.store.EvaluationStore`,
 `gateway.centers.probes.ProbeStore`, `gateway.identity.audit.AuditTrail` and
 `gateway.identity.vault.VaultEntries` (the vault's encrypted entries, and so the
-signing keyring). Each backend lives in a package of its own here (`sqlite/`);
-nothing outside this package names one.
+signing keyring). Each backend lives in a package of its own here (`sqlite/`,
+`postgres/`); nothing outside this package names one. Each has its versioned
+schema migrations (migrations.py), applied or checked when the stores open.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from gateway.identity.audit import AuditTrail
     from gateway.identity.vault import VaultEntries
     from gateway.jobs.store import JobStore
+    from gateway.store.contract import Store
+    from gateway.store.migrations import Migrator
 
 __all__ = ["Stores", "open_stores"]
 
@@ -29,7 +32,10 @@ __all__ = ["Stores", "open_stores"]
 @dataclass
 class Stores:
     """Every store of the gateway, of one backend. `audit` and `vault` serve at once;
-    the others after `await stores.open()`."""
+    the others after `await stores.open()`, which first brings the schema up to date
+    or refuses it (`migrate`: the config's `store.migrate`, auto or manual).
+    `shared`, when the backend has one, is what its stores share (a connection
+    pool): opened before them, closed after."""
 
     jobs: JobStore
     transfers: TransferStore
@@ -37,10 +43,17 @@ class Stores:
     probes: ProbeStore
     audit: AuditTrail
     vault: VaultEntries
+    migrator: Migrator
+    migrate: str = "auto"
+    shared: Store | None = None
 
     async def open(self) -> None:
-        opened = []
+        opened: list[Store] = []
         try:
+            if self.shared is not None:
+                await self.shared.open()
+                opened.append(self.shared)
+            await self.migrator.ensure(self.migrate)
             for store in (self.jobs, self.probes, self.transfers, self.evaluations):
                 await store.open()
                 opened.append(store)
@@ -55,7 +68,11 @@ class Stores:
             for store in (self.evaluations, self.transfers, self.probes, self.jobs):
                 await store.close()
         finally:
-            self.audit.close()
+            try:
+                self.audit.close()
+            finally:
+                if self.shared is not None:
+                    await self.shared.close()
 
 
 def open_stores(config: LoadedConfig) -> Stores:
@@ -66,4 +83,8 @@ def open_stores(config: LoadedConfig) -> Stores:
         from gateway.store.sqlite.backend import open_sqlite
 
         return open_sqlite(config)
+    if kind == "postgres":
+        from gateway.store.postgres.backend import open_postgres
+
+        return open_postgres(config)
     raise ValueError(f"store.kind: no backend {kind!r}")  # unreachable: the config refuses it

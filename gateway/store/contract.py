@@ -11,6 +11,12 @@ class StoreError(Exception):
     """The store failed; nothing was written by the failing call."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (its server is down, or every connection is
+    busy past the pool's timeout); the same call may succeed later. Nothing was
+    written, unless the message says the outcome is unknown."""
+
+
 class Store(abc.ABC):
     """A store serves between `open` and `close`."""
 

@@ -12,6 +12,7 @@ from gateway.store import Stores
 from gateway.store.sqlite.evaluations import SQLiteEvaluationStore
 from gateway.store.sqlite.jobs import SQLiteJobStore
 from gateway.store.sqlite.probes import SQLiteProbeStore
+from gateway.store.sqlite.schema import SQLiteMigrator
 from gateway.store.sqlite.transfers import SQLiteTransferStore
 
 if TYPE_CHECKING:
@@ -28,4 +29,6 @@ def open_sqlite(config: LoadedConfig) -> Stores:
         probes=SQLiteProbeStore(path),
         audit=AuditLog(config.data_path(gw.audit_log)),
         vault=VaultFile(config.data_path(gw.vault.path)),
+        migrator=SQLiteMigrator(path),
+        migrate=gw.store.migrate,
     )

@@ -6,23 +6,8 @@ from gateway.centers.evaluation.models import EvaluationRecord
 from gateway.centers.evaluation.store import EvaluationStore
 from gateway.store.sqlite.file import SQLiteFile
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS evaluations (
-    id TEXT PRIMARY KEY,
-    center TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS evaluations_center_created
-    ON evaluations (center, created_at DESC);
-CREATE INDEX IF NOT EXISTS evaluations_state ON evaluations (state);
-"""
-
 
 class SQLiteEvaluationStore(SQLiteFile, EvaluationStore):
-    schema = _SCHEMA
-
     async def save(self, record: EvaluationRecord) -> EvaluationRecord:
         doc = record.model_dump_json()  # here, on the caller's loop: the record may change later
         await self._query(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.store.contract import StoreError
+from gateway.store.sqlite import schema
 
 T = TypeVar("T")
 
@@ -35,11 +36,8 @@ def connect(path: Path) -> sqlite3.Connection:
 class SQLiteFile:
     """One connection to the gateway's database, used from one thread of its own.
 
-    A subclass creates or upgrades its tables in `_prepare` and runs every query
-    through `_call`, which turns any sqlite3 error into a StoreError."""
-
-    #: The tables' CREATE statements (IF NOT EXISTS), run by the default `_prepare`.
-    schema = ""
+    Opening applies the database's pending migrations (schema.py); a subclass runs
+    every query through `_call`, which turns any sqlite3 error into a StoreError."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -60,14 +58,14 @@ class SQLiteFile:
     async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return await self._call(lambda db: db.execute(sql, args).fetchall())
 
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        """Create or upgrade the tables this store keeps."""
-        db.executescript(self.schema)
-
     async def open(self) -> None:
         def open_db() -> None:
             db = connect(self.path)
-            self._prepare(db)
+            try:
+                schema.ensure(db)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, open_db)

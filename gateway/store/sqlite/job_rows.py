@@ -1,4 +1,4 @@
-"""The jobs table of the SQLite store: its schema and upgrades, and the mapping
+"""The jobs table of the SQLite store (its schema: schema.py): the mapping
 between a JobRecord and its row (each time in one fixed-width UTC form, so that
 SQL compares and orders the texts as the times they stand for), the SQL building
 a record's JSON inside SQLite, and the list cursors."""
@@ -18,40 +18,6 @@ from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord
 from gateway.jobs.store import FIXED_FIELDS, InvalidCursor, JobQuery
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    center TEXT NOT NULL,
-    login TEXT,
-    state TEXT NOT NULL,
-    native_id TEXT,
-    native_state TEXT,
-    reason TEXT,
-    exit_code INTEGER,
-    idempotency_key TEXT,
-    elements TEXT NOT NULL DEFAULT '[]',
-    staging TEXT NOT NULL DEFAULT '{}',
-    placement TEXT,
-    price TEXT,
-    usage TEXT,
-    started_at TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    submit_attempts INTEGER NOT NULL DEFAULT 0,
-    spec TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    submitted_at TEXT,
-    finished_at TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
-    ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
-"""
-
 COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
     "staging placement price usage started_at cancel_requested submit_attempts spec created_at "
@@ -63,16 +29,6 @@ UPDATABLE = set(COLUMNS) - FIXED_FIELDS
 TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATES))
 
 
-#: Columns added after the first release: name -> definition, for older databases.
-ADDED_COLUMNS = {
-    "elements": "TEXT NOT NULL DEFAULT '[]'",
-    "login": "TEXT",
-    "staging": "TEXT NOT NULL DEFAULT '{}'",
-    "placement": "TEXT",
-    "price": "TEXT",
-    "usage": "TEXT",
-    "started_at": "TEXT",
-}
 #: Columns holding a time (or NULL), each written by `time_text`.
 _TIME_COLUMNS = ("created_at", "updated_at", "submitted_at", "started_at", "finished_at")
 #: Columns holding a JSON document (or NULL).
@@ -243,13 +199,3 @@ ACTIVE = (
     "ORDER BY created_at"
 )
 COUNTS = "SELECT center, state, COUNT(*) FROM jobs GROUP BY center, state"
-
-
-def upgrade(db: sqlite3.Connection) -> None:
-    """Create the jobs table, or add to an older one the columns it lacks."""
-    existing = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
-    if existing:
-        for column, definition in ADDED_COLUMNS.items():
-            if column not in existing:
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
-    db.executescript(SCHEMA)

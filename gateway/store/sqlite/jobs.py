@@ -95,9 +95,6 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         self._cached_bytes = 0
         await super().close()
 
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        rows.upgrade(db)
-
     # ------------------------------------------------------------ writes
 
     async def insert(self, record: JobRecord) -> None:

@@ -17,22 +17,8 @@ from gateway.centers.probes import (
 from gateway.store.sqlite.file import SQLiteFile
 from gateway.units import utcnow
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS probes (
-    center TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at TEXT NOT NULL,
-    ok INTEGER NOT NULL,
-    latency_ms REAL,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS probes_center_at ON probes (center, at);
-"""
-
 
 class SQLiteProbeStore(SQLiteFile, ProbeStore):
-    schema = _SCHEMA
-
     async def record(
         self, center: str, kind: str, ok: bool, latency_ms: float | None, error: str | None
     ) -> None:

@@ -7,21 +7,8 @@ from gateway.data.store import TransferStore
 from gateway.store.sqlite.file import SQLiteFile
 from gateway.units import utcnow
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS transfers (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS transfers_owner_created ON transfers (owner, created_at DESC);
-"""
-
 
 class SQLiteTransferStore(SQLiteFile, TransferStore):
-    schema = _SCHEMA
-
     async def save(self, record: TransferRecord) -> TransferRecord:
         record.updated_at = utcnow()
         await self._query(
