@@ -12,7 +12,7 @@ schema migrations (migrations.py), applied or checked when the stores open.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from gateway.jobs.store import JobStore
     from gateway.store.contract import Store
     from gateway.store.migrations import Migrator
+
+from gateway.store.leases import Leases, LocalLeases
 
 __all__ = ["Stores", "open_stores"]
 
@@ -46,6 +48,9 @@ class Stores:
     migrator: Migrator
     migrate: str = "auto"
     shared: Store | None = None
+    #: Who does which background work (gateway/store/leases.py): in memory for a
+    #: backend that serves one process.
+    leases: Leases = field(default_factory=LocalLeases)
 
     async def open(self) -> None:
         opened: list[Store] = []
@@ -54,7 +59,7 @@ class Stores:
                 await self.shared.open()
                 opened.append(self.shared)
             await self.migrator.ensure(self.migrate)
-            for store in (self.jobs, self.probes, self.transfers, self.evaluations):
+            for store in (self.leases, self.jobs, self.probes, self.transfers, self.evaluations):
                 await store.open()
                 opened.append(store)
         except BaseException:
@@ -65,7 +70,7 @@ class Stores:
     async def close(self) -> None:
         """Close every store (after what uses them), the audit trail last."""
         try:
-            for store in (self.evaluations, self.transfers, self.probes, self.jobs):
+            for store in (self.evaluations, self.transfers, self.probes, self.jobs, self.leases):
                 await store.close()
         finally:
             try:
