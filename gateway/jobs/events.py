@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.jobs.records import JobRecord
 from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobQuery, JobStore
+from gateway.store.leases import Lease
 
 #: Events a subscriber may have pending before they are coalesced.
 DEFAULT_QUEUE_SIZE = 64
@@ -265,8 +266,10 @@ class PublishingJobStore(JobStore):
         self.bus.publish(record)
         return record
 
-    async def update_many(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> list[JobRecord]:
-        records = await self.inner.update_many(changes)
+    async def update_many(
+        self, changes: Sequence[tuple[str, dict[str, Any]]], *, lease: Lease | None = None
+    ) -> list[JobRecord]:
+        records = await self.inner.update_many(changes, lease=lease)
         for record in records:
             self.bus.publish(record)
         return records

@@ -20,6 +20,7 @@ from typing import Any
 from adapters.base import JobState
 from gateway.jobs.records import JobRecord
 from gateway.store.contract import Store, StoreError
+from gateway.store.leases import Lease
 
 __all__ = [
     "DuplicateIdempotencyKey",
@@ -105,8 +106,14 @@ class JobStore(Store):
         """Change some fields (updated_at is set) and return the new record. Raises
         NoSuchJob for an unknown id, ValueError for a field in FIXED_FIELDS."""
 
-    async def update_many(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> list[JobRecord]:
-        """`update` of each (job id, fields), together where the store can (one commit)."""
+    async def update_many(
+        self, changes: Sequence[tuple[str, dict[str, Any]]], *, lease: Lease | None = None
+    ) -> list[JobRecord]:
+        """`update` of each (job id, fields), together where the store can (one commit).
+
+        With `lease` (the poller's lease of the jobs' center), nothing is written
+        unless the lease is still held with its fence: LeaseLost otherwise. A store
+        serving one process, whose leases are all its own, may take it as held."""
         return [await self.update(job_id, **fields) for job_id, fields in changes]
 
     @abc.abstractmethod

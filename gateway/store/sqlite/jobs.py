@@ -25,6 +25,7 @@ from gateway.jobs.store import (
     JobStore,
     NoSuchJob,
 )
+from gateway.store.leases import Lease
 from gateway.store.sqlite import job_rows as rows
 from gateway.store.sqlite.file import SQLiteFile
 from gateway.units import utcnow
@@ -143,7 +144,10 @@ class SQLiteJobStore(SQLiteFile, JobStore):
     async def update(self, job_id: str, **fields: Any) -> JobRecord:
         return (await self.update_many([(job_id, fields)]))[0]
 
-    async def update_many(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> list[JobRecord]:
+    async def update_many(
+        self, changes: Sequence[tuple[str, dict[str, Any]]], *, lease: Lease | None = None
+    ) -> list[JobRecord]:
+        # One process writes this file and holds every lease it asks for: `lease` holds.
         now = utcnow()
         statements = [(job_id, *rows.update_sql(fields, now)) for job_id, fields in changes]
         ids = [job_id for job_id, _ in changes]
