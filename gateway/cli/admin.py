@@ -26,18 +26,30 @@ def _default_config() -> str:
     return os.environ.get("HPCFED_CONFIG", "configs/gateway.yaml")
 
 
-def _context(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """(config, vault, audit log) for the config the command names."""
+def _config(args: argparse.Namespace) -> Any:
     from gateway.config import ConfigError, load_config
-    from gateway.identity.audit import AuditLog
-    from gateway.identity.vault import Vault, VaultError
 
     try:
-        config = load_config(args.config)
-        vault = Vault.open(config.gateway.vault, config.data_path, create=True)
-    except (ConfigError, VaultError) as exc:
+        return load_config(args.config)
+    except ConfigError as exc:
         raise _Refused(str(exc)) from None
-    return config, vault, AuditLog(config.data_path(config.gateway.audit_log))
+
+
+def _context(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(config, vault, audit trail) for the config the command names, kept where its
+    `store` keeps them (the files of the embedded store, or PostgreSQL)."""
+    from gateway.identity.vault import Vault, VaultError
+    from gateway.store import open_stores
+
+    config = _config(args)
+    stores = open_stores(config)
+    try:
+        vault = Vault.open(
+            config.gateway.vault, config.data_path, create=True, entries=stores.vault
+        )
+    except VaultError as exc:
+        raise _Refused(str(exc)) from None
+    return config, vault, stores.audit
 
 
 def _audit(audit: Any, action: str, outcome: str = "ok", **fields: Any) -> None:
@@ -177,18 +189,17 @@ def cmd_vault(args: argparse.Namespace) -> int:
 
 @_run
 def cmd_audit(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
-    from gateway.identity.audit import read_audit
+    from gateway.identity.audit import AuditError
+    from gateway.store import open_stores
+    from gateway.store.contract import StoreError
 
+    audit = open_stores(_config(args)).audit
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise _Refused(str(exc)) from None
-    path = config.data_path(config.gateway.audit_log)
-    try:
-        entries = read_audit(path) if path.exists() else []
-    except ValueError as exc:
-        raise _Refused(f"{path}: {exc}") from None
+        entries = audit.entries()
+    except (AuditError, StoreError, ValueError) as exc:
+        raise _Refused(f"audit log: {exc}") from None
+    finally:
+        audit.close()
     for entry in entries[-args.tail :] if args.tail else entries:
         if args.json:
             print(json.dumps(entry, sort_keys=True))
@@ -202,10 +213,80 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- the database
+
+
+@_run
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db status`: the schema's version against this gateway's; `db migrate`: apply
+    what is pending (what a start with `store.migrate: auto` does)."""
+    import asyncio
+
+    from gateway.store import open_stores
+    from gateway.store.contract import StoreError
+
+    stores = open_stores(_config(args))
+
+    async def run() -> Any:
+        if stores.shared is not None:
+            await stores.shared.open()
+        try:
+            if args.db_cmd == "migrate":
+                before = await stores.migrator.status()
+                return before, await stores.migrator.migrate()
+            return None, await stores.migrator.status()
+        finally:
+            if stores.shared is not None:
+                await stores.shared.close()
+
+    try:
+        before, status = asyncio.run(run())
+    except StoreError as exc:
+        raise _Refused(str(exc)) from None
+    finally:
+        stores.audit.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "backend": status.backend,
+                    "current": status.current,
+                    "known": status.known,
+                    "applied": [
+                        {"version": m.version, "name": m.name, "applied_at": str(m.applied_at)}
+                        for m in status.applied
+                    ],
+                    "pending": [{"version": m.version, "name": m.name} for m in status.pending],
+                }
+            )
+        )
+    else:
+        for m in status.applied:
+            print(f"{m.version:>4}  applied {m.applied_at:%Y-%m-%d %H:%M:%S}  {m.name}")
+        for m in status.pending:
+            print(f"{m.version:>4}  pending                      {m.name}")
+        if before is not None:
+            done = len(before.pending) - len(status.pending)
+            print(f"applied {done} migration(s)")
+        state = (
+            "newer than this gateway knows"
+            if status.too_new
+            else ("up to date" if not status.pending else f"{len(status.pending)} pending")
+        )
+        print(
+            f"{status.backend} schema at version {status.current} "
+            f"(this gateway knows {status.known}): {state}"
+        )
+    if status.too_new:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "token": cmd_token,
     "vault": cmd_vault,
     "audit": cmd_audit,
+    "db": cmd_db,
 }
 
 
@@ -242,6 +323,15 @@ def add_admin_parsers(sub: Any) -> None:
     v.add_argument("--center", required=True)
     v.add_argument("--login", required=True)
     with_config(vsub.add_parser("list", help="entries (names and dates; never secrets)"))
+
+    p = sub.add_parser("db", help="the store's schema: its version, its migrations (admin)")
+    dsub = p.add_subparsers(dest="db_cmd", required=True)
+    for name, text in (
+        ("status", "the schema's version, what is applied and what is pending"),
+        ("migrate", "apply the pending migrations (safe while replicas run)"),
+    ):
+        d = with_config(dsub.add_parser(name, help=text))
+        d.add_argument("--json", action="store_true", help="as one JSON document")
 
     p = with_config(sub.add_parser("audit", help="show the audit log (admin)"))
     p.add_argument("--tail", type=int, help="only the last N entries")

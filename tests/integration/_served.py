@@ -25,23 +25,35 @@ STOP_BOUND = 20.0
 class ServedGateway:
     """`hpcfed serve` as a subprocess in its own session, on a config of this test's own."""
 
-    def __init__(self, base: Path, testbed: Testbed, tag: str) -> None:
+    def __init__(
+        self,
+        base: Path,
+        testbed: Testbed,
+        tag: str,
+        *,
+        port: int = 0,
+        centers: tuple[str, ...] = ("centera",),
+        **settings: object,
+    ) -> None:
+        """`settings` are more fields of gateway.yaml (e.g. `store`), over the defaults."""
         self.base = base
         self.tag = tag
+        self.port = port
         self.data = base / "data"
         self.config = base / "gateway.yaml"
         self.log = base / "gateway.log"
-        centers = testbed.gateway_config.parent / "centers"
+        center_dir = testbed.gateway_config.parent / "centers"
         document = {
             "data_dir": str(self.data),
             "listen": {"host": "127.0.0.1", "port": 0},
             "poll_interval": 0.3,
             "submit_timeout": 60,
-            "center_files": [str(centers / "centera.yaml")],
+            "center_files": [str(center_dir / f"{c}.yaml") for c in centers],
             "auth": {"bootstrap_user": None},
             "vault": vault_config(testbed.base).model_dump(),
             # The storm is one user's burst: no 429 may hide what the test is about.
             "limits": {"rate": 10000, "burst": 10000},
+            **settings,
         }
         self.config.write_text(yaml.safe_dump(document))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HPCFED_")}
@@ -69,7 +81,7 @@ class ServedGateway:
         url_file.unlink(missing_ok=True)  # a SIGKILL'd gateway leaves its own behind
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*HPCFED, "serve", "--config", str(self.config), "--port", "0"],
+                [*HPCFED, "serve", "--config", str(self.config), "--port", str(self.port)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
