@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from tests.testbed import Testbed, TestbedError, TestbedUnavailable
+from tests.testbed import Testbed, TestbedError, TestbedUnavailable, postgres
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,14 @@ def print_status(testbed: Testbed) -> int:
         print(f"{cid} ({center.kind}, ssh 127.0.0.1:{center.ssh_port}): {cells}")
     munge = testbed.munge_ok()
     print(f"munged: {'running' if munge else 'stopped'}")
-    all_up = munge and all(all(daemons.values()) for daemons in states.values())
+    services = testbed.services()
+    pg_port = postgres.port(testbed.base)
+    print(
+        f"postgres (127.0.0.1:{pg_port}, pgpass {postgres.pgpass_file(testbed.base)}): "
+        f"{'running' if services['postgres'] else 'stopped'}"
+    )
+    all_up = munge and all(services.values())
+    all_up = all_up and all(all(daemons.values()) for daemons in states.values())
     return 0 if all_up else 1
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.testbed import accounting, slurm, sshd, status_filter
+from tests.testbed import accounting, postgres, slurm, sshd, status_filter
 from tests.testbed.centers import (
     ALL_LOGINS,
     CENTER_IDS,
@@ -39,11 +39,12 @@ SSHD_TIMEOUT = 10.0
 LOGIN_TIMEOUT = 20.0
 MARIADB_TIMEOUT = 30.0
 SLURMDBD_TIMEOUT = 20.0
+POSTGRES_TIMEOUT = 30.0
 
 
 class Testbed:
     """Four real centers on loopback: Slurm CPU, Slurm GPU, Slurm behind PBS commands, and
-    Slurm with accounting (slurmdbd on MariaDB)."""
+    Slurm with accounting (slurmdbd on MariaDB); and a PostgreSQL for the gateway's state."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -107,8 +108,14 @@ class Testbed:
     def up(self) -> None:
         """Start whatever is missing and wait until every center serves; idempotent."""
         check_prerequisites()
+        postgres.bin_dir()  # TestbedUnavailable naming the package if it is missing
         with self._locked():
             changed = self._prepare()
+            # PostgreSQL is launched first and waited for last: it starts while Slurm does.
+            if postgres.prepare(self.base) and postgres.running(self.base):
+                postgres.stop_server(self.base)  # running on an outdated config
+            if not postgres.running(self.base):
+                postgres.launch(self.base)
             slurm.ensure_munged(self._munge_marker)
             centers = [self.center(cid) for cid in CENTER_IDS]
             for center in centers:
@@ -137,6 +144,8 @@ class Testbed:
                 since = self._launched_at.pop((center.id, "slurmd"), None)
                 slurm.wait_serving(center, "slurmd", SLURMD_TIMEOUT, since)
             self._check_logins()
+            postgres.wait_serving(self.base, POSTGRES_TIMEOUT)
+            postgres.ensure_role_and_database(self.base)
 
     def _start_accounting(self, center: CenterInfo) -> None:
         """MariaDB serving, slurmdbd's database and user, slurmdbd, and the associations."""
@@ -350,6 +359,9 @@ class Testbed:
                 for name in reversed(self.center(cid).daemons):
                     self._stop(self.center(cid), name)
                 status_filter.restore(self.center(cid))
+            # Before the sweep, which would kill it (its command line names the base dir)
+            # without the clean shutdown.
+            postgres.stop_server(self.base)
             self._sweep()
             slurm.stop_munged(self._munge_marker)
 
@@ -379,12 +391,17 @@ class Testbed:
             for cid in CENTER_IDS
         }
 
+    def services(self) -> dict[str, bool]:
+        """Whether each service beside the centers runs: {"postgres": ...}."""
+        return {"postgres": postgres.running(self.base)}
+
     def munge_ok(self) -> bool:
         return slurm.munge_works()
 
     def is_up(self) -> bool:
         states = self.status()
-        return all(all(daemons.values()) for daemons in states.values()) and self.munge_ok()
+        centers_up = all(all(daemons.values()) for daemons in states.values())
+        return centers_up and self.munge_ok() and all(self.services().values())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
