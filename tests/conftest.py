@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -23,12 +24,20 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Iterator[object]:
-    """The real centers (sshd, slurmctld, slurmd, PBS-dialect commands).
+def testbed(_testbed_session: object) -> object:
+    """The real centers (sshd, slurmctld, slurmd, PBS-dialect commands) and the testbed's
+    PostgreSQL.
 
     Under CI an unavailable testbed fails the run; elsewhere the test is skipped
     with the reason. A testbed this session started is stopped at its end.
     """
+    return _testbed_session
+
+
+@pytest.fixture(scope="session")
+def _testbed_session() -> Iterator[object]:
+    # Under its own name, so that `postgres` reaches it from a module that overrides
+    # `testbed` with a narrower scope.
     from tests.testbed import Testbed, TestbedError, TestbedUnavailable
 
     tb = Testbed()
@@ -42,6 +51,42 @@ def testbed() -> Iterator[object]:
     yield tb
     if not was_up:
         tb.down()
+
+
+@pytest.fixture(scope="session")
+def postgres(_testbed_session: object) -> Iterator[object]:
+    """The testbed's PostgreSQL (127.0.0.1:25432, role hpcfed), serving.
+
+    Sets PGPASSFILE for this process and every subprocess, so libpq finds the role's
+    password; DSNs carry none. Yields a `tests.testbed.postgres.Server`.
+    """
+    from tests.testbed import Testbed
+    from tests.testbed import postgres as pg
+
+    assert isinstance(_testbed_session, Testbed)
+    server = pg.Server(_testbed_session.base)
+    if not server.serving():
+        pytest.fail(f"the testbed's PostgreSQL does not serve on {server.dsn()}")
+    before = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(server.pgpass)
+    yield server
+    if before is None:
+        os.environ.pop("PGPASSFILE", None)
+    else:
+        os.environ["PGPASSFILE"] = before
+
+
+@pytest.fixture
+def pg_dsn(postgres: object) -> Iterator[str]:
+    """The DSN of a fresh empty database (owned by hpcfed) in the testbed's PostgreSQL,
+    dropped after the test (connections still open are cut)."""
+    from tests.testbed import postgres as pg
+
+    assert isinstance(postgres, pg.Server)
+    name = f"t_{secrets.token_hex(6)}"
+    dsn = postgres.create_database(name)
+    yield dsn
+    postgres.drop_database(name)
 
 
 @dataclasses.dataclass

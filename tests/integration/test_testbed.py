@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 import yaml
 
@@ -18,6 +22,8 @@ from gateway.centers.config import CenterConfig
 from gateway.config_models import GatewayConfig
 from gateway.identity.vault import Vault, ssh_key_name
 from tests.testbed import Testbed, TestbedError, TestbedUnavailable
+from tests.testbed import postgres as pg
+from tests.testbed.procs import cmdline, descendants
 
 pytestmark = pytest.mark.integration
 
@@ -293,3 +299,104 @@ def test_up_restores_a_killed_slurmdbd_and_keeps_the_associations(testbed: Testb
 
     assert testbed.daemon_pid("centerd", "slurmdbd") not in (None, pid)
     assert "physics|alice" in sacctmgr(testbed, "show", "assoc", "format=Account,User")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def test_pg_dsn_is_an_empty_writable_database_of_hpcfed(pg_dsn: str, postgres: pg.Server) -> None:
+    assert "@127.0.0.1:25432/" in pg_dsn and ":" not in pg_dsn.split("@")[0].split("//")[1]
+    assert os.environ["PGPASSFILE"] == str(postgres.pgpass)
+    assert postgres.pgpass.stat().st_mode & 0o777 == 0o600
+    with psycopg.connect(pg_dsn) as conn:
+        user, owner = conn.execute(
+            "SELECT current_user, pg_get_userbyid(datdba) FROM pg_database"
+            " WHERE datname = current_database()"
+        ).fetchone() or ("", "")
+        assert (user, owner) == ("hpcfed", "hpcfed")
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchone()
+        assert tables == (0,)
+        conn.execute("CREATE TABLE probe (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO probe VALUES (1, 'written')")
+        conn.commit()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT note FROM probe").fetchall() == [("written",)]
+        assert conn.execute("SHOW fsync").fetchone() == ("on",)
+        assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
+
+
+def test_postgres_refuses_a_wrong_password(pg_dsn: str) -> None:
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(pg_dsn, password="not-the-password").close()
+
+
+def test_up_twice_keeps_postgres_running(testbed: Testbed, postgres: pg.Server) -> None:
+    before = postgres.pid()
+    assert before is not None and testbed.services() == {"postgres": True}
+    testbed.up()
+    testbed.up()
+    assert postgres.pid() == before
+    assert postgres.serving()
+    with psycopg.connect(postgres.dsn()) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("hpcfed",)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def own_postgres(testbed: Testbed) -> Iterator[pg.Server]:
+    """A PostgreSQL of its own (own base dir and port), so stopping it disturbs nobody."""
+    base = Path(tempfile.mkdtemp(prefix="hpcfed-pgcheck-", dir="/tmp"))
+    base.chmod(0o755)  # the postgres user must reach its dir below
+    server = pg.Server(base)
+    try:
+        pg.ensure_running(base, _free_port())
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base)
+
+
+def test_postgres_stop_leaves_no_process_and_start_serves_again(own_postgres: pg.Server) -> None:
+    server = own_postgres
+    postmaster = server.pid()
+    assert postmaster is not None and server.serving()
+    children = descendants(postmaster)
+    assert children, "a serving postmaster has its background processes"
+    env = dict(os.environ, PGPASSFILE=str(server.pgpass))
+    dsn = server.create_database("outage_probe")
+
+    server.stop()
+
+    assert not server.running() and not server.serving()
+    assert all(not cmdline(p) for p in [postmaster, *children])
+    refused = subprocess.run(
+        [str(pg.bin_dir() / "psql"), dsn, "-Atc", "SELECT 1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode != 0 and "Connection refused" in refused.stderr
+
+    server.start()
+
+    assert server.pid() not in (None, postmaster)
+    served = subprocess.run(
+        [str(pg.bin_dir() / "psql"), dsn, "-Atc", "SELECT current_user"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert served.stdout.strip() == "hpcfed"
+    server.drop_database("outage_probe")

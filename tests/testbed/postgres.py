@@ -24,6 +24,7 @@ import os
 import pwd
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.testbed.procs import (
@@ -405,3 +406,42 @@ def create_database(base: Path, name: str) -> str:
 def drop_database(base: Path, name: str) -> None:
     """Drop a database, disconnecting whoever is still connected; no error if it is gone."""
     _admin_sql(base, f"DROP DATABASE IF EXISTS {_checked(name)} WITH (FORCE);\n")
+
+
+@dataclass(frozen=True)
+class Server:
+    """The functions above, bound to one base dir (what the `postgres` fixture gives)."""
+
+    base: Path
+
+    @property
+    def pgpass(self) -> Path:
+        return pgpass_file(self.base)
+
+    @property
+    def port(self) -> int:
+        return port(self.base)
+
+    def dsn(self, dbname: str = DATABASE) -> str:
+        return dsn(self.base, dbname)
+
+    def create_database(self, name: str) -> str:
+        return create_database(self.base, name)
+
+    def drop_database(self, name: str) -> None:
+        drop_database(self.base, name)
+
+    def stop(self) -> None:
+        stop_server(self.base)
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        start_server(self.base, timeout)
+
+    def running(self) -> bool:
+        return running(self.base)
+
+    def serving(self) -> bool:
+        return serving(self.base)
+
+    def pid(self) -> int | None:
+        return pid(self.base)
