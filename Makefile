@@ -5,8 +5,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server tcsh zsh fish chromium wrk
-SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/bin/tcsh /usr/bin/zsh /usr/bin/fish /usr/bin/chromium /usr/bin/wrk
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server postgresql haproxy tcsh zsh fish chromium wrk
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/sbin/haproxy /usr/bin/tcsh /usr/bin/zsh /usr/bin/fish /usr/bin/chromium /usr/bin/wrk
+# The PostgreSQL server's path names its version: any installed version will do (an
+# unmatched pattern stays literal in the shell's word list and counts as missing).
+SYSTEM_BINARY_PATTERNS := /usr/lib/postgresql/*/bin/postgres
 
 .PHONY: install demo test bench system-deps testbed-up testbed-down testbed-status lint schema
 
@@ -22,10 +25,11 @@ demo: install
 	BIN=$(BIN) bash examples/demo.sh
 
 # Debian packages for the testbed's real Slurm, PBS-dialect commands, munge, sshd, and
-# slurmdbd on MariaDB (the accounting center),
+# slurmdbd on MariaDB (the accounting center), PostgreSQL (the gateway's shared state) and
+# HAProxy (in front of gateway replicas),
 # Chromium for the dashboard's browser test, and wrk for the benchmarks' load.
 system-deps:
-	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing=1; done; \
+	@missing=0; for b in $(SYSTEM_BINARIES) $(SYSTEM_BINARY_PATTERNS); do [ -x $$b ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "make system-deps: run as root to apt-get install $(SYSTEM_PACKAGES)"; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
