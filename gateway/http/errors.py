@@ -3,7 +3,9 @@
 ``{"error": {"code": "...", "message": "...", ...details}}`` with the code's
 status. Domain errors, adapter errors, path refusals and pydantic's
 `ValidationError` all become a `DomainError` first (gateway/errors.py), then an
-answer here. A sub-app with its own error shape (e.g. /ga4gh/tes/v1) reuses
+answer here; so does a store out of reach (`StoreUnavailable`: 503
+`store_unavailable` with Retry-After), while any other StoreError is a fault of
+ours (500 `internal_error`). A sub-app with its own error shape (e.g. /ga4gh/tes/v1) reuses
 `status_of` and builds its middleware with `error_middleware_for(renderer)`.
 """
 
@@ -26,6 +28,7 @@ from gateway.errors import (
     path_error,
     validation_error,
 )
+from gateway.store.contract import StoreUnavailable
 
 log = logging.getLogger("hpcfed.api")
 
@@ -79,7 +82,8 @@ STATUS: dict[str, int] = {
     "center_authentication_failed": 502,
     "center_unavailable": 503,
     "no_center_available": 503,
-    # ours
+    # ours: the store out of reach for a while (a plain StoreError is a fault of ours)
+    "store_unavailable": 503,
     "internal_error": 500,
 }
 
@@ -88,6 +92,20 @@ UNPROCESSABLE = 422
 
 #: The code of a fault of ours; its message sends the reader to the log.
 INTERNAL = DomainError("internal_error", "internal error; see the gateway log")
+
+#: Seconds a client is told to wait (Retry-After) when the store is out of reach:
+#: about as long as the store's pool waits for a connection before giving up.
+STORE_RETRY_AFTER = 5
+#: Codes whose answers carry Retry-After, and its value in seconds.
+RETRY_AFTER: dict[str, int] = {"store_unavailable": STORE_RETRY_AFTER}
+
+
+def store_unavailable() -> DomainError:
+    """The answer while the store cannot be reached. Its message is fixed: the store's
+    own (server address, driver text) stays in the log."""
+    return DomainError(
+        "store_unavailable", "the gateway's store is unavailable for now; try again shortly"
+    )
 
 
 def status_of(error: DomainError) -> int:
@@ -127,7 +145,9 @@ def as_domain_error(exc: BaseException) -> DomainError | None:
         return validation_error(exc)
     if isinstance(exc, json.JSONDecodeError):
         return DomainError("invalid_json", f"(body): not valid JSON: {exc.msg}")
-    return None
+    if isinstance(exc, StoreUnavailable):
+        return store_unavailable()
+    return None  # a plain StoreError among them: a fault of ours, answered as one
 
 
 #: aiohttp's own refusals that have a code of the table; any other is `http_error`.
@@ -164,7 +184,13 @@ def error_middleware_for(render: Renderer) -> Middleware:
             if error is None:
                 log.exception("unhandled error on %s %s", request.method, request.path)
                 error = INTERNAL
-            return render(error)
+            elif isinstance(exc, StoreUnavailable):
+                log.warning("%s %s: %s", request.method, request.path, exc)
+            response = render(error)
+            retry_after = RETRY_AFTER.get(error.code)
+            if retry_after is not None and not response.prepared:
+                response.headers["Retry-After"] = str(retry_after)
+            return response
 
     return middleware
 
