@@ -5,6 +5,15 @@ vault's entries are (`gateway.identity.vault.VaultEntries`). The newest is the
 active one; rotation adds a key, and older keys keep verifying until retired, so
 tokens in flight survive a rotation. Private keys are decrypted for each
 signature and not kept; public keys are cached until the vault's entries change.
+
+Whether they changed is asked of the entries' `stamp()`. A vault file answers
+with a stat, so it is asked on every use (a key rotated or retired by the CLI
+counts at once). Entries in a shared store answer with a round trip, so they are
+asked at most every `STAMP_RECHECK` seconds, and at once (but at most every
+`UNKNOWN_KID_RECHECK` seconds) when a token names a key not known here: a key
+rotated through another replica or the CLI verifies here on its first token, and
+a retired one stops verifying within `STAMP_RECHECK`. While the entries cannot be
+read, the keys last read keep serving (a warning is logged once).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import base64
 import logging
 import secrets
 import string
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +41,12 @@ log = logging.getLogger("hpcfed.auth")
 GATEWAY_ALGORITHM = "EdDSA"
 _KID_ALPHABET = string.ascii_lowercase + string.digits  # vault names are lower case
 _KID_LENGTH = 12
+#: Seconds the public keys of entries in a shared store are trusted before their
+#: stamp is asked again: the staleness bound of a retirement seen through a replica.
+STAMP_RECHECK = 1.0
+#: The least time between two stamp checks made because a token named an unknown key
+#: (so that a client sending made-up key ids costs the store little).
+UNKNOWN_KID_RECHECK = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,14 +64,20 @@ class Keyring:
     """The gateway's Ed25519 signing keys, encrypted in the vault.
 
     The active key is the newest. Private keys are decrypted for each signature
-    and not kept; public keys are cached until the vault file changes.
+    and not kept; public keys are cached until the vault's entries change, asked
+    every `recheck` seconds (default: 0 for a vault file, else `STAMP_RECHECK`).
     """
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, *, recheck: float | None = None) -> None:
         self._vault = vault
         self._public: dict[str, Ed25519PublicKey] = {}
         self._public_stamp: Hashable | None = None
         self._public_loaded = False
+        if recheck is None:
+            recheck = 0.0 if vault.path is not None else STAMP_RECHECK
+        self.recheck = recheck
+        self._checked_at = float("-inf")  # monotonic time of the last stamp check
+        self._unreadable = False  # the last check failed (and was logged)
 
     def _created(self, name: str) -> datetime:
         info = self._vault.info(name)
@@ -133,19 +155,46 @@ class Keyring:
             raise VaultError(f"vault: entry {SIGNING_PREFIX}{kid} is not an Ed25519 private key")
         return key
 
-    def public_keys(self) -> dict[str, Ed25519PublicKey]:
-        """kid -> public key; recomputed only when the vault file has changed."""
-        stamp = self._vault.stamp()
-        if not self._public_loaded or stamp != self._public_stamp:
-            public: dict[str, Ed25519PublicKey] = {}
-            for kid, _ in self._newest_first():
-                try:
-                    public[kid] = self._private(kid).public_key()
-                except VaultError as exc:
-                    # One unreadable key must not stop tokens of the others verifying.
-                    log.warning("signing key %s is not usable: %s", kid, exc)
-            self._public, self._public_stamp, self._public_loaded = public, stamp, True
+    def public_keys(self, *, unknown: str | None = None) -> dict[str, Ed25519PublicKey]:
+        """kid -> public key; recomputed only when the vault's entries have changed,
+        which is asked at most every `recheck` seconds, or sooner when `unknown` (a kid
+        a token names) is not among the keys known here."""
+        now = time.monotonic()
+        due = now - self._checked_at >= self.recheck
+        if not due and unknown is not None and unknown not in self._public:
+            due = now - self._checked_at >= min(self.recheck, UNKNOWN_KID_RECHECK)
+        if due or not self._public_loaded:
+            self._checked_at = now
+            try:
+                self._refresh()
+            except Exception as exc:
+                if not self._public_loaded:
+                    raise
+                # The keys last read go on verifying while the entries cannot be read.
+                if not self._unreadable:
+                    log.warning("signing keys: the vault's entries cannot be read: %s", exc)
+                self._unreadable = True
+            else:
+                if self._unreadable:
+                    log.info("signing keys: the vault's entries can be read again")
+                self._unreadable = False
         return dict(self._public)
+
+    def _refresh(self) -> None:
+        stamp = self._vault.stamp()
+        if self._public_loaded and stamp == self._public_stamp:
+            return
+        public: dict[str, Ed25519PublicKey] = {}
+        for kid, _ in self._newest_first():
+            try:
+                public[kid] = self._private(kid).public_key()
+            except VaultError as exc:
+                known = self._public.get(kid)
+                if known is not None:
+                    public[kid] = known  # read before: a kid names one key for good
+                # One unreadable key must not stop tokens of the others verifying.
+                log.warning("signing key %s is not usable: %s", kid, exc)
+        self._public, self._public_stamp, self._public_loaded = public, stamp, True
 
     def jwks(self) -> dict[str, Any]:
         """The public keys as a JWKS document."""

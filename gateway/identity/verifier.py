@@ -12,11 +12,12 @@ answers `unauthenticated`); neither reasons nor logs hold a token or key materia
 The gateway's own tokens, once verified, are remembered in a bounded LRU cache
 keyed by the exact token string, so that a client sending the same token again
 skips the signature check. A cached token is still checked on every request:
-its signing key must still be in the keyring (the vault file is re-checked, so
-a retired key refuses its tokens at once) and be the very key it was verified
-with, and exp, nbf and iat must still hold with the configured leeway. When any
-of these fails the entry is dropped and the token is verified afresh, so the
-answer (and the reason of a refusal) is the one an uncached check gives.
+its signing key must still be in the keyring (the vault's entries are re-checked:
+a vault file on every request, so a retired key refuses its tokens at once; entries
+in a shared store every `keyring.STAMP_RECHECK` seconds, so within that) and be the
+very key it was verified with, and exp, nbf and iat must still hold with the
+configured leeway. When any of these fails the entry is dropped and the token is
+verified afresh, so the answer (and the reason of a refusal) is the one an uncached check gives.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class TokenVerifier:
         entry = self._cache.get(token)
         if entry is None:
             return None
-        # public_keys() re-reads the keyring when the vault file changed: a retired
+        # public_keys() re-reads the keyring when the vault changed: a retired
         # (or replaced) key no longer yields the key object the token was verified with.
         if self._keyring.public_keys().get(entry.kid) is not entry.key or not self._in_time(entry):
             del self._cache[token]
@@ -236,7 +237,8 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise TokenError("token has no key id")
-        key = self._keyring.public_keys().get(kid)
+        # A kid not known here may be a key rotated in since the keys were last read.
+        key = self._keyring.public_keys(unknown=kid).get(kid)
         if key is None:
             raise TokenError(_UNKNOWN_KID)
         claims = _decode(
