@@ -32,6 +32,23 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Every connection speaks UTC: times read back, and those the SQL turns into
+    JSON, carry +00:00 whatever the server's TimeZone."""
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+def connect(dsn: str, application_name: str = APPLICATION_NAME) -> psycopg.Connection[Any]:
+    """A blocking autocommit connection, as the pool's (the audit trail and the
+    vault's entries have blocking contracts). Raises StoreError."""
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, application_name=application_name)
+        conn.execute("SET TIME ZONE 'UTC'")
+    except psycopg.Error as exc:
+        raise store_error(exc) from exc
+    return conn
+
+
 def store_error(exc: psycopg.Error) -> StoreError:
     """The StoreError a psycopg error stands for."""
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
@@ -61,6 +78,7 @@ class PgPool(Store):
             timeout=timeout,
             open=False,
             check=AsyncConnectionPool.check_connection,
+            configure=_configure,
             kwargs={"autocommit": True, "application_name": application_name},
             name="hpcfed",
         )
