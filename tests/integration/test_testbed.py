@@ -8,8 +8,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -23,7 +26,8 @@ from gateway.config_models import GatewayConfig
 from gateway.identity.vault import Vault, ssh_key_name
 from tests.testbed import Testbed, TestbedError, TestbedUnavailable
 from tests.testbed import postgres as pg
-from tests.testbed.procs import cmdline, descendants
+from tests.testbed.haproxy import EXAMPLE_CONFIG, HAProxy
+from tests.testbed.procs import all_pids, cmdline, descendants
 
 pytestmark = pytest.mark.integration
 
@@ -400,3 +404,138 @@ def test_postgres_stop_leaves_no_process_and_start_serves_again(own_postgres: pg
     )
     assert served.stdout.strip() == "hpcfed"
     server.drop_database("outage_probe")
+
+
+# ---------------------------------------------------------------- HAProxy
+
+#: A tiny real HTTP server standing in for a gateway replica: /readyz answers 200 until
+#: /unready is called, then 503; /whoami names the server and the X-Forwarded-For it got.
+BACKEND_SCRIPT = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+name, ready = sys.argv[1], [True]
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/unready":
+            ready[0] = False
+        if self.path == "/readyz":
+            status, body = (200, "ready") if ready[0] else (503, "not ready")
+        else:
+            status, body = 200, f"{name} {self.headers.get('X-Forwarded-For', '-')}"
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Backend:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BACKEND_SCRIPT, name], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # EOF (and a failure) if the server died
+        assert line.strip().isdigit(), f"backend {name} did not start: {line!r}"
+        self.port = int(line)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def backends() -> Iterator[dict[str, Backend]]:
+    started = {name: Backend(name) for name in ("gw1", "gw2")}
+    yield started
+    for backend in started.values():
+        backend.kill()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def served_by(proxy: HAProxy, requests: int) -> set[str]:
+    answers = [get(proxy.url + "/whoami") for _ in range(requests)]
+    assert all(status == 200 for status, _ in answers), answers
+    return {body.split()[0] for _, body in answers}
+
+
+#: What the tests rely on from the example config, kept as it is there.
+KEPT_DIRECTIVES = ("option", "timeout", "http-check", "default-server", "balance", "retries")
+
+
+def test_haproxy_config_is_the_documented_example(tmp_path: Path) -> None:
+    proxy = HAProxy(tmp_path, "cfg", 18080, {"a": 18081, "b": 18082})
+    rendered = proxy.render()
+    example = EXAMPLE_CONFIG.read_text()
+    kept = [line for line in example.splitlines() if line.strip().startswith(KEPT_DIRECTIVES)]
+    assert kept and all(line in rendered.splitlines() for line in kept)
+    assert "    bind 127.0.0.1:18080" in rendered.splitlines()
+    servers = [line.split() for line in rendered.splitlines() if line.strip().startswith("server")]
+    assert servers == [
+        ["server", "a", "127.0.0.1:18081", "check"],
+        ["server", "b", "127.0.0.1:18082", "check"],
+    ]
+    assert f"stats socket {proxy.stats_socket} mode 600 level admin" in rendered
+    checked = subprocess.run(
+        ["/usr/sbin/haproxy", "-c", "-f", str(EXAMPLE_CONFIG)], capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_haproxy_sends_requests_only_to_ready_servers(
+    tmp_path: Path, backends: dict[str, Backend]
+) -> None:
+    ports = {name: backend.port for name, backend in backends.items()}
+    proxy = HAProxy(tmp_path, "lb", _free_port(), ports)
+    proxy.start()
+    pid = proxy.pid
+    try:
+        for name in ports:
+            proxy.wait_state(name, "UP")
+        assert served_by(proxy, 4) == {"gw1", "gw2"}  # round robin reaches both
+        assert get(proxy.url + "/whoami")[1].split()[1] == "127.0.0.1"  # option forwardfor
+
+        assert get(backends["gw2"].url + "/unready") == (200, "gw2 -")
+        proxy.wait_state("gw2", "DOWN")
+
+        assert proxy.server_states() == {"gw1": "UP", "gw2": "DOWN"}
+        assert served_by(proxy, 6) == {"gw1"}
+    finally:
+        proxy.stop()
+    assert pid is not None and not cmdline(pid)
+    assert not [p for p in all_pids() if str(proxy.config_file) in cmdline(p)]
+
+
+def test_haproxy_redispatches_from_a_dead_server_before_it_is_marked_down(
+    tmp_path: Path, backends: dict[str, Backend]
+) -> None:
+    ports = {name: backend.port for name, backend in backends.items()}
+    with HAProxy(tmp_path, "lb", _free_port(), ports) as proxy:
+        for name in ports:
+            proxy.wait_state(name, "UP")
+        backends["gw1"].kill()
+        # Still UP for HAProxy until two checks fail: the requests round robin sends to
+        # gw1 are refused there, retried, and redispatched to gw2.
+        assert served_by(proxy, 6) == {"gw2"}
+        proxy.wait_state("gw1", "DOWN")
+        assert served_by(proxy, 2) == {"gw2"}
