@@ -6,6 +6,20 @@ QUEUED, then run by a task of its own; at most `MAX_RUNNING` run at once.
 Progress is kept in memory and written to the store at most once a second and
 at every file's end, so a gateway that stops loses no finished file: at start
 it takes up every transfer that had not ended, skipping the files done.
+
+Among replicas sharing one store, a transfer runs at the replica holding its
+lease `transfer/<id>` (taken before the record is stored, renewed while it runs,
+released once its outcome is stored). At start and every `sweep_every` seconds
+each replica takes up the unfinished transfers whose lease is free: those of a
+replica that stopped or died, at most `lease_ttl + sweep_every` seconds after its
+last renewal. A transfer whose lease is lost stops without writing (its new
+holder goes on with it). A cancel asked of a replica that does not run the
+transfer is passed on through the record (`cancel_requested`), which the runner
+reads before each progress write.
+
+While the store cannot be reached, copies go on; a progress write that fails is
+skipped, the final one is tried again (for `FINAL_SAVE_FOR` seconds). A transfer
+that could not be started for want of the store is taken up again by a sweep.
 """
 
 from __future__ import annotations
@@ -20,36 +34,124 @@ from collections.abc import Callable
 from adapters.errors import AdapterError, FileNotFound
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
+from gateway.data.claims import Held, acquire
 from gateway.data.copying import CopiedFile, check_overlap, copy_tree, plan
 from gateway.data.models import TransferFile, TransferRecord, TransferRequest
 from gateway.data.store import TransferStore
 from gateway.errors import DomainError
+from gateway.store.contract import StoreError, StoreUnavailable
+from gateway.store.leases import Lease, Leases, LocalLeases
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.transfers")
 
 MAX_RUNNING = 4
 _SAVE_EVERY = 1.0  # seconds between progress writes
+#: Seconds a transfer's lease lasts without renewal (renewed every third of it).
+LEASE_TTL = 15.0
+#: Seconds between two looks for unfinished transfers whose lease is free.
+SWEEP_EVERY = 5.0
+#: How long the final write of a transfer is tried again while the store is out of reach.
+FINAL_SAVE_FOR = 60.0
+_RETRY = 1.0  # seconds between two tries of a write the store did not take
+#: How long a cancel asked of a replica that does not run the transfer waits for its end.
+CANCEL_WAIT = 15.0
+
+
+def transfer_lease(transfer_id: str) -> str:
+    return f"transfer/{transfer_id}"
 
 
 class TransferService:
-    def __init__(self, store: TransferStore, centers: CenterRegistry) -> None:
+    def __init__(
+        self,
+        store: TransferStore,
+        centers: CenterRegistry,
+        leases: Leases | None = None,
+        *,
+        lease_ttl: float = LEASE_TTL,
+        sweep_every: float = SWEEP_EVERY,
+    ) -> None:
         self.store = store
         self.centers = centers
+        #: Who runs which transfer; in memory (every transfer this process's) by default.
+        self.leases = leases if leases is not None else LocalLeases()
+        self.lease_ttl = lease_ttl
+        self.sweep_every = sweep_every
         self._live: dict[str, TransferRecord] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_RUNNING)
-        self._saving: set[asyncio.Task[TransferRecord]] = set()
+        self._saving: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
         #: Told of the bytes each copy moves: (direction "copied", count); set by the metrics.
         self.on_bytes: Callable[[str, int], None] | None = None
 
     async def start(self) -> None:
-        """Take up the transfers a previous run left unfinished."""
-        for record in await self.store.unfinished():
-            log.info("transfer %s: resuming", record.id)
-            self._launch(record)
+        """Take up the unfinished transfers no replica runs (a previous run's), then
+        look for such transfers every `sweep_every` seconds."""
+        await self.take_up()
+        self._sweeper = asyncio.create_task(self._sweep(), name="transfers-sweep")
+
+    async def take_up(self) -> int:
+        """Launch every unfinished transfer whose lease this replica gets; how many."""
+        taken = 0
+        for listed in await self.store.unfinished():
+            if listed.id in self._tasks:
+                continue
+            lease, asked = await acquire(self.leases, transfer_lease(listed.id), self.lease_ttl)
+            if lease is None:
+                continue  # running at another replica
+            try:
+                # Read again under the lease: its last holder may have ended it since.
+                record = await self.store.get(listed.id)
+            except BaseException:
+                await self._give_up(lease)
+                raise
+            if record is None or record.terminal or record.id in self._tasks:
+                await self._give_up(lease)
+                continue
+            if record.cancel_requested:
+                record.state, record.finished_at = "CANCELLED", utcnow()
+                record.error = record.error or "cancelled"
+                try:
+                    await self.store.save(record)
+                finally:
+                    await self._give_up(lease)
+                continue
+            log.info("transfer %s: resuming (attempt %d)", record.id, record.attempts + 1)
+            self._launch(record, Held(self.leases, lease, self.lease_ttl, asked=asked))
+            taken += 1
+        return taken
+
+    async def _sweep(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.sweep_every)
+            try:
+                await self.take_up()
+            except StoreError as exc:
+                if not failing:
+                    log.warning("transfers: cannot look for unfinished ones now: %s", exc)
+                failing = True
+            except Exception:
+                log.exception("transfers: looking for unfinished ones failed")
+            else:
+                if failing:
+                    log.info("transfers: the store answers again")
+                failing = False
+
+    async def _give_up(self, lease: Lease) -> None:
+        with contextlib.suppress(StoreError):
+            await self.leases.release(lease)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -72,8 +174,13 @@ class TransferService:
         except FileNotFound as exc:
             raise DomainError("file_not_found", exc.message, field="source.path") from None
         now = utcnow()
+        transfer_id = str(uuid.uuid4())
+        # Held before the record is stored, so that no sweep takes it up meanwhile.
+        lease, asked = await acquire(self.leases, transfer_lease(transfer_id), self.lease_ttl)
+        if lease is None:  # a new id: no replica can hold it
+            raise StoreError(f"lease of new transfer {transfer_id} held elsewhere")
         record = TransferRecord(
-            id=str(uuid.uuid4()),
+            id=transfer_id,
             owner=owner,
             source=request.source,
             destination=request.destination,
@@ -81,8 +188,12 @@ class TransferService:
             created_at=now,
             updated_at=now,
         )
-        await self.store.save(record)
-        self._launch(record)
+        try:
+            await self.store.save(record)
+        except BaseException:
+            await self._give_up(lease)
+            raise
+        self._launch(record, Held(self.leases, lease, self.lease_ttl, asked=asked))
         return record
 
     async def get(self, owner: str | None, transfer_id: str) -> TransferRecord:
@@ -105,17 +216,43 @@ class TransferService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            return await self.get(owner, transfer_id)
+        lease = await self.leases.acquire(transfer_lease(transfer_id), self.lease_ttl)
+        if lease is not None:  # no replica runs it
+            try:
+                stored = await self.store.get(transfer_id) or record
+                if not stored.terminal:
+                    stored.cancel_requested = True
+                    stored.state, stored.finished_at = "CANCELLED", utcnow()
+                    await self.store.save(stored)
+            finally:
+                await self._give_up(lease)
         else:
-            record.state, record.finished_at = "CANCELLED", utcnow()
-            await self.store.save(record)
+            await self._cancel_elsewhere(transfer_id)
         return await self.get(owner, transfer_id)
+
+    async def _cancel_elsewhere(self, transfer_id: str) -> None:
+        """Ask the replica running the transfer to cancel it (through the record, until
+        it reads it) and wait, for `CANCEL_WAIT` seconds at most, for its end."""
+        deadline = time.monotonic() + CANCEL_WAIT
+        while time.monotonic() < deadline:
+            stored = await self.store.get(transfer_id)
+            if stored is None or stored.terminal:
+                return
+            if not stored.cancel_requested:
+                stored.cancel_requested = True
+                await self.store.save(stored)
+            await asyncio.sleep(0.2)
+        log.warning("transfer %s: cancel asked; its replica has not ended it yet", transfer_id)
 
     # ------------------------------------------------------------ running
 
-    def _launch(self, record: TransferRecord) -> None:
+    def _launch(self, record: TransferRecord, held: Held) -> None:
         self._live[record.id] = record
-        task = asyncio.create_task(self._run(record), name=f"transfer-{record.id}")
+        task = asyncio.create_task(self._run(record, held), name=f"transfer-{record.id}")
         self._tasks[record.id] = task
+        held.on_lost = task.cancel
+        held.start()
 
         def done(_: asyncio.Task[None]) -> None:
             self._tasks.pop(record.id, None)
@@ -123,16 +260,29 @@ class TransferService:
 
         task.add_done_callback(done)
 
-    async def _run(self, record: TransferRecord) -> None:
+    async def _run(self, record: TransferRecord, held: Held) -> None:
+        try:
+            await self._run_held(record, held)
+        finally:
+            await held.release()
+
+    async def _run_held(self, record: TransferRecord, held: Held) -> None:
         try:
             async with self._slots:
                 await self._copy(record)
             record.state = "COMPLETED"
         except asyncio.CancelledError:
+            if held.lost:
+                log.warning("transfer %s: left to the replica that holds it now", record.id)
+                return
             record.state = "CANCELLED"
             record.error = "cancelled" if record.cancel_requested else "the gateway stopped"
             if not record.cancel_requested:
                 record.state = "QUEUED"  # taken up again at the next start
+        except StoreUnavailable as exc:
+            # Not the transfer's fault: a sweep takes it up again once the store answers.
+            log.warning("transfer %s: put off, the store is out of reach: %s", record.id, exc)
+            record.state = "QUEUED"
         except (DomainError, AdapterError, PathRefused) as exc:
             record.state, record.error = "FAILED", exc.message
         except Exception:
@@ -140,9 +290,43 @@ class TransferService:
             record.state, record.error = "FAILED", "internal error; see the gateway log"
         if record.terminal:
             record.finished_at = utcnow()
-        with contextlib.suppress(Exception):
-            await asyncio.shield(self.store.save(record))
+        await asyncio.shield(self._save_final(record, held))
         log.info("transfer %s: %s %s", record.id, record.state, record.error or "")
+
+    async def _save_final(self, record: TransferRecord, held: Held) -> None:
+        """Store the outcome while the lease holds, trying again while the store is out
+        of reach (for `FINAL_SAVE_FOR` seconds; once when the service is closing)."""
+        deadline = time.monotonic() + FINAL_SAVE_FOR
+        if self._saving:  # a progress write still under way must not land after this one
+            await asyncio.gather(*self._saving, return_exceptions=True)
+        while held.holding:
+            try:
+                await self.store.save(record)
+                return
+            except StoreUnavailable as exc:
+                if self._closing or time.monotonic() >= deadline:
+                    log.error("transfer %s: its outcome could not be stored: %s", record.id, exc)
+                    return
+                await asyncio.sleep(_RETRY)
+            except StoreError:
+                log.exception("transfer %s: its outcome could not be stored", record.id)
+                return
+        log.warning("transfer %s: lease lost before its outcome was stored", record.id)
+
+    async def _save_progress(self, record: TransferRecord) -> None:
+        """A progress write, unless a cancel was asked through the record meanwhile
+        (by a replica that does not run it): then the run is cancelled instead."""
+        task = self._tasks.get(record.id)
+        try:
+            stored = await self.store.get(record.id)
+            if stored is not None and stored.cancel_requested and not record.cancel_requested:
+                record.cancel_requested = True
+                if task is not None:
+                    task.cancel()
+                return
+            await self.store.save(record)
+        except StoreError as exc:
+            log.debug("transfer %s: progress not stored: %s", record.id, exc)
 
     async def _copy(self, record: TransferRecord) -> None:
         src = self.centers.get(record.source.center).files_for(record.owner)
@@ -171,7 +355,7 @@ class TransferService:
             record.bytes_done += n
             if time.monotonic() - saved_at >= _SAVE_EVERY:
                 saved_at = time.monotonic()
-                saving = asyncio.get_running_loop().create_task(self.store.save(record))
+                saving = asyncio.get_running_loop().create_task(self._save_progress(record))
                 self._saving.add(saving)
                 saving.add_done_callback(self._saving.discard)
 
