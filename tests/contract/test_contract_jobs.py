@@ -313,3 +313,70 @@ async def test_counts_by_center_and_state(job_store: JobStore) -> None:
         ("a", "COMPLETED"): 1,
         ("b", "SUBMITTING"): 1,
     }
+
+
+# ---------------------------------------------------------------- two stores at one place
+
+
+async def _two(job_backend: Backend) -> tuple[JobStore, JobStore]:
+    first, second = job_backend.make(), job_backend.make()
+    await first.open()
+    await second.open()
+    return first, second
+
+
+async def test_an_idempotency_key_sent_to_two_stores_at_once_is_stored_once(
+    job_backend: Backend,
+) -> None:
+    """Two replicas (two store objects at one place) take the same key at once: one
+    job is stored, every other insert hands it back."""
+    stores = await _two(job_backend)
+    try:
+        attempts = [job(idempotency_key="shared") for _ in range(8)]
+        outcomes = await asyncio.gather(
+            *(stores[n % 2].insert(r) for n, r in enumerate(attempts)), return_exceptions=True
+        )
+        stored = [r for r, out in zip(attempts, outcomes, strict=True) if out is None]
+        assert len(stored) == 1
+        for out in outcomes:
+            if out is not None:
+                assert isinstance(out, DuplicateIdempotencyKey)
+                assert out.existing == stored[0]
+        for store in stores:
+            page = await store.list(JobQuery(owner="alice"))
+            assert [r.id for r in page.jobs] == [stored[0].id]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_batches_sharing_keys_on_two_stores_at_once_store_each_key_once(
+    job_backend: Backend,
+) -> None:
+    """Two batches with the same keys in opposite orders, at once: each key is stored
+    once, and neither batch fails (no deadlock between them)."""
+    stores = await _two(job_backend)
+    try:
+        keys = [f"k{n}" for n in range(6)]
+        batches = [
+            [job(idempotency_key=k) for k in keys],
+            [job(idempotency_key=k) for k in reversed(keys)],
+        ]
+        outcomes = await asyncio.gather(
+            stores[0].insert_many(batches[0]), stores[1].insert_many(batches[1])
+        )
+        held: dict[str, str] = {}
+        for batch, outs in zip(batches, outcomes, strict=True):
+            for record, out in zip(batch, outs, strict=True):
+                if out is None:
+                    assert held.setdefault(str(record.idempotency_key), record.id) == record.id
+        assert sorted(held) == keys
+        for batch, outs in zip(batches, outcomes, strict=True):
+            for record, out in zip(batch, outs, strict=True):
+                if out is not None:
+                    assert out.existing.id == held[str(record.idempotency_key)]
+        page = await stores[1].list(JobQuery(owner="alice"))
+        assert sorted(r.id for r in page.jobs) == sorted(held.values())
+    finally:
+        for store in stores:
+            await store.close()

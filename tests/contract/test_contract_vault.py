@@ -4,6 +4,8 @@ signing keyring's among them), over every implementation (tests/contract/conftes
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from cryptography.fernet import Fernet
@@ -82,3 +84,30 @@ def test_the_vault_and_keyring_keep_their_secrets_there(entries: VaultEntries) -
     kid = keyring.ensure()
     assert [k.kid for k in Keyring(Vault(entries, key)).keys()] == [kid]
     assert set(entries.read()) == {"ssh/centera/alice", f"signing/{kid}"}
+
+
+def test_a_change_through_one_object_is_seen_by_another(vault_backend: Backend) -> None:
+    """The CLI (or another replica) rotates a key: a running gateway's entries see it,
+    and its stamp moves, so the keyring reloads (the stamp may lag by a short interval:
+    awaited here with a deadline)."""
+    writer, reader = vault_backend.make(), vault_backend.make()
+    with writer.change() as stored:
+        stored["signing/k1"] = ENTRY
+    assert reader.read() == {"signing/k1": ENTRY}
+    seen = _stamp_moves(reader, reader.stamp())
+    with writer.change() as stored:
+        stored["signing/k2"] = {**ENTRY, "secret": "new"}
+    assert set(reader.read()) == {"signing/k1", "signing/k2"}
+    assert seen(), "the stamp of the other object never changed"
+
+
+def _stamp_moves(entries: VaultEntries, before: object) -> Callable[[], bool]:
+    def moved() -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if entries.stamp() != before:
+                return True
+            time.sleep(0.05)
+        return False
+
+    return moved

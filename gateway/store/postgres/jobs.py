@@ -73,11 +73,23 @@ class PgJobStore(JobStore):
         self, records: Sequence[JobRecord]
     ) -> list[DuplicateIdempotencyKey | None]:
         new_rows = [rows.to_row(r) for r in records]
+        # Keys are taken in one order by every replica, so that two batches sharing
+        # keys wait for each other instead of deadlocking; among records of one key,
+        # the first given is the first stored.
+        order = sorted(
+            range(len(records)),
+            key=lambda i: (
+                records[i].idempotency_key is None,
+                records[i].owner,
+                records[i].idempotency_key or "",
+                i,
+            ),
+        )
+        out: list[DuplicateIdempotencyKey | None] = [None] * len(records)
         async with self.pool.transaction() as conn:
-            return [
-                await self._insert(conn, record, row)
-                for record, row in zip(records, new_rows, strict=True)
-            ]
+            for i in order:
+                out[i] = await self._insert(conn, records[i], new_rows[i])
+        return out
 
     async def update(self, job_id: str, **fields: Any) -> JobRecord:
         return (await self.update_many([(job_id, fields)]))[0]

@@ -124,6 +124,9 @@ MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations, probes, audit and vault entries", _V1),
 ]
 
+check_order(MIGRATIONS)
+KNOWN = MIGRATIONS[-1].version
+
 _RECORD = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version integer PRIMARY KEY,
@@ -131,12 +134,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-def known() -> int:
-    """The newest version this gateway knows (read when asked: the list may grow)."""
-    check_order(MIGRATIONS)
-    return MIGRATIONS[-1].version
 
 
 async def _applied(conn: psycopg.AsyncConnection) -> list[AppliedMigration]:
@@ -149,7 +146,7 @@ async def _applied(conn: psycopg.AsyncConnection) -> list[AppliedMigration]:
 
 
 def _status(applied: list[AppliedMigration]) -> SchemaStatus:
-    return SchemaStatus(BACKEND, known(), applied, pending(MIGRATIONS, applied))
+    return SchemaStatus(BACKEND, KNOWN, applied, pending(MIGRATIONS, applied))
 
 
 class PgMigrator(Migrator):
