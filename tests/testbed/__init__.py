@@ -5,7 +5,10 @@
 - ``centerc``: the PBS dialect, i.e. a Slurm cluster driven through Slurm's
   Torque-compatible ``qsub``/``qstat``/``qdel``;
 - ``centerd``: Slurm with accounting (slurmdbd on its own MariaDB) and enforced
-  associations, limits and QoS; the login ``dora`` has no association there.
+  associations, limits and QoS; the login ``dora`` has no association there;
+- a PostgreSQL server on 127.0.0.1:25432 for the gateway's shared state
+  (``tests.testbed.postgres``); and, for tests that start it, HAProxy in front of
+  gateway replicas (``tests.testbed.haproxy``).
 
 Each center is its own slurmctld + slurmd (own ClusterName, ports, state) and its own
 sshd on 127.0.0.1 with a pinned host key; ``SetEnv SLURM_CONF=...`` in that sshd makes every
