@@ -23,9 +23,11 @@ import pytest
 from gateway.identity.audit import AuditLog
 from gateway.identity.vault import VaultFile
 from gateway.jobs.events import EventBus, PublishingJobStore
+from gateway.store.leases import LocalLeases
 from gateway.store.postgres.audit import PgAuditTrail
 from gateway.store.postgres.evaluations import PgEvaluationStore
 from gateway.store.postgres.jobs import PgJobStore
+from gateway.store.postgres.leases import PgLeases
 from gateway.store.postgres.pool import PgPool
 from gateway.store.postgres.probes import PgProbeStore
 from gateway.store.postgres.schema import PgMigrator
@@ -130,6 +132,10 @@ BACKENDS: dict[str, dict[str, Callable[[Place], Any]]] = {
         "file": lambda d: VaultFile(d / "vault.json"),
         "postgres": lambda place: PgVaultEntries(place.dsn),
     },
+    "leases": {
+        "local": lambda d: LocalLeases(),
+        "postgres": pg(PgLeases),
+    },
 }
 
 
@@ -164,6 +170,7 @@ evaluation_backend = _backend("evaluations")
 probe_backend = _backend("probes")
 audit_backend = _backend("audit")
 vault_backend = _backend("vault")
+lease_backend = _backend("leases")
 
 
 async def _opened(backend: Backend) -> Any:

@@ -11,6 +11,7 @@ from gateway.store import Stores
 from gateway.store.postgres.audit import PgAuditTrail
 from gateway.store.postgres.evaluations import PgEvaluationStore
 from gateway.store.postgres.jobs import PgJobStore
+from gateway.store.postgres.leases import PgLeases
 from gateway.store.postgres.pool import PgPool
 from gateway.store.postgres.probes import PgProbeStore
 from gateway.store.postgres.schema import PgMigrator
@@ -41,4 +42,5 @@ def open_postgres(config: LoadedConfig) -> Stores:
         migrator=PgMigrator(pool),
         migrate=store.migrate,
         shared=pool,
+        leases=PgLeases(pool),
     )

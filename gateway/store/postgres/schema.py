@@ -24,6 +24,7 @@ from gateway.store.migrations import (
     check_order,
     pending,
 )
+from gateway.store.postgres.leases import LEASES_SQL
 
 if TYPE_CHECKING:
     from gateway.store.postgres.pool import PgPool
@@ -122,6 +123,7 @@ INSERT INTO vault_state (only_row, version) VALUES (true, 0);
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations, probes, audit and vault entries", _V1),
+    Migration(2, "leases", LEASES_SQL),
 ]
 
 check_order(MIGRATIONS)

@@ -1,0 +1,86 @@
+"""Leases in PostgreSQL (gateway/store/leases.py): one row per lease, shared by every
+replica of the database.
+
+A lease is taken, renewed or refused in one statement (an upsert whose update
+applies only to an expired row or one of the same holder), so two replicas asking
+at once cannot both get it. Every time is the database's clock (`now()`), never a
+replica's. Fences come from a sequence: a lease that changes hands, or is taken
+again after it was released or expired, gets a value never used before; a
+renewal keeps its fence. Rows of leases long expired are deleted now and then.
+"""
+
+from __future__ import annotations
+
+from gateway.store.leases import Lease, Leases, replica_id
+from gateway.store.postgres.pool import PgPool
+
+#: Migration 2 of gateway/store/postgres/schema.py.
+LEASES_SQL = """
+CREATE SEQUENCE lease_fences;
+CREATE TABLE leases (
+    name text COLLATE "C" PRIMARY KEY,
+    holder text NOT NULL,
+    fence bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+"""
+
+_ACQUIRE = """
+INSERT INTO leases AS l (name, holder, fence, expires_at)
+VALUES (%(name)s, %(holder)s, nextval('lease_fences'), now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (name) DO UPDATE SET
+    holder = EXCLUDED.holder,
+    fence = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
+                 THEN l.fence ELSE EXCLUDED.fence END,
+    expires_at = EXCLUDED.expires_at
+WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
+RETURNING l.fence, extract(epoch FROM l.expires_at)::float8
+"""
+_RELEASE = "DELETE FROM leases WHERE name = %s AND holder = %s AND fence = %s"
+_HOLDERS = (
+    "SELECT name, holder, fence, extract(epoch FROM expires_at)::float8 FROM leases "
+    "WHERE starts_with(name, %s) AND expires_at > now()"
+)
+#: Rows of leases expired this long ago go (a dead replica's, never released).
+_SWEEP = "DELETE FROM leases WHERE expires_at < now() - interval '1 hour'"
+#: One acquire in this many also sweeps.
+SWEEP_EVERY = 1000
+
+
+class PgLeases(Leases):
+    def __init__(self, pool: PgPool, holder: str | None = None) -> None:
+        self.pool = pool
+        self.holder = holder or replica_id()
+        self._acquired = 0
+
+    async def open(self) -> None:
+        return None  # the pool is opened, and the schema migrated, by Stores.open
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        await self.pool.ping()
+
+    async def acquire(self, name: str, ttl: float) -> Lease | None:
+        self._acquired += 1
+        async with self.pool.connection() as conn:
+            if self._acquired % SWEEP_EVERY == 0:
+                await conn.execute(_SWEEP)
+            cur = await conn.execute(
+                _ACQUIRE, {"name": name, "holder": self.holder, "ttl": float(ttl)}
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return Lease(name, self.holder, int(row[0]), float(row[1]))
+
+    async def release(self, lease: Lease) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(_RELEASE, (lease.name, lease.holder, lease.fence))
+
+    async def holders(self, prefix: str) -> dict[str, Lease]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_HOLDERS, (prefix,))
+            rows = await cur.fetchall()
+        return {n: Lease(n, h, int(f), float(e)) for n, h, f, e in rows}
