@@ -100,12 +100,12 @@ def setup_routes(app: web.Application) -> None:
 
 
 def create_app(config: LoadedConfig) -> web.Application:
-    """The gateway app. Opens (and on first use creates) the vault and a signing key."""
+    """The gateway app. Opens the vault (its master key); a signing key is made at
+    start if there is none, once the store's schema is up to date."""
     gw = config.gateway
     stores = open_stores(config)
     vault = Vault.open(gw.vault, config.data_path, create=True, entries=stores.vault)
     keyring = Keyring(vault)
-    keyring.ensure()
     verifier = TokenVerifier(keyring, gw.auth, config.data_path)
     audit = stores.audit
     max_body = gw.limits.max_body << 20
@@ -159,6 +159,9 @@ def create_app(config: LoadedConfig) -> web.Application:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    stores = app[STORES]
+    await stores.open()  # migrations first: the vault's entries may live in the store
+    await asyncio.to_thread(app[KEYRING].ensure)
     auth = config.gateway.auth
     if auth.bootstrap_user:
         await ensure_client_token(
@@ -169,8 +172,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             auth.bootstrap_roles,
             min(CLIENT_TOKEN_TTL, auth.max_ttl),
         )
-    stores = app[STORES]
-    await stores.open()
     # Every job write passes the publishing wrapper: that is where job events are born.
     store = PublishingJobStore(stores.jobs, app[EVENTS])
     centers = build_registry(config, app[VAULT])
