@@ -35,6 +35,28 @@ def _config(args: argparse.Namespace) -> Any:
         raise _Refused(str(exc)) from None
 
 
+def _ensure_schema(stores: Any) -> None:
+    """What a gateway's start does first (migrate, or refuse the schema), so that a
+    command run before any gateway started finds the store's tables."""
+    import asyncio
+
+    from gateway.store.contract import StoreError
+
+    async def ensure() -> None:
+        if stores.shared is not None:
+            await stores.shared.open()
+        try:
+            await stores.migrator.ensure(stores.migrate)
+        finally:
+            if stores.shared is not None:
+                await stores.shared.close()
+
+    try:
+        asyncio.run(ensure())
+    except StoreError as exc:
+        raise _Refused(str(exc)) from None
+
+
 def _context(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(config, vault, audit trail) for the config the command names, kept where its
     `store` keeps them (the files of the embedded store, or PostgreSQL)."""
@@ -43,6 +65,7 @@ def _context(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     config = _config(args)
     stores = open_stores(config)
+    _ensure_schema(stores)
     try:
         vault = Vault.open(
             config.gateway.vault, config.data_path, create=True, entries=stores.vault
