@@ -9,10 +9,12 @@ signature and not kept; public keys are cached until the vault's entries change.
 Whether they changed is asked of the entries' `stamp()`. A vault file answers
 with a stat, so it is asked on every use (a key rotated or retired by the CLI
 counts at once). Entries in a shared store answer with a round trip, so they are
-asked at most every `STAMP_RECHECK` seconds, and at once (but at most every
-`UNKNOWN_KID_RECHECK` seconds) when a token names a key not known here: a key
-rotated through another replica or the CLI verifies here on its first token, and
-a retired one stops verifying within `STAMP_RECHECK`. While the entries cannot be
+asked at most every `STAMP_RECHECK` seconds; and when a token names a key not
+known here, the entries are looked up for it at once (at most every
+`UNKNOWN_KID_RECHECK` seconds): a key rotated through another replica or the CLI
+verifies here on its first token, and a retired one stops verifying within
+`STAMP_RECHECK` plus however long the entries' own stamp is kept (1 s for
+PostgreSQL's). While the entries cannot be
 read, the keys last read keep serving (a warning is logged once).
 """
 
@@ -77,6 +79,7 @@ class Keyring:
             recheck = 0.0 if vault.path is not None else STAMP_RECHECK
         self.recheck = recheck
         self._checked_at = float("-inf")  # monotonic time of the last stamp check
+        self._looked_up_at = float("-inf")  # ... of the last look for an unknown kid
         self._unreadable = False  # the last check failed (and was logged)
 
     def _created(self, name: str) -> datetime:
@@ -161,12 +164,21 @@ class Keyring:
         a token names) is not among the keys known here."""
         now = time.monotonic()
         due = now - self._checked_at >= self.recheck
-        if not due and unknown is not None and unknown not in self._public:
-            due = now - self._checked_at >= min(self.recheck, UNKNOWN_KID_RECHECK)
-        if due or not self._public_loaded:
+        # An unknown kid is looked for among the entries themselves: a stamp may be a
+        # cached one (a shared store's entries may keep theirs for a while).
+        look_up = (
+            unknown is not None
+            and unknown not in self._public
+            and self._public_loaded
+            and now - self._looked_up_at >= UNKNOWN_KID_RECHECK
+        )
+        if due or look_up or not self._public_loaded:
             self._checked_at = now
+            if look_up:
+                self._looked_up_at = now
             try:
-                self._refresh()
+                force = look_up and self._vault.has(SIGNING_PREFIX + str(unknown))
+                self._refresh(force=bool(force))
             except Exception as exc:
                 if not self._public_loaded:
                     raise
@@ -180,9 +192,9 @@ class Keyring:
                 self._unreadable = False
         return dict(self._public)
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, force: bool = False) -> None:
         stamp = self._vault.stamp()
-        if self._public_loaded and stamp == self._public_stamp:
+        if self._public_loaded and stamp == self._public_stamp and not force:
             return
         public: dict[str, Ed25519PublicKey] = {}
         for kid, _ in self._newest_first():
