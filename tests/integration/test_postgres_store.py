@@ -23,9 +23,11 @@ from gateway.store.contract import StoreUnavailable
 from gateway.store.leases import Lease, LeaseLost
 from gateway.store.migrations import SchemaBehind, SchemaTooNew
 from gateway.store.postgres import schema
+from gateway.store.postgres.audit import PgAuditTrail
 from gateway.store.postgres.jobs import PgJobStore
 from gateway.store.postgres.pool import PgPool
 from gateway.store.postgres.schema import PgMigrator
+from gateway.store.postgres.vault import PgVaultEntries
 from gateway.units import utcnow
 from tests.contract.records import job
 
@@ -234,4 +236,45 @@ async def test_text_postgres_cannot_hold_does_not_fail_the_write(pg_dsn: str) ->
         assert updated.reason == "bad\ufffdbyte"
         assert await store.get(record.id) == updated
     finally:
+        await _close([store])
+
+
+# ---------------------------------------------------------------- connections cut
+
+
+def cut_connections(dsn: str) -> int:
+    """End every other session on the database (as a server restart would)."""
+    found = sql(
+        dsn,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    return int(str(found[0][0]))
+
+
+async def test_connections_the_server_cut_are_made_again(pg_dsn: str) -> None:
+    """The job store's pool, the audit trail and the vault's entries each serve on
+    after their connections were cut: each call after the cut succeeds, and the
+    audit entry sent on the fresh connection is kept once."""
+    (store,) = await _replicas(pg_dsn, 1)
+    trail = PgAuditTrail(pg_dsn)
+    entries = PgVaultEntries(pg_dsn)
+    try:
+        record = job()
+        await store.insert(record)
+        trail.record(action="one", actor=None, outcome="ok", source="cli")
+        with entries.change() as stored:
+            stored["signing/k1"] = {"created": "2026-01-01", "meta": {}, "secret": "s"}
+        assert cut_connections(pg_dsn) >= 3
+        assert await store.get(record.id) == record
+        trail.record(action="two", actor=None, outcome="ok", source="cli")
+        assert [e["action"] for e in trail.entries()] == ["one", "two"]
+        assert set(entries.read()) == {"signing/k1"}
+        assert cut_connections(pg_dsn) >= 3
+        with entries.change() as stored:
+            stored["signing/k2"] = {"created": "2026-01-02", "meta": {}, "secret": "t"}
+        assert set(entries.read()) == {"signing/k1", "signing/k2"}
+    finally:
+        trail.close()
+        entries.close()
         await _close([store])

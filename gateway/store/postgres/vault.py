@@ -18,8 +18,8 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -27,6 +27,8 @@ from psycopg.types.json import Jsonb
 from gateway.identity.vault import VaultEntries, VaultError
 from gateway.store.contract import StoreError
 from gateway.store.postgres.pool import connect, store_error
+
+T = TypeVar("T")
 
 #: How long a stamp read from the server is taken as current.
 STAMP_INTERVAL = 1.0
@@ -54,16 +56,29 @@ class PgVaultEntries(VaultEntries):
         return self._conn
 
     def _failed(self, exc: psycopg.Error) -> VaultError:
-        if isinstance(exc, psycopg.OperationalError) and self._conn is not None:
+        if isinstance(exc, psycopg.OperationalError):
+            self._drop()
+        return VaultError(f"vault: {store_error(exc)}")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
             self._conn.close()
             self._conn = None
-        return VaultError(f"vault: {store_error(exc)}")
+
+    def _reading(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """fn on the connection, once more on a fresh one if it broke (reads only)."""
+        try:
+            return fn(self._connection())
+        except psycopg.OperationalError:
+            self._drop()
+        try:
+            return fn(self._connection())
+        except psycopg.Error as exc:
+            raise self._failed(exc) from None
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._drop()
 
     # ------------------------------------------------------------ the contract
 
@@ -73,10 +88,7 @@ class PgVaultEntries(VaultEntries):
 
     def read(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            try:
-                return self._entries(self._connection())
-            except psycopg.Error as exc:
-                raise self._failed(exc) from None
+            return self._reading(self._entries)
 
     def _read_stamp(self, conn: psycopg.Connection[Any]) -> int | None:
         row = conn.execute("SELECT version FROM vault_state").fetchone()
@@ -89,14 +101,14 @@ class PgVaultEntries(VaultEntries):
         with self._lock:
             if time.monotonic() - self._stamp_read < self.stamp_interval:
                 return self._stamp
-            try:
-                return self._read_stamp(self._connection())
-            except psycopg.Error as exc:
-                raise self._failed(exc) from None
+            return self._reading(self._read_stamp)
 
     @contextlib.contextmanager
     def change(self) -> Iterator[dict[str, dict[str, Any]]]:
         with self._lock:
+            # Changes are rare: a round trip first finds a connection the server
+            # dropped (restarted) before the change begins, rather than failing it.
+            self._reading(lambda conn: conn.execute("SELECT 1"))
             conn = self._connection()
             try:
                 with conn.transaction():
