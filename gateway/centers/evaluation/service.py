@@ -3,12 +3,26 @@ service owns, their records stored after every check.
 
 The latest finished evaluation of a center (DONE or ERROR) is what admission
 looks at (`latest`); one still running does not count yet.
+
+Among replicas sharing one store, "one at a time" is the lease
+`evaluation/<center>`: taken before the record is stored, renewed while the
+evaluation runs, released once its outcome is stored; a start asked of any
+replica while another holds it is refused (`evaluation_running`). A RUNNING
+record whose center's lease is free was left by a replica that stopped or died:
+whoever notices (at start, and every `sweep_every` seconds) finishes it as
+interrupted. With the embedded store every lease is this process's, so that is
+every RUNNING record at start, as with one gateway.
+
+While the store cannot be reached the evaluation goes on: a progress write that
+fails is skipped, the final one is tried again for `FINAL_SAVE_FOR` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 
 from gateway.centers.configured import CenterRegistry
@@ -17,7 +31,10 @@ from gateway.centers.evaluation.models import EvaluationRecord
 from gateway.centers.evaluation.store import EvaluationStore
 from gateway.centers.evaluation.suite import SuiteRun, new_record
 from gateway.config_models import AdmissionConfig
+from gateway.data.claims import Held, acquire
 from gateway.errors import DomainError
+from gateway.store.contract import StoreError, StoreUnavailable
+from gateway.store.leases import Lease, Leases, LocalLeases
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.evaluation")
@@ -25,6 +42,17 @@ log = logging.getLogger("hpcfed.evaluation")
 STOPPED = "the gateway stopped during the evaluation"
 #: close() waits this long for cancelled runs to clean up (cancel jobs, remove files).
 CLOSE_TIMEOUT = 30.0
+#: Seconds a center's evaluation lease lasts without renewal (renewed every third of it).
+LEASE_TTL = 15.0
+#: Seconds between two looks for RUNNING evaluations whose lease is free.
+SWEEP_EVERY = 5.0
+#: How long the final write of an evaluation is tried again while the store is out of reach.
+FINAL_SAVE_FOR = 60.0
+_RETRY = 1.0
+
+
+def evaluation_lease(center_id: str) -> str:
+    return f"evaluation/{center_id}"
 
 
 class EvaluationService:
@@ -34,23 +62,89 @@ class EvaluationService:
         centers: CenterRegistry,
         power: PowerSource,
         admission_config: AdmissionConfig,
+        leases: Leases | None = None,
+        *,
+        lease_ttl: float = LEASE_TTL,
+        sweep_every: float = SWEEP_EVERY,
     ) -> None:
         self.store = store
         self.centers = centers
         self.power = power
         self.admission_config = admission_config
+        #: Which replica evaluates which center; in memory (all this process's) by default.
+        self.leases = leases if leases is not None else LocalLeases()
+        self.lease_ttl = lease_ttl
+        self.sweep_every = sweep_every
         self._running: dict[str, EvaluationRecord] = {}  # center -> its running evaluation
         self._tasks: dict[str, asyncio.Task[None]] = {}  # evaluation id -> its run
+        # Starting one and finishing an abandoned one take a center's lease in turn.
+        self._guard = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start_service(self) -> None:
-        """Records a previous process left RUNNING can never finish: mark them ERROR."""
+        """Records left RUNNING by a replica that is gone can never finish: mark them
+        ERROR (now, and every `sweep_every` seconds)."""
+        await self.finish_abandoned()
+        self._sweeper = asyncio.create_task(self._sweep(), name="evaluations-sweep")
+
+    async def finish_abandoned(self) -> int:
+        """Mark ERROR every RUNNING evaluation whose center's lease is free; how many."""
+        finished = 0
+        for listed in await self.store.running():
+            async with self._guard:
+                if listed.id in self._tasks or listed.center in self._running:
+                    continue  # this replica's own (and its lease)
+                name = evaluation_lease(listed.center)
+                lease = await self.leases.acquire(name, self.lease_ttl)
+                if lease is None:
+                    continue  # a live replica runs it
+                try:
+                    finished += await self._interrupt_stale(listed.center, {listed.id})
+                finally:
+                    await self._give_up(lease)
+        return finished
+
+    async def _interrupt_stale(self, center_id: str, ids: set[str] | None = None) -> int:
+        """Under the center's lease: mark ERROR its RUNNING records (of `ids`), which no
+        replica runs."""
+        count = 0
         for record in await self.store.running():
+            if record.center != center_id or (ids is not None and record.id not in ids):
+                continue
             log.warning("evaluation %s of %s: %s", record.id, record.center, STOPPED)
             _interrupt(record)
             await self.store.save(record)
+            count += 1
+        return count
+
+    async def _sweep(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.sweep_every)
+            try:
+                await self.finish_abandoned()
+            except StoreError as exc:
+                if not failing:
+                    log.warning("evaluations: cannot look for abandoned ones now: %s", exc)
+                failing = True
+            except Exception:
+                log.exception("evaluations: looking for abandoned ones failed")
+            else:
+                failing = False
+
+    async def _give_up(self, lease: Lease) -> None:
+        with contextlib.suppress(StoreError):
+            await self.leases.release(lease)
 
     async def close(self) -> None:
         """Cancel the running evaluations; each is stored as ERROR."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -63,21 +157,44 @@ class EvaluationService:
 
     async def start(self, center_id: str, user: str) -> EvaluationRecord:
         center = self.centers.get(center_id)
-        running = self._running.get(center_id)
-        if running is not None:
-            raise _already_running(running)
-        record = new_record(str(uuid.uuid4()), center_id, user)
-        run = SuiteRun(record, center, self.power, self.admission_config, self.store.save)
-        self._running[center_id] = record
-        try:
-            await self.store.save(record)
-        except BaseException:
-            del self._running[center_id]
-            raise
-        task = asyncio.create_task(self._run(run), name=f"evaluation-{record.id}")
-        self._tasks[record.id] = task
+        async with self._guard:
+            running = self._running.get(center_id)
+            if running is not None:
+                raise _already_running(running)
+            name = evaluation_lease(center_id)
+            lease, asked = await acquire(self.leases, name, self.lease_ttl)
+            if lease is None:
+                raise await self._running_elsewhere(center_id)
+            record = new_record(str(uuid.uuid4()), center_id, user)
+            run = SuiteRun(record, center, self.power, self.admission_config, self._save_progress)
+            self._running[center_id] = record
+            try:
+                # Under the lease no replica runs this center's evaluations: any still
+                # RUNNING were left by one that is gone.
+                await self._interrupt_stale(center_id)
+                await self.store.save(record)
+            except BaseException:
+                del self._running[center_id]
+                await self._give_up(lease)
+                raise
+            held = Held(self.leases, lease, self.lease_ttl, asked=asked)
+            task = asyncio.create_task(self._run(run, held), name=f"evaluation-{record.id}")
+            held.on_lost = task.cancel
+            held.start()
+            self._tasks[record.id] = task
         log.info("evaluation %s of %s started by %s", record.id, center_id, user)
         return record
+
+    async def _running_elsewhere(self, center_id: str) -> DomainError:
+        """The refusal of a start while another replica evaluates the center."""
+        for record in await self.store.running():
+            if record.center == center_id:
+                return _already_running(record)
+        return DomainError(
+            "evaluation_running",
+            f"center {center_id}: an evaluation is still running",
+            center=center_id,
+        )
 
     async def get(self, center_id: str, evaluation_id: str) -> EvaluationRecord:
         record = self._live(evaluation_id) or await self.store.get(evaluation_id)
@@ -102,7 +219,34 @@ class EvaluationService:
     def _live(self, evaluation_id: str) -> EvaluationRecord | None:
         return next((r for r in self._running.values() if r.id == evaluation_id), None)
 
-    async def _run(self, run: SuiteRun) -> None:
+    async def _save_progress(self, record: EvaluationRecord) -> EvaluationRecord:
+        """A write after a check: skipped while the store is out of reach (the next
+        one, or the final one, stores the whole record)."""
+        try:
+            return await self.store.save(record)
+        except StoreUnavailable as exc:
+            log.warning("evaluation %s: progress not stored now: %s", record.id, exc)
+            return record
+
+    async def _save_final(self, record: EvaluationRecord, held: Held) -> None:
+        deadline = time.monotonic() + FINAL_SAVE_FOR
+        while held.holding:
+            try:
+                await self.store.save(record)
+                return
+            except StoreUnavailable as exc:
+                if self._closing or time.monotonic() >= deadline:
+                    log.error(
+                        "evaluation %s: the final record could not be stored: %s", record.id, exc
+                    )
+                    return
+                await asyncio.sleep(_RETRY)
+            except Exception:
+                log.exception("evaluation %s: the final record could not be stored", record.id)
+                return
+        log.warning("evaluation %s: lease lost; left to the replica that noticed", record.id)
+
+    async def _run(self, run: SuiteRun, held: Held) -> None:
         record = run.record
         try:
             await run.run()
@@ -116,11 +260,11 @@ class EvaluationService:
         finally:
             record.finished_at = record.finished_at or utcnow()
             try:
-                await self.store.save(record)
-            except Exception:
-                log.exception("evaluation %s: the final record could not be stored", record.id)
-            self._running.pop(record.center, None)
-            self._tasks.pop(record.id, None)
+                await asyncio.shield(self._save_final(record, held))
+            finally:
+                self._running.pop(record.center, None)
+                self._tasks.pop(record.id, None)
+                await held.release()
         log.info(
             "evaluation %s of %s: %s, verdict %s, score %s",
             record.id,
