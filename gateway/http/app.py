@@ -196,12 +196,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         unaccounted_after=config.gateway.unaccounted_after,
         submit_attempts=config.gateway.submit_attempts,
     )
-    transfers = TransferService(stores.transfers, centers)
+    transfers = TransferService(stores.transfers, centers, stores.leases)
     app[STORE], app[CENTERS], app[SERVICE], app[POLLER] = store, centers, service, poller
     app[TRANSFERS] = transfers
     app[METRICS].watch(centers, poller, transfers)
     await transfers.start()
-    evaluations = EvaluationService(stores.evaluations, centers, power, config.gateway.admission)
+    evaluations = EvaluationService(
+        stores.evaluations, centers, power, config.gateway.admission, stores.leases
+    )
     await evaluations.start_service()
     app[EVALUATIONS] = evaluations
     poll_task = asyncio.create_task(poller.run(), name="poller")
