@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.integration._served import ServedGateway, cancel_named
+from gateway.config import load_config
+from gateway.identity.vault import Vault
+from gateway.store import open_stores
+from tests.integration._served import HPCFED, ServedGateway, cancel_named
 from tests.testbed import Testbed
+from tests.testbed.gatewayfiles import vault_config
 
 
 def free_port() -> int:
@@ -22,6 +27,30 @@ def free_port() -> int:
 def postgres_store(dsn: str, **pool: object) -> dict[str, object]:
     """The `store` section of a replica's gateway.yaml."""
     return {"kind": "postgres", "dsn": dsn, **({"pool": pool} if pool else {})}
+
+
+def seed_vault(gateway: ServedGateway, testbed: Testbed) -> None:
+    """Migrate the database (`hpcfed db migrate`, as an operator would first) and copy
+    the testbed's SSH keys of center logins from its vault file into the store's vault,
+    under the same master key."""
+    migrated = subprocess.run(
+        [*HPCFED, "db", "migrate", "--config", str(gateway.config)],
+        env=gateway.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    source = Vault.open(vault_config(testbed.base), Path)
+    config = load_config(gateway.config)
+    stores = open_stores(config)
+    try:
+        target = Vault.open(config.gateway.vault, config.data_path, entries=stores.vault)
+        for name in source.names("ssh/"):
+            target.put(name, source.get(name), source="testbed")
+    finally:
+        stores.audit.close()
 
 
 @contextlib.contextmanager
@@ -54,6 +83,7 @@ def replicas(
                 **settings,
             )
         )
+    seed_vault(gateways[0], testbed)
     try:
         if start:
             for gateway in gateways:
