@@ -191,16 +191,9 @@ async def test_a_replica_reads_what_another_wrote_after_it_read(pg_dsn: str) -> 
         await _close([a, b])
 
 
-LEASES = (
-    "CREATE TABLE IF NOT EXISTS leases (name text PRIMARY KEY, holder text NOT NULL, "
-    "fence bigint NOT NULL, expires_at timestamptz NOT NULL)"
-)
-
-
 async def test_writes_under_a_lease_that_moved_on_are_refused_whole(pg_dsn: str) -> None:
     (store,) = await _replicas(pg_dsn, 1)
     try:
-        sql(pg_dsn, LEASES)  # the leases table of its migration, where not yet applied
         records = [job(), job()]
         await store.insert_many(records)
         sql(
