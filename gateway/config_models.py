@@ -188,6 +188,12 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     audit_log: str = Field("audit.log", description="JSON lines; relative to data_dir")
     poll_interval: Seconds = 2.0
+    lease_ttl: Seconds = Field(
+        5.0,
+        description="how long a replica's lease of a center's polling and probing (or of a "
+        "job it sends) lasts unrenewed: a dead replica's centers move to another within "
+        "about lease_ttl * 4/3",
+    )
     unaccounted_after: Seconds = Field(
         600.0,
         description="a job its center stops listing, with nothing there confirming its end, "

@@ -7,6 +7,12 @@ storage root. Outcomes go to the probes table; a small state machine per
 center turns them into up / degraded / down. While a center is down,
 `Center.down` is set, and `Center.require_available()` refuses requests that
 need it at once (center_unavailable) instead of letting them hang.
+
+Among replicas sharing a store, a center is probed only by the replica holding
+its lease (gateway/centers/ownership.py). The others follow it: each round they
+read the outcomes recorded since their last round and feed them to the same
+state machine as one probe, so their breaker, placement and /v1/health speak
+from what the owner saw, a round later at most.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from adapters.batch.adapter import JobDirAdapter
 from adapters.errors import AdapterError
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import Center, CenterRegistry
+from gateway.centers.ownership import CenterOwnership
 from gateway.centers.probes import ProbeStore
 from gateway.centers.submissions import FailingSubmissions
 from gateway.config_models import HealthConfig
@@ -153,8 +160,13 @@ class HealthMonitor:
         config: HealthConfig,
         store: JobStore,
         poller: Poller | None = None,
+        ownership: CenterOwnership | None = None,
     ) -> None:
         self.centers = centers
+        #: Which centers this replica probes; None: every center (one gateway alone).
+        self.ownership = ownership
+        #: Center id -> since when the outcomes of another replica's probes are read.
+        self._followed: dict[str, datetime] = {}
         self.probes = probes
         self.config = config
         self.store = store
@@ -185,20 +197,57 @@ class HealthMonitor:
             await asyncio.sleep(max(0.0, self.config.probe_interval - (time.monotonic() - started)))
 
     async def probe_all(self) -> None:
-        await asyncio.gather(*(self.probe(c) for c in self.centers))
+        await asyncio.gather(
+            *(
+                self._probe_owned(c)
+                if self.ownership is None or self.ownership.owns(c.id)
+                else self.follow(c)
+                for c in self.centers
+            )
+        )
         self.rounds += 1
+
+    async def _probe_owned(self, center: Center) -> CenterHealth:
+        self._followed.pop(center.id, None)  # followed afresh if it moves to another replica
+        return await self.probe(center)
+
+    async def follow(self, center: Center) -> CenterHealth | None:
+        """Take what the replica probing `center` recorded since the last round, as one
+        probe (nothing new: nothing changes)."""
+        now = utcnow()
+        since = self._followed.get(center.id, now - timedelta(seconds=self.config.probe_interval))
+        reach = await self.probes.window(center.id, ("ssh", "scheduler"), since)
+        if reach.probes == 0:
+            return None
+        storage = await self.probes.window(center.id, ("storage",), since)
+        self._followed[center.id] = now
+        ssh = scheduler = Check(True, reach.ssh_percentile(0.5))
+        if reach.failures and reach.recent_errors:
+            last = reach.recent_errors[0]
+            if last.kind == "ssh":
+                ssh = Check(False, None, last.error)
+            else:
+                scheduler = Check(False, None, last.error)
+        stored = Check(True)
+        if storage.failures and storage.recent_errors:
+            stored = Check(False, None, storage.recent_errors[0].error)
+        return await self.take(center, Probe(now, ssh, scheduler, stored), record=False)
 
     async def probe(self, center: Center) -> CenterHealth:
         """Probe one center, record the outcomes, and move its state."""
         return await self.take(center, await self._checks(center))
 
-    async def take(self, center: Center, probe: Probe) -> CenterHealth:
-        """Record one probe's outcomes, move the center's state, set its breaker."""
-        for kind, check in (("ssh", probe.ssh), ("scheduler", probe.scheduler)):
-            if kind == "ssh" and center.is_local:
-                continue  # no SSH at a local center
-            await self.probes.record(center.id, kind, check.ok, check.latency_ms, check.error)
-        await self.probes.record(center.id, "storage", probe.storage.ok, None, probe.storage.error)
+    async def take(self, center: Center, probe: Probe, *, record: bool = True) -> CenterHealth:
+        """Record one probe's outcomes (unless `record` is false: another replica's,
+        recorded already), move the center's state, set its breaker."""
+        if record:
+            for kind, check in (("ssh", probe.ssh), ("scheduler", probe.scheduler)):
+                if kind == "ssh" and center.is_local:
+                    continue  # no SSH at a local center
+                await self.probes.record(center.id, kind, check.ok, check.latency_ms, check.error)
+            await self.probes.record(
+                center.id, "storage", probe.storage.ok, None, probe.storage.error
+            )
         window = await self.probes.window(center.id, KINDS, self._window_start())
         health = self.health.setdefault(center.id, CenterHealth(self.config))
         before = health.state

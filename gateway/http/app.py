@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.centers.configured import build_registry
 from gateway.centers.evaluation.service import EvaluationService
 from gateway.centers.health import HealthMonitor
+from gateway.centers.ownership import CenterOwnership
 from gateway.centers.placement import Placer
 from gateway.centers.power import PowerService
 from gateway.config import LoadedConfig
@@ -183,18 +184,24 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         config.gateway.admission,
     )
     app[POWER] = power
+    lease_ttl = config.gateway.lease_ttl
     service = JobService(
         store,
         centers,
         submit_timeout=config.gateway.submit_timeout,
         placer=Placer(centers, power, config.gateway.placement),
+        leases=stores.leases,
+        lease_ttl=lease_ttl,
     )
+    # The centers this replica polls and probes (all of them with the embedded store).
+    ownership = CenterOwnership(stores.leases, [c.id for c in centers], lease_ttl)
     poller = Poller(
         service,
         interval=config.gateway.poll_interval,
         timeout=max(config.gateway.submit_timeout, 30.0),
         unaccounted_after=config.gateway.unaccounted_after,
         submit_attempts=config.gateway.submit_attempts,
+        ownership=ownership,
     )
     transfers = TransferService(stores.transfers, centers, stores.leases)
     app[STORE], app[CENTERS], app[SERVICE], app[POLLER] = store, centers, service, poller
@@ -206,8 +213,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     )
     await evaluations.start_service()
     app[EVALUATIONS] = evaluations
+    await ownership.start()
     poll_task = asyncio.create_task(poller.run(), name="poller")
-    health = HealthMonitor(centers, stores.probes, config.gateway.health, store, poller)
+    health = HealthMonitor(centers, stores.probes, config.gateway.health, store, poller, ownership)
     app[HEALTH] = health
     await health.start()
     try:
@@ -217,6 +225,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         poll_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poll_task
+        await ownership.close()  # its centers go to another replica at once
         await service.close()
         await evaluations.close()  # before the centers: its runs cancel their jobs
         await transfers.close()

@@ -3,7 +3,8 @@
 Every job is stored (one commit for all) before any center is contacted, like a
 single submission. The jobs that need no staging and wait for no job go to their
 center together: per (center, login) one `submit_many`, which sends many jobs per
-remote command.
+remote command. Each job goes under its lease `send/<id>` (gateway/jobs/sending.py),
+acquired before the jobs are stored and held until its outcome is.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters.base import Adapter
+from gateway.centers.ownership import claim_many
 from gateway.errors import DomainError
 from gateway.jobs.dependencies import load_parents
 from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord
-from gateway.jobs.sending import SubmitRejectedError, sent_fields, to_request
+from gateway.jobs.sending import SubmitRejectedError, send_lease, sent_fields, to_request
+from gateway.store.leases import Lease
 
 if TYPE_CHECKING:
     from gateway.jobs.service import JobService
@@ -44,6 +47,7 @@ class _Group:
     center: str
     adapter: Adapter
     jobs: list[tuple[int, JobRecord]]
+    leases: list[Lease]
 
 
 def internal_error(job_id: str) -> DomainError:
@@ -87,16 +91,25 @@ async def submit_batch(
             record.submit_attempts = 1
             service.in_flight.add(record.id)
         new.append((i, record))
+    sending: dict[str, Lease] = {}
     try:
+        direct = [r.id for _, r in new if r.id in service.in_flight]
+        acquired = await asyncio.gather(
+            *(service.leases.acquire(send_lease(job_id), service.lease_ttl) for job_id in direct)
+        )
+        sending = {lease.name: lease for lease in acquired if lease is not None}
         duplicates = await store.insert_many([r for _, r in new])
     except BaseException:
         service.in_flight.difference_update(r.id for _, r in new)
+        await asyncio.gather(*(service.leases.release(lease) for lease in sending.values()))
         raise
     groups: dict[int, _Group] = {}
     alone: list[tuple[int, JobRecord, asyncio.Task[JobRecord]]] = []
     for (i, record), dup in zip(new, duplicates, strict=True):
         if dup is not None:
             service.in_flight.discard(record.id)
+            if (lease := sending.pop(send_lease(record.id), None)) is not None:
+                await service.leases.release(lease)
             items[i] = BatchItem(i, dup.existing, created=False)
         elif record.spec.inputs:
             service.resume(record)
@@ -106,8 +119,10 @@ async def submit_batch(
         else:
             center = service.centers.get(record.center)
             adapter = center.adapter_for_job(record)
-            group = groups.setdefault(id(adapter), _Group(center.id, adapter, []))
+            group = groups.setdefault(id(adapter), _Group(center.id, adapter, [], []))
             group.jobs.append((i, record))
+            if (lease := sending.get(send_lease(record.id))) is not None:
+                group.leases.append(lease)
     # The sending goes on even if the client goes away mid-request.
     sends = [service.track(_send_group(service, g)) for g in groups.values()]
     for task in sends:
@@ -122,7 +137,13 @@ async def submit_batch(
 
 
 async def _send_group(service: JobService, group: _Group) -> list[tuple[int, BatchItem]]:
-    """Send a group's jobs (already in `in_flight`) and store each outcome."""
+    """Send a group's jobs (already in `in_flight`, their leases acquired) and store each
+    outcome; the leases are renewed meanwhile and released after."""
+    async with claim_many(service.leases, (), service.lease_ttl, group.leases):
+        return await _send_held(service, group)
+
+
+async def _send_held(service: JobService, group: _Group) -> list[tuple[int, BatchItem]]:
     center = service.centers.get(group.center)
     records = [r for _, r in group.jobs]
     try:

@@ -5,6 +5,12 @@ state. Jobs are grouped by the (center, login) they run as: a status query
 runs as the job's own login, so the cost grows with the logins in use at a
 center, never with its jobs. Groups are polled side by side, each bounded by a
 timeout, so a hung center never delays the others.
+
+Among replicas sharing a store, a center is polled only by the one holding its
+lease (gateway/centers/ownership.py), and its writes are made under that lease:
+once another replica has taken the lease they are refused (LeaseLost) and that
+poll stops. A job another replica is sending (its lease `send/<id>` is held) is
+left alone, and a job is sent again only under its own `send/<id>` lease.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from adapters.base import (
 )
 from adapters.errors import AdapterError
 from gateway.centers.configured import Center
+from gateway.centers.ownership import CenterOwnership
 from gateway.centers.submissions import retry_delay
 from gateway.errors import DomainError
 from gateway.fields import array_indices
 from gateway.jobs.records import ElementRecord, JobRecord
+from gateway.jobs.sending import SEND_PREFIX
 from gateway.jobs.service import JobService, SubmitRejectedError
 from gateway.jobs.staging import STAGING_OUTPUTS, waits_for_upload
 from gateway.jobs.usage import epoch, job_usage
+from gateway.store.leases import Lease, LeaseLost
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.poller")
@@ -58,8 +67,13 @@ class Poller:
         timeout: float,
         unaccounted_after: float = 600.0,
         submit_attempts: int = 8,
+        ownership: CenterOwnership | None = None,
     ) -> None:
         self.service = service
+        #: Which centers this replica polls; None: every center (one gateway alone).
+        self.ownership = ownership
+        if ownership is not None:
+            ownership.on_gained.append(lambda _: self.wake())
         self.interval = interval
         self.timeout = timeout
         self.unaccounted_after = unaccounted_after
@@ -119,15 +133,30 @@ class Poller:
             if job.id not in self.service.in_flight:
                 by_center[job.center].append(job)
         polls = []
+        sending: set[str] | None = None
         for center_id, jobs in by_center.items():
             center = self.service.centers.find(center_id)
             if center is None:
                 # Removed from the config: keep the jobs, say why they no longer move.
                 await self._mark_unknown(jobs, f"center {center_id} is no longer configured")
                 continue
+            lease = None
+            if self.ownership is not None:
+                lease = self.ownership.lease(center_id)
+                if lease is None:
+                    continue  # another replica polls it
+            if sending is None and any(j.native_id is None for j in jobs):
+                # Jobs some replica is sending right now: theirs until it settles them.
+                held = await self.service.leases.holders(SEND_PREFIX)
+                sending = {name.removeprefix(SEND_PREFIX) for name in held}
+            if sending:
+                jobs = [j for j in jobs if j.native_id is not None or j.id not in sending]
             if (down := center.down_reason()) is not None:
                 # The health monitor's breaker: no query that would only hang or fail.
-                await self._mark_unknown(jobs, down)
+                try:
+                    await self._mark_unknown(jobs, down, lease)
+                except LeaseLost:
+                    self._lost(center_id, lease)
                 continue
             by_adapter: dict[int, tuple[Adapter, list[JobRecord]]] = {}
             for job in jobs:
@@ -137,24 +166,36 @@ class Poller:
                     await self._mark_unknown([job], exc.message)
                     continue
                 by_adapter.setdefault(id(adapter), (adapter, []))[1].append(job)
-            polls += [self._timed_poll(center, a, group) for a, group in by_adapter.values()]
+            polls += [self._timed_poll(center, a, group, lease) for a, group in by_adapter.values()]
         await asyncio.gather(*polls)
         self.ticks += 1
 
-    async def _timed_poll(self, center: Center, adapter: Adapter, jobs: list[JobRecord]) -> None:
+    def _lost(self, center_id: str, lease: Lease | None) -> None:
+        """A write under the center's lease was refused: another replica polls it now."""
+        log.info("center %s: its lease moved on; left to the replica holding it", center_id)
+        if self.ownership is not None and lease is not None:
+            self.ownership.lost(center_id, lease)
+
+    async def _timed_poll(
+        self, center: Center, adapter: Adapter, jobs: list[JobRecord], lease: Lease | None
+    ) -> None:
         started = time.monotonic()
         try:
-            await self._poll(center, adapter, jobs)
+            await self._poll(center, adapter, jobs, lease)
+        except LeaseLost:
+            self._lost(center.id, lease)
         finally:
             if self.observe_poll is not None:
                 self.observe_poll(center.id, time.monotonic() - started)
 
-    async def _poll(self, center: Center, adapter: Adapter, jobs: list[JobRecord]) -> None:
+    async def _poll(
+        self, center: Center, adapter: Adapter, jobs: list[JobRecord], lease: Lease | None
+    ) -> None:
         key = f"{center.id}/{jobs[0].login}" if jobs[0].login else center.id
         try:
             async with self._deadline(center.id):
                 await self._reconcile_submitting(
-                    center, adapter, [j for j in jobs if j.native_id is None]
+                    center, adapter, [j for j in jobs if j.native_id is None], lease
                 )
                 tracked = [j for j in jobs if j.native_id is not None]
                 if tracked:
@@ -166,7 +207,7 @@ class Poller:
                         if status is not None:
                             status = self._vouched(center.id, job, status)
                         if status is not None:
-                            await self._apply(job, status)
+                            await self._apply(job, status, lease)
                     await self._send_deferred_cancels(adapter, tracked, statuses)
                 self.last_polled[center.id] = time.time()
         except (TimeoutError, AdapterError) as exc:
@@ -179,7 +220,7 @@ class Poller:
             )
             if self.failures[key] >= UNREACHABLE_TICKS:
                 await self._mark_unknown(
-                    jobs, f"center {center.id} unreachable: {exc or 'timeout'}"
+                    jobs, f"center {center.id} unreachable: {exc or 'timeout'}", lease
                 )
             return
         self.failures[key] = 0
@@ -251,7 +292,11 @@ class Poller:
             deadline.reschedule(now)
         self.wake()
 
-    async def _apply(self, job: JobRecord, status: NativeStatus) -> None:
+    async def _update(self, job_id: str, lease: Lease | None, **fields: object) -> JobRecord:
+        """One job's write under the center's lease (LeaseLost once it moved on)."""
+        return (await self.service.store.update_many([(job_id, fields)], lease=lease))[0]
+
+    async def _apply(self, job: JobRecord, status: NativeStatus, lease: Lease | None) -> None:
         changed: dict[str, object] = {
             "state": status.state,
             "native_state": status.native_state,
@@ -283,7 +328,7 @@ class Poller:
         if not all(getattr(job, k) == v for k, v in changed.items()):
             if changed["state"] in TERMINAL_STATES and job.finished_at is None:
                 changed["finished_at"] = utcnow()
-            job = await self.service.store.update(job.id, **changed)
+            job = await self._update(job.id, lease, **changed)
         if hold:
             assert isinstance(final, JobState)
             self.service.staging.collect(job, final)
@@ -306,17 +351,20 @@ class Poller:
                 continue
             self.service.cancels_sent.add(job.id)
 
-    async def _mark_unknown(self, jobs: list[JobRecord], reason: str) -> None:
+    async def _mark_unknown(
+        self, jobs: list[JobRecord], reason: str, lease: Lease | None = None
+    ) -> None:
         for job in jobs:
             if job.native_id is not None and job.reason != reason:
                 # native_state keeps the last state the center reported.
-                await self.service.store.update(job.id, state=JobState.UNKNOWN, reason=reason)
+                await self._update(job.id, lease, state=JobState.UNKNOWN, reason=reason)
 
     async def _reconcile_submitting(
-        self, center: Center, adapter: Adapter, jobs: list[JobRecord]
+        self, center: Center, adapter: Adapter, jobs: list[JobRecord], lease: Lease | None
     ) -> None:
-        """Jobs stored but not known to be at the center: look them up by gateway
-        id first, and submit only those the center has never seen."""
+        """Jobs stored but not known to be at the center (and which no replica is
+        sending): look them up by gateway id first, and submit only those the center
+        has never seen, each under its lease `send/<id>`."""
         if not jobs:
             return
         # Only a job that was ever sent can be at the center; one still waiting for
@@ -328,8 +376,9 @@ class Poller:
             native_id = found.get(job.id)
             if native_id is not None:
                 log.info("job %s: found at %s as %s", job.id, center.id, native_id)
-                record = await self.service.store.update(
+                record = await self._update(
                     job.id,
+                    lease,
                     native_id=native_id,
                     state=JobState.QUEUED,
                     native_state="SUBMITTED",
@@ -339,8 +388,9 @@ class Poller:
                 if record.cancel_requested:
                     await adapter.cancel(native_id, job.id)
             elif job.cancel_requested:
-                await self.service.store.update(
+                await self._update(
                     job.id,
+                    lease,
                     state=JobState.CANCELLED,
                     reason="cancelled before it reached the center",
                     finished_at=now,
@@ -354,8 +404,9 @@ class Poller:
                     job.submit_attempts,
                     job.reason,
                 )
-                await self.service.store.update(
+                await self._update(
                     job.id,
+                    lease,
                     state=JobState.FAILED,
                     native_state=NOT_SUBMITTED,
                     reason=f"not submitted: {job.submit_attempts} attempts failed, the last: "

@@ -11,6 +11,14 @@ from gateway.errors import DomainError
 from gateway.jobs.records import JobRecord
 from gateway.units import utcnow
 
+#: The leases of jobs being sent: `send/<job id>`, held by the replica sending it, from
+#: before the job is stored (or before it is sent again) until its outcome is stored.
+SEND_PREFIX = "send/"
+
+
+def send_lease(job_id: str) -> str:
+    return f"{SEND_PREFIX}{job_id}"
+
 
 def to_request(
     record: JobRecord, center_type_name: str, dependencies: list[tuple[str, str]]

@@ -4,6 +4,10 @@ The rule that keeps jobs from being lost or run twice lives here: a record is
 stored (state SUBMITTING) before its center is contacted; a submission whose
 outcome is unknown stays SUBMITTING and is reconciled by the poller (looked up
 at the center by gateway id) rather than repeated blindly.
+
+Among replicas, the one sending a job holds its lease `send/<id>` (from before the
+record is stored until the outcome is), so that no other replica's poller looks it
+up or sends it again meanwhile; a job is only ever sent under that lease.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, TypeVar
 from adapters.base import JobState, OutputChunk
 from adapters.errors import AdapterError, CenterUnavailable, SubmitRejected
 from gateway.centers.configured import CenterRegistry
+from gateway.centers.ownership import DEFAULT_TTL, claim
 from gateway.centers.placement import Placer
 from gateway.centers.submissions import SubmissionOutcomes
 from gateway.errors import DomainError, adapter_error
@@ -26,9 +31,10 @@ from gateway.jobs.batch import BatchItem, submit_batch
 from gateway.jobs.dependencies import check_center, load_parents, native_dependencies
 from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord, PlacementDecision, Price
-from gateway.jobs.sending import SubmitRejectedError, sent_fields, to_request
+from gateway.jobs.sending import SubmitRejectedError, send_lease, sent_fields, to_request
 from gateway.jobs.staging import Stager, StagingFailed
 from gateway.jobs.store import DuplicateIdempotencyKey, InvalidCursor, JobPage, JobQuery, JobStore
+from gateway.store.leases import Lease, Leases, LocalLeases
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.jobs")
@@ -48,8 +54,14 @@ class JobService:
         centers: CenterRegistry,
         submit_timeout: float,
         placer: Placer,
+        leases: Leases | None = None,
+        lease_ttl: float = DEFAULT_TTL,
     ) -> None:
         self.store = store
+        #: The store's leases: `send/<id>` while a job is sent, `stageout/<id>` while its
+        #: outputs are collected (renewed every lease_ttl / 3 meanwhile).
+        self.leases = leases if leases is not None else LocalLeases()
+        self.lease_ttl = lease_ttl
         self.centers = centers
         self.placer = placer
         self.submit_timeout = submit_timeout
@@ -59,7 +71,7 @@ class JobService:
         # others (a cancel asked for while the center was down) once it answers again.
         self.cancels_sent: set[str] = set()
         self._tasks: set[asyncio.Task[JobRecord]] = set()
-        self.staging = Stager(store, centers)
+        self.staging = Stager(store, centers, self.leases, lease_ttl)
         #: Each center's run of failed submissions, for its health.
         self.outcomes = SubmissionOutcomes()
 
@@ -71,21 +83,25 @@ class JobService:
         parents = await load_parents(self.store, owner, spec)
         record = await self.new_record(owner, spec, idempotency_key, parents)
         direct = not spec.inputs and not spec.dependencies
-        if direct:
-            # Sent right after it is stored: counted as sent from the start (after a
-            # crash in between it is looked up at its center before it is sent again),
-            # and left by the poller to this request meanwhile.
-            record.submit_attempts = 1
-            self.in_flight.add(record.id)
+        sending: Lease | None = None
         try:
+            if direct:
+                # Sent right after it is stored: counted as sent from the start (after a
+                # crash in between it is looked up at its center before it is sent again),
+                # and left by every poller to this request meanwhile.
+                record.submit_attempts = 1
+                self.in_flight.add(record.id)
+                sending = await self.leases.acquire(send_lease(record.id), self.lease_ttl)
             await self.store.insert(record)
         except BaseException as exc:
             self.in_flight.discard(record.id)
+            if sending is not None:
+                await self.leases.release(sending)
             if isinstance(exc, DuplicateIdempotencyKey):
                 return SubmitOutcome(exc.existing, created=False)
             raise
         # The submission goes on even if the client goes away mid-request.
-        task = self.resume(record, counted=direct)
+        task = self.resume(record, counted=direct, lease=sending)
         if spec.inputs:
             return SubmitOutcome(record, created=True)  # staging may take long: 202 now
         try:
@@ -151,29 +167,53 @@ class JobService:
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
         return task
 
-    def resume(self, record: JobRecord, *, counted: bool = False) -> asyncio.Task[JobRecord]:
+    def resume(
+        self, record: JobRecord, *, counted: bool = False, lease: Lease | None = None
+    ) -> asyncio.Task[JobRecord]:
         """Go on with a stored SUBMITTING record in the background (`counted`: its
-        attempt is already counted in `submit_attempts`)."""
-        task = asyncio.create_task(self._submit_quietly(record, counted))
+        attempt is already counted in `submit_attempts`; `lease`: its `send/<id>`,
+        acquired already)."""
+        task = asyncio.create_task(self._submit_quietly(record, counted, lease))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _submit_quietly(self, record: JobRecord, counted: bool = False) -> JobRecord:
+    async def _submit_quietly(
+        self, record: JobRecord, counted: bool = False, lease: Lease | None = None
+    ) -> JobRecord:
         try:
-            return await self.submit_at_center(record, counted=counted)
+            return await self.submit_at_center(record, counted=counted, lease=lease)
         except SubmitRejectedError as exc:
             if not record.spec.inputs:
                 raise  # the submitting request reports it
             log.warning("job %s: %s", record.id, exc)
             return exc.record
 
-    async def submit_at_center(self, record: JobRecord, *, counted: bool = False) -> JobRecord:
+    async def submit_at_center(
+        self, record: JobRecord, *, counted: bool = False, lease: Lease | None = None
+    ) -> JobRecord:
         """Contact the center for a stored SUBMITTING record; never raises for an
         uncertain outcome (the record stays SUBMITTING for the poller). `counted`:
         this attempt is already counted in the record's `submit_attempts`; else
         `record` may be one without its script (`JobStore.active`), as what is sent
-        is the whole record the update counting the attempt reads back."""
+        is the whole record the update counting the attempt reads back.
+
+        Done under the job's lease `send/<id>` (`lease`, or acquired here): while
+        another replica holds it, that one sends the job and this returns `record`."""
+        async with claim(self.leases, send_lease(record.id), self.lease_ttl, lease) as held:
+            if held is None:
+                log.info("job %s: being sent by another replica", record.id)
+                return record
+            if lease is None:
+                # Claimed just now: another replica may have sent it since it was read.
+                current = await self.store.get(record.id)
+                if current is None or current.state is not JobState.SUBMITTING:
+                    return current or record
+                if current.native_id is not None:
+                    return current
+            return await self._send(record, counted)
+
+    async def _send(self, record: JobRecord, counted: bool) -> JobRecord:
         center = self.centers.get(record.center)
         try:
             parents = await load_parents(self.store, record.owner, record.spec)

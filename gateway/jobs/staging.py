@@ -11,7 +11,9 @@ what is missing.
 Outputs are checksummed at the job's center once the job ends, and copied
 where their `destination` says. Until that is done the job keeps a running
 state with the reason "staging outputs"; then it takes the state the center
-reported, or FAILED if a completed job's output could not be collected.
+reported, or FAILED if a completed job's output could not be collected. Among
+replicas, outputs are collected by the one holding the job's lease
+`stageout/<id>`, and the job's final state is written only while it still does.
 """
 
 from __future__ import annotations
@@ -26,16 +28,21 @@ from adapters.errors import AdapterError, CenterUnavailable
 from adapters.files.access import CenterFiles
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
+from gateway.centers.ownership import DEFAULT_TTL, claim
 from gateway.data.copying import copy_tree
 from gateway.errors import DomainError, Unprocessable, path_error
 from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord, StagedFile, Staging
 from gateway.jobs.store import JobStore
+from gateway.store.contract import StoreError
+from gateway.store.leases import Lease, LeaseLost, Leases, LocalLeases
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.staging")
 
 STAGING_OUTPUTS = "staging outputs"
+#: The lease of a job's output collection: `stageout/<job id>`.
+STAGEOUT_PREFIX = "stageout/"
 
 
 def waits_for_upload(record: JobRecord) -> bool:
@@ -58,9 +65,17 @@ def _why(exc: Exception) -> str:
 
 
 class Stager:
-    def __init__(self, store: JobStore, centers: CenterRegistry) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        centers: CenterRegistry,
+        leases: Leases | None = None,
+        lease_ttl: float = DEFAULT_TTL,
+    ) -> None:
         self.store = store
         self.centers = centers
+        self.leases = leases if leases is not None else LocalLeases()
+        self.lease_ttl = lease_ttl
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._collecting: dict[str, asyncio.Task[None]] = {}
 
@@ -243,11 +258,33 @@ class Stager:
         task.add_done_callback(lambda _: self._collecting.pop(record.id, None))
 
     async def _collect(self, record: JobRecord, final: JobState) -> None:
+        """Collect under the job's lease `stageout/<id>`; nothing while another replica
+        holds it (that one collects them)."""
+        name = f"{STAGEOUT_PREFIX}{record.id}"
+        try:
+            async with claim(self.leases, name, self.lease_ttl) as lease:
+                if lease is None:
+                    log.info("job %s: outputs collected by another replica", record.id)
+                    return
+                current = await self.store.get(record.id)
+                if current is None or current.staging.collected:
+                    return  # collected meanwhile, before this replica held the lease
+                await self._collect_held(current, final, lease)
+        except LeaseLost:
+            log.info("job %s: output collection went to another replica", record.id)
+        except StoreError as exc:
+            log.warning("job %s: outputs not collected now: %s", record.id, exc)
+
+    async def _finish(self, job_id: str, lease: Lease | None, **fields: object) -> JobRecord:
+        """The job's final write, only while its collection's lease is still held."""
+        return (await self.store.update_many([(job_id, fields)], lease=lease))[0]
+
+    async def _collect_held(self, record: JobRecord, final: JobState, lease: Lease) -> None:
         problems: list[str] = []
         try:
             src, workdir = await self._view(record)
         except PathRefused as exc:  # a root removed from the center's config since
-            await self._fail_outputs(record, final, f"the working directory: {exc.message}")
+            await self._fail_outputs(record, final, f"the working directory: {exc.message}", lease)
             return
         except (AdapterError, DomainError) as exc:
             log.warning("job %s: cannot reach its outputs: %s", record.id, _why(exc))
@@ -277,8 +314,9 @@ class Stager:
             state, reason = JobState.FAILED, "staging: " + "; ".join(problems)
         elif problems:
             reason = "staging: " + "; ".join(problems)
-        await self.store.update(
+        await self._finish(
             record.id,
+            lease,
             state=state,
             reason=reason,
             staging=staging,
@@ -286,7 +324,9 @@ class Stager:
         )
         log.info("job %s: outputs collected; %s", record.id, state.value)
 
-    async def _fail_outputs(self, record: JobRecord, final: JobState, why: str) -> None:
+    async def _fail_outputs(
+        self, record: JobRecord, final: JobState, why: str, lease: Lease | None = None
+    ) -> None:
         """None of the outputs can be collected: each is failed, and so is the job if it
         completed."""
         for i, out in enumerate(record.spec.outputs):
@@ -295,8 +335,9 @@ class Stager:
             record = await self._save(record.id, "outputs", i, item)
         staging = record.staging.model_copy(update={"collected": True, "final_state": final})
         state = JobState.FAILED if final is JobState.COMPLETED else final
-        await self.store.update(
+        await self._finish(
             record.id,
+            lease,
             state=state,
             reason=f"staging: {why}",
             staging=staging,

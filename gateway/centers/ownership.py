@@ -1,0 +1,164 @@
+"""Which centers this replica polls and probes: the leases `center/<id>`.
+
+Replicas that share one store each try to hold every center's lease; the store
+gives each to one of them at a time (gateway/store/leases.py). The holder polls
+the center's jobs and probes it; the others leave it alone and read what the
+holder recorded (job records, probe outcomes). With the embedded store, whose
+leases are all this process's, every center is owned, as with one gateway.
+
+Leases are renewed every `ttl / 3` seconds. A lease is taken as held until
+`ttl` after the renewal was asked for (a local clock, started before the store
+was asked, so never later than the store's own expiry). A replica that dies
+keeps its centers until their leases expire: at most `ttl` after its last
+renewal. A survivor asks every `ttl / 3`, so it holds them at most `ttl + ttl / 3`
+after the death (6.7 s with the default ttl of 5 s) and its poller is woken at
+once; the first poll follows within one poll's duration.
+
+`claim` is the same for one piece of work done once (sending a job, collecting
+its outputs): held, and renewed, while the work runs; released when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from gateway.store.contract import StoreError
+from gateway.store.leases import Lease, Leases
+
+log = logging.getLogger("hpcfed.ownership")
+
+#: The default lease ttl (seconds), as the config's `lease_ttl`.
+DEFAULT_TTL = 5.0
+
+
+def center_lease(center_id: str) -> str:
+    return f"center/{center_id}"
+
+
+class CenterOwnership:
+    """The `center/<id>` leases this replica holds, renewed in the background."""
+
+    def __init__(self, leases: Leases, centers: Iterable[str], ttl: float = DEFAULT_TTL) -> None:
+        self.leases = leases
+        self.centers = list(centers)
+        self.ttl = ttl
+        #: Center id -> (lease, monotonic time until which it is taken as held).
+        self._held: dict[str, tuple[Lease, float]] = {}
+        #: Told of each center this replica comes to own (e.g. the poller's wake).
+        self.on_gained: list[Callable[[str], None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def lease(self, center_id: str) -> Lease | None:
+        """This replica's lease of the center while it holds it, else None."""
+        held = self._held.get(center_id)
+        if held is None or held[1] <= time.monotonic():
+            return None
+        return held[0]
+
+    def owns(self, center_id: str) -> bool:
+        return self.lease(center_id) is not None
+
+    def lost(self, center_id: str, lease: Lease) -> None:
+        """A write under `lease` was refused: it moved on; forget it until renewed."""
+        held = self._held.get(center_id)
+        if held is not None and held[0].fence == lease.fence:
+            del self._held[center_id]
+
+    async def renew(self) -> None:
+        """Acquire (or renew) every center's lease once."""
+        await asyncio.gather(*(self._renew(c) for c in self.centers))
+
+    async def _renew(self, center_id: str) -> None:
+        asked = time.monotonic()
+        before = self.lease(center_id)
+        try:
+            lease = await self.leases.acquire(center_lease(center_id), self.ttl)
+        except StoreError as exc:
+            log.warning("center %s: lease not renewed: %s", center_id, exc)
+            return  # kept until it runs out locally
+        if lease is None:
+            if before is not None:
+                log.warning("center %s: its lease moved to another replica", center_id)
+            self._held.pop(center_id, None)
+            return
+        self._held[center_id] = (lease, asked + self.ttl)
+        if before is None or before.fence != lease.fence:
+            log.info(
+                "center %s: owned by this replica (%s, fence %d)",
+                center_id,
+                lease.holder,
+                lease.fence,
+            )
+            for told in self.on_gained:
+                told(center_id)
+
+    async def start(self) -> None:
+        await self.renew()
+        self._task = asyncio.create_task(self.run(), name="ownership")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.renew()
+            except Exception:
+                log.exception("lease renewal failed")
+
+    async def close(self) -> None:
+        """Stop renewing and give every lease up, so another replica takes over now."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for lease, _ in list(self._held.values()):
+            with contextlib.suppress(StoreError):
+                await self.leases.release(lease)
+        self._held.clear()
+
+
+@contextlib.asynccontextmanager
+async def claim(
+    leases: Leases, name: str, ttl: float, lease: Lease | None = None
+) -> AsyncIterator[Lease | None]:
+    """Hold the lease `name` while the block runs (renewed every ttl / 3), released at its
+    end; yields None (and holds nothing) while another replica holds it. `lease`: one
+    already acquired for it, which the block takes over."""
+    async with claim_many(leases, [name], ttl, [lease] if lease else ()) as held:
+        yield held.get(name)
+
+
+@contextlib.asynccontextmanager
+async def claim_many(
+    leases: Leases, names: Iterable[str], ttl: float, acquired: Iterable[Lease] = ()
+) -> AsyncIterator[dict[str, Lease]]:
+    """`claim` of several leases at once: yields those this replica holds, by name (the
+    others are held by other replicas), renewed together while the block runs."""
+    held = {lease.name: lease for lease in acquired}
+    wanted = [n for n in names if n not in held]
+    for name, lease in zip(
+        wanted, await asyncio.gather(*(leases.acquire(n, ttl) for n in wanted)), strict=True
+    ):
+        if lease is not None:
+            held[name] = lease
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            with contextlib.suppress(StoreError):
+                await asyncio.gather(*(leases.acquire(n, ttl) for n in held))
+
+    task = asyncio.create_task(renew(), name="claims") if held else None
+    try:
+        yield held
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(StoreError):
+            await asyncio.gather(*(leases.release(lease) for lease in held.values()))
