@@ -12,17 +12,25 @@ when a queue is full its older events are coalesced to the latest one per job,
 so a slow reader loses intermediate records but always gets each job's newest.
 A subscriber whose jobs' latest records still do not fit is overflowed and
 closed (its stream ends; the client reconnects and re-reads).
+
+Where the changes come from is a `JobFeed`, built by the store backend: the
+events of one process (`LocalJobFeed`: the writes of this process, and a bounded
+ring of the recent ones), or a feed every replica of a shared database reads. A
+feed numbers its changes in one increasing order, which is each event's id, and
+replays what a watcher missed after the id of the last event it saw (`since`).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import itertools
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.jobs.records import JobRecord
 from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobQuery, JobStore
@@ -36,6 +44,11 @@ DEFAULT_QUEUE_SIZE = 64
 DEFAULT_QUEUE_BYTES = 16 << 20
 #: What a record weighs besides its spec's content.
 _RECORD_BYTES = 2048
+#: Events the in-process feed keeps for resuming, and the bytes of their records.
+DEFAULT_RING_SIZE = 1024
+DEFAULT_RING_BYTES = 16 << 20
+#: The most jobs one resume replays; a watcher that missed changes of more re-reads.
+REPLAY_MAX_JOBS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +160,7 @@ class EventBus:
     ) -> None:
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
-        self._seq = itertools.count(1)
+        self._next_seq = 1
         self.last_seq = 0
         self._by_job: dict[str, set[Subscription]] = {}
         self._by_owner: dict[str, set[Subscription]] = {}
@@ -181,12 +194,20 @@ class EventBus:
             self._all.add(sub)
         return sub
 
+    def number_from(self, seq: int) -> None:
+        """Number the next event `seq` (a feed's numbering: the last one was `seq - 1`)."""
+        self._next_seq = seq
+        self.last_seq = seq - 1
+
     def publish(self, record: JobRecord) -> JobEvent:
-        """Hand the record to every interested subscriber; never waits."""
-        self.last_seq = next(self._seq)
-        event = JobEvent(
-            self.last_seq, record, _RECORD_BYTES + sum(record.spec.content_sizes().values())
-        )
+        """Hand the record to every interested subscriber, numbered next; never waits."""
+        return self.publish_as(self._next_seq, record)
+
+    def publish_as(self, seq: int, record: JobRecord) -> JobEvent:
+        """Publish the record as the feed's change `seq`; never waits."""
+        self._next_seq = max(self._next_seq, seq + 1)
+        self.last_seq = max(self.last_seq, seq)
+        event = JobEvent(seq, record, _RECORD_BYTES + sum(record.spec.content_sizes().values()))
         for sub in (
             *self._by_job.get(record.id, ()),
             *self._by_owner.get(record.owner, ()),
@@ -205,12 +226,22 @@ class EventBus:
     def close(self) -> None:
         """End every subscription (at shutdown); later subscriptions start closed."""
         self._closed = True
-        for sub in [
+        for sub in self._subscriptions():
+            sub.close()
+
+    def overflow_all(self) -> None:
+        """End every open subscription as overflowed (its watcher re-reads), when the feed
+        lost changes it cannot publish; later subscriptions are served as usual."""
+        for sub in self._subscriptions():
+            sub.overflowed = True
+            sub.close()
+
+    def _subscriptions(self) -> list[Subscription]:
+        return [
             *itertools.chain.from_iterable(self._by_job.values()),
             *itertools.chain.from_iterable(self._by_owner.values()),
             *self._all,
-        ]:
-            sub.close()
+        ]
 
     def _remove(self, sub: Subscription) -> None:
         if sub.job_id is not None:
@@ -229,10 +260,15 @@ def _discard(table: dict[str, set[Subscription]], key: str, sub: Subscription) -
             del table[key]
 
 
-class PublishingJobStore(JobStore):
-    """A JobStore that publishes every record it writes, after the write succeeded."""
+class Publisher(Protocol):
+    def publish(self, record: JobRecord) -> JobEvent: ...
 
-    def __init__(self, inner: JobStore, bus: EventBus) -> None:
+
+class PublishingJobStore(JobStore):
+    """A JobStore that publishes every record it writes, after the write succeeded
+    (to an EventBus, or a LocalJobFeed that keeps them for resuming)."""
+
+    def __init__(self, inner: JobStore, bus: Publisher) -> None:
         self.inner = inner
         self.bus = bus
 
@@ -292,3 +328,113 @@ class PublishingJobStore(JobStore):
 
     async def count_by_center_state(self) -> dict[tuple[str, str], int]:
         return await self.inner.count_by_center_state()
+
+
+# ------------------------------------------------------------------ feeds
+
+
+class ReplayUnavailable(Exception):
+    """The changes after a watcher's last event id cannot be replayed: they are older
+    than the feed keeps, too many, or the id is not one of the feed's. The watcher
+    must re-read what it follows (a full resync)."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(f"events after {seq}: {reason}")
+        self.seq = seq
+        self.reason = reason
+
+
+class JobFeed(abc.ABC):
+    """The ordered feed of job changes behind an EventBus.
+
+    `start(jobs, bus)` begins publishing every change of a job record into `bus`, its
+    event numbered with the feed's sequence number, and returns the JobStore that
+    writes go through (`jobs` itself when the backend sees every write on its own).
+    `since(seq, ...)` gives what a watcher that last saw event `seq` missed: each
+    changed job once, at its newest record and the number of its newest change, in
+    that order, and only the jobs of `owner` (None: every owner's) or the job
+    `job_id`; ReplayUnavailable when that cannot be told.
+    """
+
+    @abc.abstractmethod
+    async def start(self, jobs: JobStore, bus: EventBus) -> JobStore: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def since(
+        self, seq: int, *, owner: str | None = None, job_id: str | None = None
+    ) -> list[JobEvent]: ...
+
+
+def newest_per_job(
+    events: Iterable[JobEvent], *, owner: str | None = None, job_id: str | None = None
+) -> list[JobEvent]:
+    """Each job's last event of `events` (those of `owner` or `job_id`), in seq order."""
+    latest: dict[str, JobEvent] = {}
+    for event in events:
+        record = event.record
+        if (owner is None or record.owner == owner) and (job_id is None or record.id == job_id):
+            latest[record.id] = event
+    return sorted(latest.values(), key=lambda e: e.seq)
+
+
+class LocalJobFeed(JobFeed):
+    """The feed of a store one process serves: the changes its own writes publish (it
+    wraps the store in a PublishingJobStore), with a ring of the recent ones, bounded
+    in events and bytes, for resuming. Numbers start from the clock in microseconds,
+    so those of an earlier run of the process are older than any this one keeps and
+    a resume from one of them is refused (a full resync), never misread."""
+
+    def __init__(
+        self,
+        keep: int = DEFAULT_RING_SIZE,
+        keep_bytes: int = DEFAULT_RING_BYTES,
+        *,
+        first: int | None = None,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep: must be >= 1, not {keep}")
+        self.keep, self.keep_bytes = keep, keep_bytes
+        self._first = time.time_ns() // 1000 if first is None else first
+        #: The oldest replayable position: a watcher that saw this event missed nothing kept.
+        self.floor = self._first - 1
+        self._ring: deque[JobEvent] = deque()
+        self._ring_bytes = 0
+        self._bus: EventBus | None = None
+
+    async def start(self, jobs: JobStore, bus: EventBus) -> JobStore:
+        self._bus = bus
+        bus.number_from(self._first)
+        return PublishingJobStore(jobs, self)
+
+    async def close(self) -> None:
+        self._bus = None
+
+    def publish(self, record: JobRecord) -> JobEvent:
+        if self._bus is None:
+            raise RuntimeError("the feed is not started")
+        event = self._bus.publish(record)
+        self._ring.append(event)
+        self._ring_bytes += event.size
+        while len(self._ring) > self.keep or (
+            self._ring_bytes > self.keep_bytes and len(self._ring) > 1
+        ):
+            gone = self._ring.popleft()
+            self._ring_bytes -= gone.size
+            self.floor = gone.seq
+        return event
+
+    async def since(
+        self, seq: int, *, owner: str | None = None, job_id: str | None = None
+    ) -> list[JobEvent]:
+        last = self._bus.last_seq if self._bus is not None else self.floor
+        if seq < self.floor:
+            raise ReplayUnavailable(seq, "older than the events this gateway keeps")
+        if seq > last:
+            raise ReplayUnavailable(seq, "not an event of this gateway")
+        missed = newest_per_job((e for e in self._ring if e.seq > seq), owner=owner, job_id=job_id)
+        if len(missed) > REPLAY_MAX_JOBS:
+            raise ReplayUnavailable(seq, f"changes of more than {REPLAY_MAX_JOBS} jobs")
+        return missed

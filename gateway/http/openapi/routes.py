@@ -42,8 +42,21 @@ def _flag(name: str, description: str) -> Param:
     return Param(name, description=f"{description}; true or false", pattern=BOOLEAN_PATTERN)
 
 
+_EVENT_ID_PATTERN = r"^[ \t]*[0-9]{0,19}[ \t]*$"
 _LAST_EVENT_ID = Param(
-    "Last-Event-ID", where="header", description="ignored: streams do not replay events"
+    "Last-Event-ID",
+    where="header",
+    description=(
+        "the id of the last event the client saw: the stream first replays what it "
+        "missed after it (each job's newest record); one older than the gateway keeps "
+        "gets the current record (job stream) or an `event: resync` (user stream)"
+    ),
+    pattern=_EVENT_ID_PATTERN,
+)
+_LAST_EVENT_ID_QUERY = Param(
+    "last_event_id",
+    description="as the Last-Event-ID header, for clients that cannot set it; the header wins",
+    pattern=_EVENT_ID_PATTERN,
 )
 
 
@@ -154,13 +167,15 @@ ROUTES: dict[str, RouteDoc] = {
     "jobs.events": RouteDoc(
         "A job's state changes (server-sent events) until it ends",
         path_params={"id": _ID},
-        params=(_LAST_EVENT_ID,),
+        params=(_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY),
+        errors=(400,),
         responses={200: "events"},
         media={200: "text/event-stream"},
     ),
     "events.list": RouteDoc(
         "State changes of the caller's jobs (server-sent events)",
-        params=(_LAST_EVENT_ID,),
+        params=(_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY),
+        errors=(400,),
         responses={200: "events"},
         media={200: "text/event-stream"},
     ),
