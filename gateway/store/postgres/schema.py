@@ -24,6 +24,7 @@ from gateway.store.migrations import (
     check_order,
     pending,
 )
+from gateway.store.postgres.events import JOB_EVENTS_SQL
 from gateway.store.postgres.leases import LEASES_SQL
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ INSERT INTO vault_state (only_row, version) VALUES (true, 0);
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations, probes, audit and vault entries", _V1),
     Migration(2, "leases", LEASES_SQL),
+    Migration(3, "job events", JOB_EVENTS_SQL),
 ]
 
 check_order(MIGRATIONS)
