@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from gateway.store import Stores
 from gateway.store.postgres.audit import PgAuditTrail
 from gateway.store.postgres.evaluations import PgEvaluationStore
+from gateway.store.postgres.events import PgJobFeed
 from gateway.store.postgres.jobs import PgJobStore
 from gateway.store.postgres.leases import PgLeases
 from gateway.store.postgres.pool import PgPool
@@ -43,4 +44,5 @@ def open_postgres(config: LoadedConfig) -> Stores:
         migrate=store.migrate,
         shared=pool,
         leases=PgLeases(pool),
+        feed=PgJobFeed(pool, store.dsn),
     )
