@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.data.store import TransferStore
     from gateway.identity.audit import AuditTrail
     from gateway.identity.vault import VaultEntries
+    from gateway.jobs.events import JobFeed
     from gateway.jobs.store import JobStore
     from gateway.store.contract import Store
     from gateway.store.migrations import Migrator
@@ -51,6 +52,9 @@ class Stores:
     #: Who does which background work (gateway/store/leases.py): in memory for a
     #: backend that serves one process.
     leases: Leases = field(default_factory=LocalLeases)
+    #: Where job events come from (gateway/jobs/events.py), started by the app: None
+    #: for a backend that serves one process (the app's in-process feed).
+    feed: JobFeed | None = None
 
     async def open(self) -> None:
         opened: list[Store] = []
