@@ -67,7 +67,7 @@ from gateway.identity.permissions import CLIENT_TOKEN_FILE, ensure_client_token
 from gateway.identity.tokens import TokenIssuer
 from gateway.identity.vault import Vault
 from gateway.identity.verifier import TokenVerifier
-from gateway.jobs.events import EventBus, PublishingJobStore
+from gateway.jobs.events import EventBus, LocalJobFeed
 from gateway.jobs.poller import Poller
 from gateway.jobs.service import JobService
 from gateway.store import Stores, open_stores
@@ -173,8 +173,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             auth.bootstrap_roles,
             min(CLIENT_TOKEN_TTL, auth.max_ttl),
         )
-    # Every job write passes the publishing wrapper: that is where job events are born.
-    store = PublishingJobStore(stores.jobs, app[EVENTS])
+    # Job events come from the backend's feed (in-process without one): the store it
+    # gives back is what every job write goes through.
+    feed = app[events.FEED] = stores.feed or LocalJobFeed()
+    store = await feed.start(stores.jobs, app[EVENTS])
     centers = build_registry(config, app[VAULT])
     power = PowerService(
         centers,
@@ -229,6 +231,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await service.close()
         await evaluations.close()  # before the centers: its runs cancel their jobs
         await transfers.close()
+        await feed.close()
         await stores.close()
         await centers.close()  # every SSH connection
         await app[VERIFIER].close()
