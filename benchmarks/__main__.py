@@ -6,10 +6,11 @@ From the repository root, as root (the testbed needs it)::
                                    [--markdown FILE] [--keep]
 
 or `make bench`. In order: 1 submission throughput, 2 status at scale, 3 API reads,
-4 submission latency (each module's `run(ctx)`, each with its own gateways), then 5 SSH
-economy from what the gateways of 1-4 held open. A benchmark that fails is an error
-row and the others still run. Exit status 2 if a benchmark failed, 1 if a target was
-not met, 130 if interrupted, else 0. See benchmarks/README.md.
+4 submission latency, 6 store backends (each module's `run(ctx)`, each with its own
+gateways), then 5 SSH economy from what the gateways of 1-4 and 6 held open. A
+benchmark that fails is an error row and the others still run. Exit status 2 if a
+benchmark failed, 1 if a target was not met, 130 if interrupted, else 0. See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ BENCHMARKS = (
     (2, "status at scale", "benchmarks.status_scale"),
     (3, "API reads", "benchmarks.api_reads"),
     (4, "submit latency", "benchmarks.submit_latency"),
+    (6, "store backends", "benchmarks.store_backends"),
 )
 SSH_ECONOMY = (5, "SSH economy")
 ALL = (*(n for n, _, _ in BENCHMARKS), SSH_ECONOMY[0])

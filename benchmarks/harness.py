@@ -129,9 +129,9 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
 
 
-def _live_children_cpu(pid: int) -> float:
-    """CPU ticks of the running children of `pid` (and of their reaped children)."""
-    ticks = 0
+def child_ticks(pid: int) -> dict[int, int]:
+    """CPU ticks of each running child of `pid` (and of its reaped children), by pid."""
+    ticks = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -140,8 +140,13 @@ def _live_children_cpu(pid: int) -> float:
         except (OSError, IndexError):
             continue  # gone meanwhile
         if fields[1] == str(pid):
-            ticks += sum(int(x) for x in fields[11:15])
+            ticks[int(entry.name)] = sum(int(x) for x in fields[11:15])
     return ticks
+
+
+def _live_children_cpu(pid: int) -> float:
+    """CPU ticks of the running children of `pid` (and of their reaped children)."""
+    return sum(child_ticks(pid).values())
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -256,11 +261,14 @@ class Gateway(ListeningProcess):
 
     what = "the gateway"
 
-    def __init__(self, config: Path, data_dir: Path, log: Path) -> None:
+    def __init__(
+        self, config: Path, data_dir: Path, log: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.data_dir = data_dir
         env = {k: v for k, v in os.environ.items() if not k.startswith("HPCFED_")}
         env["HPCFED_DATA_DIR"] = str(data_dir)
+        env.update(extra_env or {})  # e.g. PGPASSFILE for a postgres store
         serve = self.hpcfed("serve", "--config", str(config), "--port", "0")
         super().__init__(serve, log, env)
 
@@ -679,18 +687,23 @@ class Context:
 
     @contextlib.contextmanager
     def gateway(
-        self, label: str, seed_data: Path | None = None, **overrides: object
+        self,
+        label: str,
+        seed_data: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        **overrides: object,
     ) -> Iterator[Gateway]:
         """A real `hpcfed serve` on `bench_config(**overrides)` in work/<label>, its TCP
         connections to every center's sshd watched while it runs (benchmark 5).
         `seed_data`: a data dir copied into the gateway's own before it starts (its
-        store, keys), since the gateway's HPCFED_DATA_DIR is always work/<label>/data."""
+        store, keys), since the gateway's HPCFED_DATA_DIR is always work/<label>/data.
+        `extra_env`: more variables for the gateway and its `hpcfed` commands."""
         work = self.work / label
         work.mkdir(parents=True, exist_ok=False)
         if seed_data is not None:
             shutil.copytree(seed_data, work / "data")
         config = bench_config(self.tb, work, **overrides)
-        gw = Gateway(config, work / "data", work / "gateway.log")
+        gw = Gateway(config, work / "data", work / "gateway.log", extra_env)
         try:
             gw.start()
             watch = ConnectionWatch(gw.pid, self.sshd_ports())
