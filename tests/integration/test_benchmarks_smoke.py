@@ -33,6 +33,6 @@ def test_quick_run_of_every_benchmark_makes_its_figures(testbed: Testbed) -> Non
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
     wall = done.stdout.split("\nwall time:\n", 1)[1].split("\n\n", 1)[0]
     ran = [int(m.group(1)) for m in re.finditer(r"^\s+(\d) ", wall, re.MULTILINE)]
-    assert ran == [1, 2, 3, 4, 5] and "(failed)" not in wall, wall
-    for bench in ("1 submit", "2 status", "3 API reads", "4 submit", "5 SSH"):
+    assert ran == [1, 2, 3, 4, 6, 5] and "(failed)" not in wall, wall
+    for bench in ("1 submit", "2 status", "3 API reads", "4 submit", "5 SSH", "6 store"):
         assert any(line.startswith(bench) for line in done.stdout.splitlines()), bench
