@@ -134,6 +134,22 @@ async def test_concurrent_updates_leave_the_last_one(job_store: JobStore) -> Non
     assert read == results[-1] and read is not None and read.native_id == "3"
 
 
+async def test_many_concurrent_updates_of_one_job_apply_in_the_order_issued(
+    job_store: JobStore,
+) -> None:
+    """Tasks of one process changing one job at once (as many as a pool has
+    connections, and more): each update returns what it wrote after every earlier
+    one, and the job is left with the change issued last."""
+    record = job()
+    await job_store.insert(record)
+    results = await asyncio.gather(
+        *(job_store.update(record.id, submit_attempts=n) for n in range(1, 21))
+    )
+    assert [r.submit_attempts for r in results] == list(range(1, 21))
+    read = await job_store.get(record.id)
+    assert read is not None and read.submit_attempts == 20
+
+
 # ---------------------------------------------------------------- idempotency keys
 
 

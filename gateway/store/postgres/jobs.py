@@ -1,6 +1,9 @@
 """The PostgreSQL job store, shared by every replica.
 
 No record is cached in the process: another replica may have written it since.
+Within the process, the updates of one job are applied in the order they were
+issued (each waits for those of its jobs issued before it), as with the embedded
+store: two tasks changing one job leave the change issued last.
 Each record is built as JSON text by the server and parsed by pydantic in one
 pass; `active` and `finished` have the server leave out the specs' content.
 Idempotency keys are unique per owner in the table itself, so two replicas
@@ -9,7 +12,9 @@ inserting one key at once store one job, and the second hands back the first's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,9 +38,35 @@ def _record(text: str) -> JobRecord:
     return JobRecord.model_validate_json(text)
 
 
+class _IssueOrder:
+    """Writes of the same ids run one after the other, in the order issued: each
+    takes its place behind the last write issued for any of its ids, at once."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Future[None]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, ids: Sequence[str]) -> AsyncIterator[None]:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        keys = set(ids)
+        before = {self._last[i] for i in keys if i in self._last}
+        for i in keys:
+            self._last[i] = mine
+        try:
+            if before:
+                await asyncio.wait(before)  # never cancels them, whatever happens here
+            yield
+        finally:
+            mine.set_result(None)
+            for i in keys:
+                if self._last.get(i) is mine:
+                    del self._last[i]
+
+
 class PgJobStore(JobStore):
     def __init__(self, pool: PgPool) -> None:
         self.pool = pool
+        self._order = _IssueOrder()
 
     async def open(self) -> None:
         return None  # the pool is opened, and the schema migrated, by Stores.open
@@ -100,7 +131,10 @@ class PgJobStore(JobStore):
         now = utcnow()
         statements = [(job_id, *rows.update_sql(fields, now)) for job_id, fields in changes]
         texts: list[str] = []
-        async with self.pool.transaction() as conn:
+        async with (
+            self._order.turn([job_id for job_id, _ in changes]),
+            self.pool.transaction() as conn,
+        ):
             if lease is not None:
                 cur = await conn.execute(rows.LEASE_HELD, (lease.name, lease.holder, lease.fence))
                 if await cur.fetchone() is None:
