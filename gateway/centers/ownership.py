@@ -14,8 +14,8 @@ renewal. A survivor asks every `ttl / 3`, so it holds them at most `ttl + ttl / 
 after the death (6.7 s with the default ttl of 5 s) and its poller is woken at
 once; the first poll follows within one poll's duration.
 
-`claim` is the same for one piece of work done once (sending a job, collecting
-its outputs): held, and renewed, while the work runs; released when it ends.
+`claim` (gateway/store/leases.py) is the same for one piece of work done once
+(sending a job, collecting its outputs): held, and renewed, while the work runs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from gateway.store.contract import StoreError
 from gateway.store.leases import Lease, Leases
@@ -119,46 +119,3 @@ class CenterOwnership:
             with contextlib.suppress(StoreError):
                 await self.leases.release(lease)
         self._held.clear()
-
-
-@contextlib.asynccontextmanager
-async def claim(
-    leases: Leases, name: str, ttl: float, lease: Lease | None = None
-) -> AsyncIterator[Lease | None]:
-    """Hold the lease `name` while the block runs (renewed every ttl / 3), released at its
-    end; yields None (and holds nothing) while another replica holds it. `lease`: one
-    already acquired for it, which the block takes over."""
-    async with claim_many(leases, [name], ttl, [lease] if lease else ()) as held:
-        yield held.get(name)
-
-
-@contextlib.asynccontextmanager
-async def claim_many(
-    leases: Leases, names: Iterable[str], ttl: float, acquired: Iterable[Lease] = ()
-) -> AsyncIterator[dict[str, Lease]]:
-    """`claim` of several leases at once: yields those this replica holds, by name (the
-    others are held by other replicas), renewed together while the block runs."""
-    held = {lease.name: lease for lease in acquired}
-    wanted = [n for n in names if n not in held]
-    for name, lease in zip(
-        wanted, await asyncio.gather(*(leases.acquire(n, ttl) for n in wanted)), strict=True
-    ):
-        if lease is not None:
-            held[name] = lease
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            with contextlib.suppress(StoreError):
-                await asyncio.gather(*(leases.acquire(n, ttl) for n in held))
-
-    task = asyncio.create_task(renew(), name="claims") if held else None
-    try:
-        yield held
-    finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(StoreError):
-            await asyncio.gather(*(leases.release(lease) for lease in held.values()))

@@ -34,13 +34,12 @@ from collections.abc import Callable
 from adapters.errors import AdapterError, FileNotFound
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
-from gateway.data.claims import Held, acquire
 from gateway.data.copying import CopiedFile, check_overlap, copy_tree, plan
 from gateway.data.models import TransferFile, TransferRecord, TransferRequest
 from gateway.data.store import TransferStore
 from gateway.errors import DomainError
 from gateway.store.contract import StoreError, StoreUnavailable
-from gateway.store.leases import Lease, Leases, LocalLeases
+from gateway.store.leases import Held, Lease, Leases, LocalLeases, acquire
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.transfers")

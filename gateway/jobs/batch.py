@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters.base import Adapter
-from gateway.centers.ownership import claim_many
 from gateway.errors import DomainError
 from gateway.jobs.dependencies import load_parents
 from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord
 from gateway.jobs.sending import SubmitRejectedError, send_lease, sent_fields, to_request
-from gateway.store.leases import Lease
+from gateway.store.leases import Lease, claim_many
 
 if TYPE_CHECKING:
     from gateway.jobs.service import JobService

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from adapters.base import JobState, OutputChunk
 from adapters.errors import AdapterError, CenterUnavailable, SubmitRejected
 from gateway.centers.configured import CenterRegistry
-from gateway.centers.ownership import DEFAULT_TTL, claim
+from gateway.centers.ownership import DEFAULT_TTL
 from gateway.centers.placement import Placer
 from gateway.centers.submissions import SubmissionOutcomes
 from gateway.errors import DomainError, adapter_error
@@ -34,7 +34,7 @@ from gateway.jobs.records import JobRecord, PlacementDecision, Price
 from gateway.jobs.sending import SubmitRejectedError, send_lease, sent_fields, to_request
 from gateway.jobs.staging import Stager, StagingFailed
 from gateway.jobs.store import DuplicateIdempotencyKey, InvalidCursor, JobPage, JobQuery, JobStore
-from gateway.store.leases import Lease, Leases, LocalLeases
+from gateway.store.leases import Lease, Leases, LocalLeases, claim
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.jobs")

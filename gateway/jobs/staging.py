@@ -28,14 +28,14 @@ from adapters.errors import AdapterError, CenterUnavailable
 from adapters.files.access import CenterFiles
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
-from gateway.centers.ownership import DEFAULT_TTL, claim
+from gateway.centers.ownership import DEFAULT_TTL
 from gateway.data.copying import copy_tree
 from gateway.errors import DomainError, Unprocessable, path_error
 from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord, StagedFile, Staging
 from gateway.jobs.store import JobStore
 from gateway.store.contract import StoreError
-from gateway.store.leases import Lease, LeaseLost, Leases, LocalLeases
+from gateway.store.leases import Lease, LeaseLost, Leases, LocalLeases, claim
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.staging")

@@ -136,6 +136,11 @@ BACKENDS: dict[str, dict[str, Callable[[Place], Any]]] = {
         "local": lambda d: LocalLeases(),
         "postgres": pg(PgLeases),
     },
+    # Leases that several replicas share (two stores at one place: two holders); the
+    # in-memory ones serve one process, whose leases are all its own.
+    "shared-leases": {
+        "postgres": pg(PgLeases),
+    },
 }
 
 
@@ -171,6 +176,7 @@ probe_backend = _backend("probes")
 audit_backend = _backend("audit")
 vault_backend = _backend("vault")
 lease_backend = _backend("leases")
+shared_lease_backend = _backend("shared-leases")
 
 
 async def _opened(backend: Backend) -> Any:

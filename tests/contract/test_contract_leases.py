@@ -28,11 +28,9 @@ async def _expired(leases: Leases, name: str, deadline: float = 10.0) -> None:
 
 
 @pytest.fixture
-async def two(lease_backend: Backend) -> AsyncIterator[tuple[Leases, Leases]]:
+async def two(shared_lease_backend: Backend) -> AsyncIterator[tuple[Leases, Leases]]:
     """Two replicas' leases on one database."""
-    if lease_backend.name == "local":
-        pytest.skip("leases in memory serve one process: there is no second holder")
-    first, second = lease_backend.make(), lease_backend.make()
+    first, second = shared_lease_backend.make(), shared_lease_backend.make()
     await first.open()
     await second.open()
     yield first, second

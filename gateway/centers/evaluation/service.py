@@ -31,10 +31,9 @@ from gateway.centers.evaluation.models import EvaluationRecord
 from gateway.centers.evaluation.store import EvaluationStore
 from gateway.centers.evaluation.suite import SuiteRun, new_record
 from gateway.config_models import AdmissionConfig
-from gateway.data.claims import Held, acquire
 from gateway.errors import DomainError
 from gateway.store.contract import StoreError, StoreUnavailable
-from gateway.store.leases import Lease, Leases, LocalLeases
+from gateway.store.leases import Held, Lease, Leases, LocalLeases, acquire
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.evaluation")
