@@ -200,6 +200,10 @@ class VaultEntries(abc.ABC):
         """A value that changes whenever the entries do (None: none stored yet), a
         cheap check whether something read from them is still current."""
 
+    def close(self) -> None:
+        """Release what the backend holds (a connection); safe to call twice."""
+        return None
+
 
 class VaultFile(VaultEntries):
     """The entries in one JSON file, mode 0600, in a directory of mode 0700."""

@@ -79,6 +79,7 @@ class Stores:
         finally:
             try:
                 self.audit.close()
+                self.vault.close()
             finally:
                 if self.shared is not None:
                     await self.shared.close()
