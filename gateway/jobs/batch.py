@@ -93,14 +93,13 @@ async def submit_batch(
     sending: dict[str, Lease] = {}
     try:
         direct = [r.id for _, r in new if r.id in service.in_flight]
-        acquired = await asyncio.gather(
-            *(service.leases.acquire(send_lease(job_id), service.lease_ttl) for job_id in direct)
-        )
-        sending = {lease.name: lease for lease in acquired if lease is not None}
+        if direct:  # one statement for the batch's leases
+            names = [send_lease(job_id) for job_id in direct]
+            sending = await service.leases.acquire_many(names, service.lease_ttl)
         duplicates = await store.insert_many([r for _, r in new])
     except BaseException:
         service.in_flight.difference_update(r.id for _, r in new)
-        await asyncio.gather(*(service.leases.release(lease) for lease in sending.values()))
+        await service.leases.release_many(list(sending.values()))
         raise
     groups: dict[int, _Group] = {}
     alone: list[tuple[int, JobRecord, asyncio.Task[JobRecord]]] = []

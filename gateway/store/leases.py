@@ -37,7 +37,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.store.contract import Store, StoreError
@@ -97,6 +97,17 @@ class Leases(Store):
     @abc.abstractmethod
     async def holders(self, prefix: str) -> dict[str, Lease]:
         """The unexpired leases whose names start with `prefix`, by name: who does what."""
+
+    async def acquire_many(self, names: Sequence[str], ttl: float) -> dict[str, Lease]:
+        """`acquire` of each name, together where the store can (one statement for a
+        batch of jobs rather than one each): those this replica holds now, by name."""
+        got = await asyncio.gather(*(self.acquire(n, ttl) for n in names))
+        return {lease.name: lease for lease in got if lease is not None}
+
+    async def release_many(self, leases: Sequence[Lease]) -> None:
+        """`release` of each lease, together where the store can."""
+        for lease in leases:
+            await self.release(lease)
 
 
 class LocalLeases(Leases):
@@ -246,19 +257,40 @@ async def claim_many(
     leases: Leases, names: Iterable[str], ttl: float, acquired: Iterable[Lease] = ()
 ) -> AsyncIterator[dict[str, Lease]]:
     """`claim` of several leases at once: yields those this replica holds, by name (the
-    others are held by other replicas), each renewed while the block runs."""
-    asked = time.monotonic()
+    others are held by other replicas), renewed together (`acquire_many`, one statement
+    for the lot) every ttl / 3 while the block runs, released together at its end. A
+    lease that another replica took meanwhile is logged and left to it."""
     taken = {lease.name: lease for lease in acquired}
     wanted = [n for n in names if n not in taken]
-    for name, lease in zip(
-        wanted, await asyncio.gather(*(leases.acquire(n, ttl) for n in wanted)), strict=True
-    ):
-        if lease is not None:
-            taken[name] = lease
-    held = [Held(leases, lease, ttl, asked=asked) for lease in taken.values()]
-    for h in held:
-        h.start()
+    if wanted:
+        taken.update(await leases.acquire_many(wanted, ttl))
+
+    async def renew() -> None:
+        wait = ttl / 3
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                now = await leases.acquire_many(sorted(taken), ttl)
+            except StoreError as exc:
+                log.warning("%d leases not renewed, trying again: %s", len(taken), exc)
+                wait = min(RENEW_RETRY, ttl / 3)
+                continue
+            wait = ttl / 3
+            for name in [
+                n for n, lease in taken.items() if n not in now or now[n].fence != lease.fence
+            ]:
+                log.warning("lease %s lost: another replica holds it now", name)
+                del taken[name]
+
+    task = asyncio.create_task(renew(), name="claims") if taken else None
     try:
         yield taken
     finally:
-        await asyncio.gather(*(h.release() for h in held))
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await leases.release_many(list(taken.values()))
+        except StoreError as exc:
+            log.warning("%d leases not released (they run out): %s", len(taken), exc)

@@ -142,3 +142,32 @@ async def test_holders_are_seen_by_every_replica(two: tuple[Leases, Leases]) -> 
         first.holder,
         lease.fence,
     )
+
+
+async def test_many_leases_are_taken_renewed_and_released_together(leases: Leases) -> None:
+    names = [f"send/job-{i}" for i in range(50)]
+    taken = await leases.acquire_many(names, TTL)
+    assert sorted(taken) == sorted(names)
+    assert len({lease.fence for lease in taken.values()}) == len(names)
+    renewed = await leases.acquire_many(names, TTL)
+    assert {n: lease.fence for n, lease in renewed.items()} == {
+        n: lease.fence for n, lease in taken.items()
+    }
+    await leases.release_many([taken[n] for n in names[:20]])
+    held = await leases.holders("send/")
+    assert sorted(held) == sorted(names[20:])
+    assert await leases.acquire_many([], TTL) == {}
+
+
+async def test_of_many_leases_a_second_holder_gets_only_the_free_ones(
+    two: tuple[Leases, Leases],
+) -> None:
+    first, second = two
+    mine = await first.acquire_many(["send/a", "send/b"], TTL)
+    assert sorted(mine) == ["send/a", "send/b"]
+    theirs = await second.acquire_many(["send/b", "send/c"], TTL)
+    assert sorted(theirs) == ["send/c"]
+    await second.release_many(list(mine.values()))  # not its own: nothing released
+    assert sorted(await first.holders("send/")) == ["send/a", "send/b", "send/c"]
+    await first.release_many(list(mine.values()))
+    assert sorted(await second.holders("send/")) == ["send/c"]

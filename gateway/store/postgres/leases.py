@@ -11,6 +11,8 @@ renewal keeps its fence. Rows of leases long expired are deleted now and then.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.store.leases import Lease, Leases, replica_id
 from gateway.store.postgres.pool import PgPool
 
@@ -36,7 +38,25 @@ ON CONFLICT (name) DO UPDATE SET
 WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
 RETURNING l.fence, extract(epoch FROM l.expires_at)::float8
 """
+#: `_ACQUIRE` of many names in one statement; in name order, so that two replicas
+#: asking for overlapping sets lock their rows in one order and never deadlock.
+_ACQUIRE_MANY = """
+INSERT INTO leases AS l (name, holder, fence, expires_at)
+SELECT n, %(holder)s, nextval('lease_fences'), now() + make_interval(secs => %(ttl)s)
+FROM unnest(%(names)s::text[]) AS n ORDER BY n
+ON CONFLICT (name) DO UPDATE SET
+    holder = EXCLUDED.holder,
+    fence = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
+                 THEN l.fence ELSE EXCLUDED.fence END,
+    expires_at = EXCLUDED.expires_at
+WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
+RETURNING l.name, l.fence, extract(epoch FROM l.expires_at)::float8
+"""
 _RELEASE = "DELETE FROM leases WHERE name = %s AND holder = %s AND fence = %s"
+_RELEASE_MANY = """
+DELETE FROM leases WHERE holder = %s
+AND (name, fence) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))
+"""
 _HOLDERS = (
     "SELECT name, holder, fence, extract(epoch FROM expires_at)::float8 FROM leases "
     "WHERE starts_with(name, %s) AND expires_at > now()"
@@ -74,6 +94,27 @@ class PgLeases(Leases):
         if row is None:
             return None
         return Lease(name, self.holder, int(row[0]), float(row[1]))
+
+    async def acquire_many(self, names: Sequence[str], ttl: float) -> dict[str, Lease]:
+        if not names:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _ACQUIRE_MANY,
+                {"names": sorted(set(names)), "holder": self.holder, "ttl": float(ttl)},
+            )
+            rows = await cur.fetchall()
+        return {n: Lease(n, self.holder, int(f), float(e)) for n, f, e in rows}
+
+    async def release_many(self, leases: Sequence[Lease]) -> None:
+        mine = [lease for lease in leases if lease.holder == self.holder]
+        if not mine:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                _RELEASE_MANY,
+                (self.holder, [lease.name for lease in mine], [lease.fence for lease in mine]),
+            )
 
     async def release(self, lease: Lease) -> None:
         async with self.pool.connection() as conn:
