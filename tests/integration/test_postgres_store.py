@@ -17,6 +17,8 @@ import yaml
 
 from adapters.base import JobState
 from gateway.config import load_config
+from gateway.http.errors import as_domain_error, status_of
+from gateway.identity.vault import VaultError
 from gateway.jobs.store import JobQuery
 from gateway.store import open_stores
 from gateway.store.contract import StoreUnavailable
@@ -155,6 +157,12 @@ async def test_a_server_that_cannot_be_reached_is_store_unavailable(tmp_path: Pa
     stores = open_stores(load_config(config_file(tmp_path, dsn)))
     with pytest.raises(StoreUnavailable, match="postgres unavailable"):
         await stores.open()
+    # The vault's entries (a blocking contract) fail the same way: a VaultError to the
+    # vault's users, and unavailability (503, not 500) to the API that asked.
+    with pytest.raises(VaultError) as refused:
+        stores.vault.read()
+    assert isinstance(refused.value, StoreUnavailable), refused.value
+    assert status_of(as_domain_error(refused.value)) == 503
 
 
 # ---------------------------------------------------------------- two replicas

@@ -25,13 +25,18 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from gateway.identity.vault import VaultEntries, VaultError
-from gateway.store.contract import StoreError
+from gateway.store.contract import StoreError, StoreUnavailable
 from gateway.store.postgres.pool import connect, store_error
 
 T = TypeVar("T")
 
 #: How long a stamp read from the server is taken as current.
 STAMP_INTERVAL = 1.0
+
+
+class VaultUnavailable(VaultError, StoreUnavailable):
+    """The vault's entries cannot be reached now: a VaultError to the vault's users, and
+    the store's unavailability to the API (503 store_unavailable, never a 500)."""
 
 
 class PgVaultEntries(VaultEntries):
@@ -51,6 +56,8 @@ class PgVaultEntries(VaultEntries):
         if self._conn is None:
             try:
                 self._conn = connect(self.dsn)
+            except StoreUnavailable as exc:
+                raise VaultUnavailable(f"vault: {exc}") from None
             except StoreError as exc:
                 raise VaultError(f"vault: {exc}") from None
         return self._conn
@@ -58,7 +65,10 @@ class PgVaultEntries(VaultEntries):
     def _failed(self, exc: psycopg.Error) -> VaultError:
         if isinstance(exc, psycopg.OperationalError):
             self._drop()
-        return VaultError(f"vault: {store_error(exc)}")
+        error = store_error(exc)
+        if isinstance(error, StoreUnavailable):
+            return VaultUnavailable(f"vault: {error}")
+        return VaultError(f"vault: {error}")
 
     def _drop(self) -> None:
         if self._conn is not None:
