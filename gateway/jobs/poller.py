@@ -43,6 +43,7 @@ from gateway.jobs.sending import SEND_PREFIX
 from gateway.jobs.service import JobService, SubmitRejectedError
 from gateway.jobs.staging import STAGING_OUTPUTS, waits_for_upload
 from gateway.jobs.usage import epoch, job_usage
+from gateway.store.contract import StoreUnavailable
 from gateway.store.leases import Lease, LeaseLost
 from gateway.units import utcnow
 
@@ -106,10 +107,18 @@ class Poller:
         center that has active jobs."""
         loop = asyncio.get_running_loop()
         woken = False
+        unavailable = False  # the store is out of reach: said once, not every tick
         while True:
             started = loop.time()
             try:
                 await self.tick()
+                if unavailable:
+                    log.info("polling again: the store answers")
+                unavailable = False
+            except StoreUnavailable as exc:
+                if not unavailable:
+                    log.warning("polling paused, the store is out of reach: %s", exc)
+                unavailable = True
             except Exception:
                 log.exception("poll tick failed")
             try:
