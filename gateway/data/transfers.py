@@ -40,6 +40,7 @@ from gateway.data.store import TransferStore
 from gateway.errors import DomainError
 from gateway.store.contract import StoreError, StoreUnavailable
 from gateway.store.leases import Held, Lease, Leases, LocalLeases, acquire
+from gateway.store.outages import every
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.transfers")
@@ -124,21 +125,7 @@ class TransferService:
         return taken
 
     async def _sweep(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self.sweep_every)
-            try:
-                await self.take_up()
-            except StoreError as exc:
-                if not failing:
-                    log.warning("transfers: cannot look for unfinished ones now: %s", exc)
-                failing = True
-            except Exception:
-                log.exception("transfers: looking for unfinished ones failed")
-            else:
-                if failing:
-                    log.info("transfers: the store answers again")
-                failing = False
+        await every(self.sweep_every, self.take_up, "transfers: looking for unfinished ones", log)
 
     async def _give_up(self, lease: Lease) -> None:
         with contextlib.suppress(StoreError):

@@ -34,6 +34,7 @@ from gateway.config_models import AdmissionConfig
 from gateway.errors import DomainError
 from gateway.store.contract import StoreError, StoreUnavailable
 from gateway.store.leases import Held, Lease, Leases, LocalLeases, acquire
+from gateway.store.outages import every
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.evaluation")
@@ -118,19 +119,9 @@ class EvaluationService:
         return count
 
     async def _sweep(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self.sweep_every)
-            try:
-                await self.finish_abandoned()
-            except StoreError as exc:
-                if not failing:
-                    log.warning("evaluations: cannot look for abandoned ones now: %s", exc)
-                failing = True
-            except Exception:
-                log.exception("evaluations: looking for abandoned ones failed")
-            else:
-                failing = False
+        await every(
+            self.sweep_every, self.finish_abandoned, "evaluations: looking for abandoned ones", log
+        )
 
     async def _give_up(self, lease: Lease) -> None:
         with contextlib.suppress(StoreError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.centers.evaluation.models import EvaluationRecord
 from gateway.centers.evaluation.store import EvaluationStore
-from gateway.store.postgres.pool import PgPool
+from gateway.store.postgres.pool import OnPool
 
 _UPSERT = (
     "INSERT INTO evaluations (id, center, state, created_at, doc) "
@@ -13,19 +13,7 @@ _UPSERT = (
 )
 
 
-class PgEvaluationStore(EvaluationStore):
-    def __init__(self, pool: PgPool) -> None:
-        self.pool = pool
-
-    async def open(self) -> None:
-        return None  # the pool is opened, and the schema migrated, by Stores.open
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        await self.pool.ping()
-
+class PgEvaluationStore(OnPool, EvaluationStore):
     async def _docs(self, statement: str, args: tuple[object, ...] = ()) -> list[EvaluationRecord]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(statement, args)

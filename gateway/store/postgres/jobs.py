@@ -30,7 +30,7 @@ from gateway.jobs.store import (
 )
 from gateway.store.leases import Lease, LeaseLost
 from gateway.store.postgres import job_rows as rows
-from gateway.store.postgres.pool import PgPool
+from gateway.store.postgres.pool import OnPool, PgPool
 from gateway.units import utcnow
 
 
@@ -63,19 +63,10 @@ class _IssueOrder:
                     del self._last[i]
 
 
-class PgJobStore(JobStore):
+class PgJobStore(OnPool, JobStore):
     def __init__(self, pool: PgPool) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self._order = _IssueOrder()
-
-    async def open(self) -> None:
-        return None  # the pool is opened, and the schema migrated, by Stores.open
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        await self.pool.ping()
 
     # ------------------------------------------------------------ writes
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.store.leases import Lease, Leases, replica_id
-from gateway.store.postgres.pool import PgPool
+from gateway.store.postgres.pool import OnPool, PgPool
 
 #: Migration 2 of gateway/store/postgres/schema.py.
 LEASES_SQL = """
@@ -67,20 +67,11 @@ _SWEEP = "DELETE FROM leases WHERE expires_at < now() - interval '1 hour'"
 SWEEP_EVERY = 1000
 
 
-class PgLeases(Leases):
+class PgLeases(OnPool, Leases):
     def __init__(self, pool: PgPool, holder: str | None = None) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self.holder = holder or replica_id()
         self._acquired = 0
-
-    async def open(self) -> None:
-        return None  # the pool is opened, and the schema migrated, by Stores.open
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        await self.pool.ping()
 
     async def acquire(self, name: str, ttl: float) -> Lease | None:
         self._acquired += 1

@@ -123,3 +123,20 @@ class PgPool(Store):
     def stats(self) -> dict[str, int]:
         """The pool's counters (psycopg_pool's names), for the metrics."""
         return dict(self._pool.get_stats())
+
+
+class OnPool(Store):
+    """A store kept in the replica's pool: open and close are the pool's (Stores opens
+    it, and migrates the schema, before any of them), ping asks the server."""
+
+    def __init__(self, pool: PgPool) -> None:
+        self.pool = pool
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        await self.pool.ping()

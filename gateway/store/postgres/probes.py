@@ -13,7 +13,7 @@ from gateway.centers.probes import (
     ProbeStore,
     ProbeWindow,
 )
-from gateway.store.postgres.pool import PgPool
+from gateway.store.postgres.pool import OnPool
 from gateway.units import utcnow
 
 _STATS = (
@@ -40,19 +40,7 @@ def _text(value: str | None) -> str | None:
     return value.replace("\0", "\ufffd") if value is not None else None
 
 
-class PgProbeStore(ProbeStore):
-    def __init__(self, pool: PgPool) -> None:
-        self.pool = pool
-
-    async def open(self) -> None:
-        return None  # the pool is opened, and the schema migrated, by Stores.open
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        await self.pool.ping()
-
+class PgProbeStore(OnPool, ProbeStore):
     async def record(
         self, center: str, kind: str, ok: bool, latency_ms: float | None, error: str | None
     ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.data.models import TRANSFER_TERMINAL, TransferRecord
 from gateway.data.store import TransferStore
-from gateway.store.postgres.pool import PgPool
+from gateway.store.postgres.pool import OnPool
 from gateway.units import utcnow
 
 _UPSERT = (
@@ -13,19 +13,7 @@ _UPSERT = (
 )
 
 
-class PgTransferStore(TransferStore):
-    def __init__(self, pool: PgPool) -> None:
-        self.pool = pool
-
-    async def open(self) -> None:
-        return None  # the pool is opened, and the schema migrated, by Stores.open
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        await self.pool.ping()
-
+class PgTransferStore(OnPool, TransferStore):
     async def _docs(self, statement: str, args: tuple[object, ...] = ()) -> list[TransferRecord]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(statement, args)
