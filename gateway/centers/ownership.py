@@ -55,7 +55,7 @@ class CenterOwnership:
     def lease(self, center_id: str) -> Lease | None:
         """This replica's lease of the center while it holds it, else None."""
         held = self._held.get(center_id)
-        if held is None or held[1] <= time.monotonic():
+        if held is None or (self.leases.shared and held[1] <= time.monotonic()):
             return None
         return held[0]
 
@@ -68,11 +68,12 @@ class CenterOwnership:
         if held is not None and held[0].fence == lease.fence:
             del self._held[center_id]
 
-    async def renew(self) -> None:
-        """Acquire (or renew) every center's lease once."""
-        await asyncio.gather(*(self._renew(c) for c in self.centers))
+    async def renew(self, *, notify: bool = True) -> None:
+        """Acquire (or renew) every center's lease once; `notify`: tell `on_gained` of
+        each center newly owned."""
+        await asyncio.gather(*(self._renew(c, notify) for c in self.centers))
 
-    async def _renew(self, center_id: str) -> None:
+    async def _renew(self, center_id: str, notify: bool = True) -> None:
         asked = time.monotonic()
         before = self.lease(center_id)
         try:
@@ -93,11 +94,17 @@ class CenterOwnership:
                 lease.holder,
                 lease.fence,
             )
-            for told in self.on_gained:
+            for told in self.on_gained if notify else ():
                 told(center_id)
 
     async def start(self) -> None:
-        await self.renew()
+        """Take the leases; where nobody else could take them (leases not shared: one
+        process), they are held for good, with nothing renewed and nothing woken later.
+        Nobody is told of the centers taken here: what starts after (the poller) asks
+        about every owned center at once anyway."""
+        await self.renew(notify=False)
+        if not self.leases.shared:
+            return
         self._task = asyncio.create_task(self.run(), name="ownership")
 
     async def run(self) -> None:

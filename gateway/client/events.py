@@ -15,6 +15,9 @@ from gateway.client.errors import ClientError, raise_for
 
 #: A dropped stream is reopened for this long before the client gives up.
 RECONNECT_FOR = 30.0
+#: Answers of a load balancer (or a replica) while no replica can serve: a stream
+#: refused so is reopened like a dropped one, until RECONNECT_FOR has passed.
+_PASSING = frozenset({502, 503, 504})
 _MAX_BACKOFF = 5.0
 
 
@@ -63,39 +66,51 @@ class EventsClientMixin:
         @property
         def session(self) -> aiohttp.ClientSession: ...
 
-    async def _event_stream(self, path: str) -> AsyncIterator[dict[str, Any]]:
-        """One connection's job records; ends when the gateway ends the stream."""
+    async def _event_stream(
+        self, path: str, last_event_id: str | None = None
+    ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+        """One connection's (event id, job record)s, after `last_event_id` when given
+        (the gateway replays what came after it, from any replica); ends when the
+        gateway ends the stream."""
         headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
         async with self.session.get(self.url + path, headers=headers) as resp:
             if resp.status >= 400:
                 await raise_for(resp)
             parser = SSEParser()
             async for chunk in resp.content.iter_any():
-                for _, event, data in parser.feed(chunk):
+                for event_id, event, data in parser.feed(chunk):
                     if event == "job":
-                        yield json.loads(data)
+                        yield event_id, json.loads(data)
 
     async def events(
         self, job_id: str | None = None, *, retry_interval: float = 0.5
     ) -> AsyncIterator[dict[str, Any]]:
         """Job records as they change: one job's (first its current record, ending
         after a terminal one), or, without `job_id`, every job the caller may see
-        (until the caller stops). A dropped stream is reopened and followed on."""
+        (until the caller stops). A dropped stream is reopened, through whichever
+        replica answers, with the id of the last event seen: what came meanwhile is
+        replayed (each job changed since, at its newest record)."""
         path = f"/v1/jobs/{job_id}/events" if job_id else "/v1/events"
         last: dict[str, Any] | None = None
+        last_id: str | None = None
         failing_since: float | None = None
         backoff = retry_interval
         while True:
             try:
-                async for job in self._event_stream(path):
+                async for event_id, job in self._event_stream(path, last_id):
                     failing_since, backoff = None, retry_interval
+                    last_id = event_id or last_id
                     if job_id is not None and job == last:
                         continue  # the current record again, after a reconnect
                     last = job
                     yield job
                     if job_id is not None and job["terminal"]:
                         return
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ClientError) as exc:
+                if isinstance(exc, ClientError) and exc.status not in _PASSING:
+                    raise
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since >= RECONNECT_FOR:

@@ -83,6 +83,9 @@ class Leases(Store):
     """The leases of the store, asked for on behalf of `holder` (this replica)."""
 
     holder: str
+    #: False where one process holds every lease it asks for (nobody else could take
+    #: one): what holds leases for good may then take them once and stop renewing.
+    shared: bool = True
 
     @abc.abstractmethod
     async def acquire(self, name: str, ttl: float) -> Lease | None:
@@ -112,6 +115,8 @@ class Leases(Store):
 
 class LocalLeases(Leases):
     """Leases in this process's memory: the embedded store's, with one process."""
+
+    shared = False
 
     def __init__(self, holder: str | None = None) -> None:
         self.holder = holder or replica_id()

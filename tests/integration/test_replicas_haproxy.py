@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import aiohttp
 import psycopg
 import pytest
 
+from gateway.client.core import HpcfedClient
 from tests.integration._replicas import free_port, replicas
 from tests.integration._served import ServedGateway
 from tests.integration.test_crash_recovery import (
@@ -102,11 +105,17 @@ async def wait_for(what: str, bound: float, check: Any) -> Any:
         await asyncio.sleep(0.1)
 
 
+@dataclass
+class Balanced:
+    gateways: list[ServedGateway]
+    url: str  # HAProxy's
+    dsn: str
+    proxy: HAProxy
+
+
 @pytest.fixture
-def balanced(
-    testbed: Testbed, tmp_path: Path, pg_dsn: str
-) -> Iterator[tuple[list[ServedGateway], str, str]]:
-    """Two replicas on a fresh database behind HAProxy: (replicas, HAProxy's URL, dsn)."""
+def balanced(testbed: Testbed, tmp_path: Path, pg_dsn: str) -> Iterator[Balanced]:
+    """Two replicas on a fresh database behind HAProxy."""
     tag = f"lb{os.getpid()}{tmp_path.name[-6:]}"
     with replicas(tmp_path, testbed, pg_dsn, tag, count=2) as gateways:
         proxy = HAProxy(
@@ -119,7 +128,7 @@ def balanced(
         try:
             for i in range(len(gateways)):
                 proxy.wait_state(f"replica{i}", "UP", 20)
-            yield gateways, f"http://127.0.0.1:{proxy.port}", pg_dsn
+            yield Balanced(gateways, f"http://127.0.0.1:{proxy.port}", pg_dsn, proxy)
         finally:
             proxy.stop()
 
@@ -137,9 +146,9 @@ def cli(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_the_cli_works_through_haproxy_and_every_replica_agrees(
-    testbed: Testbed, balanced: tuple[list[ServedGateway], str, str], tmp_path: Path
+    testbed: Testbed, balanced: Balanced, tmp_path: Path
 ) -> None:
-    gateways, url, _ = balanced
+    gateways, url = balanced.gateways, balanced.url
     token = gateways[0].token()
     spec_file = tmp_path / "job.json"
     spec_file.write_text(json.dumps(short_spec(gateways[0].tag)))
@@ -173,9 +182,9 @@ async def test_the_cli_works_through_haproxy_and_every_replica_agrees(
 
 
 async def test_sigkill_of_the_polling_replica_mid_storm_loses_and_doubles_nothing(
-    testbed: Testbed, balanced: tuple[list[ServedGateway], str, str]
+    testbed: Testbed, balanced: Balanced
 ) -> None:
-    gateways, url, dsn = balanced
+    gateways, url, dsn = balanced.gateways, balanced.url, balanced.dsn
     tag = gateways[0].tag
     token = gateways[0].token()
     timeout = aiohttp.ClientTimeout(total=60)
@@ -280,3 +289,46 @@ def runs_at_center(testbed: Testbed) -> collections.Counter[str]:
         if comment.startswith("hpcfed:"):
             found[comment[len("hpcfed:") :]] += 1
     return found
+
+
+async def test_an_event_stream_moved_to_another_replica_misses_nothing(
+    balanced: Balanced,
+) -> None:
+    """The Python client follows every job through the load balancer; its replica is
+    killed, a job runs to its end elsewhere while no replica serves through the load
+    balancer, and the reopened stream (on the survivor, with the id of the last event
+    seen) still brings that job's end."""
+    first, second = balanced.gateways
+    tag, token, proxy = first.tag, first.token(), balanced.proxy
+    proxy.command("disable server hpcfed/replica1")  # the stream opens at replica0
+    seen: list[dict[str, Any]] = []
+
+    async def ended(job_id: str) -> bool:
+        return any(j["id"] == job_id and j["terminal"] for j in seen)
+
+    async with HpcfedClient(balanced.url, token) as client:
+
+        async def follow() -> None:
+            async for job in client.events():
+                seen.append(job)
+
+        following = asyncio.create_task(follow())
+        try:
+            before = await client.submit(short_spec(tag))
+            await wait_for(
+                "the first job's end on the stream", SETTLE_BOUND, lambda: ended(before["id"])
+            )
+            proxy.command("disable server hpcfed/replica0")  # none serves through it now
+            first.kill9()
+            async with HpcfedClient(second.url, token) as direct:
+                during = await direct.submit(short_spec(tag))
+                assert (await direct.wait(during["id"], timeout=SETTLE_BOUND))[
+                    "state"
+                ] == "COMPLETED"
+            assert not await ended(during["id"])  # the stream was down the whole time
+            proxy.command("enable server hpcfed/replica1")
+            await wait_for("the missed job's end on the stream", 60, lambda: ended(during["id"]))
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following

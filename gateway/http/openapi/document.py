@@ -75,12 +75,14 @@ _PATH_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "stream": {"type": "string", "enum": ["stdout", "stderr"]},
     "file": {"type": "string", "enum": sorted(ASSETS)},
 }
-#: One server-sent event of a job stream: `data` is the job record (one line of JSON).
+#: One server-sent event of a job stream: `data` is the job record (one line of JSON);
+#: or, first on a user stream resumed after an id older than the gateway keeps,
+#: `resync` (`data`: {"reason": ...}): re-read the jobs, changes may have been missed.
 _SSE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event", "id", "data"],
     "properties": {
-        "event": {"const": "job"},
+        "event": {"enum": ["job", "resync"]},
         "id": {"type": "string", "pattern": "^[0-9]+$"},
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
