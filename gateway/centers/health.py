@@ -18,7 +18,6 @@ from what the owner saw, a round later at most.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -38,6 +37,7 @@ from gateway.config_models import HealthConfig
 from gateway.errors import DomainError
 from gateway.jobs.poller import Poller
 from gateway.jobs.store import JobStore
+from gateway.store.outages import stop
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.health")
@@ -181,11 +181,8 @@ class HealthMonitor:
         self._task = asyncio.create_task(self.run(), name="health")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def run(self) -> None:
         while True:

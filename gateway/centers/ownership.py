@@ -21,13 +21,13 @@ once; the first poll follows within one poll's duration.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 
 from gateway.store.contract import StoreError
-from gateway.store.leases import Lease, Leases
+from gateway.store.leases import Lease, Leases, release_quietly
+from gateway.store.outages import stop
 
 log = logging.getLogger("hpcfed.ownership")
 
@@ -117,12 +117,8 @@ class CenterOwnership:
 
     async def close(self) -> None:
         """Stop renewing and give every lease up, so another replica takes over now."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         for lease, _ in list(self._held.values()):
-            with contextlib.suppress(StoreError):
-                await self.leases.release(lease)
+            await release_quietly(self.leases, lease)
         self._held.clear()

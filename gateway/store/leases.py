@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.store.contract import Store, StoreError
+from gateway.store.outages import stop
 
 __all__ = [
     "Held",
@@ -51,6 +52,7 @@ __all__ = [
     "acquire",
     "claim",
     "claim_many",
+    "release_quietly",
     "replica_id",
 ]
 
@@ -227,11 +229,8 @@ class Held:
     async def release(self) -> None:
         """Stop renewing; give the lease up unless it was lost (a failing store leaves
         it to run out)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         if not self.lost:
             try:
                 await self.leases.release(self.lease)
@@ -247,6 +246,12 @@ async def acquire(leases: Leases, name: str, ttl: float) -> tuple[Lease | None, 
 
 
 @contextlib.asynccontextmanager
+async def release_quietly(leases: Leases, lease: Lease) -> None:
+    """Give `lease` up; a store that fails leaves it to run out."""
+    with contextlib.suppress(StoreError):
+        await leases.release(lease)
+
+
 async def claim(
     leases: Leases, name: str, ttl: float, lease: Lease | None = None
 ) -> AsyncIterator[Lease | None]:
@@ -291,10 +296,7 @@ async def claim_many(
     try:
         yield taken
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(task)
         try:
             await leases.release_many(list(taken.values()))
         except StoreError as exc:

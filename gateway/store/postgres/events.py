@@ -37,6 +37,7 @@ from gateway.jobs.events import (
 )
 from gateway.jobs.store import JobStore
 from gateway.store.contract import StoreError
+from gateway.store.outages import stop
 from gateway.store.postgres.pool import PgPool, store_error
 
 log = logging.getLogger("hpcfed.events")
@@ -204,11 +205,8 @@ class PgJobFeed(JobFeed):
         return jobs  # the trigger sees every write
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
