@@ -39,8 +39,8 @@ from gateway.data.models import TransferFile, TransferRecord, TransferRequest
 from gateway.data.store import TransferStore
 from gateway.errors import DomainError
 from gateway.store.contract import StoreError, StoreUnavailable
-from gateway.store.leases import Held, Lease, Leases, LocalLeases, acquire
-from gateway.store.outages import every
+from gateway.store.leases import Held, Leases, LocalLeases, acquire, release_quietly
+from gateway.store.outages import every, save_final, stop
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.transfers")
@@ -53,7 +53,6 @@ LEASE_TTL = 15.0
 SWEEP_EVERY = 5.0
 #: How long the final write of a transfer is tried again while the store is out of reach.
 FINAL_SAVE_FOR = 60.0
-_RETRY = 1.0  # seconds between two tries of a write the store did not take
 #: How long a cancel asked of a replica that does not run the transfer waits for its end.
 CANCEL_WAIT = 15.0
 
@@ -106,10 +105,10 @@ class TransferService:
                 # Read again under the lease: its last holder may have ended it since.
                 record = await self.store.get(listed.id)
             except BaseException:
-                await self._give_up(lease)
+                await release_quietly(self.leases, lease)
                 raise
             if record is None or record.terminal or record.id in self._tasks:
-                await self._give_up(lease)
+                await release_quietly(self.leases, lease)
                 continue
             if record.cancel_requested:
                 record.state, record.finished_at = "CANCELLED", utcnow()
@@ -117,7 +116,7 @@ class TransferService:
                 try:
                     await self.store.save(record)
                 finally:
-                    await self._give_up(lease)
+                    await release_quietly(self.leases, lease)
                 continue
             log.info("transfer %s: resuming (attempt %d)", record.id, record.attempts + 1)
             self._launch(record, Held(self.leases, lease, self.lease_ttl, asked=asked))
@@ -127,17 +126,10 @@ class TransferService:
     async def _sweep(self) -> None:
         await every(self.sweep_every, self.take_up, "transfers: looking for unfinished ones", log)
 
-    async def _give_up(self, lease: Lease) -> None:
-        with contextlib.suppress(StoreError):
-            await self.leases.release(lease)
-
     async def close(self) -> None:
         self._closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await stop(self._sweeper)
+        self._sweeper = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -177,7 +169,7 @@ class TransferService:
         try:
             await self.store.save(record)
         except BaseException:
-            await self._give_up(lease)
+            await release_quietly(self.leases, lease)
             raise
         self._launch(record, Held(self.leases, lease, self.lease_ttl, asked=asked))
         return record
@@ -212,7 +204,7 @@ class TransferService:
                     stored.state, stored.finished_at = "CANCELLED", utcnow()
                     await self.store.save(stored)
             finally:
-                await self._give_up(lease)
+                await release_quietly(self.leases, lease)
         else:
             await self._cancel_elsewhere(transfer_id)
         return await self.get(owner, transfer_id)
@@ -285,19 +277,15 @@ class TransferService:
         deadline = time.monotonic() + FINAL_SAVE_FOR
         if self._saving:  # a progress write still under way must not land after this one
             await asyncio.gather(*self._saving, return_exceptions=True)
-        while held.holding:
-            try:
-                await self.store.save(record)
-                return
-            except StoreUnavailable as exc:
-                if self._closing or time.monotonic() >= deadline:
-                    log.error("transfer %s: its outcome could not be stored: %s", record.id, exc)
-                    return
-                await asyncio.sleep(_RETRY)
-            except StoreError:
-                log.exception("transfer %s: its outcome could not be stored", record.id)
-                return
-        log.warning("transfer %s: lease lost before its outcome was stored", record.id)
+        if not await save_final(
+            lambda: self.store.save(record),
+            held,
+            f"transfer {record.id}: its outcome",
+            log,
+            until=deadline,
+            closing=lambda: self._closing,
+        ):
+            log.warning("transfer %s: lease lost before its outcome was stored", record.id)
 
     async def _save_progress(self, record: TransferRecord) -> None:
         """A progress write, unless a cancel was asked through the record meanwhile

@@ -20,7 +20,6 @@ fails is skipped, the final one is tried again for `FINAL_SAVE_FOR` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -32,9 +31,9 @@ from gateway.centers.evaluation.store import EvaluationStore
 from gateway.centers.evaluation.suite import SuiteRun, new_record
 from gateway.config_models import AdmissionConfig
 from gateway.errors import DomainError
-from gateway.store.contract import StoreError, StoreUnavailable
-from gateway.store.leases import Held, Lease, Leases, LocalLeases, acquire
-from gateway.store.outages import every
+from gateway.store.contract import StoreUnavailable
+from gateway.store.leases import Held, Leases, LocalLeases, acquire, release_quietly
+from gateway.store.outages import every, save_final, stop
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.evaluation")
@@ -48,7 +47,6 @@ LEASE_TTL = 15.0
 SWEEP_EVERY = 5.0
 #: How long the final write of an evaluation is tried again while the store is out of reach.
 FINAL_SAVE_FOR = 60.0
-_RETRY = 1.0
 
 
 def evaluation_lease(center_id: str) -> str:
@@ -102,7 +100,7 @@ class EvaluationService:
                 try:
                     finished += await self._interrupt_stale(listed.center, {listed.id})
                 finally:
-                    await self._give_up(lease)
+                    await release_quietly(self.leases, lease)
         return finished
 
     async def _interrupt_stale(self, center_id: str, ids: set[str] | None = None) -> int:
@@ -123,18 +121,11 @@ class EvaluationService:
             self.sweep_every, self.finish_abandoned, "evaluations: looking for abandoned ones", log
         )
 
-    async def _give_up(self, lease: Lease) -> None:
-        with contextlib.suppress(StoreError):
-            await self.leases.release(lease)
-
     async def close(self) -> None:
         """Cancel the running evaluations; each is stored as ERROR."""
         self._closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await stop(self._sweeper)
+        self._sweeper = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -165,7 +156,7 @@ class EvaluationService:
                 await self.store.save(record)
             except BaseException:
                 del self._running[center_id]
-                await self._give_up(lease)
+                await release_quietly(self.leases, lease)
                 raise
             held = Held(self.leases, lease, self.lease_ttl, asked=asked)
             task = asyncio.create_task(self._run(run, held), name=f"evaluation-{record.id}")
@@ -219,22 +210,15 @@ class EvaluationService:
             return record
 
     async def _save_final(self, record: EvaluationRecord, held: Held) -> None:
-        deadline = time.monotonic() + FINAL_SAVE_FOR
-        while held.holding:
-            try:
-                await self.store.save(record)
-                return
-            except StoreUnavailable as exc:
-                if self._closing or time.monotonic() >= deadline:
-                    log.error(
-                        "evaluation %s: the final record could not be stored: %s", record.id, exc
-                    )
-                    return
-                await asyncio.sleep(_RETRY)
-            except Exception:
-                log.exception("evaluation %s: the final record could not be stored", record.id)
-                return
-        log.warning("evaluation %s: lease lost; left to the replica that noticed", record.id)
+        if not await save_final(
+            lambda: self.store.save(record),
+            held,
+            f"evaluation {record.id}: the final record",
+            log,
+            until=time.monotonic() + FINAL_SAVE_FOR,
+            closing=lambda: self._closing,
+        ):
+            log.warning("evaluation %s: lease lost; left to the replica that noticed", record.id)
 
     async def _run(self, run: SuiteRun, held: Held) -> None:
         record = run.record
