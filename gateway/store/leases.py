@@ -245,13 +245,13 @@ async def acquire(leases: Leases, name: str, ttl: float) -> tuple[Lease | None, 
     return await leases.acquire(name, ttl), asked
 
 
-@contextlib.asynccontextmanager
 async def release_quietly(leases: Leases, lease: Lease) -> None:
     """Give `lease` up; a store that fails leaves it to run out."""
     with contextlib.suppress(StoreError):
         await leases.release(lease)
 
 
+@contextlib.asynccontextmanager
 async def claim(
     leases: Leases, name: str, ttl: float, lease: Lease | None = None
 ) -> AsyncIterator[Lease | None]:
