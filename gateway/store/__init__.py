@@ -3,7 +3,8 @@ packages' store contracts, all built here from the config (`store.kind`).
 
 The contracts: `gateway.jobs.store.JobStore` (jobs and their idempotency keys),
 `gateway.data.store.TransferStore`, `gateway.centers.evaluation.store.EvaluationStore`,
-`gateway.centers.probes.ProbeStore`, `gateway.identity.audit.AuditTrail` and
+`gateway.centers.probes.ProbeStore`, `gateway.apps.store.AppStore` (application
+definitions and canary verifications), `gateway.identity.audit.AuditTrail` and
 `gateway.identity.vault.VaultEntries` (the vault's encrypted entries, and so the
 signing keyring). Each backend lives in a package of its own here (`sqlite/`,
 `postgres/`); nothing outside this package names one. Each has its versioned
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gateway.apps.store import AppStore
     from gateway.centers.evaluation.store import EvaluationStore
     from gateway.centers.probes import ProbeStore
     from gateway.config import LoadedConfig
@@ -44,6 +46,7 @@ class Stores:
     transfers: TransferStore
     evaluations: EvaluationStore
     probes: ProbeStore
+    apps: AppStore
     audit: AuditTrail
     vault: VaultEntries
     migrator: Migrator
@@ -63,7 +66,14 @@ class Stores:
                 await self.shared.open()
                 opened.append(self.shared)
             await self.migrator.ensure(self.migrate)
-            for store in (self.leases, self.jobs, self.probes, self.transfers, self.evaluations):
+            for store in (
+                self.leases,
+                self.jobs,
+                self.probes,
+                self.transfers,
+                self.evaluations,
+                self.apps,
+            ):
                 await store.open()
                 opened.append(store)
         except BaseException:
@@ -74,7 +84,14 @@ class Stores:
     async def close(self) -> None:
         """Close every store (after what uses them), the audit trail last."""
         try:
-            for store in (self.evaluations, self.transfers, self.probes, self.jobs, self.leases):
+            for store in (
+                self.apps,
+                self.evaluations,
+                self.transfers,
+                self.probes,
+                self.jobs,
+                self.leases,
+            ):
                 await store.close()
         finally:
             try:

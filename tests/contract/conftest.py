@@ -24,6 +24,7 @@ from gateway.identity.audit import AuditLog
 from gateway.identity.vault import VaultFile
 from gateway.jobs.events import EventBus, PublishingJobStore
 from gateway.store.leases import LocalLeases
+from gateway.store.postgres.apps import PgAppStore
 from gateway.store.postgres.audit import PgAuditTrail
 from gateway.store.postgres.evaluations import PgEvaluationStore
 from gateway.store.postgres.jobs import PgJobStore
@@ -33,6 +34,7 @@ from gateway.store.postgres.probes import PgProbeStore
 from gateway.store.postgres.schema import PgMigrator
 from gateway.store.postgres.transfers import PgTransferStore
 from gateway.store.postgres.vault import PgVaultEntries
+from gateway.store.sqlite.apps import SQLiteAppStore
 from gateway.store.sqlite.evaluations import SQLiteEvaluationStore
 from gateway.store.sqlite.jobs import SQLiteJobStore
 from gateway.store.sqlite.probes import SQLiteProbeStore
@@ -124,6 +126,10 @@ BACKENDS: dict[str, dict[str, Callable[[Place], Any]]] = {
         "sqlite": lambda d: SQLiteProbeStore(d / "hpcfed.db"),
         "postgres": pg(PgProbeStore),
     },
+    "apps": {
+        "sqlite": lambda d: SQLiteAppStore(d / "hpcfed.db"),
+        "postgres": pg(PgAppStore),
+    },
     "audit": {
         "file": lambda d: AuditLog(d / "audit.log"),
         "postgres": lambda place: PgAuditTrail(place.dsn),
@@ -173,6 +179,7 @@ job_backend = _backend("jobs")
 transfer_backend = _backend("transfers")
 evaluation_backend = _backend("evaluations")
 probe_backend = _backend("probes")
+app_backend = _backend("apps")
 audit_backend = _backend("audit")
 vault_backend = _backend("vault")
 lease_backend = _backend("leases")
@@ -209,6 +216,13 @@ async def evaluation_store(evaluation_backend: Backend):
 @pytest.fixture
 async def probe_store(probe_backend: Backend):
     store = await _opened(probe_backend)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def app_store(app_backend: Backend):
+    store = await _opened(app_backend)
     yield store
     await store.close()
 

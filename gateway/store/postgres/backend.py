@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.store import Stores
+from gateway.store.postgres.apps import PgAppStore
 from gateway.store.postgres.audit import PgAuditTrail
 from gateway.store.postgres.evaluations import PgEvaluationStore
 from gateway.store.postgres.events import PgJobFeed
@@ -38,6 +39,7 @@ def open_postgres(config: LoadedConfig) -> Stores:
         transfers=PgTransferStore(pool),
         evaluations=PgEvaluationStore(pool),
         probes=PgProbeStore(pool),
+        apps=PgAppStore(pool),
         audit=PgAuditTrail(store.dsn),
         vault=PgVaultEntries(store.dsn),
         migrator=PgMigrator(pool),

@@ -122,10 +122,36 @@ CREATE TABLE vault_state (
 INSERT INTO vault_state (only_row, version) VALUES (true, 0);
 """
 
+#: Documents and evidence are `json`, kept as written: `jsonb` reorders keys and
+#: refuses a NUL, which SQLite keeps.
+_V4 = """
+CREATE TABLE app_definitions (
+    name text COLLATE "C" PRIMARY KEY,
+    document json NOT NULL,
+    updated_by text NOT NULL,
+    updated_at timestamptz NOT NULL,
+    revision bigint NOT NULL
+);
+
+CREATE TABLE app_verifications (
+    center text COLLATE "C" NOT NULL,
+    app text COLLATE "C" NOT NULL,
+    version text COLLATE "C" NOT NULL,
+    state text NOT NULL CHECK (state IN ('verified', 'failed')),
+    checked_at timestamptz NOT NULL,
+    evaluation_id text,
+    message text NOT NULL,
+    evidence json NOT NULL,
+    PRIMARY KEY (center, app, version)
+);
+CREATE INDEX app_verifications_app ON app_verifications (app, version, center);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations, probes, audit and vault entries", _V1),
     Migration(2, "leases", LEASES_SQL),
     Migration(3, "job events", JOB_EVENTS_SQL),
+    Migration(4, "application definitions and verifications", _V4),
 ]
 
 check_order(MIGRATIONS)

@@ -92,8 +92,32 @@ CREATE TABLE IF NOT EXISTS probes (
 CREATE INDEX IF NOT EXISTS probes_center_at ON probes (center, at);
 """
 
+_V2 = """
+CREATE TABLE app_definitions (
+    name TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
+
+CREATE TABLE app_verifications (
+    center TEXT NOT NULL,
+    app TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('verified', 'failed')),
+    checked_at TEXT NOT NULL,
+    evaluation_id TEXT,
+    message TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    PRIMARY KEY (center, app, version)
+);
+CREATE INDEX app_verifications_app ON app_verifications (app, version, center);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations and probes", _V1),
+    Migration(2, "application definitions and verifications", _V2),
 ]
 check_order(MIGRATIONS)
 KNOWN = MIGRATIONS[-1].version

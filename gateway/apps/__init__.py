@@ -1,0 +1,1 @@
+"""Published applications: their definitions, catalog, rendering and canary verifications."""
