@@ -29,11 +29,10 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.jobs.records import JobRecord
-from gateway.jobs.store import DuplicateIdempotencyKey, JobPage, JobQuery, JobStore
+from gateway.jobs.store import DuplicateIdempotencyKey, Ended, JobPage, JobQuery, JobStore
 from gateway.store.leases import Lease
 
 #: Events a subscriber may have pending before they are coalesced.
@@ -313,15 +312,8 @@ class PublishingJobStore(JobStore):
     async def list(self, query: JobQuery) -> JobPage:
         return await self.inner.list(query)
 
-    async def finished(
-        self,
-        *,
-        owner: str | None,
-        center: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[JobRecord]:
-        return await self.inner.finished(owner=owner, center=center, since=since, until=until)
+    async def ended(self, query: Ended) -> list[JobRecord]:
+        return await self.inner.ended(query)
 
     async def active(self) -> list[JobRecord]:
         return await self.inner.active()

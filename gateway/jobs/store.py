@@ -24,6 +24,7 @@ from gateway.store.leases import Lease
 
 __all__ = [
     "DuplicateIdempotencyKey",
+    "Ended",
     "InvalidCursor",
     "JobPage",
     "JobQuery",
@@ -69,6 +70,17 @@ class JobQuery:
     limit: int = 100
     cursor: str | None = None  # from the previous page's next_cursor
     max_bytes: int | None = None  # the page ends early past about this much of records
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Which ended jobs `JobStore.finished` gives: `owner`'s (None: every owner's), at
+    `center` (None: at any), that ended in [since, until) (None: unbounded)."""
+
+    owner: str | None
+    center: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,6 @@ class JobStore(Store):
         always holding at least one. Following the cursors reaches every matching job
         once, also when many share a creation instant. Raises InvalidCursor."""
 
-    @abc.abstractmethod
     async def finished(
         self,
         *,
@@ -134,6 +145,11 @@ class JobStore(Store):
     ) -> list[JobRecord]:
         """Jobs in a terminal state that ended in [since, until), oldest first, without
         their specs' content (as `active`): what billing needs."""
+        return await self.ended(Ended(owner, center, since, until))
+
+    @abc.abstractmethod
+    async def ended(self, query: Ended) -> list[JobRecord]:
+        """`finished` of the jobs `query` names: what a backend implements."""
 
     @abc.abstractmethod
     async def active(self) -> list[JobRecord]:

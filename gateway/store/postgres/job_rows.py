@@ -5,7 +5,6 @@ script never leaves the server), and the list cursors."""
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +14,8 @@ from pydantic import BaseModel
 
 from adapters.base import TERMINAL_STATES, JobState
 from gateway.jobs.records import JobRecord
-from gateway.jobs.store import FIXED_FIELDS, InvalidCursor, JobQuery
+from gateway.jobs.store import FIXED_FIELDS, Ended, InvalidCursor, JobQuery
+from gateway.store import job_sql
 
 COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
@@ -131,18 +131,12 @@ def update_sql(fields: dict[str, Any], now: datetime) -> tuple[sql.Composed, dic
 def encode_cursor(record: JobRecord) -> str:
     created = aware(record.created_at)
     assert created is not None
-    raw = f"{created.astimezone(UTC).isoformat()}|{record.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return job_sql.encode_cursor(created.astimezone(UTC).isoformat(), record.id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """(created_at, id) of a cursor; InvalidCursor if this store did not make it."""
-    padded = cursor + "=" * (-len(cursor) % 4)
-    try:
-        created, job_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
-        moment = datetime.fromisoformat(created)
-    except Exception as exc:
-        raise InvalidCursor() from exc
+    moment, job_id = job_sql.decode_cursor(cursor)
     if moment.tzinfo is None or "\0" in job_id:
         raise InvalidCursor()
     return moment, job_id
@@ -152,17 +146,10 @@ def list_sql(query: JobQuery) -> tuple[str, list[Any]]:
     """The SELECT of a page of `query`: up to limit + 1 rows (whether more follow),
     of them the records' texts of the page (at most `limit`, the first and those within
     `max_bytes` of text), each with how many rows matched: more follow if more did."""
-    where: list[str] = []
-    args: list[Any] = []
-    if query.owner is not None:
-        where.append("owner = %s")
-        args.append(query.owner)
+    where, args = job_sql.equal("%s", (("owner", query.owner), ("center", query.center)))
     if query.states:
         where.append("state = ANY(%s)")
         args.append([s.value for s in query.states])
-    if query.center is not None:
-        where.append("center = %s")
-        args.append(query.center)
     if query.cursor is not None:
         created, job_id = decode_cursor(query.cursor)
         where.append("(created_at, id) < (%s, %s)")
@@ -181,24 +168,12 @@ def list_sql(query: JobQuery) -> tuple[str, list[Any]]:
     return statement, [*args, query.limit + 1, query.limit, cap]
 
 
-def finished_sql(
-    owner: str | None, center: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    """The SELECT of the summaries of jobs that ended in [since, until), oldest first."""
-    where = ["state = ANY(%s)"]
-    args: list[Any] = [TERMINAL]
-    for column, value in (("owner", owner), ("center", center)):
-        if value is not None:
-            where.append(f"{column} = %s")
-            args.append(value)
-    if since is not None:
-        where.append("finished_at >= %s")
-        args.append(aware(since))
-    if until is not None:
-        where.append("finished_at < %s")
-        args.append(aware(until))
+def finished_sql(query: Ended) -> tuple[str, list[Any]]:
+    """The SELECT of the summaries of the jobs of `query`, oldest first."""
+    where, args = job_sql.ended_where(query, "%s", aware)
+    where.insert(0, "state = ANY(%s)")
     return (
         f"SELECT {SUMMARY} FROM jobs WHERE {' AND '.join(where)} "  # noqa: S608
         "ORDER BY finished_at, id",
-        args,
+        [TERMINAL, *args],
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -23,6 +22,7 @@ import psycopg
 from gateway.jobs.records import JobRecord
 from gateway.jobs.store import (
     DuplicateIdempotencyKey,
+    Ended,
     JobPage,
     JobQuery,
     JobStore,
@@ -158,15 +158,8 @@ class PgJobStore(OnPool, JobStore):
         more = bool(found) and found[0][1] > len(found)
         return JobPage(jobs=jobs, next_cursor=rows.encode_cursor(jobs[-1]) if more else None)
 
-    async def finished(
-        self,
-        *,
-        owner: str | None,
-        center: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[JobRecord]:
-        statement, args = rows.finished_sql(owner, center, since, until)
+    async def ended(self, query: Ended) -> list[JobRecord]:
+        statement, args = rows.finished_sql(query)
         return [_record(t) for t in await self._texts(statement, args)]
 
     async def active(self) -> list[JobRecord]:

@@ -5,7 +5,6 @@ a record's JSON inside SQLite, and the list cursors."""
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -16,7 +15,8 @@ from pydantic import BaseModel
 from adapters.base import TERMINAL_STATES, JobState
 from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord
-from gateway.jobs.store import FIXED_FIELDS, InvalidCursor, JobQuery
+from gateway.jobs.store import FIXED_FIELDS, Ended, InvalidCursor, JobQuery
+from gateway.store import job_sql
 
 COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
@@ -122,17 +122,15 @@ def column_value(value: Any) -> Any:
 
 
 def encode_cursor(record: JobRecord) -> str:
-    raw = f"{time_text(record.created_at)}|{record.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return job_sql.encode_cursor(time_text(record.created_at), record.id)
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
     """(created_at text, id) of a cursor; InvalidCursor if this store did not make it."""
-    padded = cursor + "=" * (-len(cursor) % 4)
+    moment, job_id = job_sql.decode_cursor(cursor)
     try:
-        created, job_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
         # Compared with the stored text: in its form, whatever form the cursor has.
-        return time_text(datetime.fromisoformat(created)), job_id
+        return time_text(moment), job_id
     except Exception as exc:
         raise InvalidCursor() from exc
 
@@ -154,17 +152,10 @@ def update_sql(fields: dict[str, Any], now: datetime) -> tuple[str, dict[str, An
 
 def list_sql(query: JobQuery) -> tuple[str, list[Any]]:
     """The SELECT of a page of `query` (one row more than its limit: whether more follow)."""
-    where: list[str] = []
-    args: list[Any] = []
-    if query.owner is not None:
-        where.append("owner = ?")
-        args.append(query.owner)
+    where, args = job_sql.equal("?", (("owner", query.owner), ("center", query.center)))
     if query.states:
         where.append(f"state IN ({', '.join('?' for _ in query.states)})")
         args.extend(s.value for s in query.states)
-    if query.center is not None:
-        where.append("center = ?")
-        args.append(query.center)
     if query.cursor is not None:
         created, job_id = decode_cursor(query.cursor)
         where.append("(created_at < ? OR (created_at = ? AND id < ?))")
@@ -174,23 +165,14 @@ def list_sql(query: JobQuery) -> tuple[str, list[Any]]:
     return sql, [*args, query.limit + 1]
 
 
-def finished_sql(
-    owner: str | None, center: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    """The SELECT of the summaries of jobs that ended in [since, until), oldest first."""
-    where = [f"state IN ({', '.join('?' for _ in TERMINAL)})"]
-    args: list[Any] = list(TERMINAL)
-    for column, value in (("owner", owner), ("center", center)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if since is not None:
-        where.append("finished_at >= ?")
-        args.append(time_text(since))
-    if until is not None:
-        where.append("finished_at < ?")
-        args.append(time_text(until))
-    return f"SELECT {SUMMARY} FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at", args  # noqa: S608
+def finished_sql(query: Ended) -> tuple[str, list[Any]]:
+    """The SELECT of the summaries of the jobs of `query`, oldest first."""
+    where, args = job_sql.ended_where(query, "?", time_text)
+    where.insert(0, f"state IN ({', '.join('?' for _ in TERMINAL)})")
+    return (
+        f"SELECT {SUMMARY} FROM jobs WHERE {' AND '.join(where)} ORDER BY finished_at",  # noqa: S608
+        [*TERMINAL, *args],
+    )
 
 
 #: The summaries of every job not yet in a terminal state, oldest first.

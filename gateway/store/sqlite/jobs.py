@@ -13,13 +13,13 @@ from __future__ import annotations
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.jobs.records import JobRecord
 from gateway.jobs.store import (
     DuplicateIdempotencyKey,
+    Ended,
     JobPage,
     JobQuery,
     JobStore,
@@ -215,15 +215,8 @@ class SQLiteJobStore(SQLiteFile, JobStore):
         next_cursor = rows.encode_cursor(jobs[-1]) if more and jobs else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
-    async def finished(
-        self,
-        *,
-        owner: str | None,
-        center: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[JobRecord]:
-        sql, args = rows.finished_sql(owner, center, since, until)
+    async def ended(self, query: Ended) -> list[JobRecord]:
+        sql, args = rows.finished_sql(query)
         found = await self._call(lambda db: db.execute(sql, args).fetchall())
         return [rows.from_json(r[0]) for r in found]
 
