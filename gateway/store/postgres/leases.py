@@ -27,31 +27,31 @@ CREATE TABLE leases (
 );
 """
 
-_ACQUIRE = """
-INSERT INTO leases AS l (name, holder, fence, expires_at)
-VALUES (%(name)s, %(holder)s, nextval('lease_fences'), now() + make_interval(secs => %(ttl)s))
+#: A lease taken over once it has expired, or renewed by its holder (its fence kept
+#: while it has not expired).
+_TAKE_OVER = """
 ON CONFLICT (name) DO UPDATE SET
     holder = EXCLUDED.holder,
     fence = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
                  THEN l.fence ELSE EXCLUDED.fence END,
     expires_at = EXCLUDED.expires_at
 WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
-RETURNING l.fence, extract(epoch FROM l.expires_at)::float8
 """
+_ACQUIRE = f"""
+INSERT INTO leases AS l (name, holder, fence, expires_at)
+VALUES (%(name)s, %(holder)s, nextval('lease_fences'), now() + make_interval(secs => %(ttl)s))
+{_TAKE_OVER}
+RETURNING l.fence, extract(epoch FROM l.expires_at)::float8
+"""  # noqa: S608 (fixed text)
 #: `_ACQUIRE` of many names in one statement; in name order, so that two replicas
 #: asking for overlapping sets lock their rows in one order and never deadlock.
-_ACQUIRE_MANY = """
+_ACQUIRE_MANY = f"""
 INSERT INTO leases AS l (name, holder, fence, expires_at)
 SELECT n, %(holder)s, nextval('lease_fences'), now() + make_interval(secs => %(ttl)s)
 FROM unnest(%(names)s::text[]) AS n ORDER BY n
-ON CONFLICT (name) DO UPDATE SET
-    holder = EXCLUDED.holder,
-    fence = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
-                 THEN l.fence ELSE EXCLUDED.fence END,
-    expires_at = EXCLUDED.expires_at
-WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
+{_TAKE_OVER}
 RETURNING l.name, l.fence, extract(epoch FROM l.expires_at)::float8
-"""
+"""  # noqa: S608 (fixed text)
 _RELEASE = "DELETE FROM leases WHERE name = %s AND holder = %s AND fence = %s"
 _RELEASE_MANY = """
 DELETE FROM leases WHERE holder = %s
