@@ -40,19 +40,20 @@ from gateway.data.store import TransferStore
 from gateway.errors import DomainError
 from gateway.store.contract import StoreError, StoreUnavailable
 from gateway.store.leases import Held, Leases, LocalLeases, acquire, release_quietly
-from gateway.store.outages import every, save_final, stop
+from gateway.store.outages import (
+    FINAL_SAVE_FOR,
+    LEASE_TTL,
+    SWEEP_EVERY,
+    every,
+    save_final,
+    stop,
+)
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.transfers")
 
 MAX_RUNNING = 4
 _SAVE_EVERY = 1.0  # seconds between progress writes
-#: Seconds a transfer's lease lasts without renewal (renewed every third of it).
-LEASE_TTL = 15.0
-#: Seconds between two looks for unfinished transfers whose lease is free.
-SWEEP_EVERY = 5.0
-#: How long the final write of a transfer is tried again while the store is out of reach.
-FINAL_SAVE_FOR = 60.0
 #: How long a cancel asked of a replica that does not run the transfer waits for its end.
 CANCEL_WAIT = 15.0
 

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 #: Seconds between two tries of a final write the store did not take.
 RETRY = 1.0
+#: The defaults of the work each replica takes up by lease (transfers, evaluations):
+#: seconds a lease lasts without renewal (renewed every third of it), seconds between
+#: two looks for work whose lease is free, and how long the final write of a piece of
+#: work is tried again while the store is out of reach.
+LEASE_TTL = 15.0
+SWEEP_EVERY = 5.0
+FINAL_SAVE_FOR = 60.0
 
 
 async def stop(task: asyncio.Task[Any] | None) -> None:

@@ -33,7 +33,14 @@ from gateway.config_models import AdmissionConfig
 from gateway.errors import DomainError
 from gateway.store.contract import StoreUnavailable
 from gateway.store.leases import Held, Leases, LocalLeases, acquire, release_quietly
-from gateway.store.outages import every, save_final, stop
+from gateway.store.outages import (
+    FINAL_SAVE_FOR,
+    LEASE_TTL,
+    SWEEP_EVERY,
+    every,
+    save_final,
+    stop,
+)
 from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.evaluation")
@@ -41,12 +48,6 @@ log = logging.getLogger("hpcfed.evaluation")
 STOPPED = "the gateway stopped during the evaluation"
 #: close() waits this long for cancelled runs to clean up (cancel jobs, remove files).
 CLOSE_TIMEOUT = 30.0
-#: Seconds a center's evaluation lease lasts without renewal (renewed every third of it).
-LEASE_TTL = 15.0
-#: Seconds between two looks for RUNNING evaluations whose lease is free.
-SWEEP_EVERY = 5.0
-#: How long the final write of an evaluation is tried again while the store is out of reach.
-FINAL_SAVE_FOR = 60.0
 
 
 def evaluation_lease(center_id: str) -> str:
