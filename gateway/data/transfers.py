@@ -39,14 +39,12 @@ from gateway.data.models import TransferFile, TransferRecord, TransferRequest
 from gateway.data.store import TransferStore
 from gateway.errors import DomainError
 from gateway.store.contract import StoreError, StoreUnavailable
-from gateway.store.leases import Held, Leases, LocalLeases, acquire, release_quietly
+from gateway.store.leases import Held, LeasedWork, Leases, acquire, release_quietly
 from gateway.store.outages import (
     FINAL_SAVE_FOR,
     LEASE_TTL,
     SWEEP_EVERY,
-    every,
     save_final,
-    stop,
 )
 from gateway.units import utcnow
 
@@ -62,7 +60,7 @@ def transfer_lease(transfer_id: str) -> str:
     return f"transfer/{transfer_id}"
 
 
-class TransferService:
+class TransferService(LeasedWork):
     def __init__(
         self,
         store: TransferStore,
@@ -72,18 +70,14 @@ class TransferService:
         lease_ttl: float = LEASE_TTL,
         sweep_every: float = SWEEP_EVERY,
     ) -> None:
+        # The leases: who runs which transfer.
+        super().__init__(leases, lease_ttl, sweep_every)
         self.store = store
         self.centers = centers
-        #: Who runs which transfer; in memory (every transfer this process's) by default.
-        self.leases = leases if leases is not None else LocalLeases()
-        self.lease_ttl = lease_ttl
-        self.sweep_every = sweep_every
         self._live: dict[str, TransferRecord] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_RUNNING)
         self._saving: set[asyncio.Task[None]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
-        self._closing = False
         #: Told of the bytes each copy moves: (direction "copied", count); set by the metrics.
         self.on_bytes: Callable[[str, int], None] | None = None
 
@@ -91,7 +85,9 @@ class TransferService:
         """Take up the unfinished transfers no replica runs (a previous run's), then
         look for such transfers every `sweep_every` seconds."""
         await self.take_up()
-        self._sweeper = asyncio.create_task(self._sweep(), name="transfers-sweep")
+        self.start_sweep(
+            self.take_up, "transfers: looking for unfinished ones", log, "transfers-sweep"
+        )
 
     async def take_up(self) -> int:
         """Launch every unfinished transfer whose lease this replica gets; how many."""
@@ -124,13 +120,8 @@ class TransferService:
             taken += 1
         return taken
 
-    async def _sweep(self) -> None:
-        await every(self.sweep_every, self.take_up, "transfers: looking for unfinished ones", log)
-
     async def close(self) -> None:
-        self._closing = True
-        await stop(self._sweeper)
-        self._sweeper = None
+        await self.stop_sweep()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -37,16 +37,17 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.store.contract import Store, StoreError
-from gateway.store.outages import stop
+from gateway.store.outages import every, stop
 
 __all__ = [
     "Held",
     "Lease",
     "LeaseLost",
+    "LeasedWork",
     "Leases",
     "LocalLeases",
     "acquire",
@@ -243,6 +244,31 @@ async def acquire(leases: Leases, name: str, ttl: float) -> tuple[Lease | None, 
     monotonic time it was asked for (what `Held` counts its ttl from)."""
     asked = time.monotonic()
     return await leases.acquire(name, ttl), asked
+
+
+class LeasedWork:
+    """What a service whose work each replica takes up by lease keeps (transfers,
+    evaluations): the leases (in memory, every one this process's, by default), how
+    long one lasts, and a sweep every `sweep_every` seconds for work whose lease is free."""
+
+    def __init__(self, leases: Leases | None, lease_ttl: float, sweep_every: float) -> None:
+        self.leases = leases if leases is not None else LocalLeases()
+        self.lease_ttl = lease_ttl
+        self.sweep_every = sweep_every
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start_sweep(
+        self, work: Callable[[], Awaitable[object]], what: str, logger: logging.Logger, name: str
+    ) -> None:
+        """`work()` every `sweep_every` seconds (`outages.every`) in the task `name`."""
+        self._sweeper = asyncio.create_task(every(self.sweep_every, work, what, logger), name=name)
+
+    async def stop_sweep(self) -> None:
+        """The service is closing: the sweep ends."""
+        self._closing = True
+        await stop(self._sweeper)
+        self._sweeper = None
 
 
 async def release_quietly(leases: Leases, lease: Lease) -> None:

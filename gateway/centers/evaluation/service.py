@@ -32,14 +32,12 @@ from gateway.centers.evaluation.suite import SuiteRun, new_record
 from gateway.config_models import AdmissionConfig
 from gateway.errors import DomainError
 from gateway.store.contract import StoreUnavailable
-from gateway.store.leases import Held, Leases, LocalLeases, acquire, release_quietly
+from gateway.store.leases import Held, LeasedWork, Leases, acquire, release_quietly
 from gateway.store.outages import (
     FINAL_SAVE_FOR,
     LEASE_TTL,
     SWEEP_EVERY,
-    every,
     save_final,
-    stop,
 )
 from gateway.units import utcnow
 
@@ -54,7 +52,7 @@ def evaluation_lease(center_id: str) -> str:
     return f"evaluation/{center_id}"
 
 
-class EvaluationService:
+class EvaluationService(LeasedWork):
     def __init__(
         self,
         store: EvaluationStore,
@@ -66,26 +64,27 @@ class EvaluationService:
         lease_ttl: float = LEASE_TTL,
         sweep_every: float = SWEEP_EVERY,
     ) -> None:
+        # The leases: which replica evaluates which center.
+        super().__init__(leases, lease_ttl, sweep_every)
         self.store = store
         self.centers = centers
         self.power = power
         self.admission_config = admission_config
-        #: Which replica evaluates which center; in memory (all this process's) by default.
-        self.leases = leases if leases is not None else LocalLeases()
-        self.lease_ttl = lease_ttl
-        self.sweep_every = sweep_every
         self._running: dict[str, EvaluationRecord] = {}  # center -> its running evaluation
         self._tasks: dict[str, asyncio.Task[None]] = {}  # evaluation id -> its run
         # Starting one and finishing an abandoned one take a center's lease in turn.
         self._guard = asyncio.Lock()
-        self._sweeper: asyncio.Task[None] | None = None
-        self._closing = False
 
     async def start_service(self) -> None:
         """Records left RUNNING by a replica that is gone can never finish: mark them
         ERROR (now, and every `sweep_every` seconds)."""
         await self.finish_abandoned()
-        self._sweeper = asyncio.create_task(self._sweep(), name="evaluations-sweep")
+        self.start_sweep(
+            self.finish_abandoned,
+            "evaluations: looking for abandoned ones",
+            log,
+            "evaluations-sweep",
+        )
 
     async def finish_abandoned(self) -> int:
         """Mark ERROR every RUNNING evaluation whose center's lease is free; how many."""
@@ -117,16 +116,9 @@ class EvaluationService:
             count += 1
         return count
 
-    async def _sweep(self) -> None:
-        await every(
-            self.sweep_every, self.finish_abandoned, "evaluations: looking for abandoned ones", log
-        )
-
     async def close(self) -> None:
         """Cancel the running evaluations; each is stored as ERROR."""
-        self._closing = True
-        await stop(self._sweeper)
-        self._sweeper = None
+        await self.stop_sweep()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
