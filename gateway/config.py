@@ -9,13 +9,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gateway.apps.models import AppDefinition
 from gateway.centers.config import CenterConfig
 from gateway.config_models import GatewayConfig
 
@@ -32,6 +33,8 @@ class LoadedConfig:
     centers: dict[str, CenterConfig]
     path: Path
     data_dir: Path
+    #: The application definitions of `app_files`, by name.
+    apps: dict[str, AppDefinition] = field(default_factory=dict)
 
     def data_path(self, value: str) -> Path:
         """A path from the config: absolute, ``~``-expanded, or relative to data_dir."""
@@ -79,6 +82,28 @@ def load_center_file(path: Path) -> CenterConfig:
     return validate_file(path, CenterConfig)
 
 
+def _matches(base: Path, pattern: str) -> list[str]:
+    full = Path(os.path.expanduser(pattern))
+    full = full if full.is_absolute() else base / full
+    return sorted(glob.glob(str(full))) if glob.has_magic(str(full)) else [str(full)]
+
+
+def load_app_files(base: Path, patterns: list[str]) -> dict[str, AppDefinition]:
+    """The definitions the patterns name (a glob that matches nothing names none); a
+    file is named after its application (`lammps.yaml` holds `name: lammps`)."""
+    apps: dict[str, AppDefinition] = {}
+    for pattern in patterns:
+        for match in _matches(base, pattern):
+            path = Path(match)
+            app = validate_file(path, AppDefinition)
+            if path.stem != app.name:
+                raise ConfigError(f"{match}: name: {app.name!r} must be the file's name")
+            if app.name in apps:
+                raise ConfigError(f"{match}: name: application {app.name!r} is defined twice")
+            apps[app.name] = app
+    return apps
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Load gateway.yaml and every center file it names; refuse on the first bad file."""
     config_path = Path(path)
@@ -87,10 +112,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     centers: dict[str, CenterConfig] = {}
     origin: dict[str, Path] = {}
     for pattern in gateway.center_files:
-        full = Path(os.path.expanduser(pattern))
-        full = full if full.is_absolute() else base / full
-        matches = sorted(glob.glob(str(full))) if glob.has_magic(str(full)) else [str(full)]
-        for match in matches:
+        for match in _matches(base, pattern):
             center = load_center_file(Path(match))
             if center.id in centers:
                 raise ConfigError(
@@ -107,7 +129,10 @@ def load_config(path: str | Path) -> LoadedConfig:
     data_dir = Path(os.path.expanduser(os.environ.get("HPCFED_DATA_DIR") or gateway.data_dir))
     if not data_dir.is_absolute():
         data_dir = (base / data_dir).resolve()
-    return LoadedConfig(gateway=gateway, centers=centers, path=config_path, data_dir=data_dir)
+    apps = load_app_files(base, gateway.app_files)
+    return LoadedConfig(
+        gateway=gateway, centers=centers, path=config_path, data_dir=data_dir, apps=apps
+    )
 
 
 def center_schema() -> str:
@@ -115,4 +140,12 @@ def center_schema() -> str:
     schema = CenterConfig.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "hpcfed center configuration"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def app_schema() -> str:
+    """The JSON Schema of an application definition (configs/schema/app.schema.json)."""
+    schema = AppDefinition.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "hpcfed application definition"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"

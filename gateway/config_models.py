@@ -210,6 +210,10 @@ class GatewayConfig(_Strict):
     center_files: list[str] = Field(
         default_factory=list, description="center YAML files or globs, relative to this file"
     )
+    app_files: list[str] = Field(
+        default_factory=lambda: ["apps/*.yaml"],
+        description="application definitions (YAML files or globs), relative to this file",
+    )
     default_center: str | None = Field(
         None,
         pattern=CENTER_ID_PATTERN,

@@ -123,6 +123,88 @@ class HardwareConfig(_Strict):
         return self.partitions.get(partition) or self.cpu
 
 
+#: A module as `module load` names it (Lmod: `name/version`).
+MODULE_PATTERN = r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+AbsolutePath = Annotated[str, Field(pattern=r"^/[^\x00\n]*$", max_length=4096)]
+
+
+class ModulesConfig(_Strict):
+    """How this center's job scripts reach its environment modules (Lmod or Tcl modules)."""
+
+    init: AbsolutePath | None = Field(
+        None,
+        description="the shell init file sourced when `module` is not defined in a batch job "
+        "(default: the first of Lmod's and Environment Modules' usual places that exists)",
+    )
+    paths: list[AbsolutePath] = Field(
+        default_factory=list, max_length=64, description="module trees to `module use`, in order"
+    )
+
+
+class AppBinding(_Strict):
+    """How this center offers one version of an application of the catalog. Written by
+    the center's admin: `setup` lines go into job scripts as they are."""
+
+    app: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    modules: list[Annotated[str, Field(pattern=MODULE_PATTERN, max_length=200)]] = Field(
+        default_factory=list, max_length=32, description="`module load` each, in order"
+    )
+    path: list[AbsolutePath] = Field(
+        default_factory=list, max_length=32, description="directories put first on PATH"
+    )
+    environment: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(
+        default_factory=dict, max_length=128
+    )
+    setup: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=64, description="shell lines run before the application"
+    )
+    executable: str | None = Field(
+        None,
+        pattern=r"^/?[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$",
+        max_length=1024,
+        description="the program to run instead of the definition's (a name on PATH or a path)",
+    )
+    partitions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, description="only in these partitions (queues); empty: in all"
+    )
+
+    @field_validator("setup", "environment")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        texts = value.values() if isinstance(value, dict) else value
+        if any("\0" in text for text in texts):
+            raise ValueError("must not contain a NUL byte")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.app, self.version)
+
+
+class ApplicationsConfig(_Strict):
+    """The applications of the catalog this center offers, and how."""
+
+    modules: ModulesConfig = Field(default_factory=ModulesConfig)
+    bindings: list[AppBinding] = Field(default_factory=list, max_length=1024)
+
+    @field_validator("bindings")
+    @classmethod
+    def _once(cls, bindings: list[AppBinding]) -> list[AppBinding]:
+        seen: dict[tuple[str, str], int] = {}
+        for i, binding in enumerate(bindings):
+            first = seen.setdefault(binding.key, i)
+            if first != i:
+                raise ValueError(
+                    f"entry {i}: {binding.app} {binding.version} is already bound by entry {first}"
+                )
+        return bindings
+
+    def binding(self, app: str, version: str) -> AppBinding | None:
+        return next((b for b in self.bindings if b.key == (app, version)), None)
+
+
 class PriceConfig(_Strict):
     """What the center charges; a job is billed at the price in force when it ran."""
 
@@ -158,6 +240,7 @@ class CenterConfig(_Strict):
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     price: PriceConfig = Field(default_factory=PriceConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    applications: ApplicationsConfig = Field(default_factory=ApplicationsConfig)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from adapters.base import CenterLoad, PartitionLoad
@@ -74,9 +74,15 @@ class Placer:
         self.limits = LimitsCache()
 
     async def place(
-        self, owner: str, spec: JobSpec, active: Iterable[JobRecord] = ()
+        self,
+        owner: str,
+        spec: JobSpec,
+        active: Iterable[JobRecord] = (),
+        refuse: Callable[[Center], list[str] | None] | None = None,
     ) -> PlacementDecision:
-        """The decision for a new job of `owner`; a DomainError naming what failed where."""
+        """The decision for a new job of `owner`; a DomainError naming what failed where.
+        `refuse` says why a center may not take the job whatever its load (e.g. it does
+        not offer the job's application), or None where it may."""
         prefs = spec.placement
         serving = [c for c in self.centers if c.serves(owner)]
         if not serving:
@@ -95,6 +101,8 @@ class Placer:
                 since, error = center.down
                 refused[center.id] = [f"center: down since {since.isoformat()} ({error})"]
                 unavailable.add(center.id)
+            elif refuse is not None and (why := refuse(center)):
+                refused[center.id] = why
             elif prefs and prefs.regions and center.config.region not in prefs.regions:
                 region = center.config.region or "(none)"
                 refused[center.id] = [

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.apps.service import AppService
+from gateway.apps.verification import CanaryRunner
 from gateway.centers.configured import build_registry
 from gateway.centers.evaluation.service import EvaluationService
 from gateway.centers.health import HealthMonitor
@@ -31,6 +33,7 @@ from gateway.http.limits import (
 from gateway.http.metrics import METRICS, GatewayMetrics, metrics_middleware
 from gateway.http.request_id import request_id_middleware, setup_request_id
 from gateway.http.routes import (
+    apps,
     centers,
     dashboard,
     evaluations,
@@ -46,7 +49,9 @@ from gateway.http.routes import (
 )
 from gateway.http.routes.files import CONTENT_ROUTE
 from gateway.http.routes.keys import (
+    APPS,
     AUDIT,
+    CANARIES,
     CENTERS,
     CONFIG,
     EVALUATIONS,
@@ -88,6 +93,7 @@ STORES = web.AppKey("stores", Stores)
 def setup_routes(app: web.Application) -> None:
     health.setup_routes(app)
     jobs.setup_routes(app)
+    apps.setup_routes(app)
     events.setup_routes(app)
     centers.setup_routes(app)
     files.setup_routes(app)
@@ -187,6 +193,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     )
     app[POWER] = power
     lease_ttl = config.gateway.lease_ttl
+    catalog = app[APPS] = AppService(config.apps, stores.apps, centers)
+    power.applications = catalog.applications_of
+    canaries = app[CANARIES] = CanaryRunner(catalog, stores.apps, centers, stores.leases)
     service = JobService(
         store,
         centers,
@@ -194,6 +203,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         placer=Placer(centers, power, config.gateway.placement),
         leases=stores.leases,
         lease_ttl=lease_ttl,
+        apps=catalog,
     )
     # The centers this replica polls and probes (all of them with the embedded store).
     ownership = CenterOwnership(stores.leases, [c.id for c in centers], lease_ttl)
@@ -230,6 +240,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await ownership.close()  # its centers go to another replica at once
         await service.close()
         await evaluations.close()  # before the centers: its runs cancel their jobs
+        await canaries.close()
         await transfers.close()
         await feed.close()
         await stores.close()

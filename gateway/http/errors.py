@@ -56,6 +56,7 @@ STATUS: dict[str, int] = {
     # what is asked for
     "not_found": 404,
     "unknown_center": 404,
+    "unknown_app": 404,
     "file_not_found": 404,
     "not_supported": 501,
     # what the request says
@@ -66,6 +67,8 @@ STATUS: dict[str, int] = {
     "unsatisfiable": 422,
     # the state of things
     "evaluation_running": 409,
+    "canaries_running": 409,
+    "app_defined_in_file": 409,
     "job_submitted": 409,
     "no_service_login": 409,
     "not_an_upload": 409,

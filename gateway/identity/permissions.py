@@ -71,6 +71,7 @@ ROLE_GRANTS: dict[str, dict[str, Scope]] = {
             "health.read",
             "metrics.read",
             "centers.admin",
+            "apps.admin",
             "tokens.issue",
         )
     },

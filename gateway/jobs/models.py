@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from adapters.base import ENV_NAME_RE, DependencyCondition
+from gateway.apps.models import AppRequest
 from gateway.fields import (
     _ARRAY_SCHEMA_PATTERN,
     _DURATION_SCHEMA,
@@ -173,7 +174,7 @@ class PlacementSpec(_Verbatim):
 _NO_NUL: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
 
 
-#: Exactly one of `script` and `command` is a string; `arguments` go with `command`.
+#: Exactly one of `script`, `command` and `app` is given; `arguments` go with `command`.
 _SCRIPT_OR_COMMAND: dict[str, Any] = {
     "oneOf": [
         {
@@ -182,11 +183,25 @@ _SCRIPT_OR_COMMAND: dict[str, Any] = {
                 "script": {"type": "string"},
                 "command": {"type": "null"},
                 "arguments": {"maxItems": 0},
+                "app": {"type": "null"},
             },
         },
         {
             "required": ["command"],
-            "properties": {"command": {"type": "string"}, "script": {"type": "null"}},
+            "properties": {
+                "command": {"type": "string"},
+                "script": {"type": "null"},
+                "app": {"type": "null"},
+            },
+        },
+        {
+            "required": ["app"],
+            "properties": {
+                "app": {"type": "object"},
+                "script": {"type": "null"},
+                "command": {"type": "null"},
+                "arguments": {"maxItems": 0},
+            },
         },
     ]
 }
@@ -204,6 +219,9 @@ class JobSpec(_Verbatim):
     command: str | None = Field(None, min_length=1, max_length=4096, json_schema_extra=_NO_NUL)
     arguments: list[Annotated[str, Field(max_length=65536, json_schema_extra=_NO_NUL)]] = Field(
         default_factory=list, max_length=4096
+    )
+    app: AppRequest | None = Field(
+        None, description="an application of the catalog (GET /v1/apps), instead of a script"
     )
     resources: Resources = Field(default_factory=Resources)
     queue: str | None = Field(None, pattern=SAFE_NAME_PATTERN)
@@ -288,8 +306,9 @@ class JobSpec(_Verbatim):
 
     @model_validator(mode="after")
     def _script_or_command(self) -> JobSpec:
-        if (self.script is None) == (self.command is None):
-            raise ValueError("give exactly one of 'script' and 'command'")
+        given = [f for f in ("script", "command", "app") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'script', 'command' and 'app'")
         if self.arguments and self.command is None:
             raise ValueError("'arguments' goes with 'command', not with 'script'")
         return self

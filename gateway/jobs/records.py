@@ -99,6 +99,19 @@ class JobUsage(BaseModel):
     source: Literal["center", "gateway"] = "center"
 
 
+class AppRun(BaseModel):
+    """What a job of an application runs: the version its center offers, the
+    parameters' values (defaults filled in), and the script written for that center."""
+
+    name: str
+    version: str
+    parameters: dict[str, int | float | bool | str] = Field(default_factory=dict)
+    modules: list[str] = Field(default_factory=list)
+    executable: str
+    outputs: list[str] = Field(default_factory=list)
+    script: str
+
+
 class JobRecord(BaseModel):
     """A job as the gateway stores and serves it."""
 
@@ -117,6 +130,8 @@ class JobRecord(BaseModel):
     elements: list[ElementRecord] = Field(default_factory=list)
     staging: Staging = Field(default_factory=Staging)
     placement: PlacementDecision | None = None
+    #: A job of an application (`spec.app`): what it runs at its center.
+    application: AppRun | None = None
     #: The price of the center when the job was sent there (billed at it).
     price: Price | None = None
     usage: JobUsage | None = None

@@ -27,10 +27,11 @@ def to_request(
     res = spec.resources
     key = center_type(center_type_name).directives_key
     extra = getattr(spec.extra_directives, key, ()) if key else ()
+    app = record.application
     return JobRequest(
         gateway_id=record.id,
         name=spec.name,
-        script=spec.script,
+        script=app.script if app else spec.script,
         command=spec.command,
         arguments=tuple(spec.arguments),
         nodes=res.nodes,

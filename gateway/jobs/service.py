@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from adapters.base import JobState, OutputChunk
 from adapters.errors import AdapterError, CenterUnavailable, SubmitRejected
+from gateway.apps.jobs import app_run, with_app_resources
+from gateway.apps.service import AppPlan, AppService
 from gateway.centers.configured import CenterRegistry
 from gateway.centers.ownership import DEFAULT_TTL
 from gateway.centers.placement import Placer
@@ -30,7 +32,7 @@ from gateway.fields import array_indices
 from gateway.jobs.batch import BatchItem, submit_batch
 from gateway.jobs.dependencies import check_center, load_parents, native_dependencies
 from gateway.jobs.models import JobSpec
-from gateway.jobs.records import JobRecord, PlacementDecision, Price
+from gateway.jobs.records import AppRun, JobRecord, PlacementDecision, Price
 from gateway.jobs.sending import SubmitRejectedError, send_lease, sent_fields, to_request
 from gateway.jobs.staging import Stager, StagingFailed
 from gateway.jobs.store import DuplicateIdempotencyKey, InvalidCursor, JobPage, JobQuery, JobStore
@@ -56,8 +58,11 @@ class JobService:
         placer: Placer,
         leases: Leases | None = None,
         lease_ttl: float = DEFAULT_TTL,
+        apps: AppService | None = None,
     ) -> None:
         self.store = store
+        #: The application catalog, for jobs of an application (`spec.app`).
+        self.apps = apps
         #: The store's leases: `send/<id>` while a job is sent, `stageout/<id>` while its
         #: outputs are collected (renewed every lease_ttl / 3 meanwhile).
         self.leases = leases if leases is not None else LocalLeases()
@@ -122,6 +127,9 @@ class JobService:
         anywhere or may not), not yet stored. `active`: the jobs not yet ended, when the
         caller has them (placement weighs them)."""
         decision: PlacementDecision | None = None
+        plan = await self._app_plan(spec)
+        if plan is not None:
+            spec = with_app_resources(spec, plan.definition)
         if spec.center != "auto":
             center_id = self.centers.get(spec.center).id
         elif parents:
@@ -129,9 +137,16 @@ class JobService:
         else:
             if active is None:
                 active = await self.store.active()
-            decision = await self.placer.place(owner, spec, active)
+            refuse = plan.refusal if plan is not None else None
+            decision = await self.placer.place(owner, spec, active, refuse)
             center_id = decision.chosen
         center = self.centers.get(center_id)
+        application: AppRun | None = None
+        if plan is not None:
+            offer = plan.chosen(center, placed=decision is not None)
+            spec, application = app_run(plan, offer, spec)
+            if decision is not None:
+                decision.explanation += f" {plan.explanation(offer)}."
         center.require_available()  # center_unavailable at once while the center is down
         login = center.login_for(owner)  # no_identity_at_center when unmapped there
         check_center(parents, center_id)
@@ -147,6 +162,7 @@ class JobService:
             state=JobState.SUBMITTING,
             idempotency_key=idempotency_key,
             placement=decision,
+            application=application,
             price=Price(**center.config.price.model_dump()),
             created_at=now,
             updated_at=now,
@@ -154,6 +170,13 @@ class JobService:
         record.staging = self.staging.initial(record)
         await self.staging.check_workdir(record)
         return record
+
+    async def _app_plan(self, spec: JobSpec) -> AppPlan | None:
+        if spec.app is None:
+            return None
+        if self.apps is None:
+            raise DomainError("not_supported", "app: this gateway has no application catalog")
+        return await self.apps.plan(spec.app)
 
     async def submit_batch(
         self, owner: str, specs: Sequence[JobSpec], idempotency_key: str | None = None

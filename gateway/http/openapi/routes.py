@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from gateway.apps.models import AppDefinition
 from gateway.data.models import TransferRequest
 from gateway.fields import PATH_MAX_CHARS, PATH_PATTERN
 from gateway.http.openapi.route_doc import INT_HEADER, Param, RouteDoc
@@ -294,6 +295,36 @@ ROUTES: dict[str, RouteDoc] = {
     "transfers.list": RouteDoc("The caller's transfers", params=(_LIMIT,)),
     "transfers.get": RouteDoc("One transfer", path_params={"id": "the transfer's id"}),
     "transfers.cancel": RouteDoc("Cancel a transfer", path_params={"id": "the transfer's id"}),
+    "apps.list": RouteDoc(
+        "The application catalog: each application, its versions and the centers offering "
+        "each, with its canary's state",
+        params=(Param("center", description="only this center's offers"),),
+        errors=(404,),
+    ),
+    "apps.get": RouteDoc(
+        "One application: versions, offers, parameters, outputs, resources, canary",
+        path_params={"name": "the application's name"},
+        errors=(404,),
+    ),
+    "apps.put": RouteDoc(
+        "Put an application definition (admins)",
+        path_params={"name": "the application's name"},
+        body=AppDefinition,
+        errors=(409, 422),
+    ),
+    "apps.delete": RouteDoc(
+        "Delete an application definition put through the API (admins)",
+        path_params={"name": "the application's name"},
+        responses={204: "deleted"},
+        errors=(404, 409),
+    ),
+    "apps.canaries": RouteDoc(
+        "Run the canary of every application the center offers; each outcome is kept "
+        "with the run's id (GET /v1/apps?center=)",
+        path_params={"center": _CENTER},
+        responses={202: "started"},
+        errors=(404, 409),
+    ),
     "evaluations.start": RouteDoc(
         "Start an access evaluation of a center",
         path_params={"center": _CENTER},

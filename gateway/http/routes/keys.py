@@ -2,6 +2,8 @@
 
 from aiohttp import web
 
+from gateway.apps.service import AppService
+from gateway.apps.verification import CanaryRunner
 from gateway.centers.configured import CenterRegistry
 from gateway.centers.evaluation.service import EvaluationService
 from gateway.centers.health import HealthMonitor
@@ -33,3 +35,5 @@ POWER = web.AppKey("power", PowerService)
 EVALUATIONS = web.AppKey("evaluations", EvaluationService)
 EVENTS = web.AppKey("events", EventBus)
 HEALTH = web.AppKey("health", HealthMonitor)
+APPS = web.AppKey("apps", AppService)
+CANARIES = web.AppKey("canaries", CanaryRunner)

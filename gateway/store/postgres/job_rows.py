@@ -20,13 +20,15 @@ from gateway.store import job_sql
 COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
     "staging placement price usage started_at cancel_requested submit_attempts spec created_at "
-    "updated_at submitted_at finished_at"
+    "updated_at submitted_at finished_at application"
 ).split()
 UPDATABLE = frozenset(COLUMNS) - FIXED_FIELDS
 TERMINAL = sorted(s.value for s in TERMINAL_STATES)
 
 #: Columns holding a JSON document (jsonb), written as JSON text cast in the SQL.
-JSON_COLUMNS = frozenset({"elements", "staging", "placement", "price", "usage", "spec"})
+JSON_COLUMNS = frozenset(
+    {"elements", "staging", "placement", "price", "usage", "spec", "application"}
+)
 
 # Column names are the fixed tuple above, never user input.
 INSERT = (
@@ -74,7 +76,7 @@ def to_row(record: JobRecord) -> dict[str, Any]:
     row["spec"] = record.spec.model_dump_json(exclude_none=True)
     row["staging"] = record.staging.model_dump_json()
     row["elements"] = json.dumps([e.model_dump(mode="json") for e in record.elements])
-    for column in ("placement", "price", "usage"):
+    for column in ("placement", "price", "usage", "application"):
         value = getattr(record, column)
         row[column] = value.model_dump_json() if value is not None else None
     for column in ("created_at", "updated_at", "submitted_at", "started_at", "finished_at"):
@@ -94,7 +96,7 @@ def column_value(column: str, value: Any) -> Any:
         return aware(value)
     if isinstance(value, JobState):
         return value.value
-    if isinstance(value, BaseModel):  # staging, placement, price, usage
+    if isinstance(value, BaseModel):  # staging, placement, price, usage, application
         return value.model_dump_json()
     if isinstance(value, list):  # elements
         return json.dumps(

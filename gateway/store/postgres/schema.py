@@ -147,11 +147,16 @@ CREATE TABLE app_verifications (
 CREATE INDEX app_verifications_app ON app_verifications (app, version, center);
 """
 
+_V5 = """
+ALTER TABLE jobs ADD COLUMN application jsonb;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations, probes, audit and vault entries", _V1),
     Migration(2, "leases", LEASES_SQL),
     Migration(3, "job events", JOB_EVENTS_SQL),
     Migration(4, "application definitions and verifications", _V4),
+    Migration(5, "what a job of an application runs", _V5),
 ]
 
 check_order(MIGRATIONS)

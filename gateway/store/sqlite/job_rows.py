@@ -21,7 +21,7 @@ from gateway.store import job_sql
 COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
     "staging placement price usage started_at cancel_requested submit_attempts spec created_at "
-    "updated_at submitted_at finished_at"
+    "updated_at submitted_at finished_at application"
 ).split()
 # Column names are the fixed tuple above, never user input.
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"  # noqa: S608
@@ -32,7 +32,7 @@ TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATES))
 #: Columns holding a time (or NULL), each written by `time_text`.
 _TIME_COLUMNS = ("created_at", "updated_at", "submitted_at", "started_at", "finished_at")
 #: Columns holding a JSON document (or NULL).
-_JSON_COLUMNS = ("placement", "price", "usage")
+_JSON_COLUMNS = ("placement", "price", "usage", "application")
 #: Columns holding a JSON document that is never NULL -> the text standing for an empty one.
 _DOCUMENT_COLUMNS = {"spec": "", "elements": "", "staging": "{}"}
 

@@ -115,9 +115,14 @@ CREATE TABLE app_verifications (
 CREATE INDEX app_verifications_app ON app_verifications (app, version, center);
 """
 
+_V3 = """
+ALTER TABLE jobs ADD COLUMN application TEXT;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations and probes", _V1),
     Migration(2, "application definitions and verifications", _V2),
+    Migration(3, "what a job of an application runs", _V3),
 ]
 check_order(MIGRATIONS)
 KNOWN = MIGRATIONS[-1].version

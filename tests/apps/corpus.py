@@ -1,0 +1,45 @@
+"""Strings a shell would act on, for the tests of parameter passing: each must reach
+the program as the very same bytes, or be refused; none may run anything. Each that
+could run something would create a file named MARKER in the current directory (or,
+for `~`, the home)."""
+
+MARKER = "hpcfed-injected"
+
+CORPUS: tuple[str, ...] = (
+    f"; touch {MARKER}",
+    f"$(touch {MARKER})",
+    f"`touch {MARKER}`",
+    f"' ; touch {MARKER} ; '",
+    f'" ; touch {MARKER} ; "',
+    f"\ntouch {MARKER}\n",
+    f"| touch {MARKER}",
+    f"&& touch {MARKER}",
+    f"|| touch {MARKER}",
+    f"& touch {MARKER} &",
+    f"> {MARKER}",
+    f">> ~/{MARKER}",
+    f"< /etc/passwd; touch {MARKER}",
+    f"$(touch ~/{MARKER})",
+    f"${{IFS}}touch${{IFS}}{MARKER}",
+    "$HOME $PATH ${HOME} $$ $? $! $0 $1 $@ $*",
+    "*",
+    "~",
+    "~root",
+    "-n",
+    "--",
+    "-e \\n",
+    "%s %d %n",
+    "'\"'\"'",
+    "\\",
+    "\\\\'",
+    "a\tb\tc",
+    "\r\n",
+    f"HPCFED_FILE_END\ntouch {MARKER}",
+    f"EOF\ntouch {MARKER}\nEOF",
+    f"!{MARKER}",
+    f"{{a,b}}{MARKER}",
+    f"$((1+1)) $[1+1] <(touch {MARKER}) >(touch {MARKER})",
+    "😀 汉字 Ünïcödé",
+    " leading and trailing spaces ",
+    "",
+)
