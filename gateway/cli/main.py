@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from gateway.cli.admin import ADMIN_COMMANDS, add_admin_parsers
+from gateway.cli.apps import APPS_COMMANDS, add_apps_parsers, describe_application
 from gateway.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -49,6 +50,9 @@ def _describe(job: dict[str, Any]) -> None:
             print(f"{key + ':':14} {job[key]}")
     if job.get("placement"):
         print(f"{'placement:':14} {job['placement']['explanation']}")
+    if job.get("application"):
+        for label, text in describe_application(job["application"]):
+            print(f"{label + ':':14} {text}")
     if job.get("usage"):
         u = job["usage"]
         print(
@@ -282,6 +286,7 @@ CLIENT_COMMANDS = {
     "usage": cmd_usage,
     **FILE_COMMANDS,
     **EVALUATE_COMMANDS,
+    **APPS_COMMANDS,
 }
 
 
@@ -352,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parsers(sub)
     add_file_parsers(sub)
     add_evaluate_parsers(sub)
+    add_apps_parsers(sub)
     return parser
 
 

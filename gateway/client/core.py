@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from gateway.client.apps import AppsClientMixin
 from gateway.client.centers import CentersClientMixin
 from gateway.client.errors import ClientError, raise_for
 from gateway.client.events import EventsClientMixin
@@ -48,7 +49,9 @@ def discover(url: str | None = None, token: str | None = None) -> tuple[str, str
     return (url or DEFAULT_URL).rstrip("/"), token
 
 
-class HpcfedClient(EventsClientMixin, FilesClientMixin, TransfersClientMixin, CentersClientMixin):
+class HpcfedClient(
+    EventsClientMixin, FilesClientMixin, TransfersClientMixin, CentersClientMixin, AppsClientMixin
+):
     def __init__(self, url: str, token: str | None, *, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
