@@ -166,6 +166,21 @@ class Admission(_Doc):
     evaluated_at: datetime | None = None
 
 
+class Application(_Doc):
+    """One application version the center offers (maps to a GLUE 2
+    ApplicationEnvironment: name -> AppName, version -> AppVersion, state ->
+    State, verified_at -> the time of the last successful canary)."""
+
+    name: str
+    version: str
+    state: Literal["verified", "failed", "unverified"] = Field(
+        description="the latest canary of the binding: passed, failed, or none yet"
+    )
+    verified_at: datetime | None = None
+    checked_at: datetime | None = None
+    partitions: list[str] = Field(default_factory=list, description="empty: every partition")
+
+
 class ComputingPower(_Doc):
     """The standard computing-power descriptor of one center."""
 
@@ -187,6 +202,9 @@ class ComputingPower(_Doc):
     availability: Availability
     data: Data
     admission: Admission
+    applications: list[Application] = Field(
+        default_factory=list, description="the applications of the catalog offered here"
+    )
 
 
 def descriptor_schema() -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from adapters.errors import AdapterError, CenterUnavailable
 from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.descriptor import (
     Admission,
+    Application,
     Availability,
     Bandwidth,
     CenterIdentity,
@@ -46,6 +47,9 @@ from gateway.centers.probes import ProbeStore
 from gateway.config_models import AdmissionConfig, ComputingPowerConfig
 from gateway.errors import DomainError, adapter_error
 from gateway.units import utcnow
+
+#: A center -> its offered applications, as `Application` fields.
+Applications = Callable[[Center], Awaitable[list[dict[str, Any]]]]
 
 log = logging.getLogger("hpcfed.power")
 
@@ -78,6 +82,9 @@ class PowerService:
         self.admission_config = admission
         self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: A center's offered applications and their canaries, for the descriptor (set by
+        #: whoever assembles the services; none without a catalog).
+        self.applications: Applications | None = None
 
     # ------------------------------------------------------------ live load
 
@@ -205,6 +212,11 @@ class PowerService:
                 ),
             ),
             admission=admission_of(center, evaluation, self.admission_config),
+            applications=(
+                [Application(**a) for a in await self.applications(center)]
+                if self.applications is not None
+                else []
+            ),
         )
         return doc.model_dump(mode="json")
 
