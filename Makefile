@@ -5,8 +5,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server postgresql haproxy tcsh zsh fish chromium wrk
-SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/sbin/haproxy /usr/bin/tcsh /usr/bin/zsh /usr/bin/fish /usr/bin/chromium /usr/bin/wrk
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server postgresql haproxy tcsh zsh fish chromium wrk lammps lammps-examples gromacs hpcc lmod openmpi-bin
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/sbin/haproxy /usr/bin/tcsh /usr/bin/zsh /usr/bin/fish /usr/bin/chromium /usr/bin/wrk /usr/bin/lmp /usr/bin/gmx /usr/bin/hpcc /usr/share/lmod/lmod/libexec/lmod /usr/bin/mpirun /usr/share/lammps/examples/melt
+# (/usr/share/lammps/examples/melt is a directory of lammps-examples: -x holds for it too.)
 # The PostgreSQL server's path names its version: any installed version will do (an
 # unmatched pattern stays literal in the shell's word list and counts as missing).
 SYSTEM_BINARY_PATTERNS := /usr/lib/postgresql/*/bin/postgres
@@ -26,7 +27,8 @@ demo: install
 
 # Debian packages for the testbed's real Slurm, PBS-dialect commands, munge, sshd, and
 # slurmdbd on MariaDB (the accounting center), PostgreSQL (the gateway's shared state) and
-# HAProxy (in front of gateway replicas),
+# HAProxy (in front of gateway replicas), the scientific applications the centers publish
+# through Lmod modules (LAMMPS and its examples, GROMACS, HPCC with Open MPI; tests/testbed/apps.py),
 # Chromium for the dashboard's browser test, and wrk for the benchmarks' load.
 system-deps:
 	@missing=0; for b in $(SYSTEM_BINARIES) $(SYSTEM_BINARY_PATTERNS); do [ -x $$b ] || missing=1; done; \

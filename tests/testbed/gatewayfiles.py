@@ -16,6 +16,7 @@ import yaml
 
 from gateway.config_models import VaultConfig
 from gateway.identity.vault import Vault, ssh_key_name
+from tests.testbed.apps import applications_section
 from tests.testbed.centers import GATEWAY_LOGIN, CenterInfo
 from tests.testbed.procs import write_if_changed
 
@@ -70,6 +71,7 @@ def center_document(center: CenterInfo, host_key: str) -> dict[str, Any]:
         "users": {user: {"login": user} for user in center.logins},
         "scheduler": scheduler,
         **PUBLISHED.get(center.id, {}),
+        "applications": applications_section(center, center.dir.parent),
     }
 
 
