@@ -67,3 +67,4 @@ lint: install
 schema: install
 	$(BIN)/hpcfed center schema > configs/schema/center.schema.json
 	$(BIN)/hpcfed center descriptor-schema > configs/schema/computing-power.schema.json
+	$(BIN)/python -c 'from gateway.config import app_schema; print(app_schema(), end="")' > configs/schema/app.schema.json

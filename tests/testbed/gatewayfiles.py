@@ -20,6 +20,8 @@ from tests.testbed.apps import applications_section
 from tests.testbed.centers import GATEWAY_LOGIN, CenterInfo
 from tests.testbed.procs import write_if_changed
 
+REPO = Path(__file__).resolve().parents[2]
+
 HEADER = "# Written by the hpcfed testbed (python -m tests.testbed up); edits are lost.\n"
 
 
@@ -107,6 +109,8 @@ def gateway_document(base: Path) -> dict[str, Any]:
         "listen": {"host": "127.0.0.1", "port": 0},  # port 0: the gateway picks a free one
         "poll_interval": 0.5,
         "center_files": ["centers/*.yaml"],
+        # The catalog of the repository this testbed was started from.
+        "app_files": [str(REPO / "configs" / "apps" / "*.yaml")],
         "auth": {"bootstrap_user": None},
         "vault": vault_config(base).model_dump(),
     }
