@@ -32,9 +32,10 @@ class Offer:
     def state(self) -> str:
         return self.verification.state if self.verification else "unverified"
 
-    def public(self) -> dict[str, Any]:
+    def public(self, evidence: bool = False) -> dict[str, Any]:
+        """The offer as the API shows it; with `evidence`, what its canary found."""
         v = self.verification
-        return {
+        doc = {
             "center": self.center.id,
             "state": self.state,
             "checked_at": v.checked_at.isoformat() if v else None,
@@ -43,6 +44,9 @@ class Offer:
             "modules": list(self.binding.modules),
             "partitions": list(self.binding.partitions),
         }
+        if evidence:
+            doc["evidence"] = v.evidence if v else None
+        return doc
 
 
 def _why_not(offer: Offer) -> str | None:
@@ -231,7 +235,7 @@ class AppService:
         versions = []
         for version in app.versions:
             at = [
-                o.public()
+                o.public(evidence=full)
                 for cid, found in offers.items()
                 for o in found
                 if o.binding.version == version and (center is None or cid == center)

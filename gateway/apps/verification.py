@@ -143,9 +143,14 @@ class CanaryRunner:
             raise DomainError(
                 "canaries_running", f"the canaries of {center.id} are running already"
             )
-        run = CanaryRun(
-            str(uuid.uuid4()), center.id, [b.key for b in bindings], utcnow().isoformat()
-        )
+        keys = [b.key for b in bindings]
+        run = CanaryRun(str(uuid.uuid4()), center.id, keys, utcnow().isoformat())
+        try:
+            # Outcomes of bindings the center no longer has are not shown again.
+            await self.store.forget_verifications(center.id, set(keys))
+        except BaseException:
+            await self.leases.release(lease)
+            raise
         self._running.add(center.id)
         task = asyncio.create_task(self._run(center, run, lease))
         self._tasks.add(task)

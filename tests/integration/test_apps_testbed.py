@@ -115,6 +115,12 @@ async def test_the_catalog_shows_each_offer_with_its_state_and_evidence(catalog:
         }
         assert offers["centerc"]["modules"] == ["LAMMPS/2022.01"]
         assert offers["centera"]["checked_at"] and offers["centerb"]["checked_at"]
+        # The failed canary's evidence: its script, its job, what stderr said.
+        evidence = offers["centerb"]["evidence"]
+        assert "module load lammps/7Jan2022" in evidence["script"]
+        assert evidence["job"]["exit_code"] == 127 and evidence["job"]["native_id"]
+        assert "lmp_mpi" in evidence["stderr"]
+        assert [c["passed"] for c in offers["centera"]["evidence"]["checks"]] == [True] * 3
         at_b = await client.apps("centerb")
         names = {a["name"]: a for a in at_b}
         assert [o["center"] for v in names["gromacs"]["versions"] for o in v["centers"]] == [
