@@ -20,7 +20,14 @@ from typing import Any
 
 import yaml
 
-from gateway.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, bad_file, print_json, table
+from gateway.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    bad_file,
+    print_json,
+    submitted,
+    table,
+)
 from gateway.client.core import ClientError, HpcfedClient
 
 TRUE_WORDS = frozenset({"true", "yes", "1"})
@@ -275,18 +282,7 @@ async def cmd_run(client: HpcfedClient, args: argparse.Namespace) -> int:
     job = await client.submit(spec)
     if job.get("placement") and not args.json:
         print(f"placed: {job['placement']['explanation']}", file=sys.stderr)
-    if not args.wait:
-        print_json(job) if args.json else print(job["id"])
-        return EXIT_OK
-    if not args.json:
-        print(f"submitted {job['id']} to {job['center']}", file=sys.stderr)
-    job = await client.wait(job["id"], timeout=args.timeout)
-    if args.json:
-        print_json(job)
-    else:
-        code = f" (exit code {job['exit_code']})" if job.get("exit_code") is not None else ""
-        print(f"{job['id']} {job['state']}{code}")
-    return EXIT_OK if job["state"] == "COMPLETED" else EXIT_FAILED
+    return await submitted(client, job, args)
 
 
 APPS_COMMANDS: dict[str, Callable[[HpcfedClient, argparse.Namespace], Awaitable[int]]] = {

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from gateway.client.core import ClientError
+from gateway.client.core import ClientError, HpcfedClient
 from gateway.client.files import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -62,3 +62,20 @@ def progress_bar(enabled: bool, description: str) -> Iterator[Progress]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+async def submitted(client: HpcfedClient, job: dict[str, Any], args: argparse.Namespace) -> int:
+    """After a submission: its id (or record with --json), or with --wait its end;
+    exit 0 unless it was waited for and did not complete."""
+    if not args.wait:
+        print_json(job) if args.json else print(job["id"])
+        return EXIT_OK
+    if not args.json:
+        print(f"submitted {job['id']} to {job['center']}", file=sys.stderr)
+    job = await client.wait(job["id"], timeout=args.timeout)
+    if args.json:
+        print_json(job)
+    else:
+        code = f" (exit code {job['exit_code']})" if job.get("exit_code") is not None else ""
+        print(f"{job['id']} {job['state']}{code}")
+    return EXIT_OK if job["state"] == "COMPLETED" else EXIT_FAILED

@@ -21,6 +21,7 @@ from gateway.cli.common import (
     EXIT_USAGE,
     print_json,
     show_progress,
+    submitted,
     table,
 )
 from gateway.cli.evaluate import EVALUATE_COMMANDS, add_evaluate_parsers
@@ -112,18 +113,7 @@ async def cmd_submit(client: HpcfedClient, args: argparse.Namespace) -> int:
     if job.get("placement") and not args.json:
         print(f"placed: {job['placement']['explanation']}", file=sys.stderr)
     await upload_local_inputs(client, job, uploads, progress=show_progress(args))
-    if not args.wait:
-        print_json(job) if args.json else print(job["id"])
-        return EXIT_OK
-    if not args.json:
-        print(f"submitted {job['id']} to {job['center']}", file=sys.stderr)
-    job = await client.wait(job["id"], timeout=args.timeout)
-    if args.json:
-        print_json(job)
-    else:
-        code = f" (exit code {job['exit_code']})" if job.get("exit_code") is not None else ""
-        print(f"{job['id']} {job['state']}{code}")
-    return EXIT_OK if job["state"] == "COMPLETED" else EXIT_FAILED
+    return await submitted(client, job, args)
 
 
 async def cmd_status(client: HpcfedClient, args: argparse.Namespace) -> int:
