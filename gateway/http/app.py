@@ -72,7 +72,8 @@ from gateway.identity.permissions import CLIENT_TOKEN_FILE, ensure_client_token
 from gateway.identity.tokens import TokenIssuer
 from gateway.identity.vault import Vault
 from gateway.identity.verifier import TokenVerifier
-from gateway.jobs.events import EventBus, LocalJobFeed
+from gateway.jobs.events import EventBus
+from gateway.jobs.feeds import LocalJobFeed
 from gateway.jobs.poller import Poller
 from gateway.jobs.service import JobService
 from gateway.store import Stores, open_stores

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from gateway.data.store import TransferStore
     from gateway.identity.audit import AuditTrail
     from gateway.identity.vault import VaultEntries
-    from gateway.jobs.events import JobFeed
+    from gateway.jobs.feeds import JobFeed
     from gateway.jobs.store import JobStore
     from gateway.store.contract import Store
     from gateway.store.migrations import Migrator

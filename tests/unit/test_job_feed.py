@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from adapters.base import JobState
-from gateway.jobs.events import EventBus, LocalJobFeed, ReplayUnavailable
+from gateway.jobs.events import EventBus
+from gateway.jobs.feeds import LocalJobFeed, ReplayUnavailable
 from gateway.jobs.models import JobSpec
 from gateway.jobs.records import JobRecord
 from gateway.store.postgres.events import FeedCursor

@@ -27,7 +27,8 @@ from aiohttp import web
 from gateway.errors import DomainError
 from gateway.http.auth import PRINCIPAL, add_route
 from gateway.http.routes.keys import EVENTS, SERVICE
-from gateway.jobs.events import JobEvent, JobFeed, ReplayUnavailable, Subscription
+from gateway.jobs.events import JobEvent, Subscription
+from gateway.jobs.feeds import JobFeed, ReplayUnavailable
 from gateway.jobs.records import JobRecord
 
 log = logging.getLogger("hpcfed.events")

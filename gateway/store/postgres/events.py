@@ -28,13 +28,8 @@ from typing import Any
 
 import psycopg
 
-from gateway.jobs.events import (
-    REPLAY_MAX_JOBS,
-    EventBus,
-    JobEvent,
-    JobFeed,
-    ReplayUnavailable,
-)
+from gateway.jobs.events import EventBus, JobEvent
+from gateway.jobs.feeds import REPLAY_MAX_JOBS, JobFeed, ReplayUnavailable
 from gateway.jobs.store import JobStore
 from gateway.store.contract import StoreError
 from gateway.store.outages import stop
