@@ -242,13 +242,14 @@ def _markers(home: Path) -> list[str]:
     return found.stdout.split()
 
 
+@pytest.mark.parametrize("center", ["centera", "centerc"])
 async def test_every_metacharacter_string_arrives_literally_at_a_real_center(
-    catalog: Catalog,
+    catalog: Catalog, center: str
 ) -> None:
     home = Path(pwd.getpwnam("alice").pw_dir)
     async with catalog.client() as client:
         specs = [
-            {"center": "centera", "app": {"name": "echo-args", "parameters": {"text": text}}}
+            {"center": center, "app": {"name": "echo-args", "parameters": {"text": text}}}
             for text in CORPUS
         ]
         results = await client.submit_batch(specs)
