@@ -68,10 +68,22 @@ class Peak(_Doc):
 
 
 class Measured(_Doc):
-    """From the latest access evaluation's compute probe."""
+    """From the latest access evaluation's compute probe: HPL (hpcc) on the cores of
+    one node of the default partition."""
 
-    gflops_per_core: float = Field(ge=0)
-    kernel: str
+    kernel: str = Field(description="hpl; earlier evaluations named another kernel")
+    hpl_gflops: float | None = Field(
+        None, ge=0, description="HPL's GFLOP/s; None: measured by an older probe"
+    )
+    cores: int | None = Field(None, ge=1, description="the cores (MPI ranks) HPL ran on")
+    problem_size: int | None = Field(None, ge=1, description="HPL's N")
+    peak_gflops: float | None = Field(
+        None, ge=0, description="theoretical peak of those cores; None: no hardware figures"
+    )
+    efficiency: float | None = Field(
+        None, ge=0, description="hpl_gflops / peak_gflops; None without a peak"
+    )
+    gflops_per_core: float = Field(ge=0, description="hpl_gflops / cores")
     evaluation_id: str
     measured_at: datetime
 

@@ -172,8 +172,13 @@ class PowerService:
             peak=_peak(center, partitions),
             measured=(
                 Measured(
-                    gflops_per_core=figures.gflops_per_core,
                     kernel=figures.kernel or "unknown",
+                    hpl_gflops=figures.hpl_gflops,
+                    cores=figures.hpl_cores,
+                    problem_size=figures.hpl_n,
+                    peak_gflops=figures.peak_gflops,
+                    efficiency=figures.efficiency,
+                    gflops_per_core=figures.gflops_per_core,
                     evaluation_id=evaluation.id,
                     measured_at=evaluation.finished_at or evaluation.created_at,
                 )

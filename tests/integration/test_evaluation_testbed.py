@@ -18,6 +18,7 @@ import pytest
 from adapters.errors import FileNotFound
 from adapters.transport.hostkeys import fingerprint, parse_pinned_key
 from gateway.centers.config import CenterConfig
+from gateway.centers.descriptor import schema_errors
 from gateway.centers.evaluation.models import EvaluationRecord
 from gateway.centers.evaluation.suite import new_record
 from gateway.client.core import ClientError, HpcfedClient
@@ -31,7 +32,7 @@ from tests.testbed.loginenv import PRINTS
 pytestmark = pytest.mark.integration
 
 ADMIN = {"root": ("admin",), "alice": ("researcher",)}
-SUITE_2 = [
+SUITE_3 = [
     "ssh.connect",
     "ssh.host_key",
     "ssh.login",
@@ -42,7 +43,7 @@ SUITE_2 = [
     "jobs.exit_codes",
     "files.staging",
     "jobs.output",
-    "compute.probe",
+    "compute.hpl",
     "jobs.batched_status",
     "ssh.latency",
     "files.bandwidth",
@@ -101,7 +102,7 @@ async def test_each_testbed_center_is_evaluated_and_admitted(
 
         assert (record["state"], record["verdict"], record["reasons"]) == ("DONE", "admit", [])
         assert record["score"] == 100
-        assert [c["name"] for c in record["checks"]] == SUITE_2
+        assert [c["name"] for c in record["checks"]] == SUITE_3
         assert set(states(record).values()) == {"passed"}, record["checks"]
         assert record["thresholds"] == gw.config.gateway.admission.model_dump(mode="json")
         EvaluationRecord.model_validate(record)
@@ -109,7 +110,22 @@ async def test_each_testbed_center_is_evaluated_and_admitted(
         figures = record["figures"]
         assert 0 < figures["ssh_latency_ms_p50"] <= figures["ssh_latency_ms_p95"] < 250
         assert figures["upload_mb_s"] > 0 and figures["download_mb_s"] > 0
-        assert figures["gflops_per_core"] > 0 and figures["kernel"]
+        assert figures["kernel"] == "hpl" and figures["hpl_gflops"] > 0
+        assert figures["gflops_per_core"] == pytest.approx(
+            figures["hpl_gflops"] / figures["hpl_cores"], rel=1e-3
+        )
+        hpl = check(record, "compute.hpl")
+        assert hpl["state"] == "passed" and hpl["message"].startswith("HPL N=2000 NB=128 on ")
+        print(f"{center}: {hpl['message']} ({hpl['duration_seconds']:.1f}s)")
+        # One rank per core the job holds at most; the testbed's nodes claim more CPUs
+        # (8, 8, 4) than this machine has: the job runs on those the node shows it.
+        cores = figures["hpl_cores"]
+        assert 1 <= cores <= min(hpl["evidence"]["cores_per_node"], os.cpu_count() or 1)
+        assert hpl["evidence"]["script_said"]["cores"] == str(cores)
+        # The center binds hpcc to its module: the job loaded it.
+        assert "module load hpcc/1.5.0" in hpl["evidence"]["setup"]
+        assert figures["peak_gflops"] == pytest.approx(cores * 2.5 * 16)  # completed()'s CPU
+        assert 0 < figures["efficiency"] < 1.5
 
         pinned = fingerprint(parse_pinned_key(testbed.host_key(center))[1])
         assert check(record, "ssh.host_key")["evidence"]["presented"] == pinned
@@ -144,7 +160,7 @@ async def test_each_testbed_center_is_evaluated_and_admitted(
 
         report = await admin.evaluation_report(center, record["id"])
         assert report.splitlines()[0] == f"# Access evaluation of {center}: ADMIT, score 100/100"
-        for name in SUITE_2:
+        for name in SUITE_3:
             assert f"| {name} | passed |" in report
         listed = await admin.evaluations(center)
         assert listed[0]["id"] == record["id"]
@@ -153,6 +169,15 @@ async def test_each_testbed_center_is_evaluated_and_admitted(
         power = await admin.request("GET", f"/v1/centers/{center}/computing-power")
         assert power["admission"]["admitted"] is True
         assert power["admission"]["evaluation_id"] == record["id"]
+        # ... and publishes its HPL figures beside the peak of the cores they ran on.
+        assert schema_errors(power) == []
+        measured = power["measured"]
+        assert measured["kernel"] == "hpl" and measured["evaluation_id"] == record["id"]
+        assert measured["hpl_gflops"] == figures["hpl_gflops"] > 0
+        assert (measured["cores"], measured["problem_size"]) == (cores, 2000)
+        assert measured["peak_gflops"] == figures["peak_gflops"] > 0
+        assert 0 < measured["efficiency"] < 1.5
+        assert measured["gflops_per_core"] == figures["gflops_per_core"]
 
     async with gw.client("alice") as researcher:
         with pytest.raises(ClientError) as refused:
@@ -175,7 +200,7 @@ async def test_a_center_presenting_an_unpinned_host_key_is_refused_and_nothing_e
         assert (record["state"], record["verdict"]) == ("DONE", "refuse")
         got = states(record)
         assert (got["ssh.connect"], got["ssh.host_key"]) == ("passed", "failed")
-        later = SUITE_2[2:]
+        later = SUITE_3[2:]
         assert {got[name] for name in later} == {"skipped"}
         for name in later:
             assert check(record, name)["message"] == "skipped: ssh.host_key failed"
@@ -248,7 +273,7 @@ async def test_hpcfed_evaluate_writes_report_and_record_and_exits_0_when_admitte
     record = EvaluationRecord.model_validate(json.loads(record_file.read_text()))
     assert (record.center, record.verdict, record.state) == ("centera", "admit", "DONE")
     assert "verdict: admit (score 100/100)" in shown
-    for name in SUITE_2:  # one progress line per check
+    for name in SUITE_3:  # one progress line per check
         assert sum(f" {name} " in line for line in shown.splitlines()) == 1
     text = report.read_text()
     assert text.startswith("# Access evaluation of centera: ADMIT")

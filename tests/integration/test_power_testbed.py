@@ -95,3 +95,38 @@ async def test_the_descriptor_is_cached_and_refresh_asks_again(
         assert fresh["live"]["queried_at"] > first["live"]["queried_at"]
         # The refresh is one more query of the center, counted in its availability.
         assert fresh["availability"]["probes"] > first["availability"]["probes"]
+
+
+@pytest.mark.parametrize("center", ["centera", "centerb", "centerc"])
+async def test_an_evaluation_publishes_hpl_beside_the_peak_of_the_cores_it_ran_on(
+    start_gateway: GatewayFactory, testbed_config: LoadedConfig, center: str
+) -> None:
+    """The testbed's own center files (their hardware figures, their hpcc binding): the
+    evaluation's HPL run is the descriptor's `measured`, against the peak of its cores."""
+    gw = await start_gateway(testbed_config, {"root": ("admin",)})
+    async with gw.client("root") as admin:
+        before = await admin.computing_power(center)
+        assert before["measured"] is None  # not evaluated yet (a fresh store)
+        started = await admin.evaluate(center)
+        record = await admin.wait_evaluation(center, started["id"], timeout=120, interval=0.3)
+        hpl = next(c for c in record["checks"] if c["name"] == "compute.hpl")
+        assert hpl["state"] == "passed", hpl
+        doc = await admin.computing_power(center, refresh=True)
+    assert schema_errors(doc) == []
+    measured = doc["measured"]
+    cpu = testbed_config.centers[center].hardware.cpu
+    assert cpu is not None
+    assert measured["kernel"] == "hpl" and measured["evaluation_id"] == record["id"]
+    assert measured["hpl_gflops"] > 0 and measured["problem_size"] == 2000
+    cores = measured["cores"]
+    assert 1 <= cores <= doc["partitions"][0]["cores_per_node"]
+    assert measured["peak_gflops"] == pytest.approx(cores * cpu.clock_ghz * cpu.flops_per_cycle)
+    assert measured["efficiency"] == pytest.approx(
+        measured["hpl_gflops"] / measured["peak_gflops"], abs=1e-4
+    )
+    assert 0 < measured["efficiency"] < 1.5
+    assert measured["gflops_per_core"] == pytest.approx(measured["hpl_gflops"] / cores, rel=1e-3)
+    print(
+        f"{center}: HPL {measured['hpl_gflops']} GFLOP/s on {cores} cores, peak "
+        f"{measured['peak_gflops']} GFLOP/s ({cpu.model}), efficiency {measured['efficiency']}"
+    )

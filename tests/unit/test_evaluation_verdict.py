@@ -12,7 +12,7 @@ from gateway.centers.evaluation.suite import BY_NAME, CHECKS, blocked_by, pendin
 from gateway.centers.evaluation.verdict import judge, score_of, threshold_failures
 from gateway.config_models import AdmissionConfig
 
-SUITE_2 = [
+SUITE_3 = [
     "ssh.connect",
     "ssh.host_key",
     "ssh.login",
@@ -23,7 +23,7 @@ SUITE_2 = [
     "jobs.exit_codes",
     "files.staging",
     "jobs.output",
-    "compute.probe",
+    "compute.hpl",
     "jobs.batched_status",
     "ssh.latency",
     "files.bandwidth",
@@ -33,8 +33,15 @@ GOOD = Figures(
     ssh_latency_ms_p95=6.0,
     upload_mb_s=80.0,
     download_mb_s=100.0,
-    gflops_per_core=0.03,
-    kernel="python-multiply-add",
+    hpl_gflops=8.29,
+    hpl_cores=2,
+    hpl_n=2000,
+    hpl_nb=128,
+    hpl_seconds=0.64,
+    peak_gflops=83.2,
+    efficiency=0.0996,
+    gflops_per_core=4.145,
+    kernel="hpl",
 )
 ADMISSION = AdmissionConfig()
 
@@ -51,11 +58,11 @@ def with_state(checks: list[CheckResult], name: str, state: str, message: str) -
     check.state, check.message = state, message  # type: ignore[assignment]
 
 
-def test_suite_1_lists_its_checks_in_order_with_weights_summing_to_100() -> None:
-    assert [c.name for c in CHECKS] == SUITE_2
+def test_suite_3_lists_its_checks_in_order_with_weights_summing_to_100() -> None:
+    assert [c.name for c in CHECKS] == SUITE_3
     assert sum(c.weight for c in CHECKS) == 100
     optional = {c.name for c in CHECKS if not c.required}
-    assert optional == {"descriptor.complete", "compute.probe", "ssh.latency", "files.bandwidth"}
+    assert optional == {"descriptor.complete", "compute.hpl", "ssh.latency", "files.bandwidth"}
 
 
 def test_every_check_passed_and_figures_met_admits_with_score_100() -> None:
@@ -97,7 +104,7 @@ def test_a_failed_weighted_check_lowers_the_score_and_admits_above_min_score() -
 
 def test_a_score_below_min_score_refuses_and_says_so() -> None:
     checks = all_passed()
-    for name in ("descriptor.complete", "compute.probe", "files.bandwidth"):
+    for name in ("descriptor.complete", "compute.hpl", "files.bandwidth"):
         with_state(checks, name, "failed", "broken")
     judgement = judge(checks, Figures(ssh_latency_ms_p50=4.0), ADMISSION)
     assert judgement.score == 80.0
@@ -122,7 +129,7 @@ def test_a_score_below_min_score_refuses_and_says_so() -> None:
         ),
         (
             GOOD.model_copy(update={"gflops_per_core": 0.004}),
-            "compute.probe: 0.004 GFLOP/s per core < 0.01 GFLOP/s",
+            "compute.hpl: 0.004 GFLOP/s per core < 0.01 GFLOP/s",
         ),
     ],
 )
@@ -142,7 +149,7 @@ def test_checks_that_do_not_apply_count_neither_for_nor_against() -> None:
     for check in checks:
         if check.name.startswith("ssh."):
             check.state, check.applicable, check.message = "skipped", False, "local center: no SSH"
-    with_state(checks, "compute.probe", "failed", "no result line")
+    with_state(checks, "compute.hpl", "failed", "hpcc printed no summary section")
     applicable = sum(c.weight for c in checks if c.applicable)
     assert applicable == 70
     assert score_of(checks) == round(100 * 65 / 70, 1)
@@ -197,9 +204,9 @@ def test_report_names_center_suite_date_verdict_score_and_every_check() -> None:
     )
     title = text.splitlines()[0]
     assert title == "# Access evaluation of centera: ADMIT, score 100/100"
-    assert "- suite version: 2" in text and "- date: 2025-03-04 05:06:07 UTC" in text
+    assert "- suite version: 3" in text and "- date: 2025-03-04 05:06:07 UTC" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and " | passed |" in line]
-    assert [row.split(" | ")[1] for row in rows] == SUITE_2
+    assert [row.split(" | ")[1] for row in rows] == SUITE_3
     assert "| SSH latency p50 | 4 ms | <= 250 ms (max_ssh_latency_ms) | yes |" in text
     assert "| upload | 80 MB/s | >= 5 MB/s (min_bandwidth_mb_s) | yes |" in text
     assert "## Reasons" not in text

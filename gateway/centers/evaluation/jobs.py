@@ -1,5 +1,5 @@
 """The checks that run jobs: submit/status/cancel round trip, exit codes, output
-retrieval and the compute probe, and the helpers they share.
+retrieval, and the helpers they share (the compute probe, HPL, is in hpl.py).
 
 Every job is small and bounded: its walltime and the wait for it are
 `admission.job_timeout`; each remote call is bounded by CALL_TIMEOUT; a job
@@ -9,7 +9,6 @@ that a check leaves behind unfinished is cancelled before the check ends.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -18,7 +17,6 @@ from typing import Any
 
 from adapters.base import JobRequest, JobState, NativeStatus
 from gateway.centers.evaluation.context import CheckFailed, Context, Evidence, bounded, quietly
-from gateway.centers.evaluation.verdict import num, threshold_failures
 
 JOB_NAME = "hpcfed-eval"
 POLL_INTERVAL = 0.5  # seconds between status queries while a check waits for a job
@@ -65,6 +63,8 @@ async def submit(
     arguments: Iterable[str] = (),
     working_dir: str | None = None,
     environment: Mapping[str, str] | None = None,
+    tasks_per_node: int = 1,
+    queue: str | None = None,
 ) -> Job:
     request = JobRequest(
         gateway_id=str(uuid.uuid4()),
@@ -75,6 +75,8 @@ async def submit(
         working_dir=working_dir,
         environment=dict(environment or {}),
         walltime_seconds=max(60, int(ctx.admission.job_timeout)),
+        tasks_per_node=tasks_per_node,
+        queue=queue,
     )
     shown = script if script is not None else " ".join((command or "", *request.arguments))
     ev.setdefault("submitted", []).append({"job": label, "run": shown})
@@ -229,75 +231,3 @@ async def jobs_output(ctx: Context, ev: Evidence) -> str:
     if said.strip() != token:
         raise CheckFailed(f"stdout was {said[:80]!r}, expected the token {token}")
     return f"stdout of job {job.native_id} is the token it was given"
-
-
-#: A fixed kernel that times itself and prints one JSON line: numpy's matmul where
-#: numpy is importable, else a multiply-add loop in Python, else the same in awk.
-PROBE_SCRIPT = r"""export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-if command -v python3 >/dev/null 2>&1 && python3 -c 'import numpy' >/dev/null 2>&1; then
-python3 - <<'HPCFED_KERNEL'
-import json, time
-import numpy as np
-n = 768
-rng = np.random.default_rng(0)
-a, b = rng.random((n, n)), rng.random((n, n))
-c = a @ b
-best = float("inf")
-for _ in range(3):
-    t = time.perf_counter()
-    c = a @ b
-    best = min(best, time.perf_counter() - t)
-print(json.dumps({"kernel": f"numpy-matmul-{n}", "flop": 2 * n**3, "seconds": best}))
-HPCFED_KERNEL
-elif command -v python3 >/dev/null 2>&1; then
-python3 - <<'HPCFED_KERNEL'
-import json, time
-n, x, y = 1_000_000, 0.999999, 1e-6
-best = float("inf")
-for _ in range(3):
-    s, t = 0.0, time.perf_counter()
-    for _ in range(n):
-        s = s * x + y
-    best = min(best, time.perf_counter() - t)
-print(json.dumps({"kernel": "python-multiply-add", "flop": 2 * n, "seconds": best}))
-HPCFED_KERNEL
-else
-n=1000000
-t0=$(date +%s%N)
-awk -v n=$n 'BEGIN { s = 0; for (i = 0; i < n; i++) s = s * 0.999999 + 1e-6; print s }' >/dev/null
-t1=$(date +%s%N)
-awk -v n=$n -v t0="$t0" -v t1="$t1" 'BEGIN {
-  printf "{\"kernel\": \"awk-multiply-add\", \"flop\": %d, ", 2 * n
-  printf "\"seconds\": %.6f}\n", (t1 - t0) / 1e9 }'
-fi
-"""
-
-
-def parse_probe(stdout: str) -> tuple[str, float, float]:
-    """(kernel, flop, seconds) from the probe's last JSON line."""
-    for line in reversed(stdout.strip().splitlines()):
-        try:
-            doc = json.loads(line)
-            kernel, flop, seconds = str(doc["kernel"]), float(doc["flop"]), float(doc["seconds"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        if flop > 0 and seconds > 0:
-            return kernel, flop, seconds
-    raise CheckFailed(f"the probe printed no result line: {stdout[-200:]!r}")
-
-
-async def compute_probe(ctx: Context, ev: Evidence) -> str:
-    job = await run_one_job(ctx, ev, "compute probe", script=PROBE_SCRIPT)
-    chunk = await bounded(
-        ctx.adapter.read_output(job.native_id, job.gateway_id, "stdout"), "reading the output"
-    )
-    stdout = chunk.data.decode(errors="replace")
-    ev["stdout"] = stdout[-500:]
-    kernel, flop, seconds = parse_probe(stdout)
-    gflops = round(flop / seconds / 1e9, 4)
-    ctx.figures.gflops_per_core, ctx.figures.kernel = gflops, kernel
-    ev.update(kernel=kernel, flop=flop, seconds=seconds, gflops_per_core=gflops)
-    unmet = threshold_failures(ctx.figures, ctx.admission).get("compute.probe")
-    if unmet:
-        raise CheckFailed("; ".join(unmet))
-    return f"{kernel}: {num(gflops)} GFLOP/s on one core ({num(seconds)} s)"

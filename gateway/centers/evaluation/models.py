@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 #: The suite's version; a report names the version it ran.
-SUITE_VERSION = "2"
+SUITE_VERSION = "3"
 
 CheckState = Literal["pending", "running", "passed", "failed", "skipped"]
 EvaluationState = Literal["RUNNING", "DONE", "ERROR"]
@@ -36,8 +36,20 @@ class Figures(BaseModel):
     ssh_latency_ms_p95: float | None = None
     upload_mb_s: float | None = None
     download_mb_s: float | None = None
+    #: HPL (hpcc) on the cores of one node: GFLOP/s, the cores (ranks), N, NB, seconds.
+    hpl_gflops: float | None = None
+    hpl_cores: int | None = None
+    hpl_n: int | None = None
+    hpl_nb: int | None = None
+    hpl_seconds: float | None = None
+    #: The theoretical peak of those cores (cores x clock_ghz x flops_per_cycle of the
+    #: partition); None where the center file has no hardware figures for it.
+    peak_gflops: float | None = None
+    efficiency: float | None = None  # hpl_gflops / peak_gflops
+    #: hpl_gflops / hpl_cores, judged against admission.min_gflops_per_core. Records of
+    #: suite 2 hold a one-core probe's figure here, and no HPL figures.
     gflops_per_core: float | None = None
-    kernel: str | None = None
+    kernel: str | None = None  # "hpl"; suite 2: numpy-matmul-768, python-multiply-add, ...
 
 
 class EvaluationRecord(BaseModel):

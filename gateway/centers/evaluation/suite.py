@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from adapters.errors import AdapterError, CommandFailed
 from gateway.centers.configured import Center
-from gateway.centers.evaluation import burst, checks, files, jobs
+from gateway.centers.evaluation import burst, checks, files, hpl, jobs
 from gateway.centers.evaluation.context import CheckFailed, Context, Evidence, PowerSource
 from gateway.centers.evaluation.models import SUITE_VERSION, CheckResult, EvaluationRecord
 from gateway.centers.evaluation.verdict import judge
@@ -51,7 +51,7 @@ class Check:
 _SSH = ("ssh.login",)
 _SCHEDULER = ("scheduler.responding",)
 
-#: Suite version "2", in report order. Weights sum to 100.
+#: Suite version "3", in report order. Weights sum to 100.
 CHECKS: tuple[Check, ...] = (
     Check("ssh.connect", "TCP reachability of the SSH port", 5, True, checks.ssh_connect, ssh=True),
     Check(
@@ -133,11 +133,11 @@ CHECKS: tuple[Check, ...] = (
         jobs=1,
     ),
     Check(
-        "compute.probe",
-        "a fixed numeric kernel, timed on one core",
+        "compute.hpl",
+        "HPL (hpcc) on one node's cores of the default partition",
         5,
         False,
-        jobs.compute_probe,
+        hpl.compute_hpl,
         _SCHEDULER,
         jobs=1,
     ),
@@ -179,7 +179,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("scheduler.responding",),
     ("descriptor.valid",),
     ("descriptor.complete",),
-    ("jobs.round_trip", "jobs.exit_codes", "files.staging", "jobs.output", "compute.probe"),
+    ("jobs.round_trip", "jobs.exit_codes", "files.staging", "jobs.output", "compute.hpl"),
     # Alone: its blocker holds a whole node, which the other job checks would wait for.
     ("jobs.batched_status",),
     ("ssh.latency",),

@@ -37,7 +37,7 @@ def threshold_failures(figures: Figures, admission: AdmissionConfig) -> dict[str
             )
     gflops, least = figures.gflops_per_core, admission.min_gflops_per_core
     if gflops is not None and gflops < least:
-        unmet.setdefault("compute.probe", []).append(
+        unmet.setdefault("compute.hpl", []).append(
             f"{num(gflops)} GFLOP/s per core < {num(least)} GFLOP/s"
         )
     return unmet
