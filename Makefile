@@ -50,7 +50,7 @@ testbed-status:
 test: install system-deps
 	$(BIN)/ruff check gateway adapters tests benchmarks
 	$(BIN)/python -m tests.testbed up
-	$(BIN)/python -m pytest -ra; rc=$$?; $(BIN)/python -m tests.testbed down; exit $$rc
+	$(BIN)/python -m pytest -ra --durations=40; rc=$$?; $(BIN)/python -m tests.testbed down; exit $$rc
 
 # The performance benchmarks on the testbed (as root, under 15 minutes); py-spy (the
 # `bench` extra) profiles the gateway. The results section of RESULTS.md is replaced.

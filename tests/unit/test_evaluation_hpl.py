@@ -136,7 +136,6 @@ RECORDING_HPCC = (
 )
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to pin the job to")
 def test_the_script_runs_mpirun_on_its_cores_and_prints_the_summary(tmp_path: Path) -> None:
     done = run_script(tmp_path, 2, RECORDING_HPCC, cpus="0,1")
     assert done.returncode == 0, done.stderr
