@@ -175,7 +175,18 @@ async def cmd_power(client: HpcfedClient, args: argparse.Namespace) -> int:
     print(f"  peak: {peak['gflops']:g} GFLOP/s{'' if peak['complete'] else ' (incomplete)'}")
     if doc.get("measured"):
         m = doc["measured"]
-        print(f"  measured: {m['gflops_per_core']:g} GFLOP/s per core ({m['kernel']})")
+        if m.get("hpl_gflops") is not None:
+            of_peak = (
+                f", {m['efficiency'] * 100:.1f}% of their {m['peak_gflops']:g} GFLOP/s peak"
+                if m.get("efficiency") is not None
+                else ""
+            )
+            print(
+                f"  measured: HPL {m['hpl_gflops']:g} GFLOP/s on {m['cores']} cores "
+                f"(N={m['problem_size']}){of_peak}"
+            )
+        else:
+            print(f"  measured: {m['gflops_per_core']:g} GFLOP/s per core ({m['kernel']})")
     if live["status"] != "ok":
         print(f"  live: {live['status']}: {live.get('error')}")
     if live.get("cores"):

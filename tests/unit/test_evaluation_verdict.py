@@ -209,6 +209,10 @@ def test_report_names_center_suite_date_verdict_score_and_every_check() -> None:
     assert [row.split(" | ")[1] for row in rows] == SUITE_3
     assert "| SSH latency p50 | 4 ms | <= 250 ms (max_ssh_latency_ms) | yes |" in text
     assert "| upload | 80 MB/s | >= 5 MB/s (min_bandwidth_mb_s) | yes |" in text
+    assert (
+        "HPL (hpcc): 8.29 GFLOP/s on 2 cores, N=2000, NB=128, 9.96% of the 83.2 GFLOP/s "
+        "peak of those cores." in text
+    )
     assert "## Reasons" not in text
 
 

@@ -113,7 +113,18 @@ def _figures(record: EvaluationRecord) -> list[str]:
         else:
             met = "yes" if (value >= limit if higher else value <= limit) else "**no**"
         lines.append(f"| {what} | {shown} | {bound} | {met} |")
-    if f.kernel:
+    if f.hpl_gflops is not None:
+        against = (
+            f", {num(f.efficiency * 100)}% of the {num(f.peak_gflops)} GFLOP/s peak of those cores"
+            if f.peak_gflops and f.efficiency is not None
+            else " (no hardware figures: no peak)"
+        )
+        lines += [
+            "",
+            f"HPL (hpcc): {num(f.hpl_gflops)} GFLOP/s on {f.hpl_cores} cores, "
+            f"N={f.hpl_n}, NB={f.hpl_nb}{against}.",
+        ]
+    elif f.kernel:
         lines += ["", f"Compute kernel: {f.kernel}."]
     if "min_score" in t:
         lines += ["", f"Admission needs a score of at least {num(t['min_score'])} (min_score)."]
