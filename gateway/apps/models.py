@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, field_validator, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from gateway.fields import _DURATION_SCHEMA, SAFE_NAME_PATTERN, _Strict, _Verbatim
 from gateway.units import Seconds
@@ -168,9 +168,26 @@ class NumberCheck(_Strict):
     tolerance: float = Field(ge=0)
 
 
+#: Exactly one of `regex` and `number` (what `OutputCheck._one` holds it to).
+_REGEX_OR_NUMBER: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["regex"],
+            "properties": {"regex": {"type": "string"}, "number": {"type": "null"}},
+        },
+        {
+            "required": ["number"],
+            "properties": {"number": {"type": "object"}, "regex": {"type": "null"}},
+        },
+    ]
+}
+
+
 class OutputCheck(_Strict):
     """One check on a canary's output: a line matching `regex`, or the number
     `number.regex` captures within `tolerance` of `value`."""
+
+    model_config = ConfigDict(json_schema_extra=_REGEX_OR_NUMBER)
 
     file: str = Field(
         "stdout", description="stdout, stderr, or a file of the job's directory", max_length=1024

@@ -146,11 +146,15 @@ async def _thermo(client: HpcfedClient, job: dict[str, Any], steps: int) -> str:
 
 
 async def test_a_lammps_melt_with_auto_goes_to_a_verified_binding_and_completes(
-    catalog: Catalog,
+    catalog: Catalog, tmp_path: Path
 ) -> None:
     async with catalog.client() as client:
         job = await client.submit(
-            {"name": "melt", "app": {"name": "lammps", "parameters": {"steps": 300}}}
+            {
+                "name": "melt",
+                "app": {"name": "lammps", "parameters": {"steps": 300}},
+                "outputs": [{"source": "log.lammps"}],
+            }
         )
         assert job["center"] in ("centera", "centerc")
         placement = job["placement"]
@@ -163,7 +167,18 @@ async def test_a_lammps_melt_with_auto_goes_to_a_verified_binding_and_completes(
             "7Jan2022",
             300,
         )
+        assert app["outputs"] == ["log.lammps"]
         await _thermo(client, job, 300)
+        # The log LAMMPS wrote, collected at the end, holds the same thermo output.
+        done = await client.get(job["id"])
+        (log,) = done["staging"]["outputs"]
+        assert log["state"] == "done", log
+        local = tmp_path / "log.lammps"
+        await client.download(done["center"], log["path"], local, verify=True)
+        text = local.read_text()
+        assert "Step Temp E_pair E_mol TotEng Press" in text
+        assert "       0            3   -6.7733681            0   -2.2744931   -3.7033504" in text
+        assert "Loop time of" in text and "for 300 steps with 4000 atoms" in text
 
 
 @pytest.mark.parametrize(
