@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from gateway.centers.config import CenterConfig
+from gateway.centers.evaluation.hpl import hpccinf
 from tests.testbed import Testbed, apps
 
 pytestmark = pytest.mark.integration
@@ -325,7 +326,7 @@ def test_hpcc_hpl_on_two_mpi_ranks_in_a_batch_job(
     two tasks, and nothing else (no srun, no MCA settings) in the testbed's jobs."""
     center = testbed.center(cid)
     body = apps.module_prelude(center, "hpcc/1.5.0") + (
-        f"cat > hpccinf.txt <<'EOF'\n{apps.hpccinf(1000, 128, 1, 2)}EOF\nmpirun -np 2 hpcc\n"
+        f"cat > hpccinf.txt <<'EOF'\n{hpccinf(1000, 128, 1, 2)}EOF\nmpirun -np 2 hpcc\n"
     )
     job = Job(testbed, cid, user, body)
     try:

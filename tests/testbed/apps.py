@@ -226,53 +226,6 @@ def module_prelude(center: CenterInfo, *names: str) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def hpccinf(n: int, nb: int, p: int, q: int) -> str:
-    """An `hpccinf.txt` for one HPL problem of order `n`, block size `nb`, on a `p` x `q`
-    process grid (run with `mpirun -np <p*q> hpcc`); the rest is HPCC's example
-    (/usr/share/doc/hpcc/examples/_hpccinf.txt). HPCC sizes its other tests (DGEMM,
-    STREAM, FFT, RandomAccess, PTRANS) from `n` too: they take most of the time."""
-    return _HPCCINF.format(n=n, nb=nb, p=p, q=q)
-
-
-_HPCCINF = """HPLinpack benchmark input file
-Innovative Computing Laboratory, University of Tennessee
-HPL.out      output file name (if any)
-8            device out (6=stdout,7=stderr,file)
-1            # of problems sizes (N)
-{n}          Ns
-1            # of NBs
-{nb}         NBs
-0            PMAP process mapping (0=Row-,1=Column-major)
-1            # of process grids (P x Q)
-{p}          Ps
-{q}          Qs
-16.0         threshold
-1            # of panel fact
-2            PFACTs (0=left, 1=Crout, 2=Right)
-1            # of recursive stopping criterium
-4            NBMINs (>= 1)
-1            # of panels in recursion
-2            NDIVs
-1            # of recursive panel fact.
-1            RFACTs (0=left, 1=Crout, 2=Right)
-1            # of broadcast
-1            BCASTs (0=1rg,1=1rM,2=2rg,3=2rM,4=Lng,5=LnM)
-1            # of lookahead depth
-1            DEPTHs (>=0)
-2            SWAP (0=bin-exch,1=long,2=mix)
-64           swapping threshold
-0            L1 in (0=transposed,1=no-transposed) form
-0            U  in (0=transposed,1=no-transposed) form
-1            Equilibration (0=no,1=yes)
-8            memory alignment in double (> 0)
-##### This line (no. 32) is ignored (it serves as a separator). ######
-0                               Number of additional problem sizes for PTRANS
-1200 10000 30000                values of N
-0                               number of additional blocking sizes for PTRANS
-40 9 8 13 13 20 16 32 64        values of NB
-"""
-
-
 def check_binaries() -> None:
     """TestbedUnavailable naming the Debian package of a missing binary."""
     for binary, package in BINARIES.items():
