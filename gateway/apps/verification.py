@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import JobRequest, NativeStatus
+from adapters.base import Adapter, JobRequest, NativeStatus
 from adapters.errors import AdapterError
 from gateway.apps.models import AppDefinition, OutputCheck
 from gateway.apps.render import check_parameters, file_marker, render
@@ -159,10 +159,13 @@ class CanaryRunner:
 
     async def _run(self, center: Center, run: CanaryRun, lease: Lease) -> None:
         try:
-            async with claim(self.leases, lease.name, self.lease_ttl, lease):
-                await asyncio.gather(
-                    *(self._one(center, b, run.id) for b in center.config.applications.bindings)
-                )
+            watch = _Watch(center.adapter_for(center.service_login()))
+            try:
+                async with claim(self.leases, lease.name, self.lease_ttl, lease):
+                    bindings = center.config.applications.bindings
+                    await asyncio.gather(*(self._one(center, b, run.id, watch) for b in bindings))
+            finally:
+                await watch.close()
         except Exception:
             log.exception("canaries of %s (run %s) stopped", center.id, run.id)
         finally:
@@ -173,10 +176,10 @@ class CanaryRunner:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _one(self, center: Center, binding: AppBinding, run_id: str) -> None:
+    async def _one(self, center: Center, binding: AppBinding, run_id: str, watch: _Watch) -> None:
         evidence: dict[str, Any] = {}
         try:
-            state, message = await self._canary(center, binding, evidence)
+            state, message = await self._canary(center, binding, evidence, watch)
         except asyncio.CancelledError:
             raise
         except (AdapterError, DomainError) as exc:
@@ -205,7 +208,7 @@ class CanaryRunner:
         )
 
     async def _canary(
-        self, center: Center, binding: AppBinding, evidence: dict[str, Any]
+        self, center: Center, binding: AppBinding, evidence: dict[str, Any], watch: _Watch
     ) -> tuple[str, str]:
         try:
             definition = await self.apps.definition(binding.app)
@@ -218,12 +221,12 @@ class CanaryRunner:
         shown = sorted({c.file for c in canary.checks} - {"stdout", "stderr"})
         rendered = render(definition, binding.version, center.config, binding, values, shown)
         request = _request(definition, binding, rendered.script, canary.timeout)
-        adapter = center.adapter_for(center.service_login())
+        adapter = watch.adapter
         evidence["script"] = rendered.script
         native_id = await asyncio.wait_for(adapter.submit(request), CALL_TIMEOUT)
         evidence["job"] = {"gateway_id": request.gateway_id, "native_id": native_id}
         try:
-            status = await self._wait(adapter, native_id, request.gateway_id, canary.timeout)
+            status = await watch.ended(native_id, request.gateway_id, canary.timeout)
         except TimeoutError:
             await adapter.cancel(native_id, request.gateway_id)
             return "failed", f"the canary job {native_id} did not end within {canary.timeout:g}s"
@@ -255,18 +258,46 @@ class CanaryRunner:
             )
         return "verified", f"{len(results)} checks passed (job {native_id})"
 
-    async def _wait(
-        self, adapter: Any, native_id: str, gateway_id: str, seconds: float
-    ) -> NativeStatus:
-        async with asyncio.timeout(seconds):
-            while True:
-                statuses = await asyncio.wait_for(
-                    adapter.status_many({native_id: gateway_id}), CALL_TIMEOUT
-                )
-                status = statuses.get(native_id)
-                if status is not None and status.state.is_terminal:
-                    return status
-                await asyncio.sleep(POLL_INTERVAL)
+
+class _Watch:
+    """The canary jobs of one center waited for together: one status query an
+    interval for all of them, as the poller asks for a center's jobs."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+        self._waiting: dict[str, tuple[str, asyncio.Future[NativeStatus]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def ended(self, native_id: str, gateway_id: str, seconds: float) -> NativeStatus:
+        """The job's status once the center shows it ended; TimeoutError after `seconds`."""
+        future: asyncio.Future[NativeStatus] = asyncio.get_running_loop().create_future()
+        self._waiting[native_id] = (gateway_id, future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+        try:
+            async with asyncio.timeout(seconds):
+                return await asyncio.shield(future)
+        finally:
+            self._waiting.pop(native_id, None)
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            wanted = {native: gid for native, (gid, _) in self._waiting.items()}
+            try:
+                statuses = await asyncio.wait_for(self.adapter.status_many(wanted), CALL_TIMEOUT)
+            except (AdapterError, TimeoutError) as exc:  # asked again next time
+                log.warning("canary status query failed: %s", exc)
+                statuses = {}
+            for native, status in statuses.items():
+                entry = self._waiting.get(native)
+                if entry and status.state.is_terminal and not entry[1].done():
+                    entry[1].set_result(status)
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def _request(
