@@ -205,7 +205,11 @@ def render_body(
         # SIGKILL. bash runs the trap once the user script (which got the signal too)
         # has ended; the marker says how long the job had run, and of what limit. The
         # end is written here too, in case the SIGKILL comes before the lines below.
-        f"hpcfed_terminated() {{ hpcfed_ended; {terminated}; }}",
+        # A SIGTERM before the user script started (a cancel right after the start)
+        # runs the trap at once, and bash would go on: the flag keeps the user script
+        # from starting, as if the signal had ended it (128 + 15).
+        "hpcfed_term=0",
+        f"hpcfed_terminated() {{ hpcfed_ended; {terminated}; hpcfed_term=1; }}",
         "trap hpcfed_terminated TERM",
         _write_marker(jobdir, TIMES, array, '"$hpcfed_start"'),
     ]
@@ -215,7 +219,7 @@ def render_body(
     run = " ".join(quote(word) for word in (*launcher, jobdir.file(USER_SCRIPT)))
     lines += [
         # A child process, so the script's own `exit` cannot skip the bookkeeping below.
-        f"cd {quote(workdir)} && {run}",
+        f'cd {quote(workdir)} && if [ "$hpcfed_term" = 0 ]; then {run}; else (exit 143); fi',
         "code=$?",
         "hpcfed_ended",  # before the exit status: whoever reads that finds the end too
         _write_marker(jobdir, EXIT_CODE, array, '"$code"'),

@@ -243,6 +243,40 @@ def test_sigterm_from_the_scheduler_leaves_a_terminated_marker(tmp_path: Path) -
     assert status_from_markers("42", markers[GID]).state is JobState.FAILED
 
 
+def test_sigterm_before_the_user_script_starts_keeps_it_from_starting(tmp_path: Path) -> None:
+    # A cancel right after the start signals job.sh while it writes its first markers:
+    # bash runs the trap at once and would go on to run the user script to its end.
+    # The first `times` write goes to a FIFO with no reader: job.sh (its trap set)
+    # waits there in open() until the signal has arrived.
+    job = JobRequest(gateway_id=GID, name="t", script="touch started-here\nsleep 30\n")
+    jobdir = lay_out(tmp_path, job)
+    fifo = jobdir.file("times.tmp")
+    os.mkfifo(fifo)
+    with open(jobdir.file("stdout"), "wb") as out:
+        proc = subprocess.Popen(
+            ["bash", jobdir.file("job.sh")], stdout=out, stderr=out, start_new_session=True
+        )
+    reader = None
+    try:
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{proc.pid}/wchan").read_text() != "wait_for_partner":
+            assert time.monotonic() < deadline and proc.poll() is None, "job.sh did not wait"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGTERM)
+        reader = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # job.sh goes on
+        assert proc.wait(timeout=20) == 143
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if reader is not None:
+            os.close(reader)
+    assert not Path(jobdir.file("started-here")).exists()
+    assert Path(jobdir.file("exit_code")).read_text() == "143\n"
+    elapsed, limit = Path(jobdir.file("terminated")).read_text().split()
+    assert (int(elapsed) < 10, limit) == (True, "-")
+
+
 def test_the_job_records_when_it_started_and_when_its_script_returned(tmp_path: Path) -> None:
     job = JobRequest(gateway_id=GID, name="t", script="sleep 1\nexit 3\n")
     before = time.time()
