@@ -24,7 +24,7 @@ from gateway.apps.models import (
     parameter_problem,
     placeholders,
 )
-from gateway.centers.config import AppBinding, CenterConfig
+from gateway.centers.config import AppBinding, CenterConfig, EnvironmentSetup
 from gateway.errors import Unprocessable
 
 #: Where a batch job finds the `module` command when its shell has none yet: Lmod's
@@ -112,12 +112,12 @@ def find_binding(
     return None
 
 
-def setup_lines(center: CenterConfig, binding: AppBinding) -> list[str]:
+def setup_lines(center: CenterConfig, binding: EnvironmentSetup) -> list[str]:
     """The shell lines that give a batch job the binding's environment."""
     return _module_init(center, binding) + _environment(center, binding)
 
 
-def _module_init(center: CenterConfig, binding: AppBinding) -> list[str]:
+def _module_init(center: CenterConfig, binding: EnvironmentSetup) -> list[str]:
     """Lines that define `module` where the batch job's shell has none yet."""
     modules = center.applications.modules
     if not (binding.modules or modules.paths):
@@ -133,7 +133,7 @@ def _module_init(center: CenterConfig, binding: AppBinding) -> list[str]:
     ]
 
 
-def _environment(center: CenterConfig, binding: AppBinding) -> list[str]:
+def _environment(center: CenterConfig, binding: EnvironmentSetup) -> list[str]:
     lines: list[str] = []
     if binding.modules or center.applications.modules.paths:
         lines += [f"module use {quote(path)}" for path in center.applications.modules.paths]

@@ -142,12 +142,10 @@ class ModulesConfig(_Strict):
     )
 
 
-class AppBinding(_Strict):
-    """How this center offers one version of an application of the catalog. Written by
-    the center's admin: `setup` lines go into job scripts as they are."""
+class EnvironmentSetup(_Strict):
+    """What gives a batch job a piece of software: modules, PATH, variables and the admin's
+    own setup lines (which go into job scripts as they are)."""
 
-    app: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     modules: list[Annotated[str, Field(pattern=MODULE_PATTERN, max_length=200)]] = Field(
         default_factory=list, max_length=32, description="`module load` each, in order"
     )
@@ -158,16 +156,7 @@ class AppBinding(_Strict):
         default_factory=dict, max_length=128
     )
     setup: list[Annotated[str, Field(max_length=4096)]] = Field(
-        default_factory=list, max_length=64, description="shell lines run before the application"
-    )
-    executable: str | None = Field(
-        None,
-        pattern=r"^/?[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$",
-        max_length=1024,
-        description="the program to run instead of the definition's (a name on PATH or a path)",
-    )
-    partitions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, description="only in these partitions (queues); empty: in all"
+        default_factory=list, max_length=64, description="shell lines run before the software"
     )
 
     @field_validator("setup", "environment")
@@ -177,6 +166,23 @@ class AppBinding(_Strict):
         if any("\0" in text for text in texts):
             raise ValueError("must not contain a NUL byte")
         return value
+
+
+class AppBinding(EnvironmentSetup):
+    """How this center offers one version of an application of the catalog. Written by
+    the center's admin: `setup` lines go into job scripts as they are."""
+
+    app: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    executable: str | None = Field(
+        None,
+        pattern=r"^/?[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$",
+        max_length=1024,
+        description="the program to run instead of the definition's (a name on PATH or a path)",
+    )
+    partitions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, description="only in these partitions (queues); empty: in all"
+    )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -221,6 +227,49 @@ class EnergyConfig(_Strict):
     )
 
 
+#: A container image's name as `docker run` and `apptainer` take it.
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$"
+
+
+class HostImage(EnvironmentSetup):
+    """An image name a TES executor may give at a center without a container runtime,
+    and the software on the host that stands for it."""
+
+    name: str = Field(pattern=IMAGE_PATTERN, description="the image name executors give")
+
+
+class TesConfig(_Strict):
+    """How this center runs GA4GH TES tasks (docs/tes.md)."""
+
+    runtime: Literal["none", "apptainer", "podman"] = Field(
+        "none", description="the container runtime executors' images run under"
+    )
+    command: str | None = Field(
+        None,
+        pattern=r"^/?[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$",
+        description="the runtime's program (or bubblewrap's); default: its name on PATH",
+    )
+    sandbox: Literal["bubblewrap", "none"] = Field(
+        "bubblewrap",
+        description="without a runtime: bubblewrap gives each task its own view of the paths "
+        "it names; none runs executors on the host's own paths",
+    )
+    images: list[HostImage] = Field(
+        default_factory=list, max_length=256, description="allow-listed host images"
+    )
+
+    @field_validator("images")
+    @classmethod
+    def _unique(cls, images: list[HostImage]) -> list[HostImage]:
+        names = [image.name for image in images]
+        if len(set(names)) != len(names):
+            raise ValueError("names an image twice")
+        return images
+
+    def image(self, name: str) -> HostImage | None:
+        return next((image for image in self.images if image.name == name), None)
+
+
 class CenterConfig(_Strict):
     """A center file. `type` names a registered center type (`adapters.registry`),
     whose own section (`scheduler` for slurm and pbs, `local` for local) its model
@@ -241,6 +290,7 @@ class CenterConfig(_Strict):
     price: PriceConfig = Field(default_factory=PriceConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     applications: ApplicationsConfig = Field(default_factory=ApplicationsConfig)
+    tes: TesConfig = Field(default_factory=TesConfig)
 
     @model_validator(mode="wrap")
     @classmethod
