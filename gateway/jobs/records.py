@@ -132,6 +132,9 @@ class JobRecord(BaseModel):
     placement: PlacementDecision | None = None
     #: A job of an application (`spec.app`): what it runs at its center.
     application: AppRun | None = None
+    #: The GA4GH TES task the job was created from (gateway/tes), as the gateway keeps
+    #: it: the task document, and its executors' logs once read back.
+    task: dict[str, Any] | None = None
     #: The price of the center when the job was sent there (billed at it).
     price: Price | None = None
     usage: JobUsage | None = None

@@ -70,6 +70,7 @@ class JobQuery:
     limit: int = 100
     cursor: str | None = None  # from the previous page's next_cursor
     max_bytes: int | None = None  # the page ends early past about this much of records
+    tasks_only: bool = False  # only jobs created from a GA4GH TES task (`JobRecord.task`)
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,14 @@ from gateway.store import job_sql
 COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
     "staging placement price usage started_at cancel_requested submit_attempts spec created_at "
-    "updated_at submitted_at finished_at application"
+    "updated_at submitted_at finished_at application task"
 ).split()
 UPDATABLE = frozenset(COLUMNS) - FIXED_FIELDS
 TERMINAL = sorted(s.value for s in TERMINAL_STATES)
 
 #: Columns holding a JSON document (jsonb), written as JSON text cast in the SQL.
 JSON_COLUMNS = frozenset(
-    {"elements", "staging", "placement", "price", "usage", "spec", "application"}
+    {"elements", "staging", "placement", "price", "usage", "spec", "application", "task"}
 )
 
 # Column names are the fixed tuple above, never user input.
@@ -79,6 +79,7 @@ def to_row(record: JobRecord) -> dict[str, Any]:
     for column in ("placement", "price", "usage", "application"):
         value = getattr(record, column)
         row[column] = value.model_dump_json() if value is not None else None
+    row["task"] = json.dumps(record.task) if record.task is not None else None
     for column in ("created_at", "updated_at", "submitted_at", "started_at", "finished_at"):
         row[column] = aware(row[column])
     return row
@@ -152,6 +153,8 @@ def list_sql(query: JobQuery) -> tuple[str, list[Any]]:
     if query.states:
         where.append("state = ANY(%s)")
         args.append([s.value for s in query.states])
+    if query.tasks_only:
+        where.append("task IS NOT NULL")
     if query.cursor is not None:
         created, job_id = decode_cursor(query.cursor)
         where.append("(created_at, id) < (%s, %s)")

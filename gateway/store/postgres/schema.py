@@ -151,12 +151,17 @@ _V5 = """
 ALTER TABLE jobs ADD COLUMN application jsonb;
 """
 
+_V6 = """
+ALTER TABLE jobs ADD COLUMN task jsonb;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations, probes, audit and vault entries", _V1),
     Migration(2, "leases", LEASES_SQL),
     Migration(3, "job events", JOB_EVENTS_SQL),
     Migration(4, "application definitions and verifications", _V4),
     Migration(5, "what a job of an application runs", _V5),
+    Migration(6, "the GA4GH TES task a job was created from", _V6),
 ]
 
 check_order(MIGRATIONS)

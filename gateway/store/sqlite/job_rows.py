@@ -21,7 +21,7 @@ from gateway.store import job_sql
 COLUMNS = (
     "id owner center login state native_id native_state reason exit_code idempotency_key elements "
     "staging placement price usage started_at cancel_requested submit_attempts spec created_at "
-    "updated_at submitted_at finished_at application"
+    "updated_at submitted_at finished_at application task"
 ).split()
 # Column names are the fixed tuple above, never user input.
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"  # noqa: S608
@@ -32,7 +32,7 @@ TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATES))
 #: Columns holding a time (or NULL), each written by `time_text`.
 _TIME_COLUMNS = ("created_at", "updated_at", "submitted_at", "started_at", "finished_at")
 #: Columns holding a JSON document (or NULL).
-_JSON_COLUMNS = ("placement", "price", "usage", "application")
+_JSON_COLUMNS = ("placement", "price", "usage", "application", "task")
 #: Columns holding a JSON document that is never NULL -> the text standing for an empty one.
 _DOCUMENT_COLUMNS = {"spec": "", "elements": "", "staging": "{}"}
 
@@ -114,6 +114,8 @@ def column_value(value: Any) -> Any:
         return int(value)
     if isinstance(value, BaseModel):  # staging, placement, price, usage
         return value.model_dump_json()
+    if isinstance(value, dict):  # task
+        return json.dumps(value)
     if isinstance(value, list):  # elements
         return json.dumps(
             [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
@@ -156,6 +158,8 @@ def list_sql(query: JobQuery) -> tuple[str, list[Any]]:
     if query.states:
         where.append(f"state IN ({', '.join('?' for _ in query.states)})")
         args.extend(s.value for s in query.states)
+    if query.tasks_only:
+        where.append("task IS NOT NULL")
     if query.cursor is not None:
         created, job_id = decode_cursor(query.cursor)
         where.append("(created_at < ? OR (created_at = ? AND id < ?))")

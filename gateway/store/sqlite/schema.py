@@ -119,10 +119,15 @@ _V3 = """
 ALTER TABLE jobs ADD COLUMN application TEXT;
 """
 
+_V4 = """
+ALTER TABLE jobs ADD COLUMN task TEXT;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, transfers, evaluations and probes", _V1),
     Migration(2, "application definitions and verifications", _V2),
     Migration(3, "what a job of an application runs", _V3),
+    Migration(4, "the GA4GH TES task a job was created from", _V4),
 ]
 check_order(MIGRATIONS)
 KNOWN = MIGRATIONS[-1].version
