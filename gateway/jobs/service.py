@@ -17,13 +17,13 @@ import logging
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from adapters.base import JobState, OutputChunk
 from adapters.errors import AdapterError, CenterUnavailable, SubmitRejected
 from gateway.apps.jobs import app_run, with_app_resources
 from gateway.apps.service import AppPlan, AppService
-from gateway.centers.configured import CenterRegistry
+from gateway.centers.configured import Center, CenterRegistry
 from gateway.centers.ownership import DEFAULT_TTL
 from gateway.centers.placement import Placer
 from gateway.centers.submissions import SubmissionOutcomes
@@ -41,6 +41,18 @@ from gateway.units import utcnow
 
 log = logging.getLogger("hpcfed.jobs")
 T = TypeVar("T")
+
+
+class CenterPlan(Protocol):
+    """What a job made for an interface of its own (a GA4GH TES task) needs of the center
+    it goes to: which centers cannot run it, and its spec as written for one that can."""
+
+    def refusal(self, center: Center) -> list[str] | None:
+        """Why `center: auto` may not place the job at `center` (each naming the field);
+        None where it may."""
+
+    def render(self, center: Center, spec: JobSpec) -> JobSpec:
+        """`spec` as it runs at `center` (DomainError, naming the field, if it cannot)."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,18 @@ class JobService:
     # ------------------------------------------------------------ submit
 
     async def submit(
-        self, owner: str, spec: JobSpec, idempotency_key: str | None = None
+        self,
+        owner: str,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
+        *,
+        plan: CenterPlan | None = None,
+        task: dict[str, Any] | None = None,
     ) -> SubmitOutcome:
+        """Store and send a job. `plan` writes the spec for the center it goes to, and
+        `task` is the document it was made from (both for a GA4GH TES task)."""
         parents = await load_parents(self.store, owner, spec)
-        record = await self.new_record(owner, spec, idempotency_key, parents)
+        record = await self.new_record(owner, spec, idempotency_key, parents, plan=plan, task=task)
         direct = not spec.inputs and not spec.dependencies
         sending: Lease | None = None
         try:
@@ -122,14 +142,17 @@ class JobService:
         idempotency_key: str | None,
         parents: list[JobRecord],
         active: list[JobRecord] | None = None,
+        *,
+        plan: CenterPlan | None = None,
+        task: dict[str, Any] | None = None,
     ) -> JobRecord:
         """A SUBMITTING record for `spec`, placed and checked (DomainError if it cannot go
         anywhere or may not), not yet stored. `active`: the jobs not yet ended, when the
         caller has them (placement weighs them)."""
         decision: PlacementDecision | None = None
-        plan = await self._app_plan(spec)
-        if plan is not None:
-            spec = with_app_resources(spec, plan.definition)
+        app_plan = await self._app_plan(spec)
+        if app_plan is not None:
+            spec = with_app_resources(spec, app_plan.definition)
         if spec.center != "auto":
             center_id = self.centers.get(spec.center).id
         elif parents:
@@ -137,16 +160,20 @@ class JobService:
         else:
             if active is None:
                 active = await self.store.active()
-            refuse = plan.refusal if plan is not None else None
+            refuse = app_plan.refusal if app_plan is not None else None
+            if plan is not None:
+                refuse = plan.refusal
             decision = await self.placer.place(owner, spec, active, refuse)
             center_id = decision.chosen
         center = self.centers.get(center_id)
         application: AppRun | None = None
-        if plan is not None:
-            offer = plan.chosen(center, placed=decision is not None)
-            spec, application = app_run(plan, offer, spec)
+        if app_plan is not None:
+            offer = app_plan.chosen(center, placed=decision is not None)
+            spec, application = app_run(app_plan, offer, spec)
             if decision is not None:
-                decision.explanation += f" {plan.explanation(offer)}."
+                decision.explanation += f" {app_plan.explanation(offer)}."
+        if plan is not None:
+            spec = plan.render(center, spec)
         center.require_available()  # center_unavailable at once while the center is down
         login = center.login_for(owner)  # no_identity_at_center when unmapped there
         check_center(parents, center_id)
@@ -163,6 +190,7 @@ class JobService:
             idempotency_key=idempotency_key,
             placement=decision,
             application=application,
+            task=task,
             price=Price(**center.config.price.model_dump()),
             created_at=now,
             updated_at=now,

@@ -24,7 +24,7 @@ import posixpath
 from collections import defaultdict
 
 from adapters.base import TERMINAL_STATES, JobState
-from adapters.errors import AdapterError, CenterUnavailable
+from adapters.errors import AdapterError, CenterUnavailable, FileNotFound
 from adapters.files.access import CenterFiles
 from adapters.files.paths import PathRefused
 from gateway.centers.configured import CenterRegistry
@@ -114,6 +114,32 @@ class Stager:
                 raise DomainError("path_outside_roots", exc.message, "working_dir") from None
             raise path_error(exc) from None
 
+    async def _destination(self, record: JobRecord, center: str, path: str) -> CenterFiles:
+        """The owner's files at an output's destination center, the directory the output
+        goes into made first (within the owner's roots there)."""
+        dst = self.centers.get(center).files_for(record.owner)
+        parent = posixpath.dirname(path.rstrip("/"))
+        if parent and parent not in ("/", "~"):
+            await dst.mkdir(parent, parents=True)
+        return dst
+
+    async def read_back(
+        self, record: JobRecord, paths: list[str], tail: int
+    ) -> dict[str, bytes | None]:
+        """The last `tail` bytes of each of the job's files (`paths`, relative to its
+        working directory); None for one that is not there."""
+        files, workdir = await self._view(record)
+        found: dict[str, bytes | None] = {}
+        for rel in paths:
+            try:
+                full, entry = await files.open_read(_at(workdir, rel))
+            except FileNotFound:
+                found[rel] = None
+                continue
+            offset = max(0, entry.size - tail)
+            found[rel] = b"".join([c async for c in files.read(full, offset, entry.size - offset)])
+        return found
+
     async def _save(self, job_id: str, which: str, index: int, item: StagedFile) -> JobRecord:
         """Record one input's or output's outcome without losing a concurrent one's."""
         async with self._locks[job_id]:
@@ -177,6 +203,9 @@ class Stager:
             target = _at(workdir, inp.destination)
             try:
                 src = self.centers.get(inp.source.center).files_for(record.owner)
+                parent = posixpath.dirname(target.rstrip("/"))
+                if parent != workdir.rstrip("/"):
+                    await dst.mkdir(parent, parents=True)  # a destination in a subdirectory
                 files = await copy_tree(src, inp.source.path, dst, target, overwrite=True)
             except CenterUnavailable:
                 raise  # not this input's fault: the submission is tried again later
@@ -293,9 +322,28 @@ class Stager:
             path = _at(workdir, out.source)
             item = StagedFile(index=i, path=path)
             try:
-                item.sha256, item.size = await src.sha256(path, f"outputs[{i}].source")
+                field = f"outputs[{i}].source"
+                if (await src.stat(path, field)).type == "dir":
+                    # A directory: each file's copy is verified by copy_tree; the
+                    # output's size is theirs together.
+                    item.size = 0
+                    if out.destination is not None:
+                        dst = await self._destination(
+                            record, out.destination.center, out.destination.path
+                        )
+                        copied = await copy_tree(
+                            src, path, dst, out.destination.path, overwrite=True
+                        )
+                        item.size = sum(f.size for f in copied)
+                        item.copied_to = out.destination
+                    item.state = "done"
+                    record = await self._save(record.id, "outputs", i, item)
+                    continue
+                item.sha256, item.size = await src.sha256(path, field)
                 if out.destination is not None:
-                    dst = self.centers.get(out.destination.center).files_for(record.owner)
+                    dst = await self._destination(
+                        record, out.destination.center, out.destination.path
+                    )
                     copied = await copy_tree(src, path, dst, out.destination.path, overwrite=True)
                     if copied[0].sha256 != item.sha256:
                         raise StagingFailed("the copy's checksum differs from the original")
