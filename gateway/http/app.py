@@ -19,6 +19,7 @@ from gateway.centers.placement import Placer
 from gateway.centers.power import PowerService
 from gateway.config import LoadedConfig
 from gateway.data.transfers import TransferService
+from gateway.http import tes
 from gateway.http.access_log import AccessLog
 from gateway.http.audit import audit_middleware
 from gateway.http.auth import auth_middleware, principal_of, rate_limit_key
@@ -63,6 +64,7 @@ from gateway.http.routes.keys import (
     POWER,
     SERVICE,
     STORE,
+    TES,
     TRANSFERS,
     VAULT,
     VERIFIER,
@@ -77,6 +79,7 @@ from gateway.jobs.feeds import LocalJobFeed
 from gateway.jobs.poller import Poller
 from gateway.jobs.service import JobService
 from gateway.store import Stores, open_stores
+from gateway.tes.service import TesService
 
 #: Routes whose handlers stream their bodies, so no body cap applies to them.
 STREAMED_UPLOADS = (CONTENT_ROUTE, "/v1/jobs/{id}/inputs/{index}")
@@ -105,6 +108,7 @@ def setup_routes(app: web.Application) -> None:
     metrics.setup_routes(app)
     dashboard.setup_routes(app)
     openapi.setup_routes(app)
+    tes.setup_routes(app)  # last: its routes' permissions join the app's table
 
 
 def create_app(config: LoadedConfig) -> web.Application:
@@ -206,6 +210,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lease_ttl=lease_ttl,
         apps=catalog,
     )
+    app[TES] = TesService(service, centers, catalog)
     # The centers this replica polls and probes (all of them with the embedded store).
     ownership = CenterOwnership(stores.leases, [c.id for c in centers], lease_ttl)
     poller = Poller(

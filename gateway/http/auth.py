@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from gateway.errors import DomainError
-from gateway.http.errors import domain_response
+from gateway.http.errors import renderer_of
 from gateway.identity.permissions import PERMISSIONS, Principal
 from gateway.identity.tokens import TokenError
 from gateway.identity.verifier import TokenVerifier
@@ -51,8 +51,8 @@ def add_route(
     app.router.add_route(method, path, handler, name=name)
 
 
-def _unauthenticated(reason: str) -> web.Response:
-    response = domain_response(
+def _unauthenticated(request: web.Request, reason: str) -> web.StreamResponse:
+    response = renderer_of(request)(
         DomainError("unauthenticated", f"Authorization: {reason}", "Authorization")
     )
     response.headers["WWW-Authenticate"] = 'Bearer realm="hpcfed"'
@@ -74,23 +74,25 @@ def auth_middleware(verifier: TokenVerifier) -> Callable[..., Awaitable[web.Stre
             return await handler(request)  # public
         token = _bearer(request)
         if token is None:
-            return _unauthenticated("a 'Bearer <token>' header is required")
+            return _unauthenticated(request, "a 'Bearer <token>' header is required")
         try:
             principal = Principal.from_token(await verifier.verify(token))
         except TokenError as exc:
-            return _unauthenticated(str(exc))
+            return _unauthenticated(request, str(exc))
         request[PRINCIPAL] = principal
         if name is None:
             return await handler(request)  # no such route: the router's 404/405
         permission = table.get(name)
         if permission is None:
             log.error("route %s was added without a permission; refusing it", name)
-            return domain_response(DomainError("forbidden", "this route is not open to anyone"))
+            return renderer_of(request)(
+                DomainError("forbidden", "this route is not open to anyone")
+            )
         center = request.match_info.get("center")
         if not principal.may(permission, center):
             roles = ", ".join(sorted(principal.roles)) or "none"
             where = f" at center {center}" if center else ""
-            return domain_response(
+            return renderer_of(request)(
                 DomainError(
                     "forbidden",
                     f"user {principal.user} (roles: {roles}) lacks permission {permission}{where}",

@@ -65,6 +65,7 @@ STATUS: dict[str, int] = {
     "rejected_by_center": 422,
     "staging_failed": 422,
     "unsatisfiable": 422,
+    "unsupported_image": 422,
     # the state of things
     "evaluation_running": 409,
     "canaries_running": 409,
@@ -196,6 +197,20 @@ def error_middleware_for(render: Renderer) -> Middleware:
             return response
 
     return middleware
+
+
+#: A sub-app's renderer (its own error shape), for the parent's middlewares that answer
+#: before the sub-app's own error middleware runs (authentication, permissions).
+ERROR_RENDERER = web.AppKey("error_renderer", Callable[[DomainError], web.StreamResponse])
+
+
+def renderer_of(request: web.Request) -> Renderer:
+    """How the app a request was routed to answers errors."""
+    for app in reversed(request.match_info.apps):
+        render = app.get(ERROR_RENDERER)
+        if render is not None:
+            return render
+    return domain_response
 
 
 class _Routed(DomainError):

@@ -19,6 +19,7 @@ from gateway.identity.vault import Vault, ssh_key_name
 from tests.testbed.apps import applications_section
 from tests.testbed.centers import GATEWAY_LOGIN, CenterInfo
 from tests.testbed.procs import write_if_changed
+from tests.testbed.tes import tes_section
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +75,7 @@ def center_document(center: CenterInfo, host_key: str) -> dict[str, Any]:
         "scheduler": scheduler,
         **PUBLISHED.get(center.id, {}),
         "applications": applications_section(center, center.dir.parent),
+        "tes": tes_section(center, center.dir.parent),
     }
 
 

@@ -13,7 +13,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from gateway.http.auth import ROUTE_PERMISSIONS
-from gateway.http.openapi.route_doc import ERROR_SCHEMA, ERROR_STATUSES, INT_HEADER, RouteDoc
+from gateway.http.openapi.route_doc import (
+    ERROR_SCHEMA,
+    ERROR_STATUSES,
+    INT_HEADER,
+    TES_ERROR_SCHEMA,
+    RouteDoc,
+)
 from gateway.http.openapi.routes import ROUTES
 from gateway.http.routes.dashboard import ASSETS
 from gateway.http.routes.keys import CONFIG
@@ -62,10 +68,10 @@ def undocumented_routes(app: web.Application) -> list[str]:
     return missing
 
 
-def _error_response(description: str) -> dict[str, Any]:
+def _error_response(description: str, schema: str = "Error") -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
 
 
@@ -149,7 +155,7 @@ def _operation(route: RegisteredRoute) -> dict[str, Any]:
             answer["headers"] = _headers(doc.headers[status])
         responses[str(status)] = answer
     for status in error_statuses(route, doc):
-        answer = _error_response(ERROR_STATUSES[status])
+        answer = _error_response(ERROR_STATUSES[status], doc.error_schema)
         if status in doc.headers:
             answer["headers"] = _headers(doc.headers[status])
         if status == 429:
@@ -191,6 +197,7 @@ def _schemas(max_ttl: float | None = None) -> dict[str, Any]:
         if "$ref" not in schema:
             schemas[model.__name__] = schema
     schemas["Error"] = ERROR_SCHEMA
+    schemas["TesError"] = TES_ERROR_SCHEMA
     if max_ttl is not None:
         # TokenIssuer.issue: a positive number of seconds, at most auth.max_ttl.
         ttl = {"type": "number", "exclusiveMinimum": 0, "maximum": max_ttl}

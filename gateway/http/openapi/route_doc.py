@@ -70,6 +70,8 @@ class RouteDoc:
     headers: dict[int, dict[str, tuple[bool, dict[str, Any]]]] = field(default_factory=dict)
     #: Status -> media type of a success answer that is not JSON.
     media: dict[int, str] = field(default_factory=dict)
+    #: The schema of its error answers (GA4GH TES routes answer in their own shape).
+    error_schema: str = "Error"
 
 
 #: What each error status means; an operation lists those it can answer.
@@ -111,4 +113,18 @@ ERROR_SCHEMA: dict[str, Any] = {
             "additionalProperties": True,
         }
     },
+}
+
+
+#: GA4GH TES routes' error shape (gateway/http/tes.py).
+TES_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["msg", "status_code"],
+    "properties": {
+        "msg": {"type": "string"},
+        "status_code": {"type": "integer"},
+        "code": {"type": "string"},
+        "field": {"type": "string", "description": "the parameter or field at fault"},
+    },
+    "additionalProperties": True,
 }

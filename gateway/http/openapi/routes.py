@@ -16,6 +16,7 @@ from gateway.http.routes.tokens import TokenRequest
 from gateway.http.routes.usage import GROUP_BY_PATTERN, TIME_PATTERN
 from gateway.jobs.models import JobBatch, JobSpec
 from gateway.jobs.usage import GROUPS
+from gateway.tes.models import TES_STATES, TesTask
 
 _TIME_DESCRIPTION = (
     "a date (2026-12-01) or a date and time, with an offset or Z (UTC without one): "
@@ -88,6 +89,10 @@ _RANGE = Param(
     where="header",
     description="one range: bytes=START-, bytes=START-END or bytes=-SUFFIX",
     pattern=r"^[ \t]*bytes=([0-9]{1,19}-[0-9]{0,19}|-[0-9]{1,19})[ \t]*$",
+)
+
+_TES_VIEW = Param(
+    "view", description="MINIMAL (id, state), BASIC or FULL", enum=("MINIMAL", "BASIC", "FULL")
 )
 
 #: Route name -> its description. Every route registered with add_route has one.
@@ -317,6 +322,54 @@ ROUTES: dict[str, RouteDoc] = {
         path_params={"name": "the application's name"},
         responses={204: "deleted"},
         errors=(404, 409),
+    ),
+    "tes.service_info": RouteDoc(
+        "GA4GH TES: the service's description (service-info), its storage (hpcfed:// "
+        "URLs of the centers) and the backend_parameters it takes",
+        error_schema="TesError",
+    ),
+    "tes.service_info_v1_0": RouteDoc(
+        "GA4GH TES 1.0's service-info (name, doc, storage), for clients of that version",
+        error_schema="TesError",
+    ),
+    "tes.list": RouteDoc(
+        "GA4GH TES: the caller's tasks, newest first",
+        params=(
+            Param("name_prefix", description="only tasks whose name starts with this"),
+            Param("state", description="only tasks in this state", enum=TES_STATES),
+            Param(
+                "tag_key",
+                description="only tasks with this tag (repeat for more, zipped with tag_value)",
+            ),
+            Param("tag_value", description="the value of the tag_key at the same place"),
+            Param("page_size", "integer", "at most this many", minimum=1, maximum=2047),
+            Param(
+                "page_token",
+                description="next_page_token of the previous page; any other value is 400",
+                pattern=CURSOR_PATTERN,
+            ),
+            _TES_VIEW,
+        ),
+        error_schema="TesError",
+    ),
+    "tes.create": RouteDoc(
+        "GA4GH TES: create a task (one batch job at its center; docs/tes.md)",
+        body=TesTask,
+        errors=(404, 413, 503),
+        at_center=True,
+        error_schema="TesError",
+    ),
+    "tes.get": RouteDoc(
+        "GA4GH TES: one task of the caller's",
+        path_params={"id": "the task's id"},
+        params=(_TES_VIEW,),
+        error_schema="TesError",
+    ),
+    "tes.cancel": RouteDoc(
+        "GA4GH TES: cancel a task (its job at its center)",
+        path_params={"id": "the task's id"},
+        at_center=True,
+        error_schema="TesError",
     ),
     "apps.canaries": RouteDoc(
         "Run the canary of every application the center offers; each outcome is kept "

@@ -19,6 +19,7 @@ from gateway.jobs.events import EventBus
 from gateway.jobs.poller import Poller
 from gateway.jobs.service import JobService
 from gateway.jobs.store import JobStore
+from gateway.tes.service import TesService
 
 CONFIG = web.AppKey("config", LoadedConfig)
 STORE = web.AppKey("store", JobStore)
@@ -37,3 +38,4 @@ EVENTS = web.AppKey("events", EventBus)
 HEALTH = web.AppKey("health", HealthMonitor)
 APPS = web.AppKey("apps", AppService)
 CANARIES = web.AppKey("canaries", CanaryRunner)
+TES = web.AppKey("tes", TesService)
