@@ -33,10 +33,13 @@ from gateway.tes.batch import (
     OUTS,
     ROOT,
     Environment,
+    ExecutorLog,
     ExecutorRun,
+    OutputFile,
     OutputRun,
     TaskLogs,
     TaskRun,
+    check_path,
     log_files,
     parse_logs,
     task_script,
@@ -188,6 +191,10 @@ class TaskPlan:
             raise Unprocessable("unsupported_image", first, first.split(":", 1)[0])
         envs = [e for e in found if isinstance(e, Environment)]
         task = self.task
+        _check_paths(task)
+        tes = center.config.tes
+        if tes.runtime == "none" and tes.sandbox == "bubblewrap":
+            _files_below_top(task)
         contents: list[tuple[str, str]] = []
         host_inputs: list[tuple[str, str]] = []
         staged: list[str] = []
@@ -245,11 +252,48 @@ class TaskPlan:
         )
         try:
             script = task_script(run)
-        except ValueError as exc:
-            raise Unprocessable("invalid_request", str(exc)) from None
+        except ValueError as exc:  # the script's own rules (each message names its field)
+            where = str(exc).split(":", 1)[0]
+            raise Unprocessable("invalid_request", str(exc), where) from None
         return spec.model_copy(
             update={"script": "#!/bin/bash\n" + script, "inputs": inputs, "outputs": outputs}
         )
+
+
+def _check_paths(task: TesTask) -> None:
+    """Each path of the task as the batch script takes it (batch.check_path), a refusal
+    naming the task's own field."""
+    named: list[tuple[str, str | None]] = []
+    named += [(_field("inputs", i, "path"), x.path) for i, x in enumerate(task.inputs or [])]
+    named += [(_field("outputs", i, "path"), x.path) for i, x in enumerate(task.outputs or [])]
+    named += [(_field("volumes", i), v) for i, v in enumerate(task.volumes or [])]
+    for i, ex in enumerate(task.executors):
+        for key in ("workdir", "stdin", "stdout", "stderr"):
+            named.append((_field("executors", i, key), getattr(ex, key)))
+    for where, path in named:
+        if path is not None:
+            try:
+                check_path(path, where)
+            except ValueError as exc:
+                raise bad(where, str(exc).removeprefix(f"{where}: ")) from None
+
+
+def _files_below_top(task: TesTask) -> None:
+    """Under bubblewrap a task's top-level directories are its own, and a file directly
+    under `/` is in none of them: refuse one, naming its field."""
+    named: list[tuple[str, str | None]] = []
+    for i, given in enumerate(task.inputs or []):
+        if given.type == "FILE":
+            named.append((_field("inputs", i, "path"), given.path))
+    for i, out in enumerate(task.outputs or []):
+        if out.type == "FILE" and not has_wildcard(out.path):
+            named.append((_field("outputs", i, "path"), out.path))
+    for i, ex in enumerate(task.executors):
+        for key in ("stdin", "stdout", "stderr"):
+            named.append((_field("executors", i, key), getattr(ex, key)))
+    for where, path in named:
+        if path is not None and path.count("/") == 1:
+            raise bad(where, f"{path!r}: a file directly under '/'; put it in a directory")
 
 
 # ------------------------------------------------------------------ the job spec
@@ -377,8 +421,6 @@ def _stored_logs(record: JobRecord) -> TaskLogs | None:
 
 
 def _logs_from(kept: dict[str, Any]) -> TaskLogs:
-    from gateway.tes.batch import ExecutorLog, OutputFile
-
     def when(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text) if text else None
 

@@ -312,6 +312,21 @@ async def test_an_image_the_center_does_not_publish_is_400_naming_it(gateway: Ga
             },
             "resources.cpu_cores",
         ),
+        (
+            {
+                "executors": [{"image": "debian:12", "command": ["true"], "stdout": "/etc/x"}],
+                "resources": {"zones": ["north"]},
+            },
+            "executors[0].stdout",
+        ),
+        (
+            {
+                "executors": [{"image": "debian:12", "command": ["true"]}],
+                "outputs": [{"path": "/out.txt", "url": "hpcfed://centera/~/o.txt"}],
+                "resources": {"zones": ["north"]},
+            },
+            "outputs[0].path",
+        ),
     ],
 )
 async def test_bad_tasks_are_400_naming_the_field(
@@ -391,3 +406,40 @@ async def test_another_users_token_sees_none_of_the_tasks(gateway: Gateway) -> N
     await _wait(alice, task_id)
     status, body = await _http(gateway, "GET", "/tasks", user=None)
     assert status == 401 and "msg" in body
+
+
+async def test_an_application_of_the_catalog_is_an_image_with_its_modules_loaded(
+    gateway: Gateway,
+) -> None:
+    """`lammps:7Jan2022` names the catalog's LAMMPS as centera binds it: its module is
+    loaded for that executor only (the next one, a host image, has none of it)."""
+    task_id = await _create(
+        gateway,
+        {
+            "resources": {"zones": ["north"]},
+            "executors": [
+                {
+                    "image": "lammps:7Jan2022",
+                    "command": ["sh", "-c", 'echo "$LOADEDMODULES|$LAMMPS_POTENTIALS"'],
+                },
+                {"image": "debian:12", "command": ["sh", "-c", 'echo "[$LOADEDMODULES]"']},
+            ],
+        },
+    )
+    await _wait(_client(gateway), task_id, view=None)
+    status, done = await _http(gateway, "GET", f"/tasks/{task_id}", params={"view": "FULL"})
+    assert status == 200 and done["state"] == "COMPLETE", done
+    first, second = done["logs"][0]["logs"]
+    assert first["stdout"] == "lammps/7Jan2022|/usr/share/lammps/potentials\n"
+    assert second["stdout"] == "[]\n"
+    # GROMACS is offered at centerb only: at centera it is no image.
+    status, body = await _http(
+        gateway,
+        "POST",
+        "/tasks",
+        json={
+            "resources": {"backend_parameters": {"center": "centera"}},
+            "executors": [{"image": "gromacs", "command": ["gmx", "--version"]}],
+        },
+    )
+    assert status == 400 and body["field"] == "executors[0].image"
