@@ -29,9 +29,12 @@ def tes_error(error: DomainError) -> web.Response:
     status = status_of(error)
     if isinstance(error, Unprocessable) and error.code != "unsatisfiable":
         status = 400
-    body: dict[str, Any] = {"msg": error.message, "status_code": status, "code": error.code}
-    if error.field:
-        body["field"] = error.field
+    body: dict[str, Any] = {
+        **error.details,
+        "msg": error.message,
+        "status_code": status,
+        "code": error.code,
+    }
     return web.json_response(body, status=status)
 
 
