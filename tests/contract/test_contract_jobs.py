@@ -396,3 +396,20 @@ async def test_batches_sharing_keys_on_two_stores_at_once_store_each_key_once(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_jobs_task_document_reads_back_updates_and_filters_the_list(
+    job_store: JobStore,
+) -> None:
+    """A GA4GH TES task's document (any JSON, unicode and escapes included) is kept with
+    its job, changed by update, and `tasks_only` lists just the jobs that have one."""
+    document = {"document": {"name": 'ünï "q" \\ \n', "tags": {"k": ""}}, "logs": None}
+    plain, task = job(), job(task=document)
+    await job_store.insert_many([plain, task])
+    assert (await job_store.get(task.id)) == task
+    assert (await job_store.get(plain.id)).task is None  # type: ignore[union-attr]
+    logs = {**document, "logs": {"executors": [{"exit_code": 3}], "system": ["x"]}}
+    updated = await job_store.update(task.id, task=logs)
+    assert updated.task == logs and (await job_store.get(task.id)).task == logs  # type: ignore[union-attr]
+    page = await job_store.list(JobQuery(owner="alice", tasks_only=True))
+    assert [r.id for r in page.jobs] == [task.id] and page.jobs[0].task == logs
