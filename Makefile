@@ -5,8 +5,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server postgresql haproxy tcsh zsh fish chromium wrk lammps lammps-examples gromacs hpcc lmod openmpi-bin bubblewrap
-SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/sbin/haproxy /usr/bin/tcsh /usr/bin/zsh /usr/bin/fish /usr/bin/chromium /usr/bin/wrk /usr/bin/lmp /usr/bin/gmx /usr/bin/hpcc /usr/share/lmod/lmod/libexec/lmod /usr/bin/mpirun /usr/share/lammps/examples/melt
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server slurm-wlm-torque slurmdbd mariadb-server postgresql haproxy tcsh zsh fish chromium wrk lammps lammps-examples gromacs hpcc lmod openmpi-bin bubblewrap rsync python3-pip
+SYSTEM_BINARIES := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/sshd /usr/bin/qsub /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/sbin/haproxy /usr/bin/tcsh /usr/bin/zsh /usr/bin/fish /usr/bin/chromium /usr/bin/wrk /usr/bin/lmp /usr/bin/gmx /usr/bin/hpcc /usr/share/lmod/lmod/libexec/lmod /usr/bin/mpirun /usr/share/lammps/examples/melt /usr/bin/bwrap /usr/bin/rsync /usr/bin/pip3
 # (/usr/share/lammps/examples/melt is a directory of lammps-examples: -x holds for it too.)
 # The PostgreSQL server's path names its version: any installed version will do (an
 # unmatched pattern stays literal in the shell's word list and counts as missing).

@@ -75,7 +75,7 @@ def center_document(center: CenterInfo, host_key: str) -> dict[str, Any]:
         "scheduler": scheduler,
         **PUBLISHED.get(center.id, {}),
         "applications": applications_section(center, center.dir.parent),
-        "tes": tes_section(center, center.dir.parent),
+        "tes": tes_section(center),
     }
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.testbed import accounting, apps, postgres, slurm, sshd, status_filter, tes
+from tests.testbed import accounting, apps, postgres, slurm, sshd, status_filter
 from tests.testbed.centers import (
     ALL_LOGINS,
     CENTER_IDS,
@@ -112,7 +112,6 @@ class Testbed:
         with self._locked():
             changed = self._prepare()
             apps.install(self.center(cid) for cid in CENTER_IDS)  # Lmod trees (apps.py)
-            tes.install(self.base)  # the host images of TES tasks (tes.py)
             # PostgreSQL is launched first and waited for last: it starts while Slurm does.
             if postgres.prepare(self.base) and postgres.running(self.base):
                 postgres.stop_server(self.base)  # running on an outdated config
