@@ -32,6 +32,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,23 @@ async def test_each_task_was_a_completed_batch_job_at_the_center(run: Run) -> No
             assert job["center"] == CENTER, job
             assert job["state"] == "COMPLETED", job
             assert job["native_id"], job
+
+
+async def test_each_step_was_submitted_only_after_the_steps_it_depends_on_had_ended(
+    run: Run,
+) -> None:
+    """make -> square (both) -> total, as the center's jobs show it: a task's job was
+    created after the jobs of the tasks it needs had finished."""
+    async with run.gateway.client(USER) as client:
+        jobs = {t.name.split(".")[1]: [] for t in run.tasks}  # type: dict[str, list[Any]]
+        for task in run.tasks:
+            jobs[task.name.split(".")[1]].append(await client.get(task.id))
+
+    def at(job: dict[str, Any], key: str) -> datetime:
+        return datetime.fromisoformat(job[key])
+
+    (make,), squares, (total,) = jobs["make"], jobs["square"], jobs["total"]
+    assert len(squares) == 2
+    for square in squares:
+        assert at(square, "created_at") >= at(make, "finished_at"), (make, square)
+        assert at(total, "created_at") >= at(square, "finished_at"), (square, total)
