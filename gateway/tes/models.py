@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from adapters.base import ENV_NAME_RE
+
 #: The most one `content` input may hold (the specification asks for at least 128 KiB).
 MAX_CONTENT = 1 << 20
 #: What a TES path may hold: no NUL, no newline (a path is one line of the job's logs).
@@ -146,12 +148,7 @@ class TesExecutor(_Tes):
     @classmethod
     def _env(cls, env: dict[str, str] | None) -> dict[str, str] | None:
         for key, value in (env or {}).items():
-            if (
-                not key
-                or not (key[0].isalpha() or key[0] == "_")
-                or not all(c.isalnum() or c == "_" for c in key)
-                or not key.isascii()
-            ):
+            if not ENV_NAME_RE.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if "\0" in value:
                 raise ValueError(f"value of {key} contains a NUL byte")
