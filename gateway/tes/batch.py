@@ -475,6 +475,7 @@ def task_script(run: TaskRun) -> str:
     if none:
         lines.append(_SANDBOX_NONE)
     lines += _finish(plan, none)
+    lines += _runtime_check(run)
     lines += _prepare(plan, none)
     if run.runtime == "none" and run.sandbox == "bubblewrap":
         lines += _bubblewrap_root(plan)
@@ -484,6 +485,26 @@ def task_script(run: TaskRun) -> str:
         lines += _executor(plan, executor, none)
     lines.append("hpcfed_finish 0")
     return "\n".join(lines) + "\n"
+
+
+def _runtime_check(run: TaskRun) -> list[str]:
+    """Lines that make a center without the declared runtime (or a bubblewrap that
+    cannot make its namespaces there) a system failure, not an executor's."""
+    if run.runtime == "none" and run.sandbox == "none":
+        return []
+    name = run.command or ("bwrap" if run.runtime == "none" else run.runtime)
+    missing = quote(f"{name} is not installed at this center (tes.runtime/tes.sandbox)")
+    lines = [
+        "# The runtime the center declares.",
+        f"command -v {quote(name)} >/dev/null 2>&1 || hpcfed_fail {missing}",
+    ]
+    if run.runtime == "none":
+        refused = quote(
+            f"{name} cannot make a sandbox at this center (unprivileged user namespaces "
+            "off, and bwrap not setuid)"
+        )
+        lines.append(f"{quote(name)} --dev-bind / / true >/dev/null 2>&1 || hpcfed_fail {refused}")
+    return lines
 
 
 def _finish(plan: _Plan, none: bool) -> list[str]:

@@ -244,6 +244,22 @@ def test_a_missing_host_input_is_a_system_failure(place: Path) -> None:
     assert ran.logs.failed_executor is None
 
 
+@pytest.mark.parametrize(
+    ("runtime", "command"),
+    [("none", "/nonexistent/bwrap"), ("apptainer", None), ("podman", "/nonexistent/podman")],
+)
+def test_a_center_without_its_declared_runtime_is_a_system_failure(
+    place: Path, runtime: str, command: str | None
+) -> None:
+    """Not the executor's failure: a system line names the program, and nothing ran."""
+    run = TaskRun(executors=(sh("echo must-not-run"),), runtime=runtime, command=command)  # type: ignore[arg-type]
+    ran = run_task(place, run)
+    assert ran.code == 70 and ran.logs.executors == ()
+    name = command or runtime
+    assert any(f"{name} is not installed" in line for line in ran.logs.system), ran.logs.system
+    assert ran.logs.failed_executor is None
+
+
 def test_each_task_has_its_own_tmp(place: Path) -> None:
     name = f"/tmp/hpcfed-tes-probe-{uuid.uuid4().hex}"
     first = TaskRun(
