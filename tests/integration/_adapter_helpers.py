@@ -7,11 +7,13 @@ testbed cannot start, fails under CI).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -152,16 +154,66 @@ async def check_dependent_job_waits_for_its_parent(adapter: JobDirAdapter) -> No
     assert child_start >= parent_end
 
 
-async def check_walltime_kill_is_timeout(adapter: JobDirAdapter) -> NativeStatus:
-    """A job that sleeps past its walltime of one minute ends TIMEOUT."""
+#: The test of a module that awaits the walltime job `walltime_job_started` submitted.
+WALLTIME_TEST = "test_job_past_its_walltime_ends_in_timeout"
+
+
+@dataclass(frozen=True)
+class WalltimeJob:
+    """A job submitted to outlive its walltime of one minute."""
+
+    native_id: str
+    gateway_id: str
+
+
+@contextlib.asynccontextmanager
+async def walltime_job_started(
+    request: pytest.FixtureRequest, make_adapter: Callable[[SSHPool], JobDirAdapter]
+) -> AsyncIterator[WalltimeJob | None]:
+    """Submit the module's walltime job when the module starts, if its WALLTIME_TEST is
+    among the selected tests (None otherwise); cancel it when the module ends.
+
+    Its minute (Slurm's least walltime) and the kill after it then pass while the module's
+    other tests run, and WALLTIME_TEST only awaits its end. The job holds one core of its
+    center meanwhile. The fixture has its own pool: the tests' pools live on their own
+    event loops.
+    """
+    selected = any(
+        getattr(item, "module", None) is request.module
+        and getattr(item, "originalname", None) == WALLTIME_TEST
+        for item in request.session.items
+    )
+    if not selected:
+        yield None
+        return
     spec = job(command="sleep", arguments=["300"], walltime_seconds=60)
-    native_id = await adapter.submit(spec)
+    pool = SSHPool()
+    try:
+        adapter = make_adapter(pool)
+        submitted = WalltimeJob(await adapter.submit(spec), spec.gateway_id)
+        try:
+            yield submitted
+        finally:
+            await adapter.cancel(submitted.native_id, submitted.gateway_id)  # no-op once ended
+    finally:
+        await pool.close()
+
+
+async def await_walltime_kill_is_timeout(
+    adapter: JobDirAdapter, submitted: WalltimeJob | None
+) -> NativeStatus:
+    """The job that sleeps past its walltime of one minute ends TIMEOUT."""
+    assert submitted is not None, f"{WALLTIME_TEST} runs but its job was not submitted"
     try:
         status = await wait_for_status(
-            adapter, native_id, spec.gateway_id, finished, timeout=TIMEOUT_DEADLINE
+            adapter,
+            submitted.native_id,
+            submitted.gateway_id,
+            finished,
+            timeout=TIMEOUT_DEADLINE,
         )
     finally:
-        await adapter.cancel(native_id, spec.gateway_id)
+        await adapter.cancel(submitted.native_id, submitted.gateway_id)
     assert status.state is JobState.TIMEOUT, status
     return status
 

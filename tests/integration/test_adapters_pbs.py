@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from adapters.base import JobState
 from adapters.batch.jobdir import JobDir
@@ -15,20 +17,33 @@ from adapters.pbs.commands import build_qstat_command
 from adapters.pbs.parse import parse_torque_qstat
 from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
+    WalltimeJob,
+    await_walltime_kill_is_timeout,
     check_array_of_four,
     check_bad_queue_is_rejected_naming_it,
     check_dependent_job_waits_for_its_parent,
     check_sleep_is_timed,
-    check_walltime_kill_is_timeout,
     finished,
     job,
     pool_fixture,
     target,
     wait_for_status,
+    walltime_job_started,
 )
 from tests.testbed import Testbed
 
 pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
+async def walltime_job(
+    request: pytest.FixtureRequest, testbed: Testbed
+) -> AsyncIterator[WalltimeJob | None]:
+    """The walltime test's job, submitted as the module starts (_adapter_helpers.py)."""
+    async with walltime_job_started(
+        request, lambda pool: PbsAdapter(target(testbed, "centerc"), pool, dialect="torque")
+    ) as submitted:
+        yield submitted
 
 
 @pytest.fixture
@@ -59,7 +74,9 @@ async def test_cancel_of_queued_job_reaches_cancelled_state(
     testbed: Testbed, centerc: PbsAdapter
 ) -> None:
     cpus = testbed.center("centerc").cpus
-    filler = job("sleep 300", tasks_per_node=cpus, walltime_seconds=600)
+    # The job we cancel asks for the whole node: a job holding one core makes it wait,
+    # whether or not the module's walltime job still holds another.
+    filler = job("sleep 300", walltime_seconds=600)
     filler_id = await centerc.submit(filler)
     try:
         spec = job("echo should never run", tasks_per_node=cpus, walltime_seconds=600)
@@ -174,14 +191,6 @@ async def test_dependent_job_stays_pending_until_its_parent_completed(
     await check_dependent_job_waits_for_its_parent(centerc)
 
 
-async def test_job_past_its_walltime_ends_in_timeout(centerc: PbsAdapter) -> None:
-    # Slurm's qstat says only "C": job.sh's trap of the scheduler's SIGTERM tells.
-    status = await check_walltime_kill_is_timeout(centerc)
-    assert status.native_state in ("C", "LEFT_QUEUE")
-    assert "terminated by the scheduler" in (status.reason or "")
-    assert "walltime of 60 s exceeded" in (status.reason or "")
-
-
 async def test_a_finished_job_says_when_it_started_and_ended(centerc: PbsAdapter) -> None:
     # The wrapper's `C` says neither how nor exactly when: job.sh's `times` tell.
     status = await check_sleep_is_timed(centerc)
@@ -197,3 +206,14 @@ async def test_a_finished_job_says_when_it_started_and_ended(centerc: PbsAdapter
     assert parse_torque_qstat(shifted)[status.native_id].started_at == listed.started_at + 8 * 3600
     pinned = (await centerc.run(elsewhere + command)).stdout.decode()
     assert parse_torque_qstat(pinned)[status.native_id].started_at == listed.started_at
+
+
+# Last: its job, submitted as the module started, outlives its walltime meanwhile.
+async def test_job_past_its_walltime_ends_in_timeout(
+    centerc: PbsAdapter, walltime_job: WalltimeJob | None
+) -> None:
+    # Slurm's qstat says only "C": job.sh's trap of the scheduler's SIGTERM tells.
+    status = await await_walltime_kill_is_timeout(centerc, walltime_job)
+    assert status.native_state in ("C", "LEFT_QUEUE")
+    assert "terminated by the scheduler" in (status.reason or "")
+    assert "walltime of 60 s exceeded" in (status.reason or "")

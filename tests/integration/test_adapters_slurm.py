@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+import pytest_asyncio
 
 from adapters.base import NOT_LISTED, JobState
 from adapters.batch.jobdir import JobDir, quote
@@ -17,16 +19,18 @@ from adapters.slurm.adapter import SlurmAdapter
 from adapters.slurm.status import SQUEUE_FIELDS, build_squeue_command, parse_squeue
 from adapters.transport.ssh import SSHPool
 from tests.integration._adapter_helpers import (  # noqa: F401 - pool_fixture provides `pool`
+    WalltimeJob,
+    await_walltime_kill_is_timeout,
     check_array_of_four,
     check_bad_queue_is_rejected_naming_it,
     check_dependent_job_waits_for_its_parent,
     check_sleep_is_timed,
-    check_walltime_kill_is_timeout,
     finished,
     job,
     pool_fixture,
     target,
     wait_for_status,
+    walltime_job_started,
 )
 from tests.testbed import Testbed
 
@@ -34,6 +38,17 @@ pytestmark = pytest.mark.integration
 
 # The Slurm center these tests use; another Slurm center of the testbed can stand in.
 CENTER = os.environ.get("HPCFED_ADAPTER_SLURM_CENTER", "centera")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
+async def walltime_job(
+    request: pytest.FixtureRequest, testbed: Testbed
+) -> AsyncIterator[WalltimeJob | None]:
+    """The walltime test's job, submitted as the module starts (_adapter_helpers.py)."""
+    async with walltime_job_started(
+        request, lambda pool: SlurmAdapter(target(testbed, CENTER), pool)
+    ) as submitted:
+        yield submitted
 
 
 @pytest.fixture
@@ -76,8 +91,9 @@ async def test_cancel_of_queued_job_reaches_cancelled_state(
     testbed: Testbed, slurm: SlurmAdapter
 ) -> None:
     cpus = testbed.center(CENTER).cpus
-    # Fill the node first so the job we cancel has to wait.
-    filler = job("sleep 300", cpus_per_task=cpus, walltime_seconds=600)
+    # The job we cancel asks for the whole node: a job holding one core makes it wait,
+    # whether or not the module's walltime job still holds another.
+    filler = job("sleep 300", walltime_seconds=600)
     filler_id = await slurm.submit(filler)
     try:
         spec = job("echo should never run", cpus_per_task=cpus, walltime_seconds=600)
@@ -236,11 +252,6 @@ async def test_dependent_job_stays_pending_until_its_parent_completed(
     await check_dependent_job_waits_for_its_parent(slurm)
 
 
-async def test_job_past_its_walltime_ends_in_timeout(slurm: SlurmAdapter) -> None:
-    status = await check_walltime_kill_is_timeout(slurm)
-    assert status.native_state in ("TIMEOUT", "LEFT_QUEUE")
-
-
 async def test_missing_output_is_reported_as_absent(slurm: SlurmAdapter) -> None:
     chunk = await slurm.read_output("1", job("true").gateway_id, "stderr", offset=7)
     assert (chunk.data, chunk.offset, chunk.size, chunk.exists) == (b"", 7, None, False)
@@ -282,3 +293,11 @@ async def test_a_job_that_left_squeue_at_once_still_says_when_it_ran(
 ) -> None:
     # centerb forgets finished jobs within seconds (MinJobAge=2): job.sh's `times` tell.
     await check_sleep_is_timed(SlurmAdapter(target(testbed, "centerb"), pool))
+
+
+# Last: its job, submitted as the module started, outlives its walltime meanwhile.
+async def test_job_past_its_walltime_ends_in_timeout(
+    slurm: SlurmAdapter, walltime_job: WalltimeJob | None
+) -> None:
+    status = await await_walltime_kill_is_timeout(slurm, walltime_job)
+    assert status.native_state in ("TIMEOUT", "LEFT_QUEUE")
