@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -198,6 +199,14 @@ async def test_an_ssh_cut_fails_requests_clearly_and_the_pool_recovers_by_itself
         assert comments[f"hpcfed:{job_id}"] <= 1
 
 
+def center_times(final: dict[str, Any]) -> tuple[float, float]:
+    """When a finished job started and ended, as its center tells it (epoch seconds)."""
+    usage = final["usage"]
+    assert usage["source"] == "center", usage  # not the gateway's own sightings
+    started, ended = (datetime.fromisoformat(usage[k]) for k in ("started_at", "ended_at"))
+    return started.timestamp(), ended.timestamp()
+
+
 # The PBS-dialect center (Slurm underneath): no other test of this file uses it.
 CTLD_CENTER = "centerc"
 
@@ -208,7 +217,9 @@ async def test_a_scheduler_stopped_for_60s_fails_no_job_and_all_complete(
     gw = await start_gateway(fault_config(testbed_config, CTLD_CENTER))
     async with aiohttp.ClientSession() as session:
         ids: list[str] = []
-        for seconds in ("20", "30", "90", "5"):  # two cores: the last two queue behind
+        # The first three run before slurmctld stops; the 75 s one still runs when it
+        # returns (checked below).
+        for seconds in ("20", "30", "75", "5"):
             _, status, body, _ = await call(
                 session, gw, "POST", "/v1/jobs", json=job(CTLD_CENTER, "sleep", seconds)
             )
@@ -216,13 +227,13 @@ async def test_a_scheduler_stopped_for_60s_fails_no_job_and_all_complete(
             ids.append(body["id"])
         async with asyncio.timeout(60):
             while True:
-                seen = [(await call(session, gw, "GET", f"/v1/jobs/{j}"))[2] for j in ids[:2]]
+                seen = [(await call(session, gw, "GET", f"/v1/jobs/{j}"))[2] for j in ids[:3]]
                 if all(s["state"] == "RUNNING" for s in seen):
                     break
                 await asyncio.sleep(0.3)
         during: Counter[str] = Counter()
         await asyncio.to_thread(testbed.stop_daemon, CTLD_CENTER, "slurmctld")
-        stopped = time.monotonic()
+        stopped, stopped_at = time.monotonic(), time.time()
         try:
             while time.monotonic() - stopped < 60:
                 for j in ids:
@@ -237,7 +248,7 @@ async def test_a_scheduler_stopped_for_60s_fails_no_job_and_all_complete(
                 await asyncio.sleep(3)
         finally:
             await asyncio.to_thread(testbed.start_daemon, CTLD_CENTER, "slurmctld")
-        back = time.monotonic()
+        back, back_at = time.monotonic(), time.time()
         finals = {j: await wait_final(session, gw, j, 240) for j in ids}
         took = time.monotonic() - back
     print(
@@ -252,6 +263,11 @@ async def test_a_scheduler_stopped_for_60s_fails_no_job_and_all_complete(
             final["reason"],
             final["id"],
         )
+    # The longest job ran across the whole outage: started before slurmctld stopped,
+    # ended after it returned.
+    started, ended = center_times(finals[ids[2]])
+    print(f"the longest job ended {ended - back_at:.1f}s after slurmctld returned")
+    assert started < stopped_at and ended > back_at, finals[ids[2]]["usage"]
 
 
 @contextlib.contextmanager
