@@ -24,7 +24,7 @@ from gateway.apps.service import AppService, Offer
 from gateway.centers.configured import Center, CenterRegistry
 from gateway.errors import DomainError, Unprocessable, validation_error
 from gateway.fields import CenterPath
-from gateway.jobs.models import PREFERENCES, JobSpec, PlacementSpec, Resources, StageIn, StageOut
+from gateway.jobs.models import PREFERENCES, JobSpec, Resources, StageIn, StageOut
 from gateway.jobs.records import JobRecord
 from gateway.jobs.service import JobService
 from gateway.jobs.store import JobQuery
@@ -32,6 +32,7 @@ from gateway.store import job_sql
 from gateway.tes.batch import (
     OUTS,
     ROOT,
+    SYSTEM_FAILURE,
     Environment,
     ExecutorLog,
     ExecutorRun,
@@ -355,8 +356,6 @@ def job_spec(task: TesTask) -> tuple[JobSpec, list[str]]:
         doc["placement"] = placement
     try:
         spec = JobSpec.model_validate(doc)
-        if spec.placement is not None:
-            PlacementSpec.model_validate(spec.placement.model_dump())
     except ValidationError as exc:
         error = validation_error(exc)
         named = error.field or "(body)"
@@ -377,9 +376,12 @@ def tes_state(record: JobRecord, logs: TaskLogs | None) -> str:
     if state is JobState.CANCELLED:
         return "CANCELED"
     if state is JobState.FAILED:
-        if logs is not None and logs.failed_executor is not None:
-            return "EXECUTOR_ERROR"
-        return "SYSTEM_ERROR"
+        if logs is not None:
+            return "EXECUTOR_ERROR" if logs.failed_executor is not None else "SYSTEM_ERROR"
+        # The logs not read back yet (the center out of reach): the job's exit code is
+        # the stopping executor's, or the script's own for a failure of its setup.
+        code = record.exit_code
+        return "EXECUTOR_ERROR" if code not in (None, 0, SYSTEM_FAILURE) else "SYSTEM_ERROR"
     if state is JobState.TIMEOUT:
         return "SYSTEM_ERROR"
     if record.cancel_requested:

@@ -173,3 +173,15 @@ def test_views_leave_out_what_the_specification_says() -> None:
         {"url": "hpcfed://centera/~/o/a/b.txt", "path": "/out/a/b.txt", "size_bytes": "12"}
     ]
     assert full["creation_time"]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(3, "EXECUTOR_ERROR"), (70, "SYSTEM_ERROR"), (0, "SYSTEM_ERROR"), (None, "SYSTEM_ERROR")],
+)
+def test_a_failed_job_whose_logs_are_not_read_yet_goes_by_its_exit_code(
+    code: int | None, expected: str
+) -> None:
+    record = _record(JobState.FAILED)
+    record.exit_code = code
+    assert tes_state(record, None) == expected
