@@ -366,6 +366,18 @@ def job_spec(task: TesTask) -> tuple[JobSpec, list[str]]:
     return spec, warnings
 
 
+def kept_document(task: TesTask) -> dict[str, Any]:
+    """The task as the gateway keeps and returns it: without the backend parameters it
+    does not take (the specification: not stored, not returned)."""
+    document = task.document()
+    params = (document.get("resources") or {}).get("backend_parameters")
+    if params:
+        document["resources"]["backend_parameters"] = {
+            k: v for k, v in params.items() if k.lower() in BACKEND_PARAMETERS
+        }
+    return document
+
+
 # ------------------------------------------------------------------ states and views
 
 
@@ -591,7 +603,7 @@ class TesService:
         plan = TaskPlan(task, await self._app_offers(task))
         if spec.center == "auto":
             plan.check_images([c for c in self.centers if c.serves(owner)])
-        document = task.document()
+        document = kept_document(task)
         kept = {
             "document": document,
             "warnings": warnings,

@@ -17,6 +17,7 @@ from gateway.tes.models import TesTask
 from gateway.tes.service import (
     _logs_doc,
     job_spec,
+    kept_document,
     location,
     task_view,
     tes_state,
@@ -185,3 +186,8 @@ def test_a_failed_job_whose_logs_are_not_read_yet_goes_by_its_exit_code(
     record = _record(JobState.FAILED)
     record.exit_code = code
     assert tes_state(record, None) == expected
+
+
+def test_unsupported_backend_parameters_are_neither_kept_nor_returned() -> None:
+    task = _task(resources={"backend_parameters": {"Queue": "batch", "VmSize": "big"}})
+    assert kept_document(task)["resources"]["backend_parameters"] == {"Queue": "batch"}
