@@ -22,7 +22,7 @@ from adapters.errors import AdapterError
 from gateway.apps.render import setup_lines
 from gateway.apps.service import AppService, Offer
 from gateway.centers.configured import Center, CenterRegistry
-from gateway.errors import DomainError, Unprocessable, validation_error
+from gateway.errors import DomainError, Unprocessable, field_path, validation_error
 from gateway.fields import CenterPath
 from gateway.jobs.models import PREFERENCES, JobSpec, Resources, StageIn, StageOut
 from gateway.jobs.records import JobRecord
@@ -62,13 +62,6 @@ DEFAULT_PAGE, MAX_PAGE = 256, 2047
 LIST_CHUNK = 1 << 9
 #: The job name of a task: its name's safe characters.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _field(*parts: str | int) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
 
 
 def bad(field_name: str, message: str) -> Unprocessable:
@@ -140,7 +133,7 @@ class TaskPlan:
         found: list[Environment] = []
         refused: list[str] = []
         for i, ex in enumerate(self.task.executors):
-            where = _field("executors", i, "image")
+            where = field_path("executors", i, "image")
             if tes.runtime != "none":
                 found.append(Environment(ex.image))
                 continue
@@ -172,7 +165,7 @@ class TaskPlan:
         for i, ex in enumerate(self.task.executors):
             single = TaskPlan(self.task.model_copy(update={"executors": [ex]}), self.apps)
             if not any(single.refusal(c) is None for c in centers):
-                where = _field("executors", i, "image")
+                where = field_path("executors", i, "image")
                 raise Unprocessable(
                     "unsupported_image",
                     f"{where}: {ex.image!r} is neither an image a center of yours publishes "
@@ -205,7 +198,7 @@ class TaskPlan:
                 contents.append((given.path, given.content))
                 continue
             assert given.url is not None  # TesInput: url or content
-            where = location(given.url, _field("inputs", i, "url"))
+            where = location(given.url, field_path("inputs", i, "url"))
             if where.center is None:
                 host_inputs.append((where.path, given.path))
                 continue
@@ -219,7 +212,7 @@ class TaskPlan:
         outputs: list[StageOut] = []
         runs: list[OutputRun] = []
         for i, out in enumerate(task.outputs or []):
-            where = location(out.url, _field("outputs", i, "url"))
+            where = location(out.url, field_path("outputs", i, "url"))
             wild = has_wildcard(out.path)
             runs.append(OutputRun(i, out.path, out.path_prefix, out.type == "DIRECTORY"))
             outputs.append(
@@ -265,12 +258,12 @@ def _check_paths(task: TesTask) -> None:
     """Each path of the task as the batch script takes it (batch.check_path), a refusal
     naming the task's own field."""
     named: list[tuple[str, str | None]] = []
-    named += [(_field("inputs", i, "path"), x.path) for i, x in enumerate(task.inputs or [])]
-    named += [(_field("outputs", i, "path"), x.path) for i, x in enumerate(task.outputs or [])]
-    named += [(_field("volumes", i), v) for i, v in enumerate(task.volumes or [])]
+    named += [(field_path("inputs", i, "path"), x.path) for i, x in enumerate(task.inputs or [])]
+    named += [(field_path("outputs", i, "path"), x.path) for i, x in enumerate(task.outputs or [])]
+    named += [(field_path("volumes", i), v) for i, v in enumerate(task.volumes or [])]
     for i, ex in enumerate(task.executors):
         for key in ("workdir", "stdin", "stdout", "stderr"):
-            named.append((_field("executors", i, key), getattr(ex, key)))
+            named.append((field_path("executors", i, key), getattr(ex, key)))
     for where, path in named:
         if path is not None:
             try:
@@ -285,13 +278,13 @@ def _files_below_top(task: TesTask) -> None:
     named: list[tuple[str, str | None]] = []
     for i, given in enumerate(task.inputs or []):
         if given.type == "FILE":
-            named.append((_field("inputs", i, "path"), given.path))
+            named.append((field_path("inputs", i, "path"), given.path))
     for i, out in enumerate(task.outputs or []):
         if out.type == "FILE" and not has_wildcard(out.path):
-            named.append((_field("outputs", i, "path"), out.path))
+            named.append((field_path("outputs", i, "path"), out.path))
     for i, ex in enumerate(task.executors):
         for key in ("stdin", "stdout", "stderr"):
-            named.append((_field("executors", i, key), getattr(ex, key)))
+            named.append((field_path("executors", i, key), getattr(ex, key)))
     for where, path in named:
         if path is not None and path.count("/") == 1:
             raise bad(where, f"{path!r}: a file directly under '/'; put it in a directory")
@@ -317,7 +310,7 @@ def job_spec(task: TesTask) -> tuple[JobSpec, list[str]]:
     warnings: list[str] = []
     if unknown and res is not None and res.backend_parameters_strict:
         raise bad(
-            _field(where, unknown[0]),
+            field_path(where, unknown[0]),
             f"not supported here (supported: {', '.join(BACKEND_PARAMETERS)})",
         )
     for key in unknown:
@@ -330,7 +323,7 @@ def job_spec(task: TesTask) -> tuple[JobSpec, list[str]]:
         # GB as the specification says (10^9 bytes), in MiB, rounded up.
         resources["memory_per_node"] = max(1, math.ceil(res.ram_gb * 1e9 / (1 << 20)))
     if "walltime" in params:
-        resources["walltime"] = _walltime(params["walltime"], _field(where, "walltime"))
+        resources["walltime"] = _walltime(params["walltime"], field_path(where, "walltime"))
     placement: dict[str, Any] = {}
     if res is not None and res.zones:
         placement["regions"] = list(res.zones)
@@ -338,7 +331,7 @@ def job_spec(task: TesTask) -> tuple[JobSpec, list[str]]:
         prefer = [p.strip() for p in params["prefer"].split(",") if p.strip()]
         for p in prefer:
             if p not in PREFERENCES:
-                raise bad(_field(where, "prefer"), f"{p!r}: one of {', '.join(PREFERENCES)}")
+                raise bad(field_path(where, "prefer"), f"{p!r}: one of {', '.join(PREFERENCES)}")
         placement["prefer"] = prefer
     if "exclude" in params:
         placement["exclude"] = [c.strip() for c in params["exclude"].split(",") if c.strip()]
@@ -361,7 +354,7 @@ def job_spec(task: TesTask) -> tuple[JobSpec, list[str]]:
         named = error.field or "(body)"
         for key in ("queue", "account", "qos", "center"):
             if named == key:
-                named = _field(where, key)
+                named = field_path(where, key)
         raise bad(named, error.message.split(": ", 1)[-1]) from None
     return spec, warnings
 
@@ -592,11 +585,11 @@ class TesService:
         for i, given in enumerate(task.inputs or []):
             if not given.content:
                 assert given.url is not None
-                where = location(given.url, _field("inputs", i, "url"))
+                where = location(given.url, field_path("inputs", i, "url"))
                 if where.center is not None:
                     self.centers.get(where.center)  # unknown_center names it
         for i, out in enumerate(task.outputs or []):
-            where = location(out.url, _field("outputs", i, "url"))
+            where = location(out.url, field_path("outputs", i, "url"))
             if where.center is not None:
                 self.centers.get(where.center)
         spec, warnings = job_spec(task)
